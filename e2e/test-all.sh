@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh machine, then runs every test.
+# This is the README's test command and exactly what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== setup"
+# Helm's own Go engine (through the helm-python-sdk wheel) renders and lints the chart.
+if [ ! -x e2e/.venv/bin/python ]; then
+    python3 -m venv e2e/.venv
+fi
+e2e/.venv/bin/pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
+export SIEMBRIDGE_TEST_PYTHON="$PWD/e2e/.venv/bin/python"
+
+echo "== format and lint"
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "== tests"
+cargo test --all-targets --locked

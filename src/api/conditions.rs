@@ -1,0 +1,223 @@
+//! Conditions that follow the Kubernetes API conventions: `type`, `status`, `reason`, `message`,
+//! `lastTransitionTime`, `observedGeneration`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Condition types used by siembridge resources.
+pub mod types {
+    pub const READY: &str = "Ready";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const DEGRADED: &str = "Degraded";
+    pub const SOURCE_CONNECTED: &str = "SourceConnected";
+    pub const DESTINATIONS_READY: &str = "DestinationsReady";
+    pub const LAGGING: &str = "Lagging";
+    pub const THROTTLED: &str = "Throttled";
+    pub const DATA_LOSS: &str = "DataLoss";
+    pub const BALANCED: &str = "Balanced";
+}
+
+/// Reasons, in CamelCase as the conventions ask.
+pub mod reasons {
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const DESTINATION_NOT_FOUND: &str = "DestinationNotFound";
+    pub const CONSUMER_GROUP_NOT_FOUND: &str = "ConsumerGroupNotFound";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const DEPLOYMENT_READY: &str = "DeploymentReady";
+    pub const DEPLOYMENT_PROGRESSING: &str = "DeploymentProgressing";
+    pub const DEPLOYMENT_UNAVAILABLE: &str = "DeploymentUnavailable";
+    pub const COLLECTING: &str = "Collecting";
+    pub const CONFIGURED: &str = "Configured";
+    pub const DESTINATION_NOT_READY: &str = "DestinationNotReady";
+    pub const ALL_READY: &str = "AllReady";
+    pub const NO_CONSUMERS: &str = "NoLogSources";
+    pub const AS_EXPECTED: &str = "AsExpected";
+}
+
+/// Condition status values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::True => "True",
+            Status::False => "False",
+            Status::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for Status {
+    fn from(value: bool) -> Self {
+        if value {
+            Status::True
+        } else {
+            Status::False
+        }
+    }
+}
+
+/// A condition as computed by a controller, before it is merged into the existing list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredCondition {
+    pub type_: &'static str,
+    pub status: Status,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl DesiredCondition {
+    pub fn new(
+        type_: &'static str,
+        status: impl Into<Status>,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        DesiredCondition {
+            type_,
+            status: status.into(),
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Merge computed conditions into the current list. A condition whose status is unchanged keeps
+/// its `lastTransitionTime`, so re-applying the same state causes no status churn; conditions of
+/// other types are kept as they are.
+pub fn merge(
+    current: &[Condition],
+    desired: &[DesiredCondition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> = current
+        .iter()
+        .filter(|c| !desired.iter().any(|d| d.type_ == c.type_))
+        .cloned()
+        .collect();
+    for d in desired {
+        let previous = current.iter().find(|c| c.type_ == d.type_);
+        let last_transition_time = match previous {
+            Some(p) if p.status == d.status.as_str() => p.last_transition_time.clone(),
+            _ => Time(now),
+        };
+        out.push(Condition {
+            type_: d.type_.to_string(),
+            status: d.status.as_str().to_string(),
+            reason: d.reason.to_string(),
+            message: d.message.clone(),
+            last_transition_time,
+            observed_generation: generation,
+        });
+    }
+    out.sort_by(|a, b| {
+        order(&a.type_)
+            .cmp(&order(&b.type_))
+            .then_with(|| a.type_.cmp(&b.type_))
+    });
+    out
+}
+
+/// `Ready` first, then the generic ones, then kind-specific ones, so `kubectl describe` reads well.
+fn order(type_: &str) -> u8 {
+    match type_ {
+        types::READY => 0,
+        types::PROGRESSING => 1,
+        types::DEGRADED => 2,
+        _ => 3,
+    }
+}
+
+/// The condition of a type in a list, if present.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether a condition of that type is present with status `True`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    #[test]
+    fn unchanged_status_keeps_transition_time() {
+        let first = merge(
+            &[],
+            &[DesiredCondition::new(types::READY, true, reasons::ALL_READY, "ok")],
+            Some(1),
+            t(100),
+        );
+        let second = merge(
+            &first,
+            &[DesiredCondition::new(
+                types::READY,
+                true,
+                reasons::ALL_READY,
+                "still ok",
+            )],
+            Some(2),
+            t(200),
+        );
+        assert_eq!(second[0].last_transition_time, Time(t(100)));
+        assert_eq!(second[0].message, "still ok");
+        assert_eq!(second[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn changed_status_moves_transition_time() {
+        let first = merge(
+            &[],
+            &[DesiredCondition::new(types::READY, true, reasons::ALL_READY, "ok")],
+            Some(1),
+            t(100),
+        );
+        let second = merge(
+            &first,
+            &[DesiredCondition::new(
+                types::READY,
+                false,
+                reasons::SECRET_NOT_FOUND,
+                "missing",
+            )],
+            Some(1),
+            t(200),
+        );
+        assert_eq!(second[0].last_transition_time, Time(t(200)));
+        assert_eq!(second[0].reason, "SecretNotFound");
+        assert_eq!(second[0].status, "False");
+    }
+
+    #[test]
+    fn other_types_are_kept_and_ready_sorts_first() {
+        let first = merge(
+            &[],
+            &[DesiredCondition::new(types::DATA_LOSS, false, reasons::AS_EXPECTED, "")],
+            Some(1),
+            t(1),
+        );
+        let second = merge(
+            &first,
+            &[DesiredCondition::new(types::READY, true, reasons::ALL_READY, "")],
+            Some(1),
+            t(2),
+        );
+        let kinds: Vec<_> = second.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(kinds, vec!["Ready", "DataLoss"]);
+        assert!(is_true(&second, types::READY));
+        assert!(!is_true(&second, types::DATA_LOSS));
+    }
+}

@@ -1,0 +1,448 @@
+//! `LogSource`: one logical stream, e.g. "Entra sign-ins of tenant X" or "Intune audit logs".
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::common::{BlobCredentials, EntraCredentials, Resources, SecretKeySelector};
+use super::InvalidSpec;
+
+/// A stream of Microsoft security or audit records delivered to one or more SiemDestinations.
+/// Set exactly one source kind.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "siembridge.io",
+    version = "v1alpha1",
+    kind = "LogSource",
+    namespaced,
+    status = "LogSourceStatus",
+    shortname = "ls",
+    shortname = "logsrc",
+    category = "siembridge",
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".status.sourceType"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Forwarded","type":"integer","jsonPath":".status.eventsForwarded"}"#,
+    printcolumn = r#"{"name":"Lag","type":"string","jsonPath":".status.lag"}"#,
+    printcolumn = r#"{"name":"Last Event","type":"date","jsonPath":".status.lastEventTime","priority":1}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "[has(self.eventHub), has(self.managementActivityApi), has(self.graph), has(self.azureBlob), has(self.replay)].filter(x, x).size() == 1",
+     "message": "set exactly one of eventHub, managementActivityApi, graph, azureBlob, replay"}
+]))]
+pub struct LogSourceSpec {
+    /// Records read by a ConsumerGroup from an Event Hub (Entra and Intune diagnostic settings,
+    /// Defender XDR streaming API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_hub: Option<EventHubSource>,
+    /// The Office 365 Management Activity API (unified audit log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_activity_api: Option<ManagementActivitySource>,
+    /// Microsoft Graph audit, sign-in, risk and security endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<GraphSource>,
+    /// Diagnostic-settings archives in Azure Blob Storage (`insights-logs-*` containers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_blob: Option<BlobSource>,
+    /// Files of recorded records, for demos and tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySource>,
+
+    /// SiemDestinations, in this namespace, that receive every record of this source.
+    #[schemars(length(min = 1, max = 16))]
+    pub destinations: Vec<DestinationRef>,
+    /// Which records this source keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<RecordFilter>,
+    /// Stop collecting without deleting anything; checkpoints are kept.
+    #[serde(default)]
+    pub suspend: bool,
+    /// CPU and memory of the collector pod of an API-polled or replay source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// Which source kind a spec selects, borrowed from the spec.
+#[derive(Clone, Copy, Debug)]
+pub enum SourceKind<'a> {
+    EventHub(&'a EventHubSource),
+    ManagementActivityApi(&'a ManagementActivitySource),
+    Graph(&'a GraphSource),
+    AzureBlob(&'a BlobSource),
+    Replay(&'a ReplaySource),
+}
+
+impl SourceKind<'_> {
+    /// The spec field name of this kind, as shown in status and printer columns.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceKind::EventHub(_) => "eventHub",
+            SourceKind::ManagementActivityApi(_) => "managementActivityApi",
+            SourceKind::Graph(_) => "graph",
+            SourceKind::AzureBlob(_) => "azureBlob",
+            SourceKind::Replay(_) => "replay",
+        }
+    }
+}
+
+impl LogSourceSpec {
+    /// The one source kind this spec selects, or why the spec is invalid.
+    pub fn kind(&self) -> Result<SourceKind<'_>, InvalidSpec> {
+        let mut kinds = Vec::new();
+        if let Some(s) = &self.event_hub {
+            kinds.push(SourceKind::EventHub(s));
+        }
+        if let Some(s) = &self.management_activity_api {
+            kinds.push(SourceKind::ManagementActivityApi(s));
+        }
+        if let Some(s) = &self.graph {
+            kinds.push(SourceKind::Graph(s));
+        }
+        if let Some(s) = &self.azure_blob {
+            kinds.push(SourceKind::AzureBlob(s));
+        }
+        if let Some(s) = &self.replay {
+            kinds.push(SourceKind::Replay(s));
+        }
+        match kinds.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(InvalidSpec::new(
+                "no source kind is set; set exactly one of eventHub, managementActivityApi, graph, azureBlob, replay",
+            )),
+            many => Err(InvalidSpec::new(format!(
+                "more than one source kind is set ({}); set exactly one",
+                many.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// Every Secret key this source reads itself (not those of its destinations).
+    pub fn secret_refs(&self) -> Vec<&SecretKeySelector> {
+        let mut refs = Vec::new();
+        if let Some(s) = &self.management_activity_api {
+            refs.extend(s.credentials.secret_refs());
+        }
+        if let Some(s) = &self.graph {
+            refs.extend(s.credentials.secret_refs());
+        }
+        if let Some(s) = &self.azure_blob {
+            refs.extend(s.credentials.secret_refs());
+        }
+        refs
+    }
+}
+
+/// A reference to a SiemDestination in the same namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationRef {
+    /// Name of the SiemDestination.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Records taken from a ConsumerGroup.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventHubSource {
+    /// Name of the ConsumerGroup, in this namespace, that reads the hub.
+    #[schemars(length(min = 1, max = 253))]
+    pub consumer_group_ref: String,
+    /// Categories taken (`SignInLogs`, `AuditLogs`, `DeviceComplianceOrg`,
+    /// `AdvancedHunting-DeviceProcessEvents`, ...). Empty takes every category.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+}
+
+/// Content types of the Management Activity API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ContentType {
+    /// Entra ID (Azure AD) audit and sign-in records.
+    #[serde(rename = "Audit.AzureActiveDirectory")]
+    AuditAzureActiveDirectory,
+    /// Exchange admin and mailbox records.
+    #[serde(rename = "Audit.Exchange")]
+    AuditExchange,
+    /// SharePoint and OneDrive records.
+    #[serde(rename = "Audit.SharePoint")]
+    AuditSharePoint,
+    /// Every other workload (Teams, Power BI, Defender, Copilot, ...).
+    #[serde(rename = "Audit.General")]
+    AuditGeneral,
+    /// DLP events of every workload.
+    #[serde(rename = "DLP.All")]
+    DlpAll,
+}
+
+impl ContentType {
+    /// Every content type.
+    pub const ALL: [ContentType; 5] = [
+        ContentType::AuditAzureActiveDirectory,
+        ContentType::AuditExchange,
+        ContentType::AuditSharePoint,
+        ContentType::AuditGeneral,
+        ContentType::DlpAll,
+    ];
+
+    /// Name on the wire.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ContentType::AuditAzureActiveDirectory => "Audit.AzureActiveDirectory",
+            ContentType::AuditExchange => "Audit.Exchange",
+            ContentType::AuditSharePoint => "Audit.SharePoint",
+            ContentType::AuditGeneral => "Audit.General",
+            ContentType::DlpAll => "DLP.All",
+        }
+    }
+}
+
+/// How unified audit log content is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditApi {
+    /// The Office 365 Management Activity API (subscriptions and content blobs).
+    #[default]
+    ManagementActivity,
+    /// The Microsoft Graph audit log query API (`security/auditLog/queries`).
+    GraphAuditLogQuery,
+}
+
+/// The Office 365 Management Activity API.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagementActivitySource {
+    /// App with the `ActivityFeed.Read` application role (and `ActivityFeed.ReadDlp` for DLP
+    /// detail).
+    pub credentials: EntraCredentials,
+    /// Content types collected; all five when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content_types: Vec<ContentType>,
+    /// Tenant id (GUID) of the publisher, sent as `PublisherIdentifier` on every call so requests
+    /// count against the tenant's own quota. Defaults to the credentials' tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    pub publisher_identifier: Option<String>,
+    /// API used to read the content.
+    #[serde(default)]
+    pub api: AuditApi,
+    /// Requests per minute for this tenant, shared by all content types.
+    #[serde(default = "ManagementActivitySource::default_requests_per_minute")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub requests_per_minute: u32,
+    /// Polling behaviour.
+    #[serde(default)]
+    pub polling: PollingSpec,
+    /// Override of the API root, e.g. for a proxy. Defaults to the cloud's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub endpoint: Option<String>,
+}
+
+impl ManagementActivitySource {
+    fn default_requests_per_minute() -> u32 {
+        600
+    }
+}
+
+/// Polling of an API source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollingSpec {
+    /// Seconds between polls once caught up.
+    #[serde(default = "PollingSpec::default_interval_seconds")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub interval_seconds: u32,
+    /// Hours read back on first start (at most the API's retention).
+    #[serde(default = "PollingSpec::default_backfill_hours")]
+    #[schemars(range(min = 0, max = 720))]
+    pub backfill_hours: u32,
+    /// Minutes re-scanned behind the cursor for late arrivals; duplicates are dropped by id.
+    #[serde(default = "PollingSpec::default_overlap_minutes")]
+    #[schemars(range(min = 0, max = 1440))]
+    pub overlap_minutes: u32,
+}
+
+impl PollingSpec {
+    fn default_interval_seconds() -> u32 {
+        60
+    }
+    fn default_backfill_hours() -> u32 {
+        168
+    }
+    fn default_overlap_minutes() -> u32 {
+        120
+    }
+}
+
+impl Default for PollingSpec {
+    fn default() -> Self {
+        PollingSpec {
+            interval_seconds: Self::default_interval_seconds(),
+            backfill_hours: Self::default_backfill_hours(),
+            overlap_minutes: Self::default_overlap_minutes(),
+        }
+    }
+}
+
+/// Graph endpoints collected by a `graph` source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum GraphEndpoint {
+    /// `auditLogs/directoryAudits`.
+    DirectoryAudits,
+    /// `auditLogs/signIns`.
+    SignIns,
+    /// `auditLogs/provisioning`.
+    Provisioning,
+    /// `identityProtection/riskDetections`.
+    RiskDetections,
+    /// `identityProtection/riskyUsers`.
+    RiskyUsers,
+    /// `security/alerts_v2`.
+    AlertsV2,
+    /// `security/incidents`.
+    Incidents,
+}
+
+/// Sign-in event types (the beta `signInEventTypes` filter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SignInEventType {
+    /// Interactive user sign-ins.
+    InteractiveUser,
+    /// Non-interactive user sign-ins.
+    NonInteractiveUser,
+    /// Service principal sign-ins.
+    ServicePrincipal,
+    /// Managed identity sign-ins.
+    ManagedIdentity,
+}
+
+/// Microsoft Graph.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphSource {
+    /// App with the application permissions of the endpoints (e.g. `AuditLog.Read.All`).
+    pub credentials: EntraCredentials,
+    /// Endpoints collected.
+    #[schemars(length(min = 1))]
+    pub endpoints: Vec<GraphEndpoint>,
+    /// Sign-in types for `signIns`; anything but `interactiveUser` alone uses the beta endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sign_in_event_types: Vec<SignInEventType>,
+    /// Polling behaviour.
+    #[serde(default)]
+    pub polling: PollingSpec,
+    /// Override of the Graph root, e.g. for a proxy. Defaults to the cloud's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub endpoint: Option<String>,
+}
+
+/// Diagnostic-settings archives in Blob Storage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobSource {
+    /// Blob service URL.
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub account_url: String,
+    /// Containers read, e.g. `insights-logs-signinlogs`.
+    #[schemars(length(min = 1))]
+    pub containers: Vec<String>,
+    /// Only blobs under this prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Credentials.
+    pub credentials: BlobCredentials,
+    /// Polling behaviour.
+    #[serde(default)]
+    pub polling: PollingSpec,
+}
+
+/// Files of recorded records: Azure diagnostic envelopes, JSON arrays, NDJSON or single objects.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "(has(self.paths) && size(self.paths) > 0) || has(self.configMap)", "message": "set paths or configMap"}
+]))]
+pub struct ReplaySource {
+    /// Files or folders read in name order. Relative paths are relative to the manifest (standalone)
+    /// or to the mounted ConfigMap (cluster).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// ConfigMap whose keys are the recorded files, mounted into the collector pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<String>,
+    /// Records per second; as fast as the destinations take them when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rate_per_second: Option<u32>,
+    /// Start again from the first file after the last one.
+    #[serde(default, rename = "loop")]
+    pub loop_: bool,
+}
+
+/// Which records a LogSource keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordFilter {
+    /// Keep only these categories (diagnostic category, Defender table, O365 `Workload`, Graph
+    /// endpoint). Empty keeps all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_categories: Vec<String>,
+    /// Drop these categories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_categories: Vec<String>,
+}
+
+/// A time range whose records could not be collected.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LostRange {
+    /// Content type, endpoint or partition concerned.
+    pub stream: String,
+    /// Start of the range (RFC 3339).
+    pub from: String,
+    /// End of the range (RFC 3339).
+    pub to: String,
+    /// Why the range was lost.
+    pub reason: String,
+}
+
+/// Observed state of a LogSource.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogSourceStatus {
+    /// Conditions: `Ready`, `Progressing`, `Degraded`, `SourceConnected`, `DestinationsReady`,
+    /// `Lagging`, `Throttled`, `DataLoss`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The source kind set in the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_type: Option<String>,
+    /// Events delivered to every destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_forwarded: Option<i64>,
+    /// Event time of the newest forwarded event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_time: Option<String>,
+    /// Human-readable lag, e.g. `42s` or `1200 events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<String>,
+    /// Cursor per content type, endpoint or file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cursors: BTreeMap<String, String>,
+    /// Backfill progress, 0 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill_percent: Option<i32>,
+    /// Ranges that could not be collected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_loss: Vec<LostRange>,
+}

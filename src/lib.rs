@@ -1,0 +1,22 @@
+//! siembridge: a Kubernetes operator that moves Microsoft security and audit logs into
+//! third-party SIEMs.
+//!
+//! - [`api`]: the `siembridge.io/v1alpha1` resources and condition helpers.
+//! - [`config`]: the collector configuration, the contract between operator and collector.
+//! - [`render`]: resources to collector configurations, shared by operator and standalone mode.
+//! - [`operator`]: controllers (control plane).
+//! - [`collector`]: the pipeline (data plane); never imports `operator`.
+//! - [`normalize`]: Microsoft records to ECS, CEF and LEEF.
+//! - [`standalone`]: `siembridge run`, rendering plus collectors in one process.
+//! - [`telemetry`]: metrics, health and logging.
+//! - [`crdgen`]: the CRD manifests.
+
+pub mod api;
+pub mod collector;
+pub mod config;
+pub mod crdgen;
+pub mod normalize;
+pub mod operator;
+pub mod render;
+pub mod standalone;
+pub mod telemetry;
