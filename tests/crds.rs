@@ -320,3 +320,33 @@ fn schema_constraints_the_issue_asks_for_are_present() {
         "Elasticsearch URL schemes are checked: {es}"
     );
 }
+
+/// Compilation errors of every CEL rule under `node`, with the node's path.
+fn cel_compilation_errors(node: &kube::core::cel::CompiledSchema, path: &str, out: &mut Vec<String>) {
+    out.extend(node.compilation_errors().into_iter().map(|e| format!("{path}: {e}")));
+    let mut names: Vec<&String> = node.properties.keys().collect();
+    names.sort();
+    for name in names {
+        cel_compilation_errors(&node.properties[name], &format!("{path}.{name}"), out);
+    }
+    if let Some(items) = &node.items {
+        cel_compilation_errors(items, &format!("{path}[]"), out);
+    }
+    if let Some(additional) = &node.additional_properties {
+        cel_compilation_errors(additional, &format!("{path}{{}}"), out);
+    }
+}
+
+#[test]
+fn every_cel_rule_compiles() {
+    for crd in generated_crds() {
+        let kind = crd.spec.names.kind.clone();
+        let compiled = kube::core::cel::compile_schema(&schema_of(&crd));
+        let mut errors = Vec::new();
+        cel_compilation_errors(&compiled, &kind, &mut errors);
+        assert!(errors.is_empty(), "CEL rules that do not compile: {errors:#?}");
+        let mut rules = Vec::new();
+        cel_rules(&schema_of(&crd), &kind, &mut rules);
+        assert!(!rules.is_empty(), "{kind} has CEL rules");
+    }
+}
