@@ -560,3 +560,64 @@ fn chart_crds_are_the_generated_crds() {
         );
     }
 }
+
+/// Dotted paths of the values a user sets one by one; free-form maps and objects stop the descent.
+fn value_paths(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<String>) {
+    const FREE_FORM: [&str; 9] = [
+        "podAnnotations",
+        "podLabels",
+        "podSecurityContext",
+        "securityContext",
+        "resources",
+        "nodeSelector",
+        "affinity",
+        "serviceAccount.annotations",
+        "serviceMonitor.labels",
+    ];
+    match value.as_mapping() {
+        Some(map) if !map.is_empty() && !FREE_FORM.contains(&prefix) => {
+            for (k, v) in map {
+                let key = k.as_str().expect("string keys in values.yaml");
+                let path = if prefix.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                value_paths(&path, v, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn every_value_is_in_the_schema_and_the_readme() {
+    let chart = repo().join("charts/siembridge");
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart.join("values.yaml")).expect("values.yaml")).expect("YAML");
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart.join("values.schema.json")).expect("schema"))
+            .expect("JSON");
+    let readme = std::fs::read_to_string(chart.join("README.md")).expect("charts/siembridge/README.md");
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "the schema refuses unknown top-level values"
+    );
+    let mut paths = Vec::new();
+    value_paths("", &values, &mut paths);
+    assert!(paths.len() > 20, "{paths:?}");
+    for path in paths {
+        let mut node = &schema;
+        for part in path.split('.') {
+            node = &node["properties"][part];
+        }
+        assert!(
+            node["type"].is_string() || node["type"].is_array(),
+            "values.schema.json types `{path}`"
+        );
+        assert!(
+            readme.contains(&format!("| `{path}` |")),
+            "charts/siembridge/README.md documents `{path}`"
+        );
+    }
+}
