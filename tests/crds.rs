@@ -321,9 +321,19 @@ fn schema_constraints_the_issue_asks_for_are_present() {
     );
 }
 
-/// Compilation errors of every CEL rule under `node`, with the node's path.
+/// Compilation errors of every CEL rule under `node`, with the node's path, and the rules whose
+/// estimated cost is over the API server's per-rule budget (it refuses to store such a CRD).
+/// kube-cel's scope check is not used: it mistakes macro variables (`filter(x, x)`) for free ones.
 fn cel_compilation_errors(node: &kube::core::cel::CompiledSchema, path: &str, out: &mut Vec<String>) {
+    use kube::core::cel::{estimate_rule_cost, WarningKind};
     out.extend(node.compilation_errors().into_iter().map(|e| format!("{path}: {e}")));
+    for compiled in node.validations.iter().flatten() {
+        for warning in estimate_rule_cost(&compiled.rule.rule, node) {
+            if warning.kind == WarningKind::CostExceeded {
+                out.push(format!("{path}: {} ({})", warning.message, warning.rule));
+            }
+        }
+    }
     let mut names: Vec<&String> = node.properties.keys().collect();
     names.sort();
     for name in names {
@@ -338,7 +348,7 @@ fn cel_compilation_errors(node: &kube::core::cel::CompiledSchema, path: &str, ou
 }
 
 #[test]
-fn every_cel_rule_compiles() {
+fn every_cel_rule_compiles_within_the_cost_budget() {
     for crd in generated_crds() {
         let kind = crd.spec.names.kind.clone();
         let compiled = kube::core::cel::compile_schema(&schema_of(&crd));
