@@ -11,8 +11,10 @@ use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -197,10 +199,7 @@ fn default_values_render_the_operator_deployment_service_and_account() {
     ] {
         let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("HTTP probe");
         assert_eq!(get.path.as_deref(), Some(path));
-        assert_eq!(
-            get.port,
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("metrics".into())
-        );
+        assert_eq!(get.port, IntOrString::String("metrics".into()));
     }
 
     let account: ServiceAccount = r.one("ServiceAccount");
@@ -446,6 +445,17 @@ fn values_configure_image_replicas_resources_and_scheduling() {
     }));
     let (deployment, container) = r.operator();
     assert_eq!(deployment.spec.replicas, Some(2), "two replicas, one leader");
+    let pdb: PodDisruptionBudget = r.one("PodDisruptionBudget");
+    let pdb = pdb.spec.expect("PDB spec");
+    assert_eq!(
+        pdb.min_available,
+        Some(IntOrString::Int(1)),
+        "a drain keeps one operator running"
+    );
+    assert_eq!(
+        pdb.selector.and_then(|s| s.match_labels),
+        deployment.spec.selector.match_labels.clone()
+    );
     assert_eq!(
         container.image.as_deref(),
         Some("registry.contoso.example/siembridge:1.2.3")
