@@ -14,6 +14,7 @@ use super::common::{BlobCredentials, EntraCredentials, Resources, SecretKeySelec
     group = "siembridge.io",
     version = "v1alpha1",
     kind = "ConsumerGroup",
+    doc = "One reader of one Azure Event Hub consumer group: collector pods that share the hub's partitions and keep their checkpoints.",
     namespaced,
     status = "ConsumerGroupStatus",
     shortname = "cg",

@@ -15,6 +15,7 @@ use super::InvalidSpec;
     group = "siembridge.io",
     version = "v1alpha1",
     kind = "SiemDestination",
+    doc = "A SIEM, archive or receiver that siembridge delivers events to, with the format, batching, retries and buffer used for it.",
     namespaced,
     status = "SiemDestinationStatus",
     shortname = "siemdest",

@@ -16,6 +16,7 @@ use super::InvalidSpec;
     group = "siembridge.io",
     version = "v1alpha1",
     kind = "LogSource",
+    doc = "A stream of Microsoft security or audit records (Entra, Intune, Defender, Microsoft 365) that siembridge collects and delivers to SiemDestinations.",
     namespaced,
     status = "LogSourceStatus",
     shortname = "ls",
