@@ -51,6 +51,7 @@ pub struct CollectorConfig {
 /// The source a collector reads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
+#[allow(clippy::large_enum_variant)] // one per collector, never in a hot collection
 pub enum SourceConfig {
     /// A ConsumerGroup; its records are routed by category to the LogSources that name it.
     #[serde(rename_all = "camelCase")]
@@ -101,6 +102,7 @@ pub struct Route {
 /// Where checkpoints are kept.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
+#[allow(clippy::large_enum_variant)] // one per collector, never in a hot collection
 pub enum CheckpointConfig {
     /// One file per stream under `dir`, written atomically (standalone mode).
     File { dir: String },

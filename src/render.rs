@@ -249,6 +249,7 @@ pub fn render_log_source(
     }))
 }
 
+#[allow(clippy::type_complexity)]
 fn route_for<'a>(
     ls: &LogSource,
     destinations: &'a [SiemDestination],

@@ -485,3 +485,294 @@ pub fn deployment(collector: &RenderedCollector, owner: &CollectorOwner, image: 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        DestinationRef, LogSource, LogSourceSpec, ReplaySource, SecretKeySelector, SiemDestination,
+        SiemDestinationSpec, SplunkHecSpec,
+    };
+    use crate::render::{render_log_source, RenderTarget};
+
+    fn rendered() -> (RenderedCollector, CollectorOwner) {
+        let mut ls = LogSource::new(
+            "quickstart",
+            LogSourceSpec {
+                replay: Some(ReplaySource {
+                    config_map: Some("sample-events".into()),
+                    ..ReplaySource::default()
+                }),
+                destinations: vec![DestinationRef { name: "splunk".into() }],
+                ..LogSourceSpec::default()
+            },
+        );
+        ls.metadata.namespace = Some("soc".into());
+        ls.metadata.uid = Some("11111111-2222-3333-4444-555555555555".into());
+        let mut dest = SiemDestination::new(
+            "splunk",
+            SiemDestinationSpec {
+                splunk_hec: Some(SplunkHecSpec {
+                    url: "https://splunk.contoso.example:8088".into(),
+                    token: SecretKeySelector {
+                        name: "hec-token".into(),
+                        key: "token".into(),
+                    },
+                    ..SplunkHecSpec::default()
+                }),
+                ..SiemDestinationSpec::default()
+            },
+        );
+        dest.metadata.namespace = Some("soc".into());
+        let collector = render_log_source(&ls, &[dest], &RenderTarget::Cluster)
+            .unwrap()
+            .unwrap();
+        let owner = CollectorOwner::of(&ls).unwrap();
+        (collector, owner)
+    }
+
+    fn versions(v: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("hec-token".to_string(), v.to_string())])
+    }
+
+    #[test]
+    fn every_child_carries_labels_and_a_controller_owner_reference() {
+        let (collector, owner) = rendered();
+        let children = collector_children(&collector, &owner, "img:1", &versions("1")).unwrap();
+        let metas = [
+            &children.service_account.metadata,
+            &children.role.metadata,
+            &children.role_binding.metadata,
+            &children.config_map.metadata,
+            &children.report_config_map.metadata,
+            &children.deployment.metadata,
+        ];
+        for meta in metas {
+            assert_eq!(meta.namespace.as_deref(), Some("soc"));
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels[MANAGED_BY_LABEL], "siembridge");
+            assert_eq!(labels[OWNER_KIND_LABEL], "LogSource");
+            assert_eq!(labels[OWNER_NAME_LABEL], "quickstart");
+            let refs = meta.owner_references.as_ref().unwrap();
+            assert_eq!(refs.len(), 1);
+            assert_eq!(refs[0].kind, "LogSource");
+            assert_eq!(refs[0].uid, "11111111-2222-3333-4444-555555555555");
+            assert_eq!(refs[0].controller, Some(true));
+        }
+        assert_eq!(
+            children.report_config_map.metadata.name.as_deref(),
+            Some("sb-ls-quickstart-report")
+        );
+        assert!(
+            children.report_config_map.data.is_none(),
+            "the collector owns the report data"
+        );
+    }
+
+    #[test]
+    fn config_map_holds_the_rendered_config_as_yaml() {
+        let (collector, owner) = rendered();
+        let children = collector_children(&collector, &owner, "img:1", &versions("1")).unwrap();
+        let yaml = &children.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+        let parsed: crate::config::CollectorConfig = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(parsed, collector.config);
+        assert_eq!(children.config_map.metadata.name.as_deref(), Some("sb-ls-quickstart"));
+    }
+
+    #[test]
+    fn deployment_runs_a_restricted_collector_with_its_mounts() {
+        let (collector, owner) = rendered();
+        let d = collector_children(
+            &collector,
+            &owner,
+            "ghcr.io/siembridge/siembridge:9.9.9",
+            &versions("1"),
+        )
+        .unwrap()
+        .deployment;
+        assert_eq!(d.spec.replicas, Some(1));
+        let pod = d.spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("sb-ls-quickstart"));
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(65532));
+        assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/siembridge/siembridge:9.9.9"));
+        assert_eq!(c.command.as_deref(), Some(&["siembridge".to_string()][..]));
+        assert_eq!(
+            c.args.as_ref().unwrap().join(" "),
+            "collector --config /etc/siembridge/collector.yaml --log-format json"
+        );
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+
+        let mounts: BTreeMap<&str, (&str, Option<bool>)> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.mount_path.as_str(), (m.name.as_str(), m.read_only)))
+            .collect();
+        assert_eq!(mounts["/etc/siembridge"].1, Some(true));
+        assert_eq!(mounts["/var/run/secrets/siembridge/hec-token"].1, Some(true));
+        assert!(mounts.contains_key(POD_STATE_DIR));
+        assert!(mounts.contains_key(REPLAY_MOUNT_DIR));
+        let volumes = pod.volumes.as_ref().unwrap();
+        let secret_volume = volumes
+            .iter()
+            .find(|v| v.name == mounts["/var/run/secrets/siembridge/hec-token"].0)
+            .unwrap();
+        assert_eq!(
+            secret_volume.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("hec-token")
+        );
+        let state = volumes.iter().find(|v| v.name == mounts[POD_STATE_DIR].0).unwrap();
+        assert!(state.empty_dir.is_some());
+        let replay = volumes.iter().find(|v| v.name == mounts[REPLAY_MOUNT_DIR].0).unwrap();
+        assert_eq!(replay.config_map.as_ref().unwrap().name, "sample-events");
+
+        let port = &c.ports.as_ref().unwrap()[0];
+        assert_eq!(port.name.as_deref(), Some("metrics"));
+        assert_eq!(port.container_port, i32::from(COLLECTOR_METRICS_PORT));
+        for probe in [c.liveness_probe.as_ref().unwrap(), c.readiness_probe.as_ref().unwrap()] {
+            assert_eq!(probe.http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
+        }
+        let env: Vec<(&str, &str)> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let field = e.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+                (e.name.as_str(), field.field_path.as_str())
+            })
+            .collect();
+        assert_eq!(
+            env,
+            vec![("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")]
+        );
+
+        let resources = c.resources.as_ref().unwrap();
+        assert_eq!(resources.requests.as_ref().unwrap()["cpu"].0, "50m");
+        assert_eq!(resources.requests.as_ref().unwrap()["memory"].0, "64Mi");
+        assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, "512Mi");
+
+        // The selector is a subset of the pod labels, as a Deployment requires.
+        let selector = d.spec.selector.match_labels.as_ref().unwrap();
+        let pod_labels = d.spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        for (k, v) in selector {
+            assert_eq!(pod_labels.get(k), Some(v));
+        }
+    }
+
+    #[test]
+    fn resources_from_the_spec_replace_the_defaults() {
+        let (mut collector, owner) = rendered();
+        collector.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([("memory".to_string(), Quantity("2Gi".into()))])),
+            ..ResourceRequirements::default()
+        });
+        let d = deployment(&collector, &owner, "img", "h");
+        let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+            "2Gi"
+        );
+    }
+
+    fn hash_of(d: &Deployment) -> String {
+        d.spec.template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION].clone()
+    }
+
+    #[test]
+    fn config_hash_changes_with_the_config_and_with_a_secret_rotation_only() {
+        let (collector, owner) = rendered();
+        let build =
+            |c: &RenderedCollector, v: &str| collector_children(c, &owner, "img", &versions(v)).unwrap().deployment;
+        let first = hash_of(&build(&collector, "100"));
+        assert_eq!(first.len(), 64);
+        assert_eq!(first, hash_of(&build(&collector, "100")), "same inputs, same hash");
+        assert_ne!(
+            first,
+            hash_of(&build(&collector, "101")),
+            "a Secret rotation rolls the pods"
+        );
+        let mut edited = collector.clone();
+        edited.config.routes[0].categories = vec!["SignInLogs".into()];
+        assert_ne!(first, hash_of(&build(&edited, "100")), "a config edit rolls the pods");
+        // The image is not part of the config hash: an operator upgrade rolls pods through the
+        // image field itself.
+        assert_eq!(
+            first,
+            hash_of(
+                &collector_children(&collector, &owner, "other", &versions("100"))
+                    .unwrap()
+                    .deployment
+            )
+        );
+    }
+
+    #[test]
+    fn role_grants_leases_the_own_report_and_the_named_secrets_only() {
+        let (collector, owner) = rendered();
+        let role = role(&collector, &owner);
+        let rules = role.rules.unwrap();
+        let leases = rules
+            .iter()
+            .find(|r| r.resources.as_deref() == Some(&["leases".to_string()][..]))
+            .unwrap();
+        assert_eq!(
+            leases.api_groups.as_deref(),
+            Some(&["coordination.k8s.io".to_string()][..])
+        );
+        assert_eq!(
+            leases.verbs,
+            strings(&["create", "get", "list", "watch", "update", "patch"])
+        );
+        let report_rule = rules
+            .iter()
+            .find(|r| r.resource_names.as_deref() == Some(&["sb-ls-quickstart-report".to_string()][..]))
+            .unwrap();
+        assert_eq!(report_rule.verbs, strings(&["get", "patch", "update"]));
+        let create_cm = rules
+            .iter()
+            .find(|r| r.resources.as_deref() == Some(&["configmaps".to_string()][..]) && r.resource_names.is_none())
+            .unwrap();
+        assert_eq!(create_cm.verbs, strings(&["create"]));
+        let secrets = rules
+            .iter()
+            .find(|r| r.resources.as_deref() == Some(&["secrets".to_string()][..]))
+            .unwrap();
+        assert_eq!(secrets.verbs, strings(&["get"]));
+        assert_eq!(secrets.resource_names.as_deref(), Some(&["hec-token".to_string()][..]));
+        // Nothing else: no wildcard, no list of Secrets.
+        assert_eq!(rules.len(), 4);
+        for r in &rules {
+            assert!(!r.verbs.iter().any(|v| v == "*" || v == "delete"));
+        }
+
+        let binding = role_binding(&collector, &owner);
+        assert_eq!(binding.role_ref.kind, "Role");
+        assert_eq!(binding.role_ref.name, "sb-ls-quickstart");
+        let subject = &binding.subjects.unwrap()[0];
+        assert_eq!(subject.kind, "ServiceAccount");
+        assert_eq!(subject.name, "sb-ls-quickstart");
+        assert_eq!(subject.namespace.as_deref(), Some("soc"));
+    }
+
+    #[test]
+    fn long_owner_names_become_valid_label_values() {
+        let long = "a".repeat(200);
+        let value = label_value(&long);
+        assert!(value.len() <= 63);
+        assert_ne!(label_value(&format!("{long}b")), value);
+    }
+}
