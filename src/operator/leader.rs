@@ -45,6 +45,14 @@ impl LeaderElector {
         }
     }
 
+    /// Change the lease duration and the time between attempts (renewals happen every
+    /// `retry_every`, which must be well under `lease_duration`).
+    pub fn with_timing(mut self, lease_duration: Duration, retry_every: Duration) -> Self {
+        self.lease_duration = lease_duration;
+        self.retry_every = retry_every;
+        self
+    }
+
     /// Identity written as the Lease holder.
     pub fn identity(&self) -> &str {
         &self.identity
