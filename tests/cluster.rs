@@ -293,37 +293,37 @@ async fn operator_runs_collectors_on_a_real_cluster() {
     let namespace = format!("sb-e2e-{run_id}-own");
     create_namespace(&client, &namespace).await;
     namespaces.push(namespace.clone());
-    let own: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&format!(
+    let own: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(
         r#"
 apiVersion: v1
 kind: Secret
-metadata: {{name: receiver-auth}}
-stringData: {{authorization: "Bearer synthetic-1"}}
+metadata: {name: receiver-auth}
+stringData: {authorization: "Bearer synthetic-1"}
 ---
 apiVersion: v1
 kind: ConfigMap
-metadata: {{name: sample-events}}
+metadata: {name: sample-events}
 data:
-  events.json: '{{"records": [{{"category": "SignInLogs", "time": "2026-11-01T00:00:00Z"}}]}}'
+  events.json: '{"records": [{"category": "SignInLogs", "time": "2026-11-01T00:00:00Z"}]}'
 ---
 apiVersion: siembridge.io/v1alpha1
 kind: SiemDestination
-metadata: {{name: receiver}}
+metadata: {name: receiver}
 spec:
   http:
     url: http://192.0.2.10:8080/ingest
     headers:
     - name: Authorization
-      valueFrom: {{name: receiver-auth, key: authorization}}
+      valueFrom: {name: receiver-auth, key: authorization}
 ---
 apiVersion: siembridge.io/v1alpha1
 kind: LogSource
-metadata: {{name: replayed}}
+metadata: {name: replayed}
 spec:
-  replay: {{configMap: sample-events, loop: true}}
-  destinations: [{{name: receiver}}]
-"#
-    ))
+  replay: {configMap: sample-events, loop: true}
+  destinations: [{name: receiver}]
+"#,
+    )
     .map(|d| serde_yaml::Value::deserialize(d).unwrap())
     .collect();
     apply_all(&client, &discovery, &namespace, &own).await;
