@@ -961,3 +961,107 @@ async fn secret_rotation_changes_the_pod_template_hash() {
     assert_eq!(before, hash_with("100").await);
     assert_ne!(before, hash_with("101").await);
 }
+
+#[tokio::test]
+async fn a_destination_that_stays_reachable_writes_no_status() {
+    let mut dest = splunk_destination();
+    let ls = replay_log_source("splunk");
+    let secrets = vec![secret("hec-token", "token", "3")];
+    let (client, server) = ApiServer::start(vec![serde_json::to_value(&dest).unwrap()], BTreeMap::new(), false, None);
+    let ctx = context(
+        client,
+        stores(
+            vec![ls.clone()],
+            vec![],
+            vec![dest.clone()],
+            secrets.clone(),
+            vec![],
+            vec![],
+        ),
+        stub(true),
+    );
+    destination::reconcile(Arc::new(dest.clone()), ctx).await.unwrap();
+    let first = server.calls()[0].body.clone().unwrap()["status"].clone();
+    dest.status = Some(serde_json::from_value(first).unwrap());
+
+    // A new check (fresh operator, empty cache) that finds the same: nothing to write.
+    let check = stub(true);
+    let (client, server) = ApiServer::start(vec![serde_json::to_value(&dest).unwrap()], BTreeMap::new(), false, None);
+    let ctx = context(
+        client,
+        stores(vec![ls], vec![], vec![dest.clone()], secrets, vec![], vec![]),
+        check.clone(),
+    );
+    destination::reconcile(Arc::new(dest), ctx).await.unwrap();
+    assert_eq!(check.checks.load(Ordering::SeqCst), 1, "the check ran");
+    assert!(server.lines().is_empty(), "no status churn: {:?}", server.lines());
+}
+
+#[test]
+fn watch_mappers_find_the_resources_a_change_concerns() {
+    use siembridge::operator::triggers;
+    let graph = graph_log_source();
+    let replay = replay_log_source("splunk");
+    let hub = event_hub_log_source("intune-hub");
+    let cg = consumer_group(1);
+    let stores = stores(
+        vec![graph.clone(), replay.clone(), hub.clone()],
+        vec![cg.clone()],
+        vec![stdout_destination(), splunk_destination()],
+        vec![],
+        vec![],
+        vec![],
+    );
+    let names = |refs: Vec<kube::runtime::reflector::ObjectRef<LogSource>>| {
+        let mut v: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(triggers::log_sources_of_destination(&stores, &stdout_destination())),
+        vec!["entra-signins", "intune"]
+    );
+    // A Secret of a destination concerns the LogSources delivering there.
+    assert_eq!(
+        names(triggers::log_sources_of_secret(
+            &stores,
+            &secret("hec-token", "token", "1")
+        )),
+        vec!["quickstart"]
+    );
+    // A Secret of the source itself.
+    assert_eq!(
+        names(triggers::log_sources_of_secret(
+            &stores,
+            &secret("graph-app", "client-secret", "1")
+        )),
+        vec!["entra-signins"]
+    );
+    assert_eq!(
+        names(triggers::log_sources_of_consumer_group(&stores, &cg)),
+        vec!["intune"]
+    );
+    assert_eq!(triggers::consumer_group_of_log_source(&hub).unwrap().name, "intune-hub");
+    assert!(triggers::consumer_group_of_log_source(&replay).is_none());
+    let cgs: Vec<String> = triggers::consumer_groups_of_destination(&stores, &stdout_destination())
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(cgs, vec!["intune-hub"]);
+    let cgs: Vec<String> =
+        triggers::consumer_groups_of_secret(&stores, &secret("hub-listen", "connection-string", "1"))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+    assert_eq!(cgs, vec!["intune-hub"]);
+    let dests: Vec<String> = triggers::destinations_of_secret(&stores, &secret("hec-token", "token", "1"))
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(dests, vec!["splunk"]);
+    let dests: Vec<String> = triggers::destinations_of_log_source(&replay)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(dests, vec!["splunk"]);
+}

@@ -3,7 +3,7 @@
 //! deliver to it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch};
@@ -72,12 +72,7 @@ pub async fn reconcile(dest: Arc<SiemDestination>, ctx: Arc<Context>) -> Result<
         destination_type: dest.spec.kind().ok().map(|k| k.name().to_string()),
         used_by_count: Some(i32::try_from(used_by.len()).unwrap_or(i32::MAX)),
         used_by,
-        last_success_time: match &check {
-            Some(CheckRecord {
-                result: Ok(_), time, ..
-            }) => Some(time.clone()),
-            _ => current.last_success_time.clone(),
-        },
+        last_success_time: last_success_time(&current, check.as_ref()),
         last_error: match (&blocked, &check) {
             (Some(b), _) => Some(b.message.clone()),
             (None, Some(CheckRecord { result: Err(e), .. })) => Some(e.clone()),
@@ -100,6 +95,29 @@ pub async fn reconcile(dest: Arc<SiemDestination>, ctx: Arc<Context>) -> Result<
     } else {
         CONNECTIVITY_INTERVAL
     }))
+}
+
+/// How stale `lastSuccessTime` may get while the destination stays reachable.
+const SUCCESS_TIME_REFRESH: Duration = Duration::from_secs(30 * 60);
+
+/// `lastSuccessTime`: the time of the check when readiness is new, refreshed at most every
+/// [`SUCCESS_TIME_REFRESH`] while it lasts. Writing it after every check would write status
+/// every few minutes and wake every LogSource that watches this destination.
+fn last_success_time(current: &SiemDestinationStatus, check: Option<&CheckRecord>) -> Option<String> {
+    let Some(CheckRecord {
+        result: Ok(_), time, ..
+    }) = check
+    else {
+        return current.last_success_time.clone();
+    };
+    let was_ready = conditions::is_true(&current.conditions, crate::api::conditions::types::READY);
+    let previous: Option<Timestamp> = current.last_success_time.as_deref().and_then(|t| t.parse().ok());
+    let fresh = previous.is_some_and(|p| Timestamp::now().duration_since(p).unsigned_abs() < SUCCESS_TIME_REFRESH);
+    if was_ready && fresh {
+        current.last_success_time.clone()
+    } else {
+        Some(time.clone())
+    }
 }
 
 /// The connectivity of a destination: the cached result when it is recent and of the current
@@ -125,16 +143,11 @@ async fn connectivity(ctx: &Context, dest: &SiemDestination) -> Result<CheckReco
         result,
     };
     if let Ok(mut checks) = ctx.checks.lock() {
+        // Destinations deleted since their last check leave nothing behind for long.
+        checks.retain(|_, c| c.at.elapsed() < CONNECTIVITY_INTERVAL * 2);
         checks.insert(key, record.clone());
     }
     Ok(record)
-}
-
-/// Forget the check of a destination (deleted, or to force a new check).
-pub fn forget_check(ctx: &Context, dest: &SiemDestination) {
-    if let Ok(mut checks) = ctx.checks.lock() {
-        checks.remove(&ObjectRef::from_obj(dest));
-    }
 }
 
 /// Retry policy: each error variant gives a bounded requeue and a metric label.

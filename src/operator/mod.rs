@@ -109,6 +109,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         })
     };
 
+    crds_installed(&client).await?;
     let namespace = args
         .leader_namespace
         .clone()
@@ -185,6 +186,18 @@ async fn connect() -> anyhow::Result<Client> {
         Err(_) => Err(anyhow::anyhow!(
             "cannot reach the Kubernetes API server {url}: no answer within 10s"
         )),
+    }
+}
+
+/// One line saying the CRDs are missing, rather than watches failing forever.
+async fn crds_installed(client: &Client) -> anyhow::Result<()> {
+    let api = Api::<LogSource>::all(client.clone());
+    match api.list_metadata(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            anyhow::bail!("the siembridge.io CRDs are not installed (apply crds/ or the Helm chart)")
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot list LogSources: {}", one_line(&e))),
     }
 }
 
