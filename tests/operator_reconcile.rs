@@ -410,6 +410,7 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 }
 
 const EVENTS: &str = "POST /apis/events.k8s.io/v1/namespaces/soc/events";
+const LEASES: &str = "GET /apis/coordination.k8s.io/v1/namespaces/soc/leases";
 
 #[tokio::test]
 async fn replay_log_source_applies_its_collector_with_the_field_manager_and_reports_status() {
@@ -709,7 +710,20 @@ async fn event_hub_log_source_deletes_a_collector_it_no_longer_needs() {
 async fn consumer_group_runs_one_collector_with_its_replicas_and_secrets() {
     let cg = consumer_group(2);
     let ls = event_hub_log_source("intune-hub");
-    let (client, server) = ApiServer::start(vec![serde_json::to_value(&cg).unwrap()], BTreeMap::new(), true, None);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let lease = |name: &str, holder: &str| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30, "renewTime": now}})
+    };
+    let leases = vec![
+        lease("sb-cg-intune-hub-1", "sb-cg-intune-hub-7d9f-b"),
+        lease("sb-cg-intune-hub-0", "sb-cg-intune-hub-7d9f-a"),
+        // A longer-named group's Lease shares the prefix: not a partition of this group.
+        lease("sb-cg-intune-hub-eu-0", "someone-else"),
+    ];
+    let lists = BTreeMap::from([("/leases".to_string(), leases)]);
+    let (client, server) = ApiServer::start(vec![serde_json::to_value(&cg).unwrap()], lists, true, None);
     let ctx = context(
         client,
         stores(
@@ -727,6 +741,7 @@ async fn consumer_group_runs_one_collector_with_its_replicas_and_secrets() {
     let mut expected = collector_apply_lines("sb-cg-intune-hub");
     expected.extend(list_lines());
     expected.push(EVENTS.into());
+    expected.push(LEASES.into());
     expected.push("PATCH /apis/siembridge.io/v1alpha1/namespaces/soc/consumergroups/intune-hub/status".into());
     // Ready transition event after the status write.
     expected.push(EVENTS.into());
@@ -741,10 +756,14 @@ async fn consumer_group_runs_one_collector_with_its_replicas_and_secrets() {
         .unwrap()
         .to_string();
     assert!(config.contains("logSource: intune"), "{config}");
-    let status = &calls[12].body.as_ref().unwrap()["status"];
+    let status = &calls[13].body.as_ref().unwrap()["status"];
     assert_eq!(condition(status, types::READY)["status"], "True");
-    assert_eq!(condition(status, types::BALANCED)["status"], "True");
+    assert_eq!(condition(status, types::BALANCED)["status"], "True", "{status}");
     assert_eq!(status["replicasSummary"], "2/2");
+    assert_eq!(status["partitionsSummary"], "2/2");
+    assert_eq!(status["partitions"][0]["id"], "0");
+    assert_eq!(status["partitions"][0]["owner"], "sb-cg-intune-hub-7d9f-a");
+    assert_eq!(status["partitions"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -40,6 +40,8 @@ pub mod reasons {
     pub const AWAITING_REPORT: &str = "AwaitingReport";
     pub const UNREACHABLE: &str = "Unreachable";
     pub const REACHABLE: &str = "Reachable";
+    pub const PARTITIONS_UNOWNED: &str = "PartitionsUnowned";
+    pub const UNBALANCED: &str = "Unbalanced";
 }
 
 /// Condition status values.

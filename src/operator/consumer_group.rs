@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::Client;
 use kube::{Resource, ResourceExt};
 
 use super::builders::{collector_children, report_config_map_name, CollectorOwner};
@@ -15,7 +17,8 @@ use super::context::{Context, Stores, BLOCKED_REQUEUE, HEALTHY_REQUEUE, PROGRESS
 use super::error::{Error, Result};
 use super::status::{consumer_group_conditions, max_lag_seconds, Blocked, CollectorPods, ConsumerGroupObservation};
 use crate::api::conditions::{self, reasons};
-use crate::api::{ConsumerGroup, ConsumerGroupStatus, LogSource};
+use crate::api::{ConsumerGroup, ConsumerGroupStatus, LogSource, PartitionStatus};
+use crate::config::CheckpointConfig;
 use crate::render::{render_consumer_group, RenderTarget, RenderedCollector};
 
 /// Name of this controller in metrics and logs.
@@ -31,10 +34,10 @@ pub async fn reconcile(cg: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Acti
     // are left out and reported, the others keep flowing.
     let plan = plan(&cg, &ctx.stores, &namespace);
 
-    let (pods, routes, skipped, report, action) = match plan {
+    let (pods, routes, skipped, report, partitions, action) = match plan {
         Err(blocked) => {
             ctx.metrics.failure(CONTROLLER, blocked.reason);
-            let status = status_of(&cg, Some(blocked), None, 0, Vec::new(), None);
+            let status = status_of(&cg, Some(blocked), None, 0, Vec::new(), None, None);
             write_status(&ctx, &cg, &namespace, status).await?;
             return Ok(Action::requeue(BLOCKED_REQUEUE));
         }
@@ -57,6 +60,12 @@ pub async fn reconcile(cg: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Acti
                 .await;
             }
             ctx.announce_deleted(&cg.object_ref(&()), &deleted).await;
+            let partitions = match &collector.config.checkpoint {
+                CheckpointConfig::Kubernetes { lease_prefix, .. } => {
+                    Some(partition_ownership(&ctx.client, &namespace, lease_prefix).await?)
+                }
+                _ => None,
+            };
             let pods = CollectorPods::of(&deployment);
             let action = if pods.is_ready() {
                 HEALTHY_REQUEUE
@@ -64,13 +73,13 @@ pub async fn reconcile(cg: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Acti
                 PROGRESSING_REQUEUE
             };
             let report = ctx.stores.report(&namespace, &collector.name);
-            (pods, collector.config.routes.len(), skipped, report, action)
+            (pods, collector.config.routes.len(), skipped, report, partitions, action)
         }
     };
     for (_, why) in &skipped {
         ctx.metrics.failure(CONTROLLER, why.reason);
     }
-    let status = status_of(&cg, None, Some(pods), routes, skipped, report.as_ref());
+    let status = status_of(&cg, None, Some(pods), routes, skipped, report.as_ref(), partitions);
     write_status(&ctx, &cg, &namespace, status).await?;
     Ok(Action::requeue(action))
 }
@@ -131,8 +140,10 @@ fn status_of(
     routes: usize,
     skipped: Vec<(String, Blocked)>,
     report: Option<&crate::config::CollectorReport>,
+    partitions: Option<Vec<PartitionStatus>>,
 ) -> ConsumerGroupStatus {
     let current = cg.status.clone().unwrap_or_default();
+    let partitions = partitions.unwrap_or_else(|| current.partitions.clone());
     let desired = consumer_group_conditions(&ConsumerGroupObservation {
         blocked,
         pods,
@@ -140,18 +151,20 @@ fn status_of(
         skipped,
         report,
         lag_threshold: &cg.spec.lag_threshold,
+        partitions: &partitions,
     });
     ConsumerGroupStatus {
         conditions: conditions::merge(&current.conditions, &desired, cg.metadata.generation, Timestamp::now()),
         observed_generation: cg.metadata.generation,
         ready_replicas: pods.map(|p| p.ready),
         replicas_summary: pods.map(|p| format!("{}/{}", p.ready, p.desired)),
-        // Partition ownership lives in the checkpoint Leases the collector writes; the report
-        // does not carry it yet.
-        partitions_summary: current.partitions_summary,
+        partitions_summary: (!partitions.is_empty()).then(|| {
+            let owned = partitions.iter().filter(|p| p.owner.is_some()).count();
+            format!("{owned}/{}", partitions.len())
+        }),
         max_lag_events: current.max_lag_events,
         max_lag_seconds: max_lag_seconds(report),
-        partitions: current.partitions,
+        partitions,
     }
 }
 
@@ -171,6 +184,47 @@ async fn write_status(ctx: &Context, cg: &ConsumerGroup, namespace: &str, status
     ctx.announce_ready_transition(&cg.object_ref(&()), &current.conditions, &status.conditions)
         .await;
     Ok(())
+}
+
+/// Owner of each partition from the checkpoint Leases `<leasePrefix>-<partition>` the
+/// collector keeps (the contract of `CheckpointConfig::Kubernetes`). A Lease whose holder let
+/// it expire counts as unowned.
+async fn partition_ownership(client: &Client, namespace: &str, lease_prefix: &str) -> Result<Vec<PartitionStatus>> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let prefix = format!("{lease_prefix}-");
+    let now = Timestamp::now();
+    let mut out: Vec<PartitionStatus> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|lease| {
+            let name = lease.name_any();
+            // Event Hub partition ids are numbers; this also keeps out the Leases of another
+            // group whose name extends this one (`sb-cg-a-` is a prefix of `sb-cg-a-b-0`).
+            let id = name.strip_prefix(&prefix)?.to_string();
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let spec = lease.spec.unwrap_or_default();
+            let live = match (&spec.renew_time, spec.lease_duration_seconds) {
+                (Some(renewed), Some(secs)) => renewed.0 + SignedDuration::from_secs(i64::from(secs)) > now,
+                _ => false,
+            };
+            let owner = spec.holder_identity.filter(|h| !h.is_empty() && live);
+            Some(PartitionStatus {
+                id,
+                owner,
+                ..PartitionStatus::default()
+            })
+        })
+        .collect();
+    // Partition ids are numbers on Event Hubs: "2" before "10".
+    out.sort_by(|a, b| match (a.id.parse::<u64>(), b.id.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.id.cmp(&b.id),
+    });
+    Ok(out)
 }
 
 /// Retry policy: each error variant gives a bounded requeue and a metric label.

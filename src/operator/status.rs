@@ -4,7 +4,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 
 use crate::api::conditions::{reasons, types, DesiredCondition, Status};
-use crate::api::LagThreshold;
+use crate::api::{LagThreshold, PartitionStatus};
 use crate::config::{CollectorReport, LogSourceReport};
 
 /// Something only the user can fix, reported with a condition reason.
@@ -332,6 +332,8 @@ pub struct ConsumerGroupObservation<'a> {
     pub skipped: Vec<(String, Blocked)>,
     pub report: Option<&'a CollectorReport>,
     pub lag_threshold: &'a LagThreshold,
+    /// Partition ownership from the checkpoint Leases; empty before the collector wrote any.
+    pub partitions: &'a [PartitionStatus],
 }
 
 /// Largest lag in seconds reported by any LogSource of a collector.
@@ -375,18 +377,7 @@ pub fn consumer_group_conditions(obs: &ConsumerGroupObservation<'_>) -> Vec<Desi
         ),
         None => DesiredCondition::new(types::DEGRADED, false, reasons::AS_EXPECTED, ""),
     });
-    out.push(if pods.desired > 0 && pods.is_ready() {
-        DesiredCondition::new(
-            types::BALANCED,
-            true,
-            reasons::AS_EXPECTED,
-            format!("{} collector pods share the partitions", pods.desired),
-        )
-    } else if pods.desired == 0 {
-        DesiredCondition::new(types::BALANCED, false, reasons::NO_CONSUMERS, "no collector pod runs")
-    } else {
-        DesiredCondition::new(types::BALANCED, false, reasons::DEPLOYMENT_PROGRESSING, pods.summary())
-    });
+    out.push(balanced(&pods, obs.partitions));
     out.push(match max_lag_seconds(obs.report) {
         None => DesiredCondition::new(
             types::LAGGING,
@@ -403,6 +394,69 @@ pub fn consumer_group_conditions(obs: &ConsumerGroupObservation<'_>) -> Vec<Desi
         Some(lag) => DesiredCondition::new(types::LAGGING, false, reasons::AS_EXPECTED, format!("{lag}s behind")),
     });
     out
+}
+
+/// `Balanced`: every partition has an owner, and the partitions are spread over as many pods
+/// as can share them. Before any Lease exists, the pods being ready is all there is to know.
+fn balanced(pods: &CollectorPods, partitions: &[PartitionStatus]) -> DesiredCondition {
+    if pods.desired == 0 {
+        return DesiredCondition::new(types::BALANCED, false, reasons::NO_CONSUMERS, "no collector pod runs");
+    }
+    if partitions.is_empty() {
+        return if pods.is_ready() {
+            DesiredCondition::new(
+                types::BALANCED,
+                true,
+                reasons::AS_EXPECTED,
+                format!("{} collector pods ready to share the partitions", pods.desired),
+            )
+        } else {
+            DesiredCondition::new(types::BALANCED, false, reasons::DEPLOYMENT_PROGRESSING, pods.summary())
+        };
+    }
+    let unowned: Vec<&str> = partitions
+        .iter()
+        .filter(|p| p.owner.is_none())
+        .map(|p| p.id.as_str())
+        .collect();
+    if !unowned.is_empty() {
+        return DesiredCondition::new(
+            types::BALANCED,
+            false,
+            reasons::PARTITIONS_UNOWNED,
+            format!("partitions without an owner: {}", unowned.join(", ")),
+        );
+    }
+    let mut per_owner: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for p in partitions {
+        if let Some(owner) = &p.owner {
+            *per_owner.entry(owner.as_str()).or_default() += 1;
+        }
+    }
+    let expected_owners = usize::try_from(pods.desired).unwrap_or(0).min(partitions.len());
+    let most = per_owner.values().max().copied().unwrap_or(0);
+    let least = per_owner.values().min().copied().unwrap_or(0);
+    if per_owner.len() < expected_owners || most - least > 1 {
+        return DesiredCondition::new(
+            types::BALANCED,
+            false,
+            reasons::UNBALANCED,
+            format!(
+                "{} partitions owned by {} of {} pods ({}..{} each)",
+                partitions.len(),
+                per_owner.len(),
+                pods.desired,
+                least,
+                most
+            ),
+        );
+    }
+    DesiredCondition::new(
+        types::BALANCED,
+        true,
+        reasons::AS_EXPECTED,
+        format!("{} partitions spread over {} pods", partitions.len(), per_owner.len()),
+    )
 }
 
 /// The `Ready` condition of a SiemDestination.
@@ -554,6 +608,7 @@ mod tests {
             skipped: vec![],
             report: None,
             lag_threshold: &threshold,
+            partitions: &[],
         });
         assert_eq!(find(&conds, types::READY).reason, reasons::NO_CONSUMERS);
 
@@ -580,6 +635,7 @@ mod tests {
             )],
             report: Some(&report),
             lag_threshold: &threshold,
+            partitions: &[],
         });
         assert_eq!(find(&conds, types::READY).status, Status::True);
         assert_eq!(find(&conds, types::BALANCED).status, Status::True);
@@ -587,6 +643,39 @@ mod tests {
         let degraded = find(&conds, types::DEGRADED);
         assert_eq!(degraded.reason, reasons::DESTINATION_NOT_FOUND);
         assert!(degraded.message.contains("intune"));
+    }
+
+    #[test]
+    fn balanced_needs_every_partition_owned_and_spread() {
+        let pods = CollectorPods {
+            desired: 2,
+            ready: 2,
+            updated: 2,
+            observed: true,
+        };
+        let part = |id: &str, owner: Option<&str>| PartitionStatus {
+            id: id.into(),
+            owner: owner.map(str::to_string),
+            ..PartitionStatus::default()
+        };
+        let even = [
+            part("0", Some("a")),
+            part("1", Some("b")),
+            part("2", Some("a")),
+            part("3", Some("b")),
+        ];
+        assert_eq!(balanced(&pods, &even).status, Status::True);
+        let one_owner = [
+            part("0", Some("a")),
+            part("1", Some("a")),
+            part("2", Some("a")),
+            part("3", Some("a")),
+        ];
+        assert_eq!(balanced(&pods, &one_owner).reason, reasons::UNBALANCED);
+        let orphan = [part("0", Some("a")), part("1", None)];
+        let c = balanced(&pods, &orphan);
+        assert_eq!(c.reason, reasons::PARTITIONS_UNOWNED);
+        assert!(c.message.contains('1'));
     }
 
     #[test]
