@@ -57,3 +57,29 @@ impl Error {
 
 /// Result of a reconcile step.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> Error {
+        Error::Kube(kube::Error::Api(Box::new(
+            kube::core::Status::failure("synthetic", "Synthetic").with_code(code),
+        )))
+    }
+
+    #[test]
+    fn each_variant_has_a_bounded_requeue_and_a_label() {
+        let cases = [
+            (api(409), "conflict", 1),
+            (api(403), "forbidden", 120),
+            (api(500), "api_error", 15),
+            (Error::NoNamespace, "no_namespace", 60),
+            (Error::NoOwnerReference, "no_owner_reference", 60),
+        ];
+        for (error, label, secs) in cases {
+            assert_eq!(error.metric_label(), label);
+            assert_eq!(error.requeue(), Action::requeue(Duration::from_secs(secs)), "{label}");
+        }
+    }
+}

@@ -63,3 +63,29 @@ impl Metrics {
         self.failures.with_label_values(&[controller, reason]).inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::{Encoder, TextEncoder};
+
+    #[test]
+    fn metrics_are_exposed_under_their_names() {
+        let registry = Registry::new();
+        let metrics = Metrics::new(&registry).unwrap();
+        drop(metrics.reconcile_started("logsource"));
+        metrics.failure("logsource", "SecretNotFound");
+        let mut text = Vec::new();
+        TextEncoder::new().encode(&registry.gather(), &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains("siembridge_operator_reconciles_total{controller=\"logsource\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "siembridge_operator_reconcile_failures_total{controller=\"logsource\",reason=\"SecretNotFound\"} 1"
+        ));
+        assert!(text.contains("siembridge_operator_reconcile_duration_seconds_count{controller=\"logsource\"} 1"));
+        assert!(Metrics::new(&registry).is_err(), "registering twice is refused");
+    }
+}
