@@ -1084,3 +1084,30 @@ fn watch_mappers_find_the_resources_a_change_concerns() {
         .collect();
     assert_eq!(dests, vec!["splunk"]);
 }
+
+#[tokio::test]
+async fn a_new_collector_is_announced_once_even_before_the_watch_sees_it() {
+    let ls = replay_log_source("console");
+    let (client, server) = ApiServer::start(vec![serde_json::to_value(&ls).unwrap()], BTreeMap::new(), false, None);
+    let ctx = context(
+        client,
+        stores(
+            vec![ls.clone()],
+            vec![],
+            vec![stdout_destination()],
+            vec![],
+            vec![],
+            vec![],
+        ),
+        stub(true),
+    );
+    let ls = Arc::new(ls);
+    log_source::reconcile(ls.clone(), ctx.clone()).await.unwrap();
+    log_source::reconcile(ls, ctx).await.unwrap();
+    let created = server
+        .calls()
+        .iter()
+        .filter(|c| c.line() == EVENTS && c.body.as_ref().unwrap()["reason"] == "CollectorCreated")
+        .count();
+    assert_eq!(created, 1);
+}

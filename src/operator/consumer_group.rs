@@ -45,11 +45,11 @@ pub async fn reconcile(cg: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Acti
             // 2. Children: apply, delete what is no longer wanted.
             let secret_versions = ctx.stores.secret_versions(&namespace, &collector.secret_names);
             let children = collector_children(&collector, &owner, &ctx.collector_image, &secret_versions)?;
-            let existed = ctx.stores.deployment(&namespace, &collector.name).is_some();
+            let created = ctx.is_new_collector(&namespace, &collector.name);
             let deployment = apply_collector(&ctx.client, &namespace, &children).await?;
             let keep = [collector.name.clone(), report_config_map_name(&collector.name)];
             let deleted = delete_unwanted(&ctx.client, &owner, &keep).await?;
-            if !existed {
+            if created {
                 ctx.publish(
                     &cg.object_ref(&()),
                     EventType::Normal,

@@ -232,6 +232,9 @@ pub struct Context {
     /// Last connectivity check per destination, so a destination is checked at most every
     /// [`CONNECTIVITY_INTERVAL`].
     pub checks: Mutex<HashMap<ObjectRef<SiemDestination>, CheckRecord>>,
+    /// Collectors announced as created but not yet seen by the Deployment watch, so a second
+    /// reconcile before the watch catches up does not announce them again.
+    announced: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -259,6 +262,7 @@ impl Context {
             collector_image,
             connectivity,
             checks: Mutex::new(HashMap::new()),
+            announced: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -327,6 +331,22 @@ impl Context {
                 new.message.clone(),
             )
             .await;
+        }
+    }
+
+    /// Whether the collector Deployment is new: neither in the Deployment store nor announced
+    /// already. Call once per reconcile, before applying it.
+    pub fn is_new_collector(&self, namespace: &str, collector: &str) -> bool {
+        let key = format!("{namespace}/{collector}");
+        let in_store = self.stores.deployment(namespace, collector).is_some();
+        let Ok(mut announced) = self.announced.lock() else {
+            return !in_store;
+        };
+        if in_store {
+            announced.remove(&key);
+            false
+        } else {
+            announced.insert(key)
         }
     }
 
