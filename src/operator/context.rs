@@ -364,3 +364,48 @@ impl Context {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    #[test]
+    fn stored_secrets_keep_keys_and_version_but_no_value() {
+        let mut secret = Secret {
+            data: Some(std::collections::BTreeMap::from([(
+                "token".to_string(),
+                ByteString(b"synthetic-value".to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        secret.metadata.name = Some("hec-token".into());
+        secret.metadata.namespace = Some("soc".into());
+        secret.metadata.resource_version = Some("42".into());
+        let stores = Stores::from_objects(vec![], vec![], vec![], vec![secret], vec![], vec![]);
+        let stored = stores.secrets.get(&ObjectRef::new("hec-token").within("soc")).unwrap();
+        assert!(stored.data.as_ref().unwrap()["token"].0.is_empty());
+        let wanted = SecretKeySelector {
+            name: "hec-token".into(),
+            key: "token".into(),
+        };
+        assert_eq!(stores.missing_secret_key("soc", [&wanted]), None);
+        let other_key = SecretKeySelector {
+            name: "hec-token".into(),
+            key: "password".into(),
+        };
+        assert!(stores
+            .missing_secret_key("soc", [&other_key])
+            .unwrap()
+            .contains("password"));
+        assert!(stores
+            .missing_secret_key("other-ns", [&wanted])
+            .unwrap()
+            .contains("not found"));
+        let versions = stores.secret_versions("soc", [&"hec-token".to_string(), &"absent".to_string()]);
+        assert_eq!(
+            versions,
+            std::collections::BTreeMap::from([("hec-token".to_string(), "42".to_string())])
+        );
+    }
+}
