@@ -21,7 +21,9 @@ use super::status::{
 use crate::api::conditions::{self, reasons, types};
 use crate::api::{LagThreshold, LogSource, LogSourceStatus, SourceKind};
 use crate::config::LogSourceReport;
-use crate::render::{consumer_group_collector_name, render_log_source, RenderTarget, RenderedCollector};
+use crate::render::{
+    consumer_group_collector_name, log_source_collector_name, render_log_source, RenderTarget, RenderedCollector,
+};
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "logsource";
@@ -49,7 +51,12 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
             // Keep whatever runs: a missing reference is often a moment in a rollout
             // (Secret applied after the LogSource), not a reason to stop a working collector.
             ctx.metrics.failure(CONTROLLER, blocked.reason);
-            (None, None, BLOCKED_REQUEUE)
+            // A collector that still runs keeps reporting progress.
+            let collector = match &ls.spec.event_hub {
+                Some(e) => consumer_group_collector_name(&e.consumer_group_ref),
+                None => log_source_collector_name(&ls.name_any()),
+            };
+            (None, ctx.stores.report(&namespace, &collector), BLOCKED_REQUEUE)
         }
         Ok(Plan::Own(collector)) => {
             // 2. Children: apply the wanted ones, delete the rest.
