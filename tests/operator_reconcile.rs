@@ -1111,3 +1111,34 @@ async fn a_new_collector_is_announced_once_even_before_the_watch_sees_it() {
         .count();
     assert_eq!(created, 1);
 }
+
+#[tokio::test]
+async fn a_blocked_log_source_keeps_the_progress_of_its_running_collector() {
+    let ls = graph_log_source();
+    let report = json!({"reporter": "sb-ls-entra-signins-0", "time": "2026-11-22T10:00:00Z",
+        "logSources": {"entra-signins": {"eventsForwarded": 7, "throttled": true}}});
+    let mut report_cm = ConfigMap {
+        data: Some(BTreeMap::from([("report.json".to_string(), report.to_string())])),
+        ..ConfigMap::default()
+    };
+    report_cm.metadata.name = Some("sb-ls-entra-signins-report".into());
+    report_cm.metadata.namespace = Some(NS.into());
+    let (client, server) = ApiServer::start(vec![serde_json::to_value(&ls).unwrap()], BTreeMap::new(), false, None);
+    let ctx = context(
+        client,
+        stores(
+            vec![ls.clone()],
+            vec![],
+            vec![stdout_destination()],
+            vec![],
+            vec![report_cm],
+            vec![],
+        ),
+        stub(true),
+    );
+    log_source::reconcile(Arc::new(ls), ctx).await.unwrap();
+    let status = server.calls()[0].body.clone().unwrap()["status"].clone();
+    assert_eq!(condition(&status, types::READY)["reason"], reasons::SECRET_NOT_FOUND);
+    assert_eq!(status["eventsForwarded"], 7);
+    assert_eq!(condition(&status, types::THROTTLED)["status"], "True");
+}
