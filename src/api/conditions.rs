@@ -33,6 +33,15 @@ pub mod reasons {
     pub const ALL_READY: &str = "AllReady";
     pub const NO_CONSUMERS: &str = "NoLogSources";
     pub const AS_EXPECTED: &str = "AsExpected";
+    pub const SOURCE_ERROR: &str = "SourceError";
+    pub const LAG_ABOVE_THRESHOLD: &str = "LagAboveThreshold";
+    pub const THROTTLED: &str = "Throttled";
+    pub const RECORDS_LOST: &str = "RecordsLost";
+    pub const AWAITING_REPORT: &str = "AwaitingReport";
+    pub const UNREACHABLE: &str = "Unreachable";
+    pub const REACHABLE: &str = "Reachable";
+    pub const PARTITIONS_UNOWNED: &str = "PartitionsUnowned";
+    pub const UNBALANCED: &str = "Unbalanced";
 }
 
 /// Condition status values.

@@ -1,14 +1,453 @@
 //! The operator: kube-runtime controllers for LogSource, ConsumerGroup and SiemDestination.
+//!
+//! Each controller has its own file (`log_source`, `consumer_group`, `destination`); child
+//! objects come from the pure builders in `builders`, are applied by `children`, and conditions
+//! are computed in `status`. Watched kinds feed shared reflector stores (`context::Stores`) that
+//! every controller reads instead of listing the API.
+//!
+//! Finalizers: none. Every child lives in Kubernetes and carries a controller owner reference,
+//! so garbage collection removes it with its owner; nothing outside the cluster needs cleaning.
+//!
+//! # RBAC the operator needs (the Helm chart's ClusterRole is written from this list)
+//!
+//! | apiGroups | resources | verbs |
+//! |---|---|---|
+//! | `siembridge.io` | `logsources`, `consumergroups`, `siemdestinations` | get, list, watch |
+//! | `siembridge.io` | `logsources/status`, `consumergroups/status`, `siemdestinations/status` | get, patch, update |
+//! | `""` | `configmaps`, `serviceaccounts` | get, list, watch, create, patch, update, delete |
+//! | `apps` | `deployments` | get, list, watch, create, patch, update, delete |
+//! | `rbac.authorization.k8s.io` | `roles`, `rolebindings` | get, list, watch, create, patch, update, delete |
+//! | `""` | `secrets` | get, list, watch |
+//! | `coordination.k8s.io` | `leases` | get, list, watch, create, update, patch (leader election, and granted on to collector Roles) |
+//! | `events.k8s.io` | `events` | create, patch |
+//!
+//! Because the operator writes Roles, it must itself hold every permission those Roles grant
+//! (RBAC escalation prevention): `leases` create/get/list/watch/update/patch, `configmaps`
+//! get/create/patch/update, `secrets` get. All of these are in the table above.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ConsumerGroup, LogSource, SiemDestination};
+
+pub mod builders;
+pub mod children;
+pub mod connectivity;
+pub mod consumer_group;
+pub mod context;
+pub mod destination;
+pub mod error;
+pub mod leader;
+pub mod log_source;
+pub mod metrics;
+pub mod status;
+pub mod triggers;
+
+use connectivity::{ConnectivityCheck, TcpConnect};
+use context::{strip_secret, Context, Stores};
+use metrics::Metrics;
 
 /// Options of `siembridge operator`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct OperatorArgs {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, default_value = "0.0.0.0:8080", env = "SIEMBRIDGE_METRICS_ADDR")]
-    pub metrics_addr: std::net::SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// Image of the collector pods.
+    #[arg(long, env = "SIEMBRIDGE_COLLECTOR_IMAGE", default_value_t = default_collector_image())]
+    pub collector_image: String,
+    /// Namespace of the leader-election Lease; the operator pod's namespace (downward API),
+    /// else the kubeconfig's namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_namespace: Option<String>,
+    /// Holder identity in the leader Lease; the pod name, else the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// `ghcr.io/siembridge/siembridge:<crate version>`.
+pub fn default_collector_image() -> String {
+    format!("ghcr.io/siembridge/siembridge:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// What the controllers need besides the client.
+#[derive(Clone)]
+pub struct ControllerSettings {
+    /// Image of collector pods.
+    pub collector_image: String,
+    /// Connectivity check of destinations.
+    pub connectivity: Arc<dyn ConnectivityCheck>,
+    /// Reporting instance of Events.
+    pub instance: Option<String>,
 }
 
 /// Run the operator until SIGTERM or Ctrl-C.
-pub async fn run(_args: OperatorArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the operator is not built yet")
+pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    let client = connect().await?;
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).context("cannot register metrics")?;
+    let health = crate::telemetry::Health::new();
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let server = {
+        let shutdown = shutdown.clone();
+        let (registry, health) = (registry.clone(), health.clone());
+        tokio::spawn(async move {
+            crate::telemetry::serve(args.metrics_addr, registry, health, shutdown.cancelled_owned()).await
+        })
+    };
+
+    crds_installed(&client).await?;
+    let namespace = args
+        .leader_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let identity = args.identity.clone().unwrap_or_else(host_name);
+    let elector = leader::LeaderElector::new(client.clone(), &namespace, identity.clone());
+    // A standby replica is healthy and ready: it takes over within a lease duration.
+    health.set_ready(true);
+    tracing::info!(
+        identity,
+        namespace,
+        lease = leader::LEASE_NAME,
+        "waiting for leadership"
+    );
+    if !elector.acquire(&shutdown).await {
+        return finish_server(server).await;
+    }
+    tracing::info!(identity, "leading; starting controllers");
+
+    let stop = shutdown.child_token();
+    let term = {
+        let (elector, stop) = (elector.clone(), stop.clone());
+        tokio::spawn(async move {
+            let end = elector.hold(&stop).await;
+            stop.cancel();
+            end
+        })
+    };
+    let settings = ControllerSettings {
+        collector_image: args.collector_image.clone(),
+        connectivity: Arc::new(TcpConnect::default()),
+        instance: Some(identity),
+    };
+    let controllers = run_controllers(client, metrics, settings, stop.clone()).await;
+    stop.cancel();
+    let end = term.await.unwrap_or(leader::TermEnd::Released);
+    shutdown.cancel();
+    finish_server(server).await?;
+    controllers?;
+    match end {
+        leader::TermEnd::Released => Ok(()),
+        leader::TermEnd::Lost(why) => anyhow::bail!("lost leadership ({why}); exiting so that a new leader takes over"),
+    }
+}
+
+async fn finish_server(server: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
+    match server.await {
+        Ok(result) => result.context("metrics server failed"),
+        Err(e) => Err(anyhow::anyhow!("metrics server task failed: {e}")),
+    }
+}
+
+/// A client that has answered once, or one line saying why the API server cannot be reached.
+async fn connect() -> anyhow::Result<Client> {
+    install_crypto_provider();
+    let config = kube::Config::infer()
+        .await
+        .context("cannot find Kubernetes API server credentials (no in-cluster config, no usable kubeconfig)")?;
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config)
+        .with_context(|| format!("cannot create a client for the Kubernetes API server {url}"))?;
+    // The client logs a failed request itself; this probe's failure is reported below as one
+    // line, so its own log is silenced.
+    let probe = tracing::instrument::WithSubscriber::with_subscriber(
+        client.apiserver_version(),
+        tracing::subscriber::NoSubscriber::default(),
+    );
+    match tokio::time::timeout(Duration::from_secs(10), probe).await {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "cannot reach the Kubernetes API server {url}: {}",
+            one_line(&e)
+        )),
+        Err(_) => Err(anyhow::anyhow!(
+            "cannot reach the Kubernetes API server {url}: no answer within 10s"
+        )),
+    }
+}
+
+/// One line saying the CRDs are missing, rather than watches failing forever.
+async fn crds_installed(client: &Client) -> anyhow::Result<()> {
+    let api = Api::<LogSource>::all(client.clone());
+    match api.list_metadata(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            anyhow::bail!("the siembridge.io CRDs are not installed (apply crds/ or the Helm chart)")
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot list LogSources: {}", one_line(&e))),
+    }
+}
+
+/// Both rustls back-ends end up in the build (kube asks for ring, reqwest's default for
+/// aws-lc-rs), so rustls cannot pick one itself: choose ring, once per process.
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An error and its sources on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out.replace('\n', " ")
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "siembridge-operator".into())
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+    token.cancel();
+}
+
+/// Label selector of every object the operator makes.
+fn managed_selector() -> String {
+    format!("{}={}", builders::MANAGED_BY_LABEL, builders::MANAGED_BY)
+}
+
+fn owned_selector(kind: &str) -> String {
+    format!("{},{}={kind}", managed_selector(), builders::OWNER_KIND_LABEL)
+}
+
+fn keep_as_is<K>(_: &mut K) {}
+
+/// A reflector over `api` feeding a store; the future runs until dropped.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    modify: impl FnMut(&mut K) + Send + 'static,
+) -> (Store<K>, futures::future::BoxFuture<'static, ()>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff().modify(modify));
+    let fut = stream
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(%error, "watch failed; retrying");
+            }
+        })
+        .boxed();
+    (reader, fut)
+}
+
+/// Run the three controllers until `stop` fires. Used by `run` once leader, and in-process by
+/// the cluster tests.
+pub async fn run_controllers(
+    client: Client,
+    metrics: Metrics,
+    settings: ControllerSettings,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let (log_sources, ls_watch) = reflect(
+        Api::<LogSource>::all(client.clone()),
+        watcher::Config::default(),
+        keep_as_is,
+    );
+    let (consumer_groups, cg_watch) = reflect(
+        Api::<ConsumerGroup>::all(client.clone()),
+        watcher::Config::default(),
+        keep_as_is,
+    );
+    let (destinations, dest_watch) = reflect(
+        Api::<SiemDestination>::all(client.clone()),
+        watcher::Config::default(),
+        keep_as_is,
+    );
+    let (secrets, secret_watch) = reflect(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default(),
+        strip_secret,
+    );
+    let (config_maps, cm_watch) = reflect(
+        Api::<ConfigMap>::all(client.clone()),
+        watcher::Config::default().labels(&managed_selector()),
+        keep_as_is,
+    );
+    let (deployments, deploy_watch) = reflect(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default().labels(&managed_selector()),
+        keep_as_is,
+    );
+    let stores = Stores {
+        log_sources,
+        consumer_groups,
+        destinations,
+        secrets,
+        config_maps,
+        deployments,
+    };
+    let watches = futures::future::join_all([ls_watch, cg_watch, dest_watch, secret_watch, cm_watch, deploy_watch]);
+    tokio::pin!(watches);
+
+    // No reconcile before every store holds a full list: a ConsumerGroup reconciled before
+    // the LogSources are known would scale its collector to zero.
+    let ready = async {
+        stores.log_sources.wait_until_ready().await?;
+        stores.consumer_groups.wait_until_ready().await?;
+        stores.destinations.wait_until_ready().await?;
+        stores.secrets.wait_until_ready().await?;
+        stores.config_maps.wait_until_ready().await?;
+        stores.deployments.wait_until_ready().await
+    };
+    tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        _ = &mut watches => anyhow::bail!("watches ended before the caches were filled"),
+        r = ready => r.context("cache writer dropped")?,
+    }
+    tracing::info!("caches filled; reconciling");
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        stores.clone(),
+        settings.collector_image,
+        settings.connectivity,
+        settings.instance,
+    ));
+    let config = watcher::Config::default();
+
+    let s = stores.clone();
+    let s2 = stores.clone();
+    let s3 = stores.clone();
+    let log_source_controller = Controller::new(Api::<LogSource>::all(client.clone()), config.clone())
+        .owns(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default().labels(&owned_selector("LogSource")),
+        )
+        .watches(Api::<SiemDestination>::all(client.clone()), config.clone(), move |d| {
+            triggers::log_sources_of_destination(&s, &d)
+        })
+        .watches(Api::<Secret>::all(client.clone()), config.clone(), move |secret| {
+            triggers::log_sources_of_secret(&s2, &secret)
+        })
+        .watches(Api::<ConsumerGroup>::all(client.clone()), config.clone(), move |cg| {
+            triggers::log_sources_of_consumer_group(&s3, &cg)
+        })
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(log_source::reconcile, log_source::error_policy, ctx.clone())
+        .for_each(|result| async move { log_outcome("logsource", result) });
+
+    let s = stores.clone();
+    let s2 = stores.clone();
+    let consumer_group_controller = Controller::new(Api::<ConsumerGroup>::all(client.clone()), config.clone())
+        .owns(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default().labels(&owned_selector("ConsumerGroup")),
+        )
+        .watches(Api::<LogSource>::all(client.clone()), config.clone(), |ls| {
+            triggers::consumer_group_of_log_source(&ls)
+        })
+        .watches(Api::<SiemDestination>::all(client.clone()), config.clone(), move |d| {
+            triggers::consumer_groups_of_destination(&s, &d)
+        })
+        .watches(Api::<Secret>::all(client.clone()), config.clone(), move |secret| {
+            triggers::consumer_groups_of_secret(&s2, &secret)
+        })
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(consumer_group::reconcile, consumer_group::error_policy, ctx.clone())
+        .for_each(|result| async move { log_outcome("consumergroup", result) });
+
+    let s = stores.clone();
+    let destination_controller = Controller::new(Api::<SiemDestination>::all(client.clone()), config.clone())
+        .watches(Api::<Secret>::all(client.clone()), config.clone(), move |secret| {
+            triggers::destinations_of_secret(&s, &secret)
+        })
+        .watches(Api::<LogSource>::all(client.clone()), config.clone(), |ls| {
+            triggers::destinations_of_log_source(&ls)
+        })
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(destination::reconcile, destination::error_policy, ctx.clone())
+        .for_each(|result| async move { log_outcome("siemdestination", result) });
+
+    let controllers = futures::future::join3(log_source_controller, consumer_group_controller, destination_controller);
+    tokio::select! {
+        _ = controllers => {}
+        _ = &mut watches => anyhow::bail!("watches ended unexpectedly"),
+    }
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+fn log_outcome<K, E, Q>(
+    controller: &str,
+    result: Result<
+        (
+            kube::runtime::reflector::ObjectRef<K>,
+            kube::runtime::controller::Action,
+        ),
+        kube::runtime::controller::Error<E, Q>,
+    >,
+) where
+    K: kube::Resource,
+    K::DynamicType: std::fmt::Debug,
+    E: std::error::Error,
+    Q: std::error::Error,
+{
+    match result {
+        Ok((obj, _)) => tracing::debug!(controller, object = %obj, "reconciled"),
+        Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+            tracing::debug!(controller, object = %obj, "object gone before its reconcile")
+        }
+        Err(error) => tracing::debug!(controller, %error, "reconcile error (handled by the error policy)"),
+    }
 }

@@ -1,0 +1,82 @@
+//! The one apply step of a collector's children (Stackable's "cluster resources"): every child
+//! is applied with server-side apply under [`FIELD_MANAGER`] with `force`, and the labelled
+//! children of the owner that are no longer wanted are deleted.
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::builders::{CollectorChildren, CollectorOwner};
+use super::context::FIELD_MANAGER;
+use super::error::Result;
+
+/// Server-side apply parameters of the operator.
+pub fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn apply<K>(client: &Client, namespace: &str, obj: &K) -> Result<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = obj.name_any();
+    Ok(api.patch(&name, &apply_params(), &Patch::Apply(obj)).await?)
+}
+
+/// Apply every child of a collector, in the order a pod needs them: identity and permissions,
+/// configuration, then the Deployment. Returns the applied Deployment (with its status).
+pub async fn apply_collector(client: &Client, namespace: &str, children: &CollectorChildren) -> Result<Deployment> {
+    apply(client, namespace, &children.service_account).await?;
+    apply(client, namespace, &children.role).await?;
+    apply(client, namespace, &children.role_binding).await?;
+    apply(client, namespace, &children.config_map).await?;
+    apply(client, namespace, &children.report_config_map).await?;
+    apply(client, namespace, &children.deployment).await
+}
+
+async fn delete_unwanted_of<K>(client: &Client, owner: &CollectorOwner, keep: &[String]) -> Result<Vec<String>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &owner.namespace);
+    let listed = api
+        .list_metadata(&ListParams::default().labels(&owner.children_selector()))
+        .await?;
+    let mut deleted = Vec::new();
+    for obj in listed.items {
+        let name = obj.name_any();
+        if keep.contains(&name) {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => deleted.push(format!("{}/{name}", K::kind(&()))),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Delete the children of `owner` (found by label) that are not named in `keep`: the
+/// collector name for every kind, and its report ConfigMap. `keep` empty deletes them all.
+/// Returns `Kind/name` of what was deleted.
+pub async fn delete_unwanted(client: &Client, owner: &CollectorOwner, keep: &[String]) -> Result<Vec<String>> {
+    let mut deleted = Vec::new();
+    deleted.extend(delete_unwanted_of::<Deployment>(client, owner, keep).await?);
+    deleted.extend(delete_unwanted_of::<ConfigMap>(client, owner, keep).await?);
+    deleted.extend(delete_unwanted_of::<RoleBinding>(client, owner, keep).await?);
+    deleted.extend(delete_unwanted_of::<Role>(client, owner, keep).await?);
+    deleted.extend(delete_unwanted_of::<ServiceAccount>(client, owner, keep).await?);
+    Ok(deleted)
+}

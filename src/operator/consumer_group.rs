@@ -1,0 +1,235 @@
+//! The ConsumerGroup controller: one collector Deployment per ConsumerGroup, rendered from the
+//! LogSources that name it, with `replicas` pods sharing the hub's partitions.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, ListParams, Patch};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::Client;
+use kube::{Resource, ResourceExt};
+
+use super::builders::{collector_children, report_config_map_name, CollectorOwner};
+use super::children::{apply_collector, apply_params, delete_unwanted};
+use super::context::{Context, Stores, BLOCKED_REQUEUE, HEALTHY_REQUEUE, PROGRESSING_REQUEUE};
+use super::error::{Error, Result};
+use super::status::{consumer_group_conditions, max_lag_seconds, Blocked, CollectorPods, ConsumerGroupObservation};
+use crate::api::conditions::{self, reasons};
+use crate::api::{ConsumerGroup, ConsumerGroupStatus, LogSource, PartitionStatus};
+use crate::config::CheckpointConfig;
+use crate::render::{render_consumer_group, RenderTarget, RenderedCollector};
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "consumergroup";
+
+/// Reconcile one ConsumerGroup.
+pub async fn reconcile(cg: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let namespace = cg.namespace().ok_or(Error::NoNamespace)?;
+    let owner = CollectorOwner::of(cg.as_ref()).ok_or(Error::NoOwnerReference)?;
+
+    // 1. Render from the LogSources that name this group; the ones with a broken reference
+    // are left out and reported, the others keep flowing.
+    let plan = plan(&cg, &ctx.stores, &namespace);
+
+    let (pods, routes, skipped, report, partitions, action) = match plan {
+        Err(blocked) => {
+            ctx.metrics.failure(CONTROLLER, blocked.reason);
+            let status = status_of(&cg, Some(blocked), None, 0, Vec::new(), None, None);
+            write_status(&ctx, &cg, &namespace, status).await?;
+            return Ok(Action::requeue(BLOCKED_REQUEUE));
+        }
+        Ok((collector, skipped)) => {
+            // 2. Children: apply, delete what is no longer wanted.
+            let secret_versions = ctx.stores.secret_versions(&namespace, &collector.secret_names);
+            let children = collector_children(&collector, &owner, &ctx.collector_image, &secret_versions)?;
+            let created = ctx.is_new_collector(&namespace, &collector.name);
+            let deployment = apply_collector(&ctx.client, &namespace, &children).await?;
+            let keep = [collector.name.clone(), report_config_map_name(&collector.name)];
+            let deleted = delete_unwanted(&ctx.client, &owner, &keep).await?;
+            if created {
+                ctx.publish(
+                    &cg.object_ref(&()),
+                    EventType::Normal,
+                    "CollectorCreated",
+                    "Apply",
+                    format!("created collector Deployment {:?}", collector.name),
+                )
+                .await;
+            }
+            ctx.announce_deleted(&cg.object_ref(&()), &deleted).await;
+            let partitions = match &collector.config.checkpoint {
+                CheckpointConfig::Kubernetes { lease_prefix, .. } => {
+                    Some(partition_ownership(&ctx.client, &namespace, lease_prefix).await?)
+                }
+                _ => None,
+            };
+            let pods = CollectorPods::of(&deployment);
+            let action = if pods.is_ready() {
+                HEALTHY_REQUEUE
+            } else {
+                PROGRESSING_REQUEUE
+            };
+            let report = ctx.stores.report(&namespace, &collector.name);
+            (pods, collector.config.routes.len(), skipped, report, partitions, action)
+        }
+    };
+    for (_, why) in &skipped {
+        ctx.metrics.failure(CONTROLLER, why.reason);
+    }
+    let status = status_of(&cg, None, Some(pods), routes, skipped, report.as_ref(), partitions);
+    write_status(&ctx, &cg, &namespace, status).await?;
+    Ok(Action::requeue(action))
+}
+
+/// Render the collector, or say what blocks the whole group.
+fn plan(
+    cg: &ConsumerGroup,
+    stores: &Stores,
+    namespace: &str,
+) -> Result<(RenderedCollector, Vec<(String, Blocked)>), Blocked> {
+    if let Some(message) = stores.missing_secret_key(namespace, cg.spec.secret_refs()) {
+        return Err(Blocked::new(reasons::SECRET_NOT_FOUND, message));
+    }
+    let destinations = stores.destinations_in(namespace);
+    // A LogSource whose destinations lack a Secret would stop the pods from starting (the
+    // Secret volume cannot mount): leave it out rather than stop every other LogSource.
+    let mut skipped = Vec::new();
+    let mut members: Vec<LogSource> = Vec::new();
+    for ls in stores.log_sources_in(namespace) {
+        let names_this_group = ls
+            .spec
+            .event_hub
+            .as_ref()
+            .is_some_and(|e| e.consumer_group_ref == cg.name_any());
+        if !names_this_group {
+            continue;
+        }
+        let refs = ls
+            .spec
+            .destinations
+            .iter()
+            .filter_map(|d| destinations.iter().find(|x| x.name_any() == d.name))
+            .flat_map(|d| d.spec.secret_refs());
+        match stores.missing_secret_key(namespace, refs) {
+            Some(message) => skipped.push((ls.name_any(), Blocked::new(reasons::SECRET_NOT_FOUND, message))),
+            None => members.push(ls),
+        }
+    }
+    let (mut collector, render_skipped) = render_consumer_group(cg, &members, &destinations, &RenderTarget::Cluster)
+        .map_err(|e| Blocked::new(e.reason(), e.to_string()))?;
+    skipped.extend(
+        render_skipped
+            .into_iter()
+            .map(|(name, e)| (name, Blocked::new(e.reason(), e.to_string()))),
+    );
+    skipped.sort_by(|a, b| a.0.cmp(&b.0));
+    if collector.config.routes.is_empty() {
+        // Reading with nobody to deliver to would checkpoint past unread events.
+        collector.replicas = 0;
+    }
+    Ok((collector, skipped))
+}
+
+fn status_of(
+    cg: &ConsumerGroup,
+    blocked: Option<Blocked>,
+    pods: Option<CollectorPods>,
+    routes: usize,
+    skipped: Vec<(String, Blocked)>,
+    report: Option<&crate::config::CollectorReport>,
+    partitions: Option<Vec<PartitionStatus>>,
+) -> ConsumerGroupStatus {
+    let current = cg.status.clone().unwrap_or_default();
+    let partitions = partitions.unwrap_or_else(|| current.partitions.clone());
+    let desired = consumer_group_conditions(&ConsumerGroupObservation {
+        blocked,
+        pods,
+        routes,
+        skipped,
+        report,
+        lag_threshold: &cg.spec.lag_threshold,
+        partitions: &partitions,
+    });
+    ConsumerGroupStatus {
+        conditions: conditions::merge(&current.conditions, &desired, cg.metadata.generation, Timestamp::now()),
+        observed_generation: cg.metadata.generation,
+        ready_replicas: pods.map(|p| p.ready),
+        replicas_summary: pods.map(|p| format!("{}/{}", p.ready, p.desired)),
+        partitions_summary: (!partitions.is_empty()).then(|| {
+            let owned = partitions.iter().filter(|p| p.owner.is_some()).count();
+            format!("{owned}/{}", partitions.len())
+        }),
+        max_lag_events: current.max_lag_events,
+        max_lag_seconds: max_lag_seconds(report),
+        partitions,
+    }
+}
+
+async fn write_status(ctx: &Context, cg: &ConsumerGroup, namespace: &str, status: ConsumerGroupStatus) -> Result<()> {
+    let current = cg.status.clone().unwrap_or_default();
+    if status == current {
+        return Ok(());
+    }
+    let api: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": ConsumerGroup::api_version(&()),
+        "kind": ConsumerGroup::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&cg.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    ctx.announce_ready_transition(&cg.object_ref(&()), &current.conditions, &status.conditions)
+        .await;
+    Ok(())
+}
+
+/// Owner of each partition from the checkpoint Leases `<leasePrefix>-<partition>` the
+/// collector keeps (the contract of `CheckpointConfig::Kubernetes`). A Lease whose holder let
+/// it expire counts as unowned.
+async fn partition_ownership(client: &Client, namespace: &str, lease_prefix: &str) -> Result<Vec<PartitionStatus>> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let prefix = format!("{lease_prefix}-");
+    let now = Timestamp::now();
+    let mut out: Vec<PartitionStatus> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|lease| {
+            let name = lease.name_any();
+            // Event Hub partition ids are numbers; this also keeps out the Leases of another
+            // group whose name extends this one (`sb-cg-a-` is a prefix of `sb-cg-a-b-0`).
+            let id = name.strip_prefix(&prefix)?.to_string();
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let spec = lease.spec.unwrap_or_default();
+            let live = match (&spec.renew_time, spec.lease_duration_seconds) {
+                (Some(renewed), Some(secs)) => renewed.0 + SignedDuration::from_secs(i64::from(secs)) > now,
+                _ => false,
+            };
+            let owner = spec.holder_identity.filter(|h| !h.is_empty() && live);
+            Some(PartitionStatus {
+                id,
+                owner,
+                ..PartitionStatus::default()
+            })
+        })
+        .collect();
+    // Partition ids are numbers on Event Hubs: "2" before "10".
+    out.sort_by(|a, b| match (a.id.parse::<u64>(), b.id.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.id.cmp(&b.id),
+    });
+    Ok(out)
+}
+
+/// Retry policy: each error variant gives a bounded requeue and a metric label.
+pub fn error_policy(cg: Arc<ConsumerGroup>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(consumergroup = %cg.name_any(), namespace = ?cg.namespace(), %error, "reconcile failed");
+    ctx.metrics.failure(CONTROLLER, error.metric_label());
+    error.requeue()
+}

@@ -1,0 +1,411 @@
+//! What every reconcile gets: the client, metrics, the shared reflector stores (Linkerd style:
+//! one store per watched kind, read by every controller instead of listing the API), the event
+//! recorder and the collector image.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Client;
+
+use super::connectivity::ConnectivityCheck;
+use super::metrics::Metrics;
+use crate::api::{ConsumerGroup, LogSource, SecretKeySelector, SiemDestination};
+use crate::config::CollectorReport;
+
+/// Field manager of every server-side apply of the operator.
+pub const FIELD_MANAGER: &str = "siembridge-operator";
+
+/// Requeue of a resource blocked by something only the user can fix (missing Secret, missing
+/// destination, invalid spec). A watch on the missing object triggers the fix earlier.
+pub const BLOCKED_REQUEUE: Duration = Duration::from_secs(300);
+/// Requeue of a healthy resource, to refresh progress from the collector's report.
+pub const HEALTHY_REQUEUE: Duration = Duration::from_secs(120);
+/// Requeue while collector pods are starting.
+pub const PROGRESSING_REQUEUE: Duration = Duration::from_secs(30);
+/// Time between two connectivity checks of one destination.
+pub const CONNECTIVITY_INTERVAL: Duration = Duration::from_secs(180);
+
+/// In-memory indexes of the watched kinds, shared by the controllers.
+#[derive(Clone)]
+pub struct Stores {
+    pub log_sources: Store<LogSource>,
+    pub consumer_groups: Store<ConsumerGroup>,
+    pub destinations: Store<SiemDestination>,
+    /// Secrets with their values removed: names, keys and `resourceVersion` only.
+    pub secrets: Store<Secret>,
+    /// ConfigMaps made by the operator (collector configs and reports).
+    pub config_maps: Store<ConfigMap>,
+    /// Deployments made by the operator.
+    pub deployments: Store<Deployment>,
+}
+
+impl Stores {
+    /// Stores filled with fixed objects, for tests and tools that do not watch.
+    pub fn from_objects(
+        log_sources: Vec<LogSource>,
+        consumer_groups: Vec<ConsumerGroup>,
+        destinations: Vec<SiemDestination>,
+        secrets: Vec<Secret>,
+        config_maps: Vec<ConfigMap>,
+        deployments: Vec<Deployment>,
+    ) -> Self {
+        fn fill<K>(objects: Vec<K>) -> Store<K>
+        where
+            K: kube::Resource<DynamicType = ()> + Clone + 'static,
+        {
+            let mut writer = kube::runtime::reflector::store::Writer::<K>::default();
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+            for obj in objects {
+                writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(obj));
+            }
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+            writer.as_reader()
+        }
+        let secrets = secrets
+            .into_iter()
+            .map(|mut s| {
+                strip_secret(&mut s);
+                s
+            })
+            .collect();
+        Stores {
+            log_sources: fill(log_sources),
+            consumer_groups: fill(consumer_groups),
+            destinations: fill(destinations),
+            secrets: fill(secrets),
+            config_maps: fill(config_maps),
+            deployments: fill(deployments),
+        }
+    }
+
+    /// The progress report of a collector, when it has written one.
+    pub fn report(&self, namespace: &str, collector: &str) -> Option<CollectorReport> {
+        let name = super::builders::report_config_map_name(collector);
+        let cm = self.config_maps.get(&ObjectRef::new(&name).within(namespace))?;
+        let raw = cm.data.as_ref()?.get(super::builders::REPORT_KEY)?;
+        match serde_json::from_str(raw) {
+            Ok(report) => Some(report),
+            Err(error) => {
+                tracing::warn!(%error, configmap = name, "collector report is not valid JSON; ignored");
+                None
+            }
+        }
+    }
+
+    /// The Deployment of a collector, as last seen.
+    pub fn deployment(&self, namespace: &str, collector: &str) -> Option<Arc<Deployment>> {
+        self.deployments.get(&ObjectRef::new(collector).within(namespace))
+    }
+
+    /// The LogSources of a namespace.
+    pub fn log_sources_in(&self, namespace: &str) -> Vec<LogSource> {
+        let mut out: Vec<LogSource> = self
+            .log_sources
+            .state()
+            .iter()
+            .filter(|ls| ls.metadata.namespace.as_deref() == Some(namespace))
+            .map(|ls| (**ls).clone())
+            .collect();
+        out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        out
+    }
+
+    /// The SiemDestinations of a namespace.
+    pub fn destinations_in(&self, namespace: &str) -> Vec<SiemDestination> {
+        let mut out: Vec<SiemDestination> = self
+            .destinations
+            .state()
+            .iter()
+            .filter(|d| d.metadata.namespace.as_deref() == Some(namespace))
+            .map(|d| (**d).clone())
+            .collect();
+        out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        out
+    }
+
+    /// A SiemDestination by name.
+    pub fn destination(&self, namespace: &str, name: &str) -> Option<Arc<SiemDestination>> {
+        self.destinations.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A ConsumerGroup by name.
+    pub fn consumer_group(&self, namespace: &str, name: &str) -> Option<Arc<ConsumerGroup>> {
+        self.consumer_groups.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The first Secret key of `refs` that is missing, as a message naming the Secret and key.
+    pub fn missing_secret_key<'a>(
+        &self,
+        namespace: &str,
+        refs: impl IntoIterator<Item = &'a SecretKeySelector>,
+    ) -> Option<String> {
+        for selector in refs {
+            match self.secrets.get(&ObjectRef::new(&selector.name).within(namespace)) {
+                None => {
+                    return Some(format!(
+                        "Secret {:?} not found in namespace {namespace:?}",
+                        selector.name
+                    ))
+                }
+                Some(secret) => {
+                    let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(&selector.key))
+                        || secret
+                            .string_data
+                            .as_ref()
+                            .is_some_and(|d| d.contains_key(&selector.key));
+                    if !has_key {
+                        return Some(format!("Secret {:?} has no key {:?}", selector.name, selector.key));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// `resourceVersion` of each named Secret that exists.
+    pub fn secret_versions<'a>(
+        &self,
+        namespace: &str,
+        names: impl IntoIterator<Item = &'a String>,
+    ) -> BTreeMap<String, String> {
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let secret = self.secrets.get(&ObjectRef::new(name).within(namespace))?;
+                Some((
+                    name.clone(),
+                    secret.metadata.resource_version.clone().unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Strip a Secret down to what the operator may keep in memory: keys, no values.
+pub fn strip_secret(secret: &mut Secret) {
+    use kube::ResourceExt;
+    if let Some(data) = secret.data.as_mut() {
+        for value in data.values_mut() {
+            value.0.clear();
+        }
+    }
+    if let Some(data) = secret.string_data.as_mut() {
+        for value in data.values_mut() {
+            value.clear();
+        }
+    }
+    secret.managed_fields_mut().clear();
+    secret
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// The last connectivity check of a destination.
+#[derive(Clone, Debug)]
+pub struct CheckRecord {
+    /// Generation of the spec that was checked.
+    pub generation: Option<i64>,
+    /// When the check ran.
+    pub at: Instant,
+    /// RFC 3339 time of the check.
+    pub time: String,
+    /// What the check found (a message naming the host, never a secret).
+    pub result: Result<String, String>,
+}
+
+/// Shared state of the controllers.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub stores: Stores,
+    pub recorder: Recorder,
+    /// Image of collector pods.
+    pub collector_image: String,
+    /// Connectivity check of destinations (a TCP connect; a stub in tests).
+    pub connectivity: Arc<dyn ConnectivityCheck>,
+    /// Last connectivity check per destination, so a destination is checked at most every
+    /// [`CONNECTIVITY_INTERVAL`].
+    pub checks: Mutex<HashMap<ObjectRef<SiemDestination>, CheckRecord>>,
+    /// Collectors announced as created but not yet seen by the Deployment watch, so a second
+    /// reconcile before the watch catches up does not announce them again.
+    announced: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Context {
+    /// A context for the controllers.
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        stores: Stores,
+        collector_image: String,
+        connectivity: Arc<dyn ConnectivityCheck>,
+        instance: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance,
+            },
+        );
+        Context {
+            client,
+            metrics,
+            stores,
+            recorder,
+            collector_image,
+            connectivity,
+            checks: Mutex::new(HashMap::new()),
+            announced: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// Publish a Kubernetes Event about `regarding`. A failure is logged, never fatal: an event
+    /// is a courtesy, the condition is the record.
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, regarding).await {
+            tracing::warn!(%error, reason, "cannot publish event");
+        }
+    }
+
+    /// An Event when `Ready` changes: became ready, a reference went missing, or stopped being
+    /// ready. Nothing when it did not change, so a reconcile loop does not spam events.
+    pub async fn announce_ready_transition(
+        &self,
+        regarding: &ObjectReference,
+        before: &[Condition],
+        after: &[Condition],
+    ) {
+        use crate::api::conditions::{find, reasons, types};
+        let old = find(before, types::READY);
+        let Some(new) = find(after, types::READY) else {
+            return;
+        };
+        if old.is_some_and(|o| o.status == new.status && o.reason == new.reason) {
+            return;
+        }
+        let blocked = [
+            reasons::SECRET_NOT_FOUND,
+            reasons::DESTINATION_NOT_FOUND,
+            reasons::CONSUMER_GROUP_NOT_FOUND,
+            reasons::INVALID_SPEC,
+        ];
+        if new.status == "True" {
+            self.publish(regarding, EventType::Normal, "Ready", "Reconcile", new.message.clone())
+                .await;
+        } else if blocked.contains(&new.reason.as_str()) {
+            self.publish(
+                regarding,
+                EventType::Warning,
+                &new.reason,
+                "Reconcile",
+                new.message.clone(),
+            )
+            .await;
+        } else if old.is_some_and(|o| o.status == "True") {
+            self.publish(
+                regarding,
+                EventType::Warning,
+                "NotReady",
+                "Reconcile",
+                new.message.clone(),
+            )
+            .await;
+        }
+    }
+
+    /// Whether the collector Deployment is new: neither in the Deployment store nor announced
+    /// already. Call once per reconcile, before applying it.
+    pub fn is_new_collector(&self, namespace: &str, collector: &str) -> bool {
+        let key = format!("{namespace}/{collector}");
+        let in_store = self.stores.deployment(namespace, collector).is_some();
+        let Ok(mut announced) = self.announced.lock() else {
+            return !in_store;
+        };
+        if in_store {
+            announced.remove(&key);
+            false
+        } else {
+            announced.insert(key)
+        }
+    }
+
+    /// An Event listing children deleted because they are no longer wanted.
+    pub async fn announce_deleted(&self, regarding: &ObjectReference, deleted: &[String]) {
+        if !deleted.is_empty() {
+            self.publish(
+                regarding,
+                EventType::Normal,
+                "CollectorDeleted",
+                "Delete",
+                format!("deleted children no longer wanted: {}", deleted.join(", ")),
+            )
+            .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    #[test]
+    fn stored_secrets_keep_keys_and_version_but_no_value() {
+        let mut secret = Secret {
+            data: Some(std::collections::BTreeMap::from([(
+                "token".to_string(),
+                ByteString(b"synthetic-value".to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        secret.metadata.name = Some("hec-token".into());
+        secret.metadata.namespace = Some("soc".into());
+        secret.metadata.resource_version = Some("42".into());
+        let stores = Stores::from_objects(vec![], vec![], vec![], vec![secret], vec![], vec![]);
+        let stored = stores.secrets.get(&ObjectRef::new("hec-token").within("soc")).unwrap();
+        assert!(stored.data.as_ref().unwrap()["token"].0.is_empty());
+        let wanted = SecretKeySelector {
+            name: "hec-token".into(),
+            key: "token".into(),
+        };
+        assert_eq!(stores.missing_secret_key("soc", [&wanted]), None);
+        let other_key = SecretKeySelector {
+            name: "hec-token".into(),
+            key: "password".into(),
+        };
+        assert!(stores
+            .missing_secret_key("soc", [&other_key])
+            .unwrap()
+            .contains("password"));
+        assert!(stores
+            .missing_secret_key("other-ns", [&wanted])
+            .unwrap()
+            .contains("not found"));
+        let versions = stores.secret_versions("soc", [&"hec-token".to_string(), &"absent".to_string()]);
+        assert_eq!(
+            versions,
+            std::collections::BTreeMap::from([("hec-token".to_string(), "42".to_string())])
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The LogSource controller: renders the collector of an API-polled or replay LogSource, runs
+//! it as a Deployment, and reports the LogSource's health from its collector (or from its
+//! ConsumerGroup's collector for `eventHub` sources), its destinations and the collector's
+//! progress report.
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+
+use super::builders::{collector_children, report_config_map_name, CollectorOwner};
+use super::children::{apply_collector, apply_params, delete_unwanted};
+use super::context::{Context, Stores, BLOCKED_REQUEUE, HEALTHY_REQUEUE, PROGRESSING_REQUEUE};
+use super::error::{Error, Result};
+use super::status::{
+    log_source_conditions, Blocked, CollectorPods, DestinationHealth, LogSourceObservation, LogSourceReader,
+};
+use crate::api::conditions::{self, reasons, types};
+use crate::api::{LagThreshold, LogSource, LogSourceStatus, SourceKind};
+use crate::config::LogSourceReport;
+use crate::render::{
+    consumer_group_collector_name, log_source_collector_name, render_log_source, RenderTarget, RenderedCollector,
+};
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "logsource";
+
+/// What a LogSource needs, once its references resolve.
+enum Plan {
+    /// Its own collector.
+    Own(Box<RenderedCollector>),
+    /// Read by the collector of this ConsumerGroup.
+    ConsumerGroup(String),
+}
+
+/// Reconcile one LogSource.
+pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let namespace = ls.namespace().ok_or(Error::NoNamespace)?;
+    let owner = CollectorOwner::of(ls.as_ref()).ok_or(Error::NoOwnerReference)?;
+
+    // 1. What the spec asks for, and whether everything it names exists.
+    let plan = plan(&ls, &ctx.stores, &namespace);
+    let destinations = destination_health(&ls, &ctx.stores, &namespace);
+
+    let (observation_reader, report, action) = match &plan {
+        Err(blocked) => {
+            // Keep whatever runs: a missing reference is often a moment in a rollout
+            // (Secret applied after the LogSource), not a reason to stop a working collector.
+            ctx.metrics.failure(CONTROLLER, blocked.reason);
+            // A collector that still runs keeps reporting progress.
+            let collector = match &ls.spec.event_hub {
+                Some(e) => consumer_group_collector_name(&e.consumer_group_ref),
+                None => log_source_collector_name(&ls.name_any()),
+            };
+            (None, ctx.stores.report(&namespace, &collector), BLOCKED_REQUEUE)
+        }
+        Ok(Plan::Own(collector)) => {
+            // 2. Children: apply the wanted ones, delete the rest.
+            let secret_versions = ctx.stores.secret_versions(&namespace, &collector.secret_names);
+            let children = collector_children(collector, &owner, &ctx.collector_image, &secret_versions)?;
+            let created = ctx.is_new_collector(&namespace, &collector.name);
+            let deployment = apply_collector(&ctx.client, &namespace, &children).await?;
+            let keep = [collector.name.clone(), report_config_map_name(&collector.name)];
+            let deleted = delete_unwanted(&ctx.client, &owner, &keep).await?;
+            if created {
+                ctx.publish(
+                    &ls.object_ref(&()),
+                    EventType::Normal,
+                    "CollectorCreated",
+                    "Apply",
+                    format!("created collector Deployment {:?}", collector.name),
+                )
+                .await;
+            }
+            ctx.announce_deleted(&ls.object_ref(&()), &deleted).await;
+            let pods = CollectorPods::of(&deployment);
+            let report = ctx.stores.report(&namespace, &collector.name);
+            let action = if pods.is_ready() {
+                HEALTHY_REQUEUE
+            } else {
+                PROGRESSING_REQUEUE
+            };
+            (Some(LogSourceReader::Own(pods)), report, action)
+        }
+        Ok(Plan::ConsumerGroup(cg_name)) => {
+            // Served by the ConsumerGroup's collector: a LogSource that used to poll an API
+            // leaves no collector behind.
+            let deleted = delete_unwanted(&ctx.client, &owner, &[]).await?;
+            ctx.announce_deleted(&ls.object_ref(&()), &deleted).await;
+            let (ready, message) = match ctx.stores.consumer_group(&namespace, cg_name) {
+                Some(cg) => {
+                    let conds = cg.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+                    let message = conditions::find(conds, types::READY)
+                        .map(|c| c.message.clone())
+                        .unwrap_or_else(|| "not reconciled yet".into());
+                    (conditions::is_true(conds, types::READY), message)
+                }
+                None => (false, "not found".into()),
+            };
+            let report = ctx.stores.report(&namespace, &consumer_group_collector_name(cg_name));
+            let reader = LogSourceReader::ConsumerGroup {
+                name: cg_name.clone(),
+                ready,
+                message,
+            };
+            let action = if ready { HEALTHY_REQUEUE } else { PROGRESSING_REQUEUE };
+            (Some(reader), report, action)
+        }
+    };
+
+    // 3. Status from what was observed.
+    let source_report: Option<LogSourceReport> = report.and_then(|mut r| r.log_sources.remove(&ls.name_any()));
+    let lag_threshold_seconds = match ls.spec.event_hub.as_ref() {
+        Some(e) => ctx
+            .stores
+            .consumer_group(&namespace, &e.consumer_group_ref)
+            .map(|cg| cg.spec.lag_threshold.seconds)
+            .unwrap_or_else(|| LagThreshold::default().seconds),
+        None => LagThreshold::default().seconds,
+    };
+    let observation = LogSourceObservation {
+        blocked: plan.as_ref().err().cloned(),
+        suspended: ls.spec.suspend,
+        reader: observation_reader,
+        destinations,
+        report: source_report.as_ref(),
+        lag_threshold_seconds,
+    };
+    let desired = log_source_conditions(&observation);
+    let current = ls.status.clone().unwrap_or_default();
+    let conditions = conditions::merge(&current.conditions, &desired, ls.metadata.generation, Timestamp::now());
+    let status = LogSourceStatus {
+        conditions,
+        observed_generation: ls.metadata.generation,
+        source_type: ls.spec.kind().ok().map(|k| k.name().to_string()),
+        events_forwarded: source_report
+            .as_ref()
+            .map(|r| i64::try_from(r.events_forwarded).unwrap_or(i64::MAX)),
+        last_event_time: source_report.as_ref().and_then(|r| r.last_event_time.clone()),
+        lag: source_report
+            .as_ref()
+            .and_then(|r| r.lag_seconds)
+            .map(|s| format!("{s}s")),
+        cursors: source_report.as_ref().map(|r| r.cursors.clone()).unwrap_or_default(),
+        backfill_percent: source_report.as_ref().and_then(|r| r.backfill_percent),
+        data_loss: source_report.as_ref().map(|r| r.data_loss.clone()).unwrap_or_default(),
+    };
+    if status != current {
+        let api: Api<LogSource> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = serde_json::json!({
+            "apiVersion": LogSource::api_version(&()),
+            "kind": LogSource::kind(&()),
+            "status": status,
+        });
+        api.patch_status(&ls.name_any(), &apply_params(), &Patch::Apply(&patch))
+            .await?;
+        ctx.announce_ready_transition(&ls.object_ref(&()), &current.conditions, &status.conditions)
+            .await;
+    }
+    Ok(Action::requeue(action))
+}
+
+/// Render the collector, or say what blocks it.
+fn plan(ls: &LogSource, stores: &Stores, namespace: &str) -> Result<Plan, Blocked> {
+    let destinations = stores.destinations_in(namespace);
+    let rendered = render_log_source(ls, &destinations, &RenderTarget::Cluster)
+        .map_err(|e| Blocked::new(e.reason(), e.to_string()))?;
+    // Secrets of the source and of its destinations: the collector mounts them all.
+    let mut refs = ls.spec.secret_refs();
+    for d in &ls.spec.destinations {
+        if let Some(dest) = destinations.iter().find(|x| x.name_any() == d.name) {
+            refs.extend(dest.spec.secret_refs());
+        }
+    }
+    if let Some(message) = stores.missing_secret_key(namespace, refs) {
+        return Err(Blocked::new(reasons::SECRET_NOT_FOUND, message));
+    }
+    match (rendered, ls.spec.kind()) {
+        (Some(collector), _) => Ok(Plan::Own(Box::new(collector))),
+        (None, Ok(SourceKind::EventHub(e))) => {
+            if stores.consumer_group(namespace, &e.consumer_group_ref).is_none() {
+                return Err(Blocked::new(
+                    reasons::CONSUMER_GROUP_NOT_FOUND,
+                    format!(
+                        "ConsumerGroup {:?} not found in namespace {namespace:?}",
+                        e.consumer_group_ref
+                    ),
+                ));
+            }
+            Ok(Plan::ConsumerGroup(e.consumer_group_ref.clone()))
+        }
+        (None, _) => Err(Blocked::new(reasons::INVALID_SPEC, "nothing to run for this source")),
+    }
+}
+
+/// Readiness of every destination the LogSource names, from the SiemDestination store.
+fn destination_health(ls: &LogSource, stores: &Stores, namespace: &str) -> Vec<DestinationHealth> {
+    ls.spec
+        .destinations
+        .iter()
+        .map(|d| match stores.destination(namespace, &d.name) {
+            None => DestinationHealth {
+                name: d.name.clone(),
+                ready: Some(false),
+                message: "not found".into(),
+            },
+            Some(dest) => {
+                let conds = dest.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+                let ready = conditions::find(conds, types::READY);
+                DestinationHealth {
+                    name: d.name.clone(),
+                    ready: ready.map(|c| c.status == "True"),
+                    message: ready
+                        .map(|c| c.message.clone())
+                        .unwrap_or_else(|| "not checked yet".into()),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Retry policy: each error variant gives a bounded requeue and a metric label.
+pub fn error_policy(ls: Arc<LogSource>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(logsource = %ls.name_any(), namespace = ?ls.namespace(), %error, "reconcile failed");
+    ctx.metrics.failure(CONTROLLER, error.metric_label());
+    error.requeue()
+}

@@ -1,0 +1,691 @@
+//! Conditions computed in one function per kind from the states of the children and of the
+//! referenced resources (Stackable style): the controllers observe, these functions decide.
+
+use k8s_openapi::api::apps::v1::Deployment;
+
+use crate::api::conditions::{reasons, types, DesiredCondition, Status};
+use crate::api::{LagThreshold, PartitionStatus};
+use crate::config::{CollectorReport, LogSourceReport};
+
+/// Something only the user can fix, reported with a condition reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    /// One of `SecretNotFound`, `DestinationNotFound`, `ConsumerGroupNotFound`, `InvalidSpec`.
+    pub reason: &'static str,
+    /// What is missing or wrong, naming the object.
+    pub message: String,
+}
+
+impl Blocked {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Blocked {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Pods of a collector Deployment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CollectorPods {
+    pub desired: i32,
+    pub ready: i32,
+    pub updated: i32,
+    /// Whether the Deployment controller has seen the current spec.
+    pub observed: bool,
+}
+
+impl CollectorPods {
+    /// Pods of an applied Deployment.
+    pub fn of(deployment: &Deployment) -> Self {
+        let desired = deployment.spec.replicas.unwrap_or(1);
+        let status = deployment.status.clone().unwrap_or_default();
+        CollectorPods {
+            desired,
+            ready: status.ready_replicas.unwrap_or(0),
+            updated: status.updated_replicas.unwrap_or(0),
+            observed: status.observed_generation.is_some()
+                && status.observed_generation == deployment.metadata.generation,
+        }
+    }
+
+    /// Every desired pod runs the current template and is ready.
+    pub fn is_ready(&self) -> bool {
+        self.observed && self.ready >= self.desired && self.updated >= self.desired
+    }
+
+    fn summary(&self) -> String {
+        format!("{}/{} collector pods ready", self.ready, self.desired)
+    }
+
+    fn not_ready(&self) -> (Status, &'static str, String) {
+        if self.ready == 0 && self.desired > 0 && self.updated >= self.desired && self.observed {
+            (Status::False, reasons::DEPLOYMENT_UNAVAILABLE, self.summary())
+        } else {
+            (Status::False, reasons::DEPLOYMENT_PROGRESSING, self.summary())
+        }
+    }
+
+    fn progressing(&self) -> DesiredCondition {
+        if self.is_ready() {
+            DesiredCondition::new(types::PROGRESSING, false, reasons::DEPLOYMENT_READY, self.summary())
+        } else {
+            DesiredCondition::new(
+                types::PROGRESSING,
+                true,
+                reasons::DEPLOYMENT_PROGRESSING,
+                self.summary(),
+            )
+        }
+    }
+}
+
+/// Readiness of a SiemDestination a LogSource names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestinationHealth {
+    pub name: String,
+    /// `None` when the destination has no `Ready` condition yet.
+    pub ready: Option<bool>,
+    pub message: String,
+}
+
+/// Where a LogSource's records are read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogSourceReader {
+    /// Its own collector Deployment.
+    Own(CollectorPods),
+    /// The collector of its ConsumerGroup, ready or not (with the group's `Ready` message).
+    ConsumerGroup { name: String, ready: bool, message: String },
+}
+
+/// What the LogSource controller observed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogSourceObservation<'a> {
+    pub blocked: Option<Blocked>,
+    pub suspended: bool,
+    /// `None` when blocked before the reader is known.
+    pub reader: Option<LogSourceReader>,
+    pub destinations: Vec<DestinationHealth>,
+    pub report: Option<&'a LogSourceReport>,
+    pub lag_threshold_seconds: i64,
+}
+
+/// The conditions of a LogSource.
+pub fn log_source_conditions(obs: &LogSourceObservation<'_>) -> Vec<DesiredCondition> {
+    let mut out = Vec::new();
+    let not_ready_destination = obs.destinations.iter().find(|d| d.ready != Some(true));
+    let destinations_ready = match not_ready_destination {
+        None => DesiredCondition::new(
+            types::DESTINATIONS_READY,
+            true,
+            reasons::ALL_READY,
+            format!("{} destination(s) ready", obs.destinations.len()),
+        ),
+        Some(d) => DesiredCondition::new(
+            types::DESTINATIONS_READY,
+            false,
+            reasons::DESTINATION_NOT_READY,
+            format!("SiemDestination {:?} is not ready: {}", d.name, d.message),
+        ),
+    };
+
+    if let Some(blocked) = &obs.blocked {
+        out.push(DesiredCondition::new(
+            types::READY,
+            false,
+            blocked.reason,
+            &blocked.message,
+        ));
+        out.push(DesiredCondition::new(
+            types::PROGRESSING,
+            false,
+            blocked.reason,
+            &blocked.message,
+        ));
+        out.push(DesiredCondition::new(
+            types::DEGRADED,
+            true,
+            blocked.reason,
+            &blocked.message,
+        ));
+        out.push(DesiredCondition::new(
+            types::SOURCE_CONNECTED,
+            Status::Unknown,
+            blocked.reason,
+            &blocked.message,
+        ));
+        if blocked.reason == reasons::DESTINATION_NOT_FOUND {
+            out.push(DesiredCondition::new(
+                types::DESTINATIONS_READY,
+                false,
+                blocked.reason,
+                &blocked.message,
+            ));
+        } else {
+            out.push(destinations_ready);
+        }
+        out.extend(report_conditions(obs.report, obs.lag_threshold_seconds));
+        return out;
+    }
+
+    let (reader_ready, reader_condition) = match &obs.reader {
+        Some(LogSourceReader::Own(pods)) => (pods.is_ready(), Some(pods.not_ready())),
+        Some(LogSourceReader::ConsumerGroup { name, ready, message }) => (
+            *ready,
+            Some((
+                Status::False,
+                reasons::DEPLOYMENT_PROGRESSING,
+                format!("ConsumerGroup {name:?} is not ready: {message}"),
+            )),
+        ),
+        None => (false, None),
+    };
+    let source_error = obs.report.and_then(|r| r.source_error.clone());
+
+    // Ready: the story in order of what a user must fix first.
+    let ready = if obs.suspended {
+        DesiredCondition::new(types::READY, false, reasons::SUSPENDED, "collection is suspended")
+    } else if !reader_ready {
+        let (status, reason, message) =
+            reader_condition.unwrap_or((Status::Unknown, reasons::DEPLOYMENT_PROGRESSING, String::new()));
+        DesiredCondition::new(types::READY, status, reason, message)
+    } else if let Some(d) = not_ready_destination {
+        DesiredCondition::new(
+            types::READY,
+            false,
+            reasons::DESTINATION_NOT_READY,
+            format!("SiemDestination {:?} is not ready", d.name),
+        )
+    } else if let Some(e) = &source_error {
+        DesiredCondition::new(types::READY, false, reasons::SOURCE_ERROR, e)
+    } else {
+        DesiredCondition::new(
+            types::READY,
+            true,
+            reasons::COLLECTING,
+            "collector running, destinations ready",
+        )
+    };
+    out.push(ready);
+
+    out.push(match &obs.reader {
+        Some(LogSourceReader::Own(pods)) => pods.progressing(),
+        Some(LogSourceReader::ConsumerGroup { name, ready, .. }) => DesiredCondition::new(
+            types::PROGRESSING,
+            !ready,
+            if *ready {
+                reasons::DEPLOYMENT_READY
+            } else {
+                reasons::DEPLOYMENT_PROGRESSING
+            },
+            format!("read by the collector of ConsumerGroup {name:?}"),
+        ),
+        None => DesiredCondition::new(types::PROGRESSING, false, reasons::AS_EXPECTED, ""),
+    });
+
+    out.push(if let Some(e) = &source_error {
+        DesiredCondition::new(types::DEGRADED, true, reasons::SOURCE_ERROR, e)
+    } else if let Some(d) = not_ready_destination {
+        DesiredCondition::new(
+            types::DEGRADED,
+            true,
+            reasons::DESTINATION_NOT_READY,
+            format!("SiemDestination {:?} is not ready", d.name),
+        )
+    } else {
+        DesiredCondition::new(types::DEGRADED, false, reasons::AS_EXPECTED, "")
+    });
+
+    out.push(if obs.suspended {
+        DesiredCondition::new(
+            types::SOURCE_CONNECTED,
+            Status::Unknown,
+            reasons::SUSPENDED,
+            "collection is suspended",
+        )
+    } else {
+        match (obs.report, &source_error) {
+            (_, Some(e)) => DesiredCondition::new(types::SOURCE_CONNECTED, false, reasons::SOURCE_ERROR, e),
+            (Some(_), None) => DesiredCondition::new(
+                types::SOURCE_CONNECTED,
+                true,
+                reasons::COLLECTING,
+                "the collector reads the source",
+            ),
+            (None, None) => DesiredCondition::new(
+                types::SOURCE_CONNECTED,
+                Status::Unknown,
+                reasons::AWAITING_REPORT,
+                "the collector has not reported yet",
+            ),
+        }
+    });
+    out.push(destinations_ready);
+    out.extend(report_conditions(obs.report, obs.lag_threshold_seconds));
+    out
+}
+
+/// `Lagging`, `Throttled` and `DataLoss` from a collector's report.
+fn report_conditions(report: Option<&LogSourceReport>, lag_threshold_seconds: i64) -> Vec<DesiredCondition> {
+    let Some(report) = report else {
+        return vec![
+            DesiredCondition::new(
+                types::LAGGING,
+                Status::Unknown,
+                reasons::AWAITING_REPORT,
+                "no report yet",
+            ),
+            DesiredCondition::new(
+                types::THROTTLED,
+                Status::Unknown,
+                reasons::AWAITING_REPORT,
+                "no report yet",
+            ),
+            DesiredCondition::new(
+                types::DATA_LOSS,
+                Status::Unknown,
+                reasons::AWAITING_REPORT,
+                "no report yet",
+            ),
+        ];
+    };
+    let lagging = match report.lag_seconds {
+        Some(lag) if lag > lag_threshold_seconds => DesiredCondition::new(
+            types::LAGGING,
+            true,
+            reasons::LAG_ABOVE_THRESHOLD,
+            format!("{lag}s behind, threshold {lag_threshold_seconds}s"),
+        ),
+        _ => DesiredCondition::new(types::LAGGING, false, reasons::AS_EXPECTED, ""),
+    };
+    let throttled = if report.throttled {
+        DesiredCondition::new(
+            types::THROTTLED,
+            true,
+            reasons::THROTTLED,
+            "the source API is throttling requests",
+        )
+    } else {
+        DesiredCondition::new(types::THROTTLED, false, reasons::AS_EXPECTED, "")
+    };
+    let data_loss = if report.data_loss.is_empty() {
+        DesiredCondition::new(types::DATA_LOSS, false, reasons::AS_EXPECTED, "")
+    } else {
+        let ranges: Vec<String> = report
+            .data_loss
+            .iter()
+            .map(|r| format!("{} {}..{} ({})", r.stream, r.from, r.to, r.reason))
+            .collect();
+        DesiredCondition::new(types::DATA_LOSS, true, reasons::RECORDS_LOST, ranges.join("; "))
+    };
+    vec![lagging, throttled, data_loss]
+}
+
+/// What the ConsumerGroup controller observed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsumerGroupObservation<'a> {
+    pub blocked: Option<Blocked>,
+    pub pods: Option<CollectorPods>,
+    /// LogSources routed from this group.
+    pub routes: usize,
+    /// LogSources that name the group but were left out, with why.
+    pub skipped: Vec<(String, Blocked)>,
+    pub report: Option<&'a CollectorReport>,
+    pub lag_threshold: &'a LagThreshold,
+    /// Partition ownership from the checkpoint Leases; empty before the collector wrote any.
+    pub partitions: &'a [PartitionStatus],
+}
+
+/// Largest lag in seconds reported by any LogSource of a collector.
+pub fn max_lag_seconds(report: Option<&CollectorReport>) -> Option<i64> {
+    report?.log_sources.values().filter_map(|l| l.lag_seconds).max()
+}
+
+/// The conditions of a ConsumerGroup.
+pub fn consumer_group_conditions(obs: &ConsumerGroupObservation<'_>) -> Vec<DesiredCondition> {
+    if let Some(blocked) = &obs.blocked {
+        return vec![
+            DesiredCondition::new(types::READY, false, blocked.reason, &blocked.message),
+            DesiredCondition::new(types::PROGRESSING, false, blocked.reason, &blocked.message),
+            DesiredCondition::new(types::DEGRADED, true, blocked.reason, &blocked.message),
+            DesiredCondition::new(types::BALANCED, Status::Unknown, blocked.reason, &blocked.message),
+            DesiredCondition::new(types::LAGGING, Status::Unknown, blocked.reason, &blocked.message),
+        ];
+    }
+    let pods = obs.pods.unwrap_or_default();
+    let mut out = Vec::new();
+    out.push(if obs.routes == 0 {
+        DesiredCondition::new(
+            types::READY,
+            false,
+            reasons::NO_CONSUMERS,
+            "no LogSource takes records from this group; the collector is scaled to 0 so nothing is checkpointed unread",
+        )
+    } else if !pods.is_ready() {
+        let (status, reason, message) = pods.not_ready();
+        DesiredCondition::new(types::READY, status, reason, message)
+    } else {
+        DesiredCondition::new(types::READY, true, reasons::DEPLOYMENT_READY, pods.summary())
+    });
+    out.push(pods.progressing());
+    out.push(match obs.skipped.first() {
+        Some((name, why)) => DesiredCondition::new(
+            types::DEGRADED,
+            true,
+            why.reason,
+            format!("LogSource {name:?} is left out: {}", why.message),
+        ),
+        None => DesiredCondition::new(types::DEGRADED, false, reasons::AS_EXPECTED, ""),
+    });
+    out.push(balanced(&pods, obs.partitions));
+    out.push(match max_lag_seconds(obs.report) {
+        None => DesiredCondition::new(
+            types::LAGGING,
+            Status::Unknown,
+            reasons::AWAITING_REPORT,
+            "no report yet",
+        ),
+        Some(lag) if lag > obs.lag_threshold.seconds => DesiredCondition::new(
+            types::LAGGING,
+            true,
+            reasons::LAG_ABOVE_THRESHOLD,
+            format!("{lag}s behind, threshold {}s", obs.lag_threshold.seconds),
+        ),
+        Some(lag) => DesiredCondition::new(types::LAGGING, false, reasons::AS_EXPECTED, format!("{lag}s behind")),
+    });
+    out
+}
+
+/// `Balanced`: every partition has an owner, and the partitions are spread over as many pods
+/// as can share them. Before any Lease exists, the pods being ready is all there is to know.
+fn balanced(pods: &CollectorPods, partitions: &[PartitionStatus]) -> DesiredCondition {
+    if pods.desired == 0 {
+        return DesiredCondition::new(types::BALANCED, false, reasons::NO_CONSUMERS, "no collector pod runs");
+    }
+    if partitions.is_empty() {
+        return if pods.is_ready() {
+            DesiredCondition::new(
+                types::BALANCED,
+                true,
+                reasons::AS_EXPECTED,
+                format!("{} collector pods ready to share the partitions", pods.desired),
+            )
+        } else {
+            DesiredCondition::new(types::BALANCED, false, reasons::DEPLOYMENT_PROGRESSING, pods.summary())
+        };
+    }
+    let unowned: Vec<&str> = partitions
+        .iter()
+        .filter(|p| p.owner.is_none())
+        .map(|p| p.id.as_str())
+        .collect();
+    if !unowned.is_empty() {
+        return DesiredCondition::new(
+            types::BALANCED,
+            false,
+            reasons::PARTITIONS_UNOWNED,
+            format!("partitions without an owner: {}", unowned.join(", ")),
+        );
+    }
+    let mut per_owner: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for p in partitions {
+        if let Some(owner) = &p.owner {
+            *per_owner.entry(owner.as_str()).or_default() += 1;
+        }
+    }
+    let expected_owners = usize::try_from(pods.desired).unwrap_or(0).min(partitions.len());
+    let most = per_owner.values().max().copied().unwrap_or(0);
+    let least = per_owner.values().min().copied().unwrap_or(0);
+    if per_owner.len() < expected_owners || most - least > 1 {
+        return DesiredCondition::new(
+            types::BALANCED,
+            false,
+            reasons::UNBALANCED,
+            format!(
+                "{} partitions owned by {} of {} pods ({}..{} each)",
+                partitions.len(),
+                per_owner.len(),
+                pods.desired,
+                least,
+                most
+            ),
+        );
+    }
+    DesiredCondition::new(
+        types::BALANCED,
+        true,
+        reasons::AS_EXPECTED,
+        format!("{} partitions spread over {} pods", partitions.len(), per_owner.len()),
+    )
+}
+
+/// The `Ready` condition of a SiemDestination.
+pub fn destination_ready(blocked: Option<&Blocked>, check: Option<&Result<String, String>>) -> DesiredCondition {
+    match (blocked, check) {
+        (Some(b), _) => DesiredCondition::new(types::READY, false, b.reason, &b.message),
+        (None, Some(Ok(message))) => DesiredCondition::new(types::READY, true, reasons::REACHABLE, message),
+        (None, Some(Err(message))) => DesiredCondition::new(types::READY, false, reasons::UNREACHABLE, message),
+        (None, None) => DesiredCondition::new(
+            types::READY,
+            Status::Unknown,
+            reasons::AWAITING_REPORT,
+            "not checked yet",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::LostRange;
+
+    fn find<'a>(conds: &'a [DesiredCondition], type_: &str) -> &'a DesiredCondition {
+        conds.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    fn ready_pods() -> CollectorPods {
+        CollectorPods {
+            desired: 1,
+            ready: 1,
+            updated: 1,
+            observed: true,
+        }
+    }
+
+    fn healthy_destination() -> Vec<DestinationHealth> {
+        vec![DestinationHealth {
+            name: "stdout".into(),
+            ready: Some(true),
+            message: String::new(),
+        }]
+    }
+
+    #[test]
+    fn log_source_is_ready_when_collector_and_destinations_are() {
+        let report = LogSourceReport {
+            events_forwarded: 10,
+            ..LogSourceReport::default()
+        };
+        let conds = log_source_conditions(&LogSourceObservation {
+            blocked: None,
+            suspended: false,
+            reader: Some(LogSourceReader::Own(ready_pods())),
+            destinations: healthy_destination(),
+            report: Some(&report),
+            lag_threshold_seconds: 600,
+        });
+        assert_eq!(find(&conds, types::READY).status, Status::True);
+        assert_eq!(find(&conds, types::SOURCE_CONNECTED).status, Status::True);
+        assert_eq!(find(&conds, types::DESTINATIONS_READY).status, Status::True);
+        assert_eq!(find(&conds, types::DEGRADED).status, Status::False);
+        assert_eq!(find(&conds, types::LAGGING).status, Status::False);
+        assert_eq!(find(&conds, types::DATA_LOSS).status, Status::False);
+    }
+
+    #[test]
+    fn missing_secret_blocks_with_its_reason() {
+        let conds = log_source_conditions(&LogSourceObservation {
+            blocked: Some(Blocked::new(reasons::SECRET_NOT_FOUND, "Secret \"o365\" not found")),
+            suspended: false,
+            reader: None,
+            destinations: healthy_destination(),
+            report: None,
+            lag_threshold_seconds: 600,
+        });
+        let ready = find(&conds, types::READY);
+        assert_eq!(ready.status, Status::False);
+        assert_eq!(ready.reason, reasons::SECRET_NOT_FOUND);
+        assert!(ready.message.contains("o365"));
+        assert_eq!(find(&conds, types::DEGRADED).status, Status::True);
+    }
+
+    #[test]
+    fn starting_pods_and_report_problems_show() {
+        let report = LogSourceReport {
+            lag_seconds: Some(4000),
+            throttled: true,
+            data_loss: vec![LostRange {
+                stream: "Audit.General".into(),
+                from: "2026-11-01T00:00:00Z".into(),
+                to: "2026-11-01T01:00:00Z".into(),
+                reason: "content expired".into(),
+            }],
+            ..LogSourceReport::default()
+        };
+        let conds = log_source_conditions(&LogSourceObservation {
+            blocked: None,
+            suspended: false,
+            reader: Some(LogSourceReader::Own(CollectorPods {
+                desired: 1,
+                ready: 0,
+                updated: 1,
+                observed: false,
+            })),
+            destinations: healthy_destination(),
+            report: Some(&report),
+            lag_threshold_seconds: 600,
+        });
+        assert_eq!(find(&conds, types::READY).reason, reasons::DEPLOYMENT_PROGRESSING);
+        assert_eq!(find(&conds, types::PROGRESSING).status, Status::True);
+        assert_eq!(find(&conds, types::LAGGING).status, Status::True);
+        assert_eq!(find(&conds, types::THROTTLED).status, Status::True);
+        let loss = find(&conds, types::DATA_LOSS);
+        assert_eq!(loss.status, Status::True);
+        assert!(loss.message.contains("Audit.General"));
+    }
+
+    #[test]
+    fn destination_not_ready_keeps_log_source_not_ready() {
+        let conds = log_source_conditions(&LogSourceObservation {
+            blocked: None,
+            suspended: false,
+            reader: Some(LogSourceReader::Own(ready_pods())),
+            destinations: vec![DestinationHealth {
+                name: "splunk".into(),
+                ready: Some(false),
+                message: "cannot connect to splunk.contoso.example:8088".into(),
+            }],
+            report: None,
+            lag_threshold_seconds: 600,
+        });
+        assert_eq!(find(&conds, types::READY).reason, reasons::DESTINATION_NOT_READY);
+        let dr = find(&conds, types::DESTINATIONS_READY);
+        assert_eq!(dr.status, Status::False);
+        assert!(dr.message.contains("splunk.contoso.example"));
+    }
+
+    #[test]
+    fn consumer_group_without_log_sources_is_not_ready_and_lag_is_checked() {
+        let threshold = LagThreshold::default();
+        let conds = consumer_group_conditions(&ConsumerGroupObservation {
+            blocked: None,
+            pods: Some(CollectorPods {
+                desired: 0,
+                observed: true,
+                ..CollectorPods::default()
+            }),
+            routes: 0,
+            skipped: vec![],
+            report: None,
+            lag_threshold: &threshold,
+            partitions: &[],
+        });
+        assert_eq!(find(&conds, types::READY).reason, reasons::NO_CONSUMERS);
+
+        let mut report = CollectorReport::default();
+        report.log_sources.insert(
+            "entra".into(),
+            LogSourceReport {
+                lag_seconds: Some(threshold.seconds + 1),
+                ..LogSourceReport::default()
+            },
+        );
+        let conds = consumer_group_conditions(&ConsumerGroupObservation {
+            blocked: None,
+            pods: Some(CollectorPods {
+                desired: 2,
+                ready: 2,
+                updated: 2,
+                observed: true,
+            }),
+            routes: 1,
+            skipped: vec![(
+                "intune".into(),
+                Blocked::new(reasons::DESTINATION_NOT_FOUND, "SiemDestination \"sekoia\" not found"),
+            )],
+            report: Some(&report),
+            lag_threshold: &threshold,
+            partitions: &[],
+        });
+        assert_eq!(find(&conds, types::READY).status, Status::True);
+        assert_eq!(find(&conds, types::BALANCED).status, Status::True);
+        assert_eq!(find(&conds, types::LAGGING).status, Status::True);
+        let degraded = find(&conds, types::DEGRADED);
+        assert_eq!(degraded.reason, reasons::DESTINATION_NOT_FOUND);
+        assert!(degraded.message.contains("intune"));
+    }
+
+    #[test]
+    fn balanced_needs_every_partition_owned_and_spread() {
+        let pods = CollectorPods {
+            desired: 2,
+            ready: 2,
+            updated: 2,
+            observed: true,
+        };
+        let part = |id: &str, owner: Option<&str>| PartitionStatus {
+            id: id.into(),
+            owner: owner.map(str::to_string),
+            ..PartitionStatus::default()
+        };
+        let even = [
+            part("0", Some("a")),
+            part("1", Some("b")),
+            part("2", Some("a")),
+            part("3", Some("b")),
+        ];
+        assert_eq!(balanced(&pods, &even).status, Status::True);
+        let one_owner = [
+            part("0", Some("a")),
+            part("1", Some("a")),
+            part("2", Some("a")),
+            part("3", Some("a")),
+        ];
+        assert_eq!(balanced(&pods, &one_owner).reason, reasons::UNBALANCED);
+        let orphan = [part("0", Some("a")), part("1", None)];
+        let c = balanced(&pods, &orphan);
+        assert_eq!(c.reason, reasons::PARTITIONS_UNOWNED);
+        assert!(c.message.contains('1'));
+    }
+
+    #[test]
+    fn destination_ready_follows_the_check() {
+        assert_eq!(
+            destination_ready(None, Some(&Err("cannot connect to es.contoso.example:9200".into()))).reason,
+            reasons::UNREACHABLE
+        );
+        assert_eq!(destination_ready(None, Some(&Ok("ok".into()))).status, Status::True);
+        let blocked = Blocked::new(reasons::INVALID_SPEC, "no destination kind is set");
+        assert_eq!(destination_ready(Some(&blocked), None).reason, reasons::INVALID_SPEC);
+    }
+}
