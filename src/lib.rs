@@ -10,6 +10,7 @@
 //! - [`standalone`]: `siembridge run`, rendering plus collectors in one process.
 //! - [`telemetry`]: metrics, health and logging.
 //! - [`crdgen`]: the CRD manifests.
+//! - [`tls`]: process-wide TLS set-up.
 
 pub mod api;
 pub mod collector;
@@ -20,3 +21,4 @@ pub mod operator;
 pub mod render;
 pub mod standalone;
 pub mod telemetry;
+pub mod tls;

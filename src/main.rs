@@ -40,6 +40,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    siembridge::tls::install_crypto_provider();
     let result = match cli.command {
         Command::Crdgen { out } => crdgen(out),
         Command::Operator(args) => block_on(siembridge::operator::run(args)),

@@ -224,6 +224,7 @@ async fn operator_runs_collectors_on_a_real_cluster() {
             collector_image: siembridge::operator::default_collector_image(),
             connectivity: Arc::new(TcpConnect::default()),
             instance: Some(format!("e2e-{run_id}")),
+            watch_namespace: None,
         },
         stop.clone(),
     ));

@@ -74,6 +74,9 @@ pub struct OperatorArgs {
     /// Holder identity in the leader Lease; the pod name, else the host name.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Watch only this namespace (needs only a namespaced Role); all namespaces when unset.
+    #[arg(long, env = "SIEMBRIDGE_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
 }
 
 /// `ghcr.io/siembridge/siembridge:<crate version>`.
@@ -90,6 +93,21 @@ pub struct ControllerSettings {
     pub connectivity: Arc<dyn ConnectivityCheck>,
     /// Reporting instance of Events.
     pub instance: Option<String>,
+    /// Only this namespace is watched (the chart's `watchNamespace`, with a namespaced Role);
+    /// every namespace when unset.
+    pub watch_namespace: Option<String>,
+}
+
+/// An Api over the watched namespace, or over all namespaces.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Run the operator until SIGTERM or Ctrl-C.
@@ -109,7 +127,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         })
     };
 
-    crds_installed(&client).await?;
+    crds_installed(&client, args.watch_namespace.as_deref()).await?;
     let namespace = args
         .leader_namespace
         .clone()
@@ -142,6 +160,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         collector_image: args.collector_image.clone(),
         connectivity: Arc::new(TcpConnect::default()),
         instance: Some(identity),
+        watch_namespace: args.watch_namespace.clone(),
     };
     let controllers = run_controllers(client, metrics, settings, stop.clone()).await;
     stop.cancel();
@@ -190,8 +209,8 @@ async fn connect() -> anyhow::Result<Client> {
 }
 
 /// One line saying the CRDs are missing, rather than watches failing forever.
-async fn crds_installed(client: &Client) -> anyhow::Result<()> {
-    let api = Api::<LogSource>::all(client.clone());
+async fn crds_installed(client: &Client, namespace: Option<&str>) -> anyhow::Result<()> {
+    let api = scoped::<LogSource>(client, namespace);
     match api.list_metadata(&kube::api::ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => {
@@ -201,12 +220,7 @@ async fn crds_installed(client: &Client) -> anyhow::Result<()> {
     }
 }
 
-/// Both rustls back-ends end up in the build (kube asks for ring, reqwest's default for
-/// aws-lc-rs), so rustls cannot pick one itself: choose ring, once per process.
-pub fn install_crypto_provider() {
-    // An error only means a provider is already installed, which is what we want.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use crate::tls::install_crypto_provider;
 
 /// An error and its sources on one line.
 fn one_line(e: &dyn std::error::Error) -> String {
@@ -298,33 +312,35 @@ pub async fn run_controllers(
     settings: ControllerSettings,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let watch_ns = settings.watch_namespace.clone();
+    let watch_ns = watch_ns.as_deref();
     let (log_sources, ls_watch) = reflect(
-        Api::<LogSource>::all(client.clone()),
+        scoped::<LogSource>(&client, watch_ns),
         watcher::Config::default(),
         keep_as_is,
     );
     let (consumer_groups, cg_watch) = reflect(
-        Api::<ConsumerGroup>::all(client.clone()),
+        scoped::<ConsumerGroup>(&client, watch_ns),
         watcher::Config::default(),
         keep_as_is,
     );
     let (destinations, dest_watch) = reflect(
-        Api::<SiemDestination>::all(client.clone()),
+        scoped::<SiemDestination>(&client, watch_ns),
         watcher::Config::default(),
         keep_as_is,
     );
     let (secrets, secret_watch) = reflect(
-        Api::<Secret>::all(client.clone()),
+        scoped::<Secret>(&client, watch_ns),
         watcher::Config::default(),
         strip_secret,
     );
     let (config_maps, cm_watch) = reflect(
-        Api::<ConfigMap>::all(client.clone()),
+        scoped::<ConfigMap>(&client, watch_ns),
         watcher::Config::default().labels(&managed_selector()),
         keep_as_is,
     );
     let (deployments, deploy_watch) = reflect(
-        Api::<Deployment>::all(client.clone()),
+        scoped::<Deployment>(&client, watch_ns),
         watcher::Config::default().labels(&managed_selector()),
         keep_as_is,
     );
@@ -369,18 +385,18 @@ pub async fn run_controllers(
     let s = stores.clone();
     let s2 = stores.clone();
     let s3 = stores.clone();
-    let log_source_controller = Controller::new(Api::<LogSource>::all(client.clone()), config.clone())
+    let log_source_controller = Controller::new(scoped::<LogSource>(&client, watch_ns), config.clone())
         .owns(
-            Api::<Deployment>::all(client.clone()),
+            scoped::<Deployment>(&client, watch_ns),
             watcher::Config::default().labels(&owned_selector("LogSource")),
         )
-        .watches(Api::<SiemDestination>::all(client.clone()), config.clone(), move |d| {
+        .watches(scoped::<SiemDestination>(&client, watch_ns), config.clone(), move |d| {
             triggers::log_sources_of_destination(&s, &d)
         })
-        .watches(Api::<Secret>::all(client.clone()), config.clone(), move |secret| {
+        .watches(scoped::<Secret>(&client, watch_ns), config.clone(), move |secret| {
             triggers::log_sources_of_secret(&s2, &secret)
         })
-        .watches(Api::<ConsumerGroup>::all(client.clone()), config.clone(), move |cg| {
+        .watches(scoped::<ConsumerGroup>(&client, watch_ns), config.clone(), move |cg| {
             triggers::log_sources_of_consumer_group(&s3, &cg)
         })
         .graceful_shutdown_on(stop.clone().cancelled_owned())
@@ -389,18 +405,18 @@ pub async fn run_controllers(
 
     let s = stores.clone();
     let s2 = stores.clone();
-    let consumer_group_controller = Controller::new(Api::<ConsumerGroup>::all(client.clone()), config.clone())
+    let consumer_group_controller = Controller::new(scoped::<ConsumerGroup>(&client, watch_ns), config.clone())
         .owns(
-            Api::<Deployment>::all(client.clone()),
+            scoped::<Deployment>(&client, watch_ns),
             watcher::Config::default().labels(&owned_selector("ConsumerGroup")),
         )
-        .watches(Api::<LogSource>::all(client.clone()), config.clone(), |ls| {
+        .watches(scoped::<LogSource>(&client, watch_ns), config.clone(), |ls| {
             triggers::consumer_group_of_log_source(&ls)
         })
-        .watches(Api::<SiemDestination>::all(client.clone()), config.clone(), move |d| {
+        .watches(scoped::<SiemDestination>(&client, watch_ns), config.clone(), move |d| {
             triggers::consumer_groups_of_destination(&s, &d)
         })
-        .watches(Api::<Secret>::all(client.clone()), config.clone(), move |secret| {
+        .watches(scoped::<Secret>(&client, watch_ns), config.clone(), move |secret| {
             triggers::consumer_groups_of_secret(&s2, &secret)
         })
         .graceful_shutdown_on(stop.clone().cancelled_owned())
@@ -408,11 +424,11 @@ pub async fn run_controllers(
         .for_each(|result| async move { log_outcome("consumergroup", result) });
 
     let s = stores.clone();
-    let destination_controller = Controller::new(Api::<SiemDestination>::all(client.clone()), config.clone())
-        .watches(Api::<Secret>::all(client.clone()), config.clone(), move |secret| {
+    let destination_controller = Controller::new(scoped::<SiemDestination>(&client, watch_ns), config.clone())
+        .watches(scoped::<Secret>(&client, watch_ns), config.clone(), move |secret| {
             triggers::destinations_of_secret(&s, &secret)
         })
-        .watches(Api::<LogSource>::all(client.clone()), config.clone(), |ls| {
+        .watches(scoped::<LogSource>(&client, watch_ns), config.clone(), |ls| {
             triggers::destinations_of_log_source(&ls)
         })
         .graceful_shutdown_on(stop.clone().cancelled_owned())
