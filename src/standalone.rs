@@ -125,9 +125,14 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
 
 fn yaml_error(path: &Path, document: usize, first_line: usize, e: &serde_yaml::Error) -> ManifestError {
     let line = e.location().map(|l| first_line + l.line() - 1).unwrap_or(first_line);
+    // serde_yaml places "at line L column C" (relative to the document) in its message; the
+    // absolute line is in front already.
     let message = e.to_string();
-    let message = match message.rsplit_once(" at line ") {
-        Some((m, _)) => m.to_string(),
+    let message = match message.split_once(" at line ") {
+        Some((head, tail)) => match tail.split_once(',') {
+            Some((_, rest)) => format!("{head},{rest}"),
+            None => head.to_string(),
+        },
         None => message,
     };
     ManifestError::Yaml {
