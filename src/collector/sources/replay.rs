@@ -160,20 +160,16 @@ impl ReplayReader {
         let file = tokio::fs::File::open(&path).await.map_err(io_err(&path))?;
         let mut reader = BufReader::new(file);
         let mut first = Vec::new();
-        {
-            // Peek the first line without consuming it from the unit count.
-            let buf = reader.fill_buf().await.map_err(io_err(&path))?;
-            let end = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
-            first.extend_from_slice(&buf[..end]);
-        }
+        reader.read_until(b'\n', &mut first).await.map_err(io_err(&path))?;
         let first = String::from_utf8_lossy(&first);
         let whole_first_line = first.trim().is_empty()
             || serde_json::from_str::<&serde_json::value::RawValue>(first.trim()).is_ok();
-        // A first line longer than the read buffer is treated as a document; fine either way.
         if whole_first_line {
+            // Start again from the top so the first line is a unit like the others.
+            let file = tokio::fs::File::open(&path).await.map_err(io_err(&path))?;
             self.current = Some(OpenFile::Lines {
                 path: name,
-                reader,
+                reader: BufReader::new(file),
                 line_no: 0,
             });
         } else {
@@ -351,6 +347,32 @@ mod tests {
         let rest = all_units(&mut r).await;
         assert_eq!(rest.len(), 1);
         assert_eq!(String::from_utf8_lossy(&rest[0].payload).trim(), "{\"n\":4}");
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_read_one_by_one_not_as_a_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("long.ndjson");
+        let line = format!("{{\"records\":[{{\"pad\":\"{}\"}}]}}\n", "x".repeat(20_000));
+        std::fs::write(&file, line.repeat(3)).unwrap();
+        let store = Arc::new(FileCheckpointStore::open(dir.path().join("cp")).await.unwrap());
+        let spec = ReplaySource {
+            paths: vec![file.display().to_string()],
+            ..Default::default()
+        };
+        let mut r = ReplayReader::open(
+            &spec,
+            SourceContext {
+                collector: "t".into(),
+                checkpoints: store,
+            },
+        )
+        .await
+        .unwrap();
+        let units = all_units(&mut r).await;
+        assert_eq!(units.len(), 3);
+        assert!(units[2].position.ends_with("long.ndjson@3"));
+        assert_eq!(units[0].payload.len(), line.len());
     }
 
     #[test]
