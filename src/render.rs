@@ -249,11 +249,14 @@ pub fn render_log_source(
     }))
 }
 
+/// A LogSource's route and the destinations it names, by name.
+type RouteWithDestinations<'a> = (Route, Vec<(String, &'a SiemDestination)>);
+
 fn route_for<'a>(
     ls: &LogSource,
     destinations: &'a [SiemDestination],
     namespace: &str,
-) -> Result<(Route, Vec<(String, &'a SiemDestination)>), RenderError> {
+) -> Result<RouteWithDestinations<'a>, RenderError> {
     let kind = ls.spec.kind()?;
     if ls.spec.destinations.is_empty() {
         return Err(InvalidSpec::new("destinations is empty; name at least one SiemDestination").into());
