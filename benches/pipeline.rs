@@ -32,13 +32,17 @@ const PER_BODY: usize = 10;
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 
 fn signin(i: usize) -> serde_json::Value {
-    let cat = ["SignInLogs", "NonInteractiveUserSignInLogs", "ServicePrincipalSignInLogs"][i % 3];
+    let cat = [
+        "SignInLogs",
+        "NonInteractiveUserSignInLogs",
+        "ServicePrincipalSignInLogs",
+    ][i % 3];
     serde_json::json!({
         "time": format!("2026-01-15T08:{:02}:{:02}.{:07}Z", i / 60 % 60, i % 60, i % 9_999_999),
         "resourceId": format!("/tenants/{TENANT}/providers/Microsoft.aadiam"),
         "operationName": "Sign-in activity", "operationVersion": "1.0", "category": cat,
-        "tenantId": TENANT, "resultType": if i % 7 == 0 { "50126" } else { "0" }, "resultSignature": "None",
-        "resultDescription": if i % 7 == 0 { "Invalid username or password." } else { "" },
+        "tenantId": TENANT, "resultType": if i.is_multiple_of(7) { "50126" } else { "0" }, "resultSignature": "None",
+        "resultDescription": if i.is_multiple_of(7) { "Invalid username or password." } else { "" },
         "durationMs": i % 500, "callerIpAddress": format!("198.51.100.{}", i % 250),
         "correlationId": format!("aaaaaaaa-2222-4222-8222-{i:012}"), "identity": format!("User {}", i % 1000),
         "Level": 4, "location": "FR",
@@ -48,15 +52,15 @@ fn signin(i: usize) -> serde_json::Value {
             "userDisplayName": format!("User {}", i % 1000), "userPrincipalName": format!("user{}@contoso.example", i % 1000),
             "userId": format!("cccccccc-0000-4000-8000-{:012}", i % 1000), "appId": "bbbbbbbb-0000-0000-0000-000000000002",
             "appDisplayName": "Microsoft Teams", "ipAddress": format!("198.51.100.{}", i % 250),
-            "clientAppUsed": "Mobile Apps and Desktop clients", "isInteractive": i % 3 == 0,
-            "status": {"errorCode": if i % 7 == 0 { 50126 } else { 0 }, "failureReason": "Other."},
+            "clientAppUsed": "Mobile Apps and Desktop clients", "isInteractive": i.is_multiple_of(3),
+            "status": {"errorCode": if i.is_multiple_of(7) { 50126 } else { 0 }, "failureReason": "Other."},
             "deviceDetail": {"deviceId": "", "displayName": "", "operatingSystem": "Windows10", "browser": "Edge 120.0.0", "isCompliant": false, "isManaged": false, "trustType": ""},
             "location": {"city": "Paris", "state": "Paris", "countryOrRegion": "FR", "geoCoordinates": {"latitude": 48.85, "longitude": 2.35}},
             "conditionalAccessStatus": "notApplied", "riskLevelDuringSignIn": "none", "riskLevelAggregated": "none",
             "riskState": "none", "riskDetail": "none", "authenticationRequirement": "singleFactorAuthentication",
             "tokenIssuerType": "AzureAD", "resourceDisplayName": "Microsoft Graph",
             "resourceId": "00000003-0000-0000-c000-000000000000",
-            "authenticationDetails": [{"authenticationMethod": "Password", "succeeded": i % 7 != 0, "authenticationStepResultDetail": "Correct password"}]
+            "authenticationDetails": [{"authenticationMethod": "Password", "succeeded": !i.is_multiple_of(7), "authenticationStepResultDetail": "Correct password"}]
         }
     })
 }
@@ -90,7 +94,7 @@ fn intune(i: usize) -> serde_json::Value {
         "properties": {
             "DeviceId": format!("77777777-0000-4000-8000-{i:012}"), "DeviceName": format!("WS-{}", i % 5000), "DeviceType": "Desktop",
             "OSDescription": "Windows", "OSVersion": "10.0.22631.3007", "OwnerType": "Company", "UPN": format!("user{}@contoso.example", i % 1000),
-            "UserName": format!("User {}", i % 1000), "ComplianceState": if i % 3 == 0 { "Noncompliant" } else { "Compliant" },
+            "UserName": format!("User {}", i % 1000), "ComplianceState": if i.is_multiple_of(3) { "Noncompliant" } else { "Compliant" },
             "ManagedBy": "Intune", "LastContact": "2026-01-15T11:00:00Z", "SerialNumber": format!("SN{i:08}"),
             "PrimaryUser": "cccccccc-0000-4000-8000-000000000002", "DeviceHealthThreatLevel": "Secured",
             "EncryptionStatusString": "True", "JailBroken": "False", "IMEI": "", "MEID": "", "Model": "Latitude 7440", "Manufacturer": "Dell Inc."
@@ -152,7 +156,8 @@ impl Destination for Discard {
     async fn send(&self, batch: &[Event]) -> SendOutcome {
         let body = encode(batch, siembridge::api::HttpEncoding::Ndjson);
         self.events.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.bytes.fetch_add(std::hint::black_box(body).len() as u64, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(std::hint::black_box(body).len() as u64, Ordering::Relaxed);
         SendOutcome::Delivered
     }
 }

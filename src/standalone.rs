@@ -119,7 +119,10 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     }
     docs.push((start, current));
     docs.into_iter()
-        .filter(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .filter(|(_, d)| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
         .collect()
 }
 
@@ -263,11 +266,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if manifests.log_sources.is_empty() {
         anyhow::bail!(
             "no LogSource in {}",
-            args.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+            args.files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
-    let state_dir = std::path::absolute(&args.state_dir)
-        .with_context(|| format!("state dir {}", args.state_dir.display()))?;
+    let state_dir =
+        std::path::absolute(&args.state_dir).with_context(|| format!("state dir {}", args.state_dir.display()))?;
     let collectors = render_all(&manifests, &state_dir)?;
     if args.from_start {
         for rc in &collectors {

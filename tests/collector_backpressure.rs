@@ -85,7 +85,9 @@ fn write_records(path: &Path, n: usize, pad: usize) {
     let pad = "x".repeat(pad);
     let mut text = String::with_capacity(n * (pad.len() + 60));
     for i in 1..=n {
-        text.push_str(&format!("{{\"id\":{i},\"category\":\"SignInLogs\",\"pad\":\"{pad}\"}}\n"));
+        text.push_str(&format!(
+            "{{\"id\":{i},\"category\":\"SignInLogs\",\"pad\":\"{pad}\"}}\n"
+        ));
     }
     std::fs::write(path, text).unwrap();
 }
@@ -131,13 +133,23 @@ async fn stalled_destination_bounds_the_queue_and_stops_the_source() {
     eprintln!("stalled: queue depth {depth}, received {received}, units read {units}");
     assert!(depth > 0.0 && depth <= 500.0, "queue depth {depth} exceeds the buffer");
     assert!(received <= 501.0, "router took {received} events for a buffer of 500");
-    assert!(units <= 500.0 + 512.0, "source read {units} units while the destination is stalled");
-    assert_eq!(stalled.calls.load(Ordering::Relaxed), 2, "two batches in flight (concurrency 2)");
+    assert!(
+        units <= 500.0 + 512.0,
+        "source read {units} units while the destination is stalled"
+    );
+    assert_eq!(
+        stalled.calls.load(Ordering::Relaxed),
+        2,
+        "two batches in flight (concurrency 2)"
+    );
 
     shutdown.cancel();
     let summary = run.await.unwrap().unwrap();
     assert!(!summary.fully_checkpointed);
-    assert!(summary.positions.is_empty(), "nothing delivered, nothing checkpointed: {summary:?}");
+    assert!(
+        summary.positions.is_empty(),
+        "nothing delivered, nothing checkpointed: {summary:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +190,10 @@ async fn overflow_to_dead_letter_keeps_the_other_destination_flowing() {
         if n == total {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "healthy destination got {n} of {total}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "healthy destination got {n} of {total}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shutdown.cancel();
@@ -193,7 +208,11 @@ async fn overflow_to_dead_letter_keeps_the_other_destination_flowing() {
             dead += 1;
         }
     }
-    assert_eq!(dead, total - 300, "everything beyond the 300-event buffer is dead-lettered");
+    assert_eq!(
+        dead,
+        total - 300,
+        "everything beyond the 300-event buffer is dead-lettered"
+    );
 }
 
 /// The built binary under a receiver that never answers: queue depth and peak RSS stay bounded

@@ -65,9 +65,12 @@ fn config(dir: &Path, url: &str, records: &Path, max_events: u32) -> CollectorCo
 
 type Handler = Arc<dyn Fn(usize, &[u8]) -> Response + Send + Sync>;
 
+/// One request as received: when (monotonic and wall clock) and its body.
+type Received = (Instant, SystemTime, Vec<u8>);
+
 #[derive(Clone)]
 struct Receiver {
-    requests: Arc<Mutex<Vec<(Instant, SystemTime, Vec<u8>)>>>,
+    requests: Arc<Mutex<Vec<Received>>>,
     handler: Handler,
 }
 
@@ -106,10 +109,13 @@ fn write_records(dir: &Path, n: usize, poison: &[usize]) -> std::path::PathBuf {
 }
 
 async fn run(config: CollectorConfig) -> siembridge::collector::RunSummary {
-    tokio::time::timeout(Duration::from_secs(60), Collector::new(config).run(CancellationToken::new()))
-        .await
-        .expect("collector finished")
-        .expect("collector ran")
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        Collector::new(config).run(CancellationToken::new()),
+    )
+    .await
+    .expect("collector finished")
+    .expect("collector ran")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +135,10 @@ async fn retry_after_seconds_on_429_is_waited_before_the_next_request() {
     let reqs = r.requests.lock().unwrap();
     assert_eq!(reqs.len(), 2, "one throttled request, one retry");
     let waited = reqs[1].0 - reqs[0].0;
-    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}, before Retry-After elapsed");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "retried after {waited:?}, before Retry-After elapsed"
+    );
     assert_eq!(reqs[1].2, reqs[0].2, "the same batch is sent again");
 }
 
@@ -146,7 +155,12 @@ async fn retry_after_http_date_on_503_is_waited_before_the_next_request() {
             let header = httpdate::fmt_http_date(at);
             let at = httpdate::parse_http_date(&header).unwrap();
             *nb.lock().unwrap() = Some(at);
-            (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", header)], "maintenance").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", header)],
+                "maintenance",
+            )
+                .into_response()
         } else {
             StatusCode::OK.into_response()
         }
@@ -174,8 +188,14 @@ async fn permanent_4xx_dead_letters_the_records_and_the_pipeline_goes_on() {
     }))
     .await;
     let summary = run(config(dir.path(), &url, &records, 1)).await;
-    assert!(summary.fully_checkpointed, "dead-lettered records count as acknowledged");
-    assert!(summary.positions["replay"].ends_with("records.ndjson@10"), "{summary:?}");
+    assert!(
+        summary.fully_checkpointed,
+        "dead-lettered records count as acknowledged"
+    );
+    assert!(
+        summary.positions["replay"].ends_with("records.ndjson@10"),
+        "{summary:?}"
+    );
 
     // Every good record delivered once; each poison record tried once (no retry on 400).
     let reqs = r.requests.lock().unwrap();
@@ -185,7 +205,10 @@ async fn permanent_4xx_dead_letters_the_records_and_the_pipeline_goes_on() {
     let mut lines = Vec::new();
     for f in std::fs::read_dir(&dl_dir).unwrap() {
         let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
-        lines.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()));
+        lines.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+        );
     }
     let mut ids: Vec<u64> = lines.iter().map(|l| l["record"]["id"].as_u64().unwrap()).collect();
     ids.sort();
@@ -209,7 +232,11 @@ async fn malformed_records_are_dead_lettered_with_the_reason_and_passed() {
     let summary = run(config(dir.path(), &url, &records, 10)).await;
     assert!(summary.fully_checkpointed);
     assert_eq!(r.requests.lock().unwrap().len(), 1);
-    let f = std::fs::read_dir(dir.path().join("dead-letter")).unwrap().next().unwrap().unwrap();
+    let f = std::fs::read_dir(dir.path().join("dead-letter"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     let text = std::fs::read_to_string(f.path()).unwrap();
     let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(line["stage"], "decode");

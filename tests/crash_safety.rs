@@ -34,10 +34,10 @@ async fn ingest(State(r): State<Receiver>, body: Bytes) -> StatusCode {
     let n = r.requests.fetch_add(1, Ordering::Relaxed) + 1;
     // Slow acks, and some failures that the collector must retry.
     tokio::time::sleep(Duration::from_millis(20 + (n as u64 * 7) % 30)).await;
-    if n % 9 == 0 {
+    if n.is_multiple_of(9) {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    if n % 13 == 0 {
+    if n.is_multiple_of(13) {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     let run = r.run.load(Ordering::Relaxed) as u8;
@@ -132,7 +132,10 @@ async fn sigkill_during_replay_loses_nothing_and_duplicates_only_after_the_check
     {
         let mut text = String::with_capacity(RECORDS as usize * 60);
         for id in 1..=RECORDS {
-            text.push_str(&format!("{{\"id\":{id},\"category\":\"SignInLogs\",\"user\":\"u{}\"}}\n", id % 97));
+            text.push_str(&format!(
+                "{{\"id\":{id},\"category\":\"SignInLogs\",\"user\":\"u{}\"}}\n",
+                id % 97
+            ));
         }
         std::fs::write(&records, text).unwrap();
     }
@@ -140,13 +143,19 @@ async fn sigkill_during_replay_loses_nothing_and_duplicates_only_after_the_check
         seen: Arc::new(Mutex::new(vec![Vec::new(); RECORDS as usize + 1])),
         ..Default::default()
     };
-    let app = axum::Router::new().route("/ingest", post(ingest)).with_state(receiver.clone());
+    let app = axum::Router::new()
+        .route("/ingest", post(ingest))
+        .with_state(receiver.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/ingest", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let config_path = dir.path().join("collector.yaml");
-    std::fs::write(&config_path, serde_yaml::to_string(&config(dir.path(), &url, &records)).unwrap()).unwrap();
+    std::fs::write(
+        &config_path,
+        serde_yaml::to_string(&config(dir.path(), &url, &records)).unwrap(),
+    )
+    .unwrap();
     let log = dir.path().join("collector.log");
     let started = Instant::now();
 
@@ -161,8 +170,15 @@ async fn sigkill_during_replay_loses_nothing_and_duplicates_only_after_the_check
         while receiver.received.load(Ordering::Relaxed) < before + 20_000 + run * 3_000
             || checkpointed_line(dir.path()) <= previous
         {
-            assert!(Instant::now() < deadline, "run {run} made no progress; see {}", log.display());
-            assert!(child.try_wait().unwrap().is_none(), "collector exited early in run {run}");
+            assert!(
+                Instant::now() < deadline,
+                "run {run} made no progress; see {}",
+                log.display()
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "collector exited early in run {run}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_millis(37 * run as u64)).await;
@@ -171,13 +187,19 @@ async fn sigkill_during_replay_loses_nothing_and_duplicates_only_after_the_check
         // The process is gone: this is the checkpoint the next run starts from.
         let line = checkpointed_line(dir.path());
         checkpoints.push(line);
-        eprintln!("run {run}: killed; checkpoint at line {line}; received so far {}", receiver.received.load(Ordering::Relaxed));
+        eprintln!(
+            "run {run}: killed; checkpoint at line {line}; received so far {}",
+            receiver.received.load(Ordering::Relaxed)
+        );
     }
     assert!(
         checkpoints.windows(2).all(|w| w[0] < w[1]),
         "checkpoints must move forward: {checkpoints:?}"
     );
-    assert!(checkpoints[KILLS - 1] < RECORDS, "the kills must land before the end: {checkpoints:?}");
+    assert!(
+        checkpoints[KILLS - 1] < RECORDS,
+        "the kills must land before the end: {checkpoints:?}"
+    );
 
     // Last run: to completion.
     receiver.run.store(KILLS, Ordering::Relaxed);
@@ -194,7 +216,11 @@ async fn sigkill_during_replay_loses_nothing_and_duplicates_only_after_the_check
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "final run failed; see {}", log.display());
-    assert_eq!(checkpointed_line(dir.path()), RECORDS, "final checkpoint at the last line");
+    assert_eq!(
+        checkpointed_line(dir.path()),
+        RECORDS,
+        "final checkpoint at the last line"
+    );
 
     let seen = receiver.seen.lock().unwrap();
     let lost: Vec<u64> = (1..=RECORDS).filter(|&id| seen[id as usize].is_empty()).collect();
@@ -206,7 +232,12 @@ async fn sigkill_during_replay_loses_nothing_and_duplicates_only_after_the_check
         receiver.requests.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
-    assert!(lost.is_empty(), "lost {} records, first {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "lost {} records, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
 
     // A record received in run k and again later must lie after the checkpoint on disk when
     // run k was killed; anything at or before it was acknowledged and must never come again.
@@ -221,7 +252,10 @@ async fn sigkill_during_replay_loses_nothing_and_duplicates_only_after_the_check
                 );
             }
             // Within one run a record is sent once (failures here never record ids).
-            assert!(runs[i + 1..].iter().all(|&r| r != run), "record {id} received twice in run {run}");
+            assert!(
+                runs[i + 1..].iter().all(|&r| r != run),
+                "record {id} received twice in run {run}"
+            );
         }
     }
 }

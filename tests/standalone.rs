@@ -144,7 +144,11 @@ fn collector_with_bad_config_ends_with_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.yaml");
     std::fs::write(&cfg, "version: nope\n").unwrap();
-    let out = Command::new(BIN).args(["collector", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["collector", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     one_line_error(&out);
     let out = Command::new(BIN)
         .args(["collector", "--config", "/nonexistent/config.yaml"])

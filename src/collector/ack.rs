@@ -87,9 +87,18 @@ impl InFlight {
     }
 
     /// [`InFlight::register`] with a source state to checkpoint along with the position.
-    pub fn register_with_state(&mut self, position: String, state: Option<Arc<serde_json::Value>>, pending: u32) -> u64 {
+    pub fn register_with_state(
+        &mut self,
+        position: String,
+        state: Option<Arc<serde_json::Value>>,
+        pending: u32,
+    ) -> u64 {
         let seq = self.front_seq + self.units.len() as u64;
-        self.units.push_back(Unit { position, state, pending });
+        self.units.push_back(Unit {
+            position,
+            state,
+            pending,
+        });
         self.advance();
         seq
     }
@@ -266,7 +275,7 @@ mod tests {
     fn ack_all_groups_by_stream_and_handles_interleaving() {
         let s1 = StreamTracker::new("s1", None);
         let s2 = StreamTracker::new("s2", None);
-        let refs = vec![
+        let refs = [
             s1.register("a1".into(), 1),
             s2.register("b1".into(), 1),
             s1.register("a2".into(), 1),

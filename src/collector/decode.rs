@@ -165,7 +165,10 @@ mod tests {
     #[test]
     fn azure_envelope_is_split_into_its_records() {
         let d = decode(br#"{"records":[{"category":"SignInLogs","a":1},{"category":"AuditLogs"}]}"#);
-        assert_eq!(texts(&d), vec![r#"{"category":"SignInLogs","a":1}"#, r#"{"category":"AuditLogs"}"#]);
+        assert_eq!(
+            texts(&d),
+            vec![r#"{"category":"SignInLogs","a":1}"#, r#"{"category":"AuditLogs"}"#]
+        );
         assert!(d.failures.is_empty());
     }
 
@@ -205,7 +208,10 @@ mod tests {
         let d = decode(b"{\"x\":1}\n{\"x\":\n{\"x\":3}\n");
         assert_eq!(d.records.len(), 2);
         assert_eq!(d.failures.len(), 1);
-        assert!(matches!(d.failures[0].error, DecodeError::Malformed { line: Some(2), .. }));
+        assert!(matches!(
+            d.failures[0].error,
+            DecodeError::Malformed { line: Some(2), .. }
+        ));
         assert_eq!(d.failures[0].text, "{\"x\":");
         assert!(d.failures[0].error.to_string().contains("line 2"));
     }

@@ -99,7 +99,13 @@ impl DestinationQueue {
                 Ok(p) => p,
                 Err(_) => {
                     let reason = format!("buffer of destination {} is full ({} events)", self.name, self.capacity);
-                    dead_letter(&self.dead_letter, &self.name, Stage::Overflow, &reason, std::slice::from_ref(&event));
+                    dead_letter(
+                        &self.dead_letter,
+                        &self.name,
+                        Stage::Overflow,
+                        &reason,
+                        std::slice::from_ref(&event),
+                    );
                     self.metrics.dead_lettered_overflow.inc();
                     self.health.events_dead_lettered.fetch_add(1, Ordering::Relaxed);
                     self.health.done(std::slice::from_ref(&event));
@@ -334,7 +340,9 @@ impl Sender {
         m.sent.inc_by(events.len() as u64);
         m.bytes_sent.inc_by(events.iter().map(|e| e.body.len() as u64).sum());
         m.up.set(1);
-        self.health.events_sent.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.health
+            .events_sent
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         self.health.success();
         self.health.done(events);
         ack_all(events.iter().map(|e| &e.ack));
@@ -345,7 +353,13 @@ impl Sender {
             return;
         }
         tracing::warn!(destination = %self.settings.name, events = events.len(), reason, "events dead-lettered");
-        if dead_letter(&self.settings.dead_letter, &self.settings.name, Stage::Deliver, reason, events) {
+        if dead_letter(
+            &self.settings.dead_letter,
+            &self.settings.name,
+            Stage::Deliver,
+            reason,
+            events,
+        ) {
             self.settings.metrics.dead_lettered_deliver.inc_by(events.len() as u64);
             self.health
                 .events_dead_lettered

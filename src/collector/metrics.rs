@@ -47,7 +47,9 @@ impl CollectorMetrics {
                 "siembridge_destination_batch_duration_seconds",
                 "Time from the first send attempt of a batch to its last outcome",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
             &["destination"],
         )?;
         r.register(Box::new(batch.clone()))?;

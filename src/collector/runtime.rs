@@ -155,10 +155,12 @@ impl Collector {
         for r in &config.routes {
             let mut dests = Vec::new();
             for d in &r.destinations {
-                let i = *index.get(d.as_str()).ok_or_else(|| CollectorError::UnknownDestination {
-                    log_source: r.log_source.clone(),
-                    destination: d.clone(),
-                })?;
+                let i = *index
+                    .get(d.as_str())
+                    .ok_or_else(|| CollectorError::UnknownDestination {
+                        log_source: r.log_source.clone(),
+                        destination: d.clone(),
+                    })?;
                 dests.push((i, formats[i]));
             }
             routes.push(CompiledRoute {
@@ -168,8 +170,10 @@ impl Collector {
                 destinations: dests,
             });
         }
-        let health_of: Vec<(String, Arc<DestinationHealth>)> =
-            queues.iter().map(|q| (q.name().to_string(), q.health().clone())).collect();
+        let health_of: Vec<(String, Arc<DestinationHealth>)> = queues
+            .iter()
+            .map(|q| (q.name().to_string(), q.health().clone()))
+            .collect();
 
         let source_kind = config.source.kind_name();
         let mut source = sources::build(
@@ -214,7 +218,12 @@ impl Collector {
             })
         };
         let report_task = {
-            let (st, rw, stop, every) = (state.clone(), reporter.clone(), background.clone(), self.report_interval);
+            let (st, rw, stop, every) = (
+                state.clone(),
+                reporter.clone(),
+                background.clone(),
+                self.report_interval,
+            );
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
@@ -229,7 +238,9 @@ impl Collector {
             let addr = listen.parse().map_err(|_| CollectorError::Listen(listen.clone()))?;
             let (registry, health, stop) = (self.registry.clone(), self.health.clone(), background.clone());
             tokio::spawn(async move {
-                if let Err(e) = crate::telemetry::serve(addr, registry, health, async move { stop.cancelled().await }).await {
+                if let Err(e) =
+                    crate::telemetry::serve(addr, registry, health, async move { stop.cancelled().await }).await
+                {
                     tracing::error!(error = %e, "metrics endpoint failed");
                 }
             });
@@ -357,8 +368,12 @@ impl Router {
             .iter()
             .map(|r| {
                 (
-                    self.metrics.events_received.with_label_values(&[&*r.log_source, self.source_kind]),
-                    self.metrics.bytes_received.with_label_values(&[&*r.log_source, self.source_kind]),
+                    self.metrics
+                        .events_received
+                        .with_label_values(&[&*r.log_source, self.source_kind]),
+                    self.metrics
+                        .bytes_received
+                        .with_label_values(&[&*r.log_source, self.source_kind]),
                 )
             })
             .collect();
@@ -423,9 +438,9 @@ impl Router {
                                         source: hint,
                                         ..Default::default()
                                     };
-                                    to_ecs(&value, &ctx)
-                                        .map_err(|e| e.to_string())
-                                        .and_then(|doc| serde_json::to_vec(&doc).map(Bytes::from).map_err(|e| e.to_string()))
+                                    to_ecs(&value, &ctx).map_err(|e| e.to_string()).and_then(|doc| {
+                                        serde_json::to_vec(&doc).map(Bytes::from).map_err(|e| e.to_string())
+                                    })
                                 })
                                 .clone(),
                         };
@@ -452,7 +467,8 @@ impl Router {
                                     record: raw.get().as_bytes(),
                                 };
                                 if self.dead_letter.write(&[entry]).is_err() {
-                                    guard.stream().lock().add_pending(guard.seq(), 1); // never acked
+                                    guard.stream().lock().add_pending(guard.seq(), 1);
+                                    // never acked
                                 }
                                 self.metrics
                                     .events_dead_lettered

@@ -56,11 +56,13 @@ pub fn resolve(source: &SecretSource, selector: &SecretKeySelector) -> Result<Se
         }
         SecretSource::Environment => {
             let var = SecretSource::env_var_name(selector);
-            std::env::var(&var).map(SecretValue).map_err(|_| SecretError::MissingEnv {
-                name: selector.name.clone(),
-                key: selector.key.clone(),
-                var,
-            })
+            std::env::var(&var)
+                .map(SecretValue)
+                .map_err(|_| SecretError::MissingEnv {
+                    name: selector.name.clone(),
+                    key: selector.key.clone(),
+                    var,
+                })
         }
     }
 }

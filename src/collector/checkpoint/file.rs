@@ -17,10 +17,12 @@ impl FileCheckpointStore {
     /// Open (and create) the directory.
     pub async fn open(dir: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let dir = dir.as_ref().to_path_buf();
-        tokio::fs::create_dir_all(&dir).await.map_err(|source| CheckpointError::Io {
-            store: dir.display().to_string(),
-            source,
-        })?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|source| CheckpointError::Io {
+                store: dir.display().to_string(),
+                source,
+            })?;
         Ok(FileCheckpointStore { dir })
     }
 
@@ -29,7 +31,13 @@ impl FileCheckpointStore {
     pub fn path_of(&self, stream: &str) -> PathBuf {
         let safe: String = stream
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let name = if safe == stream && !stream.starts_with('.') && !stream.is_empty() {
             safe
@@ -131,6 +139,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileCheckpointStore::open(dir.path()).await.unwrap();
         std::fs::write(store.path_of("replay"), b"{not json").unwrap();
-        assert!(matches!(store.load("replay").await, Err(CheckpointError::Corrupt { .. })));
+        assert!(matches!(
+            store.load("replay").await,
+            Err(CheckpointError::Corrupt { .. })
+        ));
     }
 }

@@ -48,12 +48,18 @@ impl HttpDestination {
                         name: name.to_string(),
                         source,
                     })?;
-                    let mut v = HeaderValue::from_str(secret.expose())
-                        .map_err(|_| invalid(format!("header {:?}: secret value is not a valid header value", h.name)))?;
+                    let mut v = HeaderValue::from_str(secret.expose()).map_err(|_| {
+                        invalid(format!("header {:?}: secret value is not a valid header value", h.name))
+                    })?;
                     v.set_sensitive(true);
                     v
                 }
-                _ => return Err(invalid(format!("header {:?}: set exactly one of value or valueFrom", h.name))),
+                _ => {
+                    return Err(invalid(format!(
+                        "header {:?}: set exactly one of value or valueFrom",
+                        h.name
+                    )))
+                }
             };
             headers.insert(hname, value);
         }
@@ -64,9 +70,7 @@ impl HttpDestination {
         if let Some(tls) = &spec.tls {
             builder = apply_tls(builder, tls, secrets, name)?;
         }
-        let client = builder
-            .build()
-            .map_err(|e| invalid(format!("HTTP client: {e}")))?;
+        let client = builder.build().map_err(|e| invalid(format!("HTTP client: {e}")))?;
         Ok(HttpDestination {
             client,
             url,
@@ -154,9 +158,8 @@ pub fn classify(status: StatusCode, retry_after: Option<&str>, body: &str) -> Se
     }
     let excerpt: String = body.chars().take(BODY_EXCERPT).collect();
     let reason = format!("HTTP {}: {}", status.as_u16(), excerpt.trim());
-    let retriable = status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error();
+    let retriable =
+        status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
     if retriable {
         let after = if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
             retry_after.and_then(|v| parse_retry_after(v, SystemTime::now()))
@@ -250,7 +253,10 @@ mod tests {
             classify(StatusCode::INTERNAL_SERVER_ERROR, Some("2"), ""),
             SendOutcome::Retry { after: None, .. }
         ));
-        assert!(matches!(classify(StatusCode::REQUEST_TIMEOUT, None, ""), SendOutcome::Retry { .. }));
+        assert!(matches!(
+            classify(StatusCode::REQUEST_TIMEOUT, None, ""),
+            SendOutcome::Retry { .. }
+        ));
         match classify(StatusCode::BAD_REQUEST, None, &"e".repeat(1000)) {
             SendOutcome::Rejected { reason } => {
                 assert!(reason.starts_with("HTTP 400: eee"));

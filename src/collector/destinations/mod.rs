@@ -104,7 +104,11 @@ pub enum BuildError {
 }
 
 /// Build the destination a spec describes. The one registration point of destination kinds.
-pub fn build(name: &str, spec: &SiemDestinationSpec, secrets: &SecretSource) -> Result<Arc<dyn Destination>, BuildError> {
+pub fn build(
+    name: &str,
+    spec: &SiemDestinationSpec,
+    secrets: &SecretSource,
+) -> Result<Arc<dyn Destination>, BuildError> {
     let kind = spec.kind().map_err(|e| BuildError::Invalid {
         name: name.to_string(),
         message: e.to_string(),

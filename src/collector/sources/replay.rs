@@ -162,8 +162,8 @@ impl ReplayReader {
         let mut first = Vec::new();
         reader.read_until(b'\n', &mut first).await.map_err(io_err(&path))?;
         let first = String::from_utf8_lossy(&first);
-        let whole_first_line = first.trim().is_empty()
-            || serde_json::from_str::<&serde_json::value::RawValue>(first.trim()).is_ok();
+        let whole_first_line =
+            first.trim().is_empty() || serde_json::from_str::<&serde_json::value::RawValue>(first.trim()).is_ok();
         if whole_first_line {
             // Start again from the top so the first line is a unit like the others.
             let file = tokio::fs::File::open(&path).await.map_err(io_err(&path))?;
@@ -315,7 +315,11 @@ mod tests {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(data.join("b.ndjson"), "{\"n\":3}\n{\"n\":4}\n").unwrap();
-        std::fs::write(data.join("a.json"), "{\n \"records\": [\n {\"n\":1},\n {\"n\":2}\n ]\n}\n").unwrap();
+        std::fs::write(
+            data.join("a.json"),
+            "{\n \"records\": [\n {\"n\":1},\n {\"n\":2}\n ]\n}\n",
+        )
+        .unwrap();
         std::fs::write(data.join(".hidden"), "x").unwrap();
         let store = Arc::new(FileCheckpointStore::open(dir.path().join("cp")).await.unwrap());
         let ctx = SourceContext {
@@ -328,7 +332,10 @@ mod tests {
         };
         let mut r = ReplayReader::open(&spec, ctx.clone()).await.unwrap();
         let units = all_units(&mut r).await;
-        let payloads: Vec<String> = units.iter().map(|u| String::from_utf8_lossy(&u.payload).trim().to_string()).collect();
+        let payloads: Vec<String> = units
+            .iter()
+            .map(|u| String::from_utf8_lossy(&u.payload).trim().to_string())
+            .collect();
         assert_eq!(payloads, vec!["{\"n\":1}", "{\"n\":2}", "{\"n\":3}", "{\"n\":4}"]);
         assert!(units[1].position.ends_with("a.json@2"));
         assert!(units[2].position.ends_with("b.ndjson@1"));
