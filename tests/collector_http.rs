@@ -71,13 +71,15 @@ type Received = (Instant, SystemTime, Vec<u8>);
 #[derive(Clone)]
 struct Receiver {
     requests: Arc<Mutex<Vec<Received>>>,
+    headers: Arc<Mutex<Vec<HeaderMap>>>,
     handler: Handler,
 }
 
-async fn ingest(State(r): State<Receiver>, _h: HeaderMap, body: Bytes) -> Response {
+async fn ingest(State(r): State<Receiver>, h: HeaderMap, body: Bytes) -> Response {
     let n = {
         let mut reqs = r.requests.lock().unwrap();
         reqs.push((Instant::now(), SystemTime::now(), body.to_vec()));
+        r.headers.lock().unwrap().push(h);
         reqs.len()
     };
     (r.handler)(n, &body)
@@ -86,6 +88,7 @@ async fn ingest(State(r): State<Receiver>, _h: HeaderMap, body: Bytes) -> Respon
 async fn serve(handler: Handler) -> (String, Receiver) {
     let r = Receiver {
         requests: Arc::default(),
+        headers: Arc::default(),
         handler,
     };
     let app = axum::Router::new().route("/ingest", post(ingest)).with_state(r.clone());
@@ -242,4 +245,74 @@ async fn malformed_records_are_dead_lettered_with_the_reason_and_passed() {
     assert_eq!(line["stage"], "decode");
     assert!(line["reason"].as_str().unwrap().starts_with("malformed JSON"));
     assert_eq!(line["record"], "{\"id\":");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_come_literally_or_from_secrets_and_secrets_are_never_printed() {
+    use siembridge::api::{HttpHeader, SecretKeySelector};
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_records(dir.path(), 2, &[]);
+    let (url, r) = serve(Arc::new(|_, _| StatusCode::OK.into_response())).await;
+    let mut cfg = config(dir.path(), &url, &records, 10);
+    let selector = SecretKeySelector {
+        name: "receiver-token-http-test".into(),
+        key: "authorization".into(),
+    };
+    // Only this test reads this variable.
+    std::env::set_var(SecretSource::env_var_name(&selector), "Bearer s3cr3t-value");
+    let http = cfg.destinations.get_mut("receiver").unwrap().http.as_mut().unwrap();
+    http.headers = vec![
+        HttpHeader {
+            name: "X-Tenant".into(),
+            value: Some("contoso".into()),
+            value_from: None,
+        },
+        HttpHeader {
+            name: "Authorization".into(),
+            value: None,
+            value_from: Some(selector),
+        },
+    ];
+    let http_dest = siembridge::collector::destinations::http::HttpDestination::new(
+        "receiver",
+        cfg.destinations["receiver"].http.as_ref().unwrap(),
+        &cfg.destinations["receiver"].retry,
+        &SecretSource::Environment,
+    )
+    .unwrap();
+    assert!(!format!("{http_dest:?}").contains("s3cr3t"), "secret leaked in Debug");
+
+    run(cfg).await;
+    let headers = r.headers.lock().unwrap();
+    assert_eq!(headers[0]["x-tenant"], "contoso");
+    assert_eq!(headers[0]["authorization"], "Bearer s3cr3t-value");
+    assert_eq!(headers[0]["content-type"], "application/x-ndjson");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_secret_stops_the_collector_with_the_variable_name() {
+    use siembridge::api::{HttpHeader, SecretKeySelector};
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_records(dir.path(), 1, &[]);
+    let mut cfg = config(dir.path(), "http://127.0.0.1:9/ingest", &records, 10);
+    cfg.destinations
+        .get_mut("receiver")
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap()
+        .headers = vec![HttpHeader {
+        name: "Authorization".into(),
+        value: None,
+        value_from: Some(SecretKeySelector {
+            name: "absent-secret-http-test".into(),
+            key: "token".into(),
+        }),
+    }];
+    let err = Collector::new(cfg)
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SIEMBRIDGE_SECRET_ABSENT_SECRET_HTTP_TEST_TOKEN"), "{err}");
 }

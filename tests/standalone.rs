@@ -54,6 +54,16 @@ fn quickstart_prints_every_record_then_resumes_from_its_checkpoint() {
     assert_eq!(lines.len(), expected, "{stdout}");
     assert!(lines.iter().all(|d| d.is_object()));
 
+    // The report the operator would read, written to the state dir in standalone mode.
+    let report_path = state.path().join("sb-ls-quickstart-entra-intune/report.json");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(
+        report["logSources"]["quickstart-entra-intune"]["eventsForwarded"],
+        expected
+    );
+    assert_eq!(report["destinations"]["console"]["eventsSent"], expected);
+    assert_eq!(report["destinations"]["console"]["healthy"], true);
+
     let again = run(&["run", "-f", "examples/quickstart"], state.path());
     assert!(again.status.success());
     assert!(again.stdout.is_empty(), "second run must resume after the checkpoint");
