@@ -127,3 +127,31 @@ async fn per_event_outcomes_ack_retry_and_dead_letter_individually() {
     assert_eq!(lines[0]["record"]["id"], 2);
     assert_eq!(lines[0]["reason"], "mapper_parsing_exception");
 }
+
+#[tokio::test]
+async fn a_collector_without_routes_does_not_read_or_checkpoint_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = dir.path().join("r.ndjson");
+    std::fs::write(&records, "{\"id\":1}\n").unwrap();
+    let config = CollectorConfig {
+        version: CONFIG_VERSION.to_string(),
+        collector: "suspended".into(),
+        namespace: "default".into(),
+        source: SourceConfig::Replay(ReplaySource {
+            paths: vec![records.display().to_string()],
+            ..Default::default()
+        }),
+        routes: vec![],
+        destinations: BTreeMap::new(),
+        checkpoint: CheckpointConfig::File {
+            dir: dir.path().join("cp").display().to_string(),
+        },
+        secrets: SecretSource::Environment,
+        dead_letter: DeadLetterConfig::in_dir(dir.path().join("dl").display().to_string()),
+        telemetry: Default::default(),
+        report: None,
+    };
+    let summary = Collector::new(config).run(CancellationToken::new()).await.unwrap();
+    assert_eq!(summary.units, 0);
+    assert!(!dir.path().join("cp").join("replay.json").exists());
+}

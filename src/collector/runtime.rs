@@ -122,6 +122,15 @@ impl Collector {
             });
         }
         let collector = config.collector.clone();
+        if config.routes.is_empty() {
+            // Suspended LogSources get no route: reading the source would move its checkpoint
+            // past records nobody received.
+            tracing::info!(collector = %collector, "no LogSource to feed (suspended?); the source is not read");
+            return Ok(RunSummary {
+                fully_checkpointed: true,
+                ..Default::default()
+            });
+        }
         let metrics = CollectorMetrics::register(&self.registry)?;
         let store = checkpoint::open(&config.checkpoint).await?;
         let dead_letter = Arc::new(DeadLetterSink::new(&config.dead_letter));
