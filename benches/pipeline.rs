@@ -220,10 +220,18 @@ fn vm_hwm_kb() -> Option<u64> {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+    // as a quick smoke test of the same code.
+    let bench_mode = std::env::args().any(|a| a == "--bench");
     let n: usize = std::env::var("BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(if bench_mode { 100_000 } else { 2_000 });
+    let stall = if bench_mode {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_millis(300)
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let records = dir.path().join("records.ndjson");
     let file_bytes = write_records(&records, n);
@@ -249,7 +257,7 @@ fn main() {
         let registry = collector.registry().clone();
         let stop = CancellationToken::new();
         let run = tokio::spawn(collector.run(stop.clone()));
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(stall).await;
         let depth: i64 = registry
             .gather()
             .iter()
