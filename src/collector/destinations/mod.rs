@@ -1,0 +1,127 @@
+//! Destinations: where encoded events are sent.
+//!
+//! A destination only knows its wire protocol. The shared machinery in
+//! [`crate::collector::delivery`] does the rest for every kind: the bounded buffer, batching by
+//! events, bytes and latency, concurrency, retries with exponential backoff, full jitter and
+//! `Retry-After`, dead-lettering, acknowledgements, metrics and the health report.
+//!
+//! # Adding a destination (e.g. Splunk HEC)
+//! 1. Create `destinations/splunk_hec.rs` with a struct built from its spec (resolve Secrets with
+//!    [`crate::collector::secrets::resolve`] at build time, keep them as `SecretValue`).
+//! 2. Implement [`Destination::send`]: encode the batch (each [`Event::body`] is the document,
+//!    already in the destination's `format`, as compact JSON), send it, and map the answer to a
+//!    [`SendOutcome`]: the whole batch delivered / to retry / rejected, or one [`EventOutcome`] per
+//!    event when the protocol answers per item (Elasticsearch `_bulk` items, HEC acks).
+//! 3. Add one arm to [`build`]. Tests beside the module against a local stand-in receiver.
+
+pub mod file;
+pub mod http;
+pub mod stdout;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::api::{DestinationKind, SiemDestinationSpec};
+use crate::collector::ack::AckRef;
+use crate::collector::secrets::SecretError;
+use crate::config::SecretSource;
+
+/// One event on its way to one destination.
+#[derive(Debug)]
+pub struct Event {
+    /// The document as compact JSON, in the destination's format (`ecs` or `raw`).
+    pub body: Bytes,
+    /// The LogSource it was routed for.
+    pub log_source: Arc<str>,
+    /// Acknowledgement of this delivery (delivered or dead-lettered).
+    pub(crate) ack: AckRef,
+    /// The slot it holds in the destination's bounded buffer, released when the event is dropped.
+    pub(crate) _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Event {
+    /// An event outside a pipeline (tests, benchmarks of a destination alone).
+    pub fn detached(body: impl Into<Bytes>, log_source: &str) -> Self {
+        let stream = crate::collector::ack::StreamTracker::new("detached", None);
+        Event {
+            body: body.into(),
+            log_source: Arc::from(log_source),
+            ack: stream.register(String::new(), 1),
+            _slot: None,
+        }
+    }
+}
+
+/// What happened to one event of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// The destination has it.
+    Delivered,
+    /// A transient failure: send it again.
+    Retry { reason: String },
+    /// The destination will never take it: dead-letter it with the reason.
+    Rejected { reason: String },
+}
+
+/// What happened to a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Every event was delivered.
+    Delivered,
+    /// Nothing was delivered and a later attempt may succeed; `after` is the server's
+    /// `Retry-After`, which takes precedence over the backoff.
+    Retry { reason: String, after: Option<Duration> },
+    /// Every event was rejected permanently.
+    Rejected { reason: String },
+    /// One outcome per event, in batch order.
+    PerEvent(Vec<EventOutcome>),
+}
+
+/// A destination's wire protocol. Implementations are shared by the concurrent senders of one
+/// destination, hence `&self`.
+#[async_trait]
+pub trait Destination: Send + Sync {
+    /// Encode and send one batch (never empty).
+    async fn send(&self, batch: &[Event]) -> SendOutcome;
+}
+
+/// Why a destination could not be built from its spec.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("destination {name}: {message}")]
+    Invalid { name: String, message: String },
+    #[error("destination {name}: {source}")]
+    Secret {
+        name: String,
+        #[source]
+        source: SecretError,
+    },
+    #[error("destination {name}: kind {kind} is not available in this collector yet")]
+    NotYetSupported { name: String, kind: &'static str },
+}
+
+/// Build the destination a spec describes. The one registration point of destination kinds.
+pub fn build(
+    name: &str,
+    spec: &SiemDestinationSpec,
+    secrets: &SecretSource,
+) -> Result<Arc<dyn Destination>, BuildError> {
+    let kind = spec.kind().map_err(|e| BuildError::Invalid {
+        name: name.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(match kind {
+        DestinationKind::Stdout(s) => Arc::new(stdout::StdoutDestination::new(s)),
+        DestinationKind::File(s) => Arc::new(file::FileDestination::new(s)),
+        DestinationKind::Http(s) => Arc::new(http::HttpDestination::new(name, s, &spec.retry, secrets)?),
+        other => {
+            return Err(BuildError::NotYetSupported {
+                name: name.to_string(),
+                kind: other.name(),
+            })
+        }
+    })
+}

@@ -1,0 +1,175 @@
+//! Collector metrics, one naming scheme: `siembridge_collector_*` for the source side (labels
+//! `logsource`, `source`, `stream`) and `siembridge_destination_*` for the delivery side (label
+//! `destination`). Counters of events and bytes: received, sent, failed (attempts), retried,
+//! dead-lettered; a batch latency histogram; checkpoint age and queue depth gauges.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Every metric of one collector.
+#[derive(Clone, Debug)]
+pub struct CollectorMetrics {
+    pub events_received: IntCounterVec,
+    pub bytes_received: IntCounterVec,
+    pub source_units: IntCounterVec,
+    pub decode_errors: IntCounterVec,
+    pub events_dropped_unrouted: IntCounterVec,
+    pub checkpoint_age_seconds: IntGaugeVec,
+    pub checkpoints_written: IntCounterVec,
+    pub events_sent: IntCounterVec,
+    pub bytes_sent: IntCounterVec,
+    pub events_failed: IntCounterVec,
+    pub events_retried: IntCounterVec,
+    pub events_dead_lettered: IntCounterVec,
+    pub batch_duration_seconds: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub destination_up: IntGaugeVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, prometheus::Error> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl CollectorMetrics {
+    /// Register the metrics in `registry`.
+    pub fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let batch = HistogramVec::new(
+            HistogramOpts::new(
+                "siembridge_destination_batch_duration_seconds",
+                "Time from the first send attempt of a batch to its last outcome",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["destination"],
+        )?;
+        r.register(Box::new(batch.clone()))?;
+        Ok(CollectorMetrics {
+            events_received: counter(
+                r,
+                "siembridge_collector_events_received_total",
+                "Records routed to a LogSource",
+                &["logsource", "source"],
+            )?,
+            bytes_received: counter(
+                r,
+                "siembridge_collector_bytes_received_total",
+                "Bytes of records routed to a LogSource",
+                &["logsource", "source"],
+            )?,
+            source_units: counter(
+                r,
+                "siembridge_collector_source_units_total",
+                "Units (events, lines, blobs) read from the source",
+                &["source"],
+            )?,
+            decode_errors: counter(
+                r,
+                "siembridge_collector_decode_errors_total",
+                "Payload parts that could not be decoded (dead-lettered)",
+                &["source"],
+            )?,
+            events_dropped_unrouted: counter(
+                r,
+                "siembridge_collector_events_unrouted_total",
+                "Records no LogSource takes (category or filter)",
+                &["source"],
+            )?,
+            checkpoint_age_seconds: gauge(
+                r,
+                "siembridge_collector_checkpoint_age_seconds",
+                "Seconds since the checkpoint of a stream last moved",
+                &["stream"],
+            )?,
+            checkpoints_written: counter(
+                r,
+                "siembridge_collector_checkpoints_written_total",
+                "Checkpoints written",
+                &["stream"],
+            )?,
+            events_sent: counter(
+                r,
+                "siembridge_destination_events_sent_total",
+                "Events delivered",
+                &["destination"],
+            )?,
+            bytes_sent: counter(
+                r,
+                "siembridge_destination_bytes_sent_total",
+                "Encoded bytes of delivered events",
+                &["destination"],
+            )?,
+            events_failed: counter(
+                r,
+                "siembridge_destination_events_failed_total",
+                "Events in a failed send attempt",
+                &["destination"],
+            )?,
+            events_retried: counter(
+                r,
+                "siembridge_destination_events_retried_total",
+                "Events sent again after a failed attempt",
+                &["destination"],
+            )?,
+            events_dead_lettered: counter(
+                r,
+                "siembridge_destination_events_dead_lettered_total",
+                "Events written to the dead-letter sink",
+                &["destination", "stage"],
+            )?,
+            batch_duration_seconds: batch,
+            queue_depth: gauge(
+                r,
+                "siembridge_destination_queue_depth",
+                "Events buffered or in flight for a destination",
+                &["destination"],
+            )?,
+            destination_up: gauge(
+                r,
+                "siembridge_destination_up",
+                "1 when the last send attempt succeeded",
+                &["destination"],
+            )?,
+        })
+    }
+
+    /// Per-destination handles, resolved once.
+    pub fn destination(&self, name: &str) -> DestinationMetrics {
+        DestinationMetrics {
+            sent: self.events_sent.with_label_values(&[name]),
+            bytes_sent: self.bytes_sent.with_label_values(&[name]),
+            failed: self.events_failed.with_label_values(&[name]),
+            retried: self.events_retried.with_label_values(&[name]),
+            dead_lettered_deliver: self.events_dead_lettered.with_label_values(&[name, "deliver"]),
+            dead_lettered_overflow: self.events_dead_lettered.with_label_values(&[name, "overflow"]),
+            dead_lettered_normalize: self.events_dead_lettered.with_label_values(&[name, "normalize"]),
+            batch_duration: self.batch_duration_seconds.with_label_values(&[name]),
+            queue_depth: self.queue_depth.with_label_values(&[name]),
+            up: self.destination_up.with_label_values(&[name]),
+        }
+    }
+}
+
+/// Metric handles of one destination.
+#[derive(Clone, Debug)]
+pub struct DestinationMetrics {
+    pub sent: IntCounter,
+    pub bytes_sent: IntCounter,
+    pub failed: IntCounter,
+    pub retried: IntCounter,
+    pub dead_lettered_deliver: IntCounter,
+    pub dead_lettered_overflow: IntCounter,
+    pub dead_lettered_normalize: IntCounter,
+    pub batch_duration: Histogram,
+    pub queue_depth: IntGauge,
+    pub up: IntGauge,
+}

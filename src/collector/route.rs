@@ -1,0 +1,85 @@
+//! Routing: which LogSources take a record.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::api::{EventFormat, RecordFilter};
+use crate::normalize::{recognize, SourceHint};
+
+/// A LogSource as the router sees it.
+#[derive(Debug, Clone)]
+pub struct CompiledRoute {
+    pub log_source: Arc<str>,
+    pub categories: Vec<String>,
+    pub filter: Option<RecordFilter>,
+    /// Indexes into the collector's destination list, with the format each wants.
+    pub destinations: Vec<(usize, EventFormat)>,
+}
+
+fn contains(list: &[String], category: &str) -> bool {
+    list.iter().any(|c| c.eq_ignore_ascii_case(category))
+}
+
+impl CompiledRoute {
+    /// Whether this LogSource takes a record of `category`.
+    pub fn takes(&self, category: &str) -> bool {
+        if !self.categories.is_empty() && !contains(&self.categories, category) {
+            return false;
+        }
+        match &self.filter {
+            None => true,
+            Some(f) => {
+                (f.include_categories.is_empty() || contains(&f.include_categories, category))
+                    && !contains(&f.exclude_categories, category)
+            }
+        }
+    }
+}
+
+/// The category of a record: what the normalizer recognises, else its `category` field.
+pub fn category_of(record: &Value, hint: SourceHint<'_>) -> String {
+    let recognized = recognize(record, hint).category;
+    if !recognized.is_empty() && recognized != "unknown" {
+        return recognized;
+    }
+    record
+        .get("category")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(categories: &[&str], include: &[&str], exclude: &[&str]) -> CompiledRoute {
+        CompiledRoute {
+            log_source: Arc::from("ls"),
+            categories: categories.iter().map(|s| s.to_string()).collect(),
+            filter: Some(RecordFilter {
+                include_categories: include.iter().map(|s| s.to_string()).collect(),
+                exclude_categories: exclude.iter().map(|s| s.to_string()).collect(),
+            }),
+            destinations: vec![],
+        }
+    }
+
+    #[test]
+    fn categories_and_filters_select_records() {
+        assert!(route(&[], &[], &[]).takes("SignInLogs"));
+        assert!(route(&["SignInLogs"], &[], &[]).takes("signinlogs"));
+        assert!(!route(&["SignInLogs"], &[], &[]).takes("AuditLogs"));
+        assert!(!route(&[], &["AuditLogs"], &[]).takes("SignInLogs"));
+        assert!(!route(&[], &[], &["AuditLogs"]).takes("AuditLogs"));
+        assert!(route(&["AuditLogs", "SignInLogs"], &[], &["AuditLogs"]).takes("SignInLogs"));
+    }
+
+    #[test]
+    fn category_comes_from_the_record() {
+        let v = serde_json::json!({"category": "DeviceComplianceOrg"});
+        assert_eq!(category_of(&v, SourceHint::Unknown), "DeviceComplianceOrg");
+        assert_eq!(category_of(&serde_json::json!({}), SourceHint::Unknown), "unknown");
+    }
+}
