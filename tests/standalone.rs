@@ -166,3 +166,52 @@ fn collector_with_bad_config_ends_with_a_one_line_error() {
         .unwrap();
     assert!(one_line_error(&out).contains("/nonexistent/config.yaml"));
 }
+
+/// Every delivered event carries an id that is the same when the same record is delivered again,
+/// and `keepOriginal` puts the untouched record in `event.original`.
+#[test]
+fn events_carry_stable_ids_and_keep_original_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = dir.path().join("records");
+    std::fs::create_dir(&records).unwrap();
+    let original = r#"{"time":"2026-01-15T08:00:05Z","category":"SignInLogs","properties":{"note":"a"}}"#;
+    std::fs::write(
+        records.join("a.json"),
+        format!("{{\"records\":[{original},{{\"time\":\"2026-01-15T08:00:06Z\",\"category\":\"SignInLogs\"}}]}}\n"),
+    )
+    .unwrap();
+    let out_file = dir.path().join("out.ndjson");
+    std::fs::write(
+        dir.path().join("manifests.yaml"),
+        format!(
+            "apiVersion: siembridge.io/v1alpha1\nkind: SiemDestination\nmetadata: {{name: out}}\nspec:\n  keepOriginal: true\n  file: {{path: {}}}\n---\napiVersion: siembridge.io/v1alpha1\nkind: LogSource\nmetadata: {{name: replay}}\nspec:\n  replay: {{paths: [records]}}\n  destinations: [{{name: out}}]\n",
+            out_file.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let manifests = dir.path().join("manifests.yaml");
+    let manifests = manifests.to_str().unwrap();
+    let read = |path: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert!(run(&["run", "-f", manifests], &state).status.success());
+    let first = read(&out_file);
+    std::fs::remove_file(&out_file).unwrap();
+    assert!(run(&["run", "-f", manifests, "--from-start"], &state).status.success());
+    let second = read(&out_file);
+
+    assert_eq!(first.len(), 2);
+    let ids = |docs: &[serde_json::Value]| -> Vec<String> {
+        docs.iter()
+            .map(|d| d["event"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&first), ids(&second), "ids change between deliveries");
+    assert_ne!(ids(&first)[0], ids(&first)[1], "two records share an id");
+    assert_eq!(first[0]["event"]["original"].as_str(), Some(original));
+}

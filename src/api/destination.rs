@@ -66,6 +66,10 @@ pub struct SiemDestinationSpec {
     /// record).
     #[serde(default)]
     pub format: EventFormat,
+    /// With `format: ecs`, keep the untouched record as `event.original`. Off by default: it
+    /// roughly doubles the volume sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_original: bool,
     /// Batching of events into requests.
     #[serde(default)]
     pub batch: BatchSpec,

@@ -13,8 +13,35 @@ pub struct CompiledRoute {
     pub log_source: Arc<str>,
     pub categories: Vec<String>,
     pub filter: Option<RecordFilter>,
-    /// Indexes into the collector's destination list, with the format each wants.
-    pub destinations: Vec<(usize, EventFormat)>,
+    /// Indexes into the collector's destination list, with the shape each wants.
+    pub destinations: Vec<(usize, Shape)>,
+}
+
+/// The document a destination receives; one record is encoded at most once per shape, however
+/// many destinations want it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// The record as received.
+    Raw,
+    /// ECS without `event.original`.
+    Ecs,
+    /// ECS with the untouched record as `event.original` (`keepOriginal`).
+    EcsWithOriginal,
+}
+
+impl Shape {
+    pub fn of(format: EventFormat, keep_original: bool) -> Shape {
+        match (format, keep_original) {
+            (EventFormat::Raw, _) => Shape::Raw,
+            (EventFormat::Ecs, false) => Shape::Ecs,
+            (EventFormat::Ecs, true) => Shape::EcsWithOriginal,
+        }
+    }
+
+    /// Slot of this shape in a per-record cache of encoded bodies.
+    pub fn slot(self) -> usize {
+        self as usize
+    }
 }
 
 fn contains(list: &[String], category: &str) -> bool {

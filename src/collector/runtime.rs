@@ -10,7 +10,6 @@ use bytes::Bytes;
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::EventFormat;
 use crate::collector::ack::StreamTracker;
 use crate::collector::checkpoint::{self, Checkpoint, CheckpointError, CheckpointStore};
 use crate::collector::dead_letter::{DeadLetter, DeadLetterSink, Stage};
@@ -19,7 +18,7 @@ use crate::collector::delivery::{self, DeliverySettings, DestinationHealth, Dest
 use crate::collector::destinations::{self, BuildError, Destination, Event};
 use crate::collector::metrics::CollectorMetrics;
 use crate::collector::report::ReportWriter;
-use crate::collector::route::{category_of, CompiledRoute};
+use crate::collector::route::{category_of, CompiledRoute, Shape};
 use crate::collector::sources::{self, SourceBatch, SourceContext, SourceError};
 use crate::config::{CollectorConfig, CollectorReport, DestinationReport, LogSourceReport, CONFIG_VERSION};
 use crate::normalize::{to_ecs, EcsContext};
@@ -138,7 +137,7 @@ impl Collector {
         // Destinations (only those a route uses).
         let mut queues: Vec<DestinationQueue> = Vec::new();
         let mut senders = Vec::new();
-        let mut formats: Vec<EventFormat> = Vec::new();
+        let mut shapes: Vec<Shape> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
         for (name, spec) in &config.destinations {
             let destination = match self.overrides.get(name) {
@@ -158,7 +157,7 @@ impl Collector {
             index.insert(name.as_str(), queues.len());
             queues.push(queue);
             senders.push(task);
-            formats.push(spec.format);
+            shapes.push(Shape::of(spec.format, spec.keep_original));
         }
         let mut routes = Vec::new();
         for r in &config.routes {
@@ -170,7 +169,7 @@ impl Collector {
                         log_source: r.log_source.clone(),
                         destination: d.clone(),
                     })?;
-                dests.push((i, formats[i]));
+                dests.push((i, shapes[i]));
             }
             routes.push(CompiledRoute {
                 log_source: Arc::from(r.log_source.as_str()),
@@ -393,6 +392,8 @@ impl Router {
         for unit in batch.units {
             self.units += 1;
             // The unit is held open by one guard delivery until every record is routed.
+            let position = unit.position.clone();
+            let mut index_in_unit = 0usize;
             let guard = tracker.register_with_state(unit.position, unit.state, 1);
             let decoded = decode(&unit.payload);
             if !decoded.failures.is_empty() {
@@ -426,8 +427,11 @@ impl Router {
                     Err(_) => continue, // decode already validated the JSON
                 };
                 let category = category_of(&value, hint);
-                let mut raw_body: Option<Bytes> = None;
-                let mut ecs_body: Option<Result<Bytes, String>> = None;
+                // Stable across restarts and replays of the same unit: destinations that can
+                // (Elasticsearch `_id`, Splunk, blob names) use it to drop re-deliveries.
+                let record_id = format!("{}/{}#{}", batch.stream, position, index_in_unit);
+                index_in_unit += 1;
+                let mut bodies: [Option<Result<Bytes, String>>; 3] = [None, None, None];
                 let mut routed = false;
                 for (ri, route) in self.routes.iter().enumerate() {
                     if !route.takes(&category) {
@@ -436,23 +440,22 @@ impl Router {
                     routed = true;
                     received[ri].0.inc();
                     received[ri].1.inc_by(raw.get().len() as u64);
-                    for &(di, format) in &route.destinations {
-                        let body = match format {
-                            EventFormat::Raw => Ok(raw_body
-                                .get_or_insert_with(|| Bytes::copy_from_slice(raw.get().as_bytes()))
-                                .clone()),
-                            EventFormat::Ecs => ecs_body
-                                .get_or_insert_with(|| {
+                    for &(di, shape) in &route.destinations {
+                        let body = bodies[shape.slot()]
+                            .get_or_insert_with(|| match shape {
+                                Shape::Raw => Ok(Bytes::copy_from_slice(raw.get().as_bytes())),
+                                Shape::Ecs | Shape::EcsWithOriginal => {
                                     let ctx = EcsContext {
                                         source: hint,
-                                        ..Default::default()
+                                        event_id: Some(&record_id),
+                                        original: (shape == Shape::EcsWithOriginal).then(|| raw.get()),
                                     };
                                     to_ecs(&value, &ctx).map_err(|e| e.to_string()).and_then(|doc| {
                                         serde_json::to_vec(&doc).map(Bytes::from).map_err(|e| e.to_string())
                                     })
-                                })
-                                .clone(),
-                        };
+                                }
+                            })
+                            .clone();
                         let queue = &self.queues[di];
                         match body {
                             Ok(body) => {
