@@ -1,0 +1,672 @@
+//! Building blocks shared by every mapping: a document builder, typed getters that skip
+//! wrong-typed input, and the value normalisations (timestamps, IPs, durations, severities).
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+
+/// The ECS version the documents follow.
+pub const ECS_VERSION: &str = "8.17.0";
+
+/// An ECS document under construction. Paths are dotted (`source.geo.city_name`); empty
+/// strings and nulls are never written, so mappings can pass optional input straight in.
+pub struct Doc {
+    root: Map<String, Value>,
+    related_user: Vec<String>,
+    related_ip: Vec<String>,
+    related_hosts: Vec<String>,
+}
+
+impl Doc {
+    pub fn new() -> Self {
+        Doc {
+            root: Map::new(),
+            related_user: Vec::new(),
+            related_ip: Vec::new(),
+            related_hosts: Vec::new(),
+        }
+    }
+
+    /// Write `value` at a dotted path, creating intermediate objects.
+    pub fn put(&mut self, path: &str, value: Value) {
+        if value.is_null() || matches!(&value, Value::String(s) if s.is_empty()) {
+            return;
+        }
+        let mut map = &mut self.root;
+        let mut parts = path.split('.').peekable();
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                map.insert(part.to_string(), value);
+                return;
+            }
+            let slot = map.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            map = match slot {
+                Value::Object(m) => m,
+                _ => return,
+            };
+        }
+    }
+
+    /// Write a string if there is one.
+    pub fn put_str(&mut self, path: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            if !v.is_empty() {
+                self.put(path, Value::String(v.to_string()));
+            }
+        }
+    }
+
+    /// Write an owned string if there is one.
+    pub fn put_string(&mut self, path: &str, value: Option<String>) {
+        if let Some(v) = value {
+            if !v.is_empty() {
+                self.put(path, Value::String(v));
+            }
+        }
+    }
+
+    /// Write a list of strings (`event.category`, `event.type`).
+    pub fn put_list(&mut self, path: &str, values: &[&str]) {
+        if !values.is_empty() {
+            self.put(
+                path,
+                Value::Array(values.iter().map(|v| Value::String((*v).to_string())).collect()),
+            );
+        }
+    }
+
+    /// Write an integer if there is one.
+    pub fn put_i64(&mut self, path: &str, value: Option<i64>) {
+        if let Some(v) = value {
+            self.put(path, Value::from(v));
+        }
+    }
+
+    /// Write a boolean if there is one.
+    pub fn put_bool(&mut self, path: &str, value: Option<bool>) {
+        if let Some(v) = value {
+            self.put(path, Value::Bool(v));
+        }
+    }
+
+    /// Write an IP address (normalised, port stripped) and remember it for `related.ip`.
+    /// Returns the port when the input carried one.
+    pub fn put_ip(&mut self, path: &str, value: Option<&str>) -> Option<u16> {
+        let (ip, port) = value.and_then(parse_ip)?;
+        let text = ip.to_string();
+        self.relate_ip(&text);
+        self.put(path, Value::String(text));
+        port
+    }
+
+    pub fn relate_user(&mut self, user: Option<&str>) {
+        push_unique(&mut self.related_user, user);
+    }
+
+    pub fn relate_ip(&mut self, ip: &str) {
+        push_unique(&mut self.related_ip, Some(ip));
+    }
+
+    pub fn relate_host(&mut self, host: Option<&str>) {
+        push_unique(&mut self.related_hosts, host);
+    }
+
+    /// Whether something was written at this top-level key.
+    pub fn has(&self, key: &str) -> bool {
+        self.root.contains_key(key)
+    }
+
+    /// Whether something was written at this path of keys.
+    pub fn has_path(&self, path: &[&str]) -> bool {
+        let mut cur: Option<&Value> = None;
+        for (i, key) in path.iter().enumerate() {
+            cur = if i == 0 {
+                self.root.get(*key)
+            } else {
+                cur.and_then(|c| c.get(*key))
+            };
+            if cur.is_none() {
+                return false;
+            }
+        }
+        cur.is_some()
+    }
+
+    /// Finish the document: write `related.*` and return it.
+    pub fn finish(mut self) -> Value {
+        let user = std::mem::take(&mut self.related_user);
+        let ip = std::mem::take(&mut self.related_ip);
+        let hosts = std::mem::take(&mut self.related_hosts);
+        for (path, list) in [("related.user", user), ("related.ip", ip), ("related.hosts", hosts)] {
+            if !list.is_empty() {
+                self.put(path, Value::Array(list.into_iter().map(Value::String).collect()));
+            }
+        }
+        Value::Object(self.root)
+    }
+}
+
+impl Default for Doc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, value: Option<&str>) {
+    if let Some(v) = value {
+        if !v.is_empty() && !list.iter().any(|x| x == v) {
+            list.push(v.to_string());
+        }
+    }
+}
+
+/// A non-empty string field.
+pub fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str).filter(|x| !x.is_empty())
+}
+
+/// A non-empty string at a path of object keys.
+pub fn sp<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    at(v, path).and_then(Value::as_str).filter(|x| !x.is_empty())
+}
+
+/// The value at a path of object keys.
+pub fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    let mut cur = v;
+    for key in path {
+        cur = cur.get(*key)?;
+    }
+    Some(cur)
+}
+
+/// The first present non-empty string among several keys.
+pub fn s_any<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| s(v, k))
+}
+
+/// An integer given as a JSON number or a numeric string.
+pub fn int(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(t) => {
+            let t = t.trim();
+            t.parse::<i64>()
+                .ok()
+                .or_else(|| t.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f as i64))
+        }
+        _ => None,
+    }
+}
+
+/// A float given as a JSON number or a numeric string.
+pub fn float(v: Option<&Value>) -> Option<f64> {
+    match v? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(t) => t.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        _ => None,
+    }
+}
+
+/// A boolean given as a JSON bool or `"true"`/`"false"`.
+pub fn boolean(v: Option<&Value>) -> Option<bool> {
+    match v? {
+        Value::Bool(b) => Some(*b),
+        Value::String(t) if t.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(t) if t.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// A string rendering of a scalar id (Defender `ReportId` is a number).
+pub fn id_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(t) if !t.is_empty() => Some(t.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Normalise a Microsoft timestamp to RFC 3339 UTC. Zone-less values (O365 `CreationTime`,
+/// Intune dates) are UTC by contract.
+pub fn timestamp(v: Option<&Value>) -> Option<String> {
+    let text = v?.as_str()?.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%m/%d/%Y %H:%M:%S",
+        "%m/%d/%Y %I:%M:%S %p",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, fmt) {
+            return Some(t.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        }
+    }
+    None
+}
+
+/// Parse an IP that may carry a port (`203.0.113.1:443`, `[2001:db8::1]:443`).
+pub fn parse_ip(text: &str) -> Option<(IpAddr, Option<u16>)> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some((ip, None));
+    }
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Some((sa.ip(), Some(sa.port())));
+    }
+    // `[v6]` without a port.
+    text.strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .and_then(|t| t.parse::<IpAddr>().ok())
+        .map(|ip| (ip, None))
+}
+
+/// Milliseconds (number or numeric string) to ECS nanoseconds.
+pub fn duration_ns(v: Option<&Value>) -> Option<i64> {
+    float(v)
+        .filter(|ms| *ms >= 0.0 && *ms < 9.0e12)
+        .map(|ms| (ms * 1_000_000.0).round() as i64)
+}
+
+/// Microsoft severity words to (ECS `event.severity` on a 0-10 scale, `event.risk_score` 0-100).
+/// Low 3/21, Medium 5/47, High 8/73, Critical 10/99, Informational 1/0, hidden/none: nothing.
+pub fn severity(word: Option<&str>) -> Option<(i64, f64)> {
+    let w = word?;
+    let pick = |x: &str| w.eq_ignore_ascii_case(x);
+    if pick("informational") || pick("info") {
+        Some((1, 0.0))
+    } else if pick("low") {
+        Some((3, 21.0))
+    } else if pick("medium") || pick("moderate") {
+        Some((5, 47.0))
+    } else if pick("high") {
+        Some((8, 73.0))
+    } else if pick("critical") || pick("veryhigh") {
+        Some((10, 99.0))
+    } else {
+        None
+    }
+}
+
+/// Write `event.severity` and `event.risk_score` from a severity word.
+pub fn put_severity(doc: &mut Doc, word: Option<&str>) {
+    if let Some((sev, score)) = severity(word) {
+        doc.put_i64("event.severity", Some(sev));
+        doc.put("event.risk_score", Value::from(score));
+    }
+}
+
+/// Convert a camelCase / PascalCase key to snake_case, with the few spellings Elastic's
+/// integrations use that a mechanical conversion would not produce.
+pub fn snake(key: &str) -> Cow<'_, str> {
+    match key {
+        "riskLevelDuringSignIn" => return Cow::Borrowed("risk_level_during_signin"),
+        "@odata.type" => return Cow::Borrowed("odata_type"),
+        _ => {}
+    }
+    if key
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Cow::Borrowed(key);
+    }
+    let chars: Vec<char> = key.chars().collect();
+    let mut out = String::with_capacity(key.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let prev = if i > 0 { Some(chars[i - 1]) } else { None };
+            let next = chars.get(i + 1).copied();
+            let boundary = match prev {
+                None => false,
+                Some(p) if p == '_' => false,
+                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
+                _ => false,
+            };
+            if boundary {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else if c == '.' || c == ' ' || c == '-' {
+            out.push('_');
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Copy an object with snake_case keys, `depth` levels deep (1 = top-level keys only).
+/// Values below that depth are copied untouched.
+pub fn snake_keys(v: &Value, depth: usize) -> Value {
+    if depth == 0 {
+        return v.clone();
+    }
+    match v {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, x) in m {
+                out.insert(snake(k).into_owned(), snake_keys(x, depth - 1));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| snake_keys(x, depth)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The part after `@` of a UPN or e-mail address.
+pub fn domain_of(upn: &str) -> Option<&str> {
+    upn.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
+}
+
+/// Write `user.*` (or `user.target.*` with `prefix`) from a principal name that may be a UPN.
+pub fn put_user(doc: &mut Doc, prefix: &str, name: Option<&str>, id: Option<&str>, full_name: Option<&str>) {
+    if let Some(n) = name {
+        doc.put_str(&format!("{prefix}.name"), Some(n));
+        if n.contains('@') {
+            doc.put_str(&format!("{prefix}.email"), Some(n));
+            doc.put_str(&format!("{prefix}.domain"), domain_of(n));
+        }
+    }
+    doc.put_str(&format!("{prefix}.id"), id);
+    doc.put_str(&format!("{prefix}.full_name"), full_name);
+    doc.relate_user(name);
+}
+
+/// Write `source.geo.*` from an Entra `location` object.
+pub fn put_entra_geo(doc: &mut Doc, prefix: &str, loc: Option<&Value>) {
+    let Some(loc) = loc.filter(|l| l.is_object()) else {
+        return;
+    };
+    doc.put_str(&format!("{prefix}.geo.city_name"), s(loc, "city"));
+    doc.put_str(&format!("{prefix}.geo.region_name"), s(loc, "state"));
+    doc.put_str(&format!("{prefix}.geo.country_iso_code"), s(loc, "countryOrRegion"));
+    if let Some(geo) = loc.get("geoCoordinates") {
+        let lat = float(geo.get("latitude")).filter(|v| (-90.0..=90.0).contains(v));
+        let lon = float(geo.get("longitude")).filter(|v| (-180.0..=180.0).contains(v));
+        if let (Some(lat), Some(lon)) = (lat, lon) {
+            let mut m = Map::new();
+            m.insert("lat".into(), Value::from(lat));
+            m.insert("lon".into(), Value::from(lon));
+            doc.put(&format!("{prefix}.geo.location"), Value::Object(m));
+        }
+    }
+}
+
+/// Write `url.*` from a URL string without a URL parser: original, scheme, domain, port,
+/// path, query.
+pub fn put_url(doc: &mut Doc, text: Option<&str>) {
+    let Some(text) = text else { return };
+    doc.put_str("url.original", Some(text));
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return;
+    };
+    doc.put_str("url.scheme", Some(&scheme.to_ascii_lowercase()));
+    let (authority, path_query) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => match rest.find('?') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        },
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(p) if !h.contains(':') || h.starts_with('[') => (h, Some(p)),
+            _ => (host_port, None),
+        },
+        _ => (host_port, None),
+    };
+    doc.put_str("url.domain", Some(host.trim_start_matches('[').trim_end_matches(']')));
+    doc.put_i64("url.port", port.map(i64::from));
+    let (path, query) = match path_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_query, None),
+    };
+    let path = path.split('#').next().unwrap_or(path);
+    doc.put_str("url.path", Some(path));
+    doc.put_str("url.query", query.map(|q| q.split('#').next().unwrap_or(q)));
+}
+
+/// Event types for a verb such as `Add`, `Delete ManagedDevice`, `FileDeleted`.
+pub fn change_type(verb: &str) -> &'static str {
+    let v = verb.trim().to_ascii_lowercase();
+    let starts = |p: &str| v.starts_with(p);
+    if starts("add")
+        || starts("create")
+        || starts("new")
+        || starts("register")
+        || v.ends_with("created")
+        || v.ends_with("added")
+        || v.ends_with("uploaded")
+    {
+        "creation"
+    } else if starts("delete")
+        || starts("remove")
+        || starts("hard delete")
+        || v.ends_with("deleted")
+        || v.ends_with("removed")
+    {
+        "deletion"
+    } else if starts("update")
+        || starts("set")
+        || starts("patch")
+        || starts("change")
+        || starts("reset")
+        || starts("assign")
+        || starts("unassign")
+        || starts("enable")
+        || starts("disable")
+        || starts("restore")
+        || starts("wipe")
+        || starts("retire")
+        || v.ends_with("modified")
+        || v.ends_with("changed")
+        || v.ends_with("renamed")
+        || v.ends_with("updated")
+    {
+        "change"
+    } else {
+        "info"
+    }
+}
+
+/// Outcome words used across Microsoft records.
+pub fn outcome_word(word: &str) -> Option<&'static str> {
+    let w = word.trim();
+    let is = |x: &str| w.eq_ignore_ascii_case(x);
+    if is("success") || is("succeeded") || is("true") || is("partiallysucceeded") || is("0") {
+        Some("success")
+    } else if is("failure") || is("failed") || is("fail") || is("false") || is("error") {
+        Some("failure")
+    } else {
+        None
+    }
+}
+
+/// Any of the usual time fields, for records we cannot otherwise map.
+pub fn any_timestamp(record: &Value) -> Option<String> {
+    const KEYS: [&str; 8] = [
+        "time",
+        "TimeGenerated",
+        "Timestamp",
+        "CreationTime",
+        "createdDateTime",
+        "activityDateTime",
+        "timeGenerated",
+        "lastUpdateDateTime",
+    ];
+    KEYS.iter().find_map(|k| timestamp(record.get(*k))).or_else(|| {
+        record
+            .get("properties")
+            .and_then(|p| KEYS.iter().find_map(|k| timestamp(p.get(*k))))
+    })
+}
+
+/// Hive abbreviations ECS uses for `registry.hive`.
+pub fn registry_hive(key: &str) -> Option<(&'static str, &str)> {
+    const HIVES: [(&str, &str); 6] = [
+        ("HKEY_LOCAL_MACHINE", "HKLM"),
+        ("HKEY_CURRENT_USER", "HKCU"),
+        ("HKEY_USERS", "HKU"),
+        ("HKEY_CLASSES_ROOT", "HKCR"),
+        ("HKEY_CURRENT_CONFIG", "HKCC"),
+        ("HKEY_PERFORMANCE_DATA", "HKPD"),
+    ];
+    for (long, short) in HIVES {
+        for prefix in [long, short] {
+            if let Some(rest) = strip_prefix_ci(key, prefix) {
+                if rest.is_empty() {
+                    return Some((short, ""));
+                }
+                if let Some(rest) = rest.strip_prefix('\\') {
+                    return Some((short, rest));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    if text.len() >= prefix.len()
+        && text.is_char_boundary(prefix.len())
+        && text[..prefix.len()].eq_ignore_ascii_case(prefix)
+    {
+        Some(&text[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+/// The last path component of a Windows or POSIX path.
+pub fn basename(path: &str) -> &str {
+    path.rsplit(['\\', '/']).next().unwrap_or(path)
+}
+
+/// Split `Name (T1059.001)` style MITRE technique labels, or bare ids, into ids.
+pub fn technique_ids(v: Option<&Value>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut scan = |text: &str| {
+        let b = text.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'T' && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
+                let mut j = i + 1;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if j - i - 1 == 4 {
+                    if j + 4 <= b.len() && b[j] == b'.' && b[j + 1..j + 4].iter().all(u8::is_ascii_digit) {
+                        j += 4;
+                    }
+                    if j == b.len() || !b[j].is_ascii_alphanumeric() {
+                        let id = &text[i..j];
+                        if !out.iter().any(|x| x == id) {
+                            out.push(id.to_string());
+                        }
+                    }
+                }
+                i = j.max(i + 1);
+            } else {
+                i += 1;
+            }
+        }
+    };
+    match v {
+        Some(Value::String(t)) => scan(t),
+        Some(Value::Array(a)) => {
+            for x in a {
+                if let Some(t) = x.as_str() {
+                    scan(t);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Write `threat.*` from MITRE technique ids.
+pub fn put_techniques(doc: &mut Doc, ids: Vec<String>) {
+    if ids.is_empty() {
+        return;
+    }
+    doc.put_str("threat.framework", Some("MITRE ATT&CK"));
+    let (subs, mains): (Vec<String>, Vec<String>) = ids.into_iter().partition(|i| i.contains('.'));
+    let mut all_main = mains.clone();
+    for sub in &subs {
+        if let Some((m, _)) = sub.split_once('.') {
+            if !all_main.iter().any(|x| x == m) {
+                all_main.push(m.to_string());
+            }
+        }
+    }
+    doc.put(
+        "threat.technique.id",
+        Value::Array(all_main.into_iter().map(Value::String).collect()),
+    );
+    if !subs.is_empty() {
+        doc.put(
+            "threat.technique.subtechnique.id",
+            Value::Array(subs.into_iter().map(Value::String).collect()),
+        );
+    }
+}
+
+/// A list of strings from a JSON array, or a JSON array encoded in a string, or a single string.
+pub fn string_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(t)) if t.trim_start().starts_with('[') => match serde_json::from_str::<Value>(t) {
+            Ok(inner @ Value::Array(_)) => string_list(Some(&inner)),
+            _ => vec![t.clone()],
+        },
+        Some(Value::String(t)) if !t.is_empty() => vec![t.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Write the tenant as `cloud.account.id` and `organization.id`.
+pub fn put_tenant(doc: &mut Doc, tenant: Option<&str>) {
+    doc.put_str("cloud.account.id", tenant);
+    doc.put_str("organization.id", tenant);
+}
+
+/// ECS `os.type` from a Microsoft platform name.
+pub fn os_type(platform: &str) -> Option<&'static str> {
+    let p = platform.to_ascii_lowercase();
+    if p.starts_with("windows") || p.starts_with("win") {
+        Some("windows")
+    } else if p.starts_with("ios") || p.starts_with("ipados") {
+        Some("ios")
+    } else if p.starts_with("android") {
+        Some("android")
+    } else if p.starts_with("mac") || p.starts_with("osx") {
+        Some("macos")
+    } else if p.starts_with("linux")
+        || p.starts_with("ubuntu")
+        || p.starts_with("rhel")
+        || p.starts_with("centos")
+        || p.starts_with("debian")
+    {
+        Some("linux")
+    } else {
+        None
+    }
+}
