@@ -254,12 +254,12 @@ fn graph_kind(record: &Value, hint: SourceHint<'_>) -> Option<&'static str> {
     {
         return Some("signIn");
     }
-    if has("incidentWebUrl") || (has("redirectIncidentId") && has("displayName")) {
-        return Some("incident");
-    }
     if has("alertWebUrl") || (has("serviceSource") && has("detectionSource")) || (has("detectorId") && has("evidence"))
     {
         return Some("alert_v2");
+    }
+    if has("incidentWebUrl") || (has("redirectIncidentId") && has("displayName")) {
+        return Some("incident");
     }
     None
 }
