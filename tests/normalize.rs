@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use siembridge::normalize::{cef, leef, normalize, recognize, to_ecs, EcsContext, NormalizeError, SourceHint};
+use siembridge::normalize::{
+    cef, leef, normalize, normalize_owned, recognize, to_ecs, EcsContext, NormalizeError, SourceHint,
+};
 
 const FIXTURES: &str = "tests/normalize/fixtures";
 

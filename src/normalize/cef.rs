@@ -4,7 +4,7 @@
 //!
 //! - Vendor `Microsoft`; Product from `observer.product` (`EntraID`, `Intune`, `DefenderXDR`,
 //!   `Office365`); Version the crate version.
-//! - SignatureID: `event.code`, else `event.action`, else `event.dataset`.
+//! - SignatureID: `event.code`, else `event.action`, else `rule.id`, else `event.dataset`.
 //! - Name: `message`, else `rule.name`, else `event.action`, else `event.dataset`.
 //! - Severity (0-10): `event.severity` clamped to 0-10; without one, 5 for alerts and
 //!   failures, 3 otherwise.
@@ -91,6 +91,7 @@ pub fn encode(ecs: &Value, opts: &CefOptions) -> String {
         .unwrap_or_else(|| "Unknown".into());
     let signature = text(ecs, "event.code")
         .or_else(|| text(ecs, "event.action"))
+        .or_else(|| text(ecs, "rule.id"))
         .or_else(|| text(ecs, "event.dataset"))
         .unwrap_or_else(|| "unknown".into());
     let name = text(ecs, "message")

@@ -3,7 +3,7 @@
 //! `LEEF:2.0|Vendor|Product|Version|EventID|Delimiter|key=value<delim>key=value...`
 //!
 //! - Vendor `Microsoft`; Product from `observer.product`; Version the crate version;
-//!   EventID `event.code`, else `event.action`, else `event.dataset`.
+//!   EventID `event.code`, else `event.action`, else `rule.id`, else `event.dataset`.
 //! - Delimiter: configurable, default `^`. In the header it is written as the character when
 //!   it is printable ASCII, else as hex (`x09` for tab).
 //! - Header fields: `|` is escaped as `\|`, CR/LF become spaces.
@@ -92,6 +92,7 @@ pub fn encode(ecs: &Value, opts: &LeefOptions) -> String {
         .unwrap_or_else(|| "Unknown".into());
     let event_id = text(ecs, "event.code")
         .or_else(|| text(ecs, "event.action"))
+        .or_else(|| text(ecs, "rule.id"))
         .or_else(|| text(ecs, "event.dataset"))
         .unwrap_or_else(|| "unknown".into());
     let d = opts.delimiter;

@@ -86,7 +86,22 @@ pub fn normalize(record: &Value, ctx: &EcsContext<'_>) -> Result<Normalized, Nor
         return Err(NormalizeError::NotAnObject);
     }
     let recognized = recognize::recognize(record, ctx.source);
-    let (doc, mapped) = ecs::map(record, &recognized, ctx);
+    let (doc, mapped) = ecs::map(ecs::Input::Borrowed(record), &recognized, ctx);
+    Ok(Normalized {
+        doc,
+        recognized,
+        mapped,
+    })
+}
+
+/// Like [`normalize`] but consuming the record: its detail is moved into the document
+/// instead of copied, which is markedly faster. Same output as [`normalize`].
+pub fn normalize_owned(record: Value, ctx: &EcsContext<'_>) -> Result<Normalized, NormalizeError> {
+    if !record.is_object() {
+        return Err(NormalizeError::NotAnObject);
+    }
+    let recognized = recognize::recognize(&record, ctx.source);
+    let (doc, mapped) = ecs::map(ecs::Input::Owned(record), &recognized, ctx);
     Ok(Normalized {
         doc,
         recognized,

@@ -10,97 +10,146 @@ use serde_json::{Map, Value};
 /// The ECS version the documents follow.
 pub const ECS_VERSION: &str = "8.17.0";
 
+/// A dotted document path: static for literal paths (no allocation), owned otherwise.
+pub type Path = Cow<'static, str>;
+
+/// What can name a path: literals, owned strings, and borrowed strings (copied).
+pub trait IntoPath {
+    fn into_path(self) -> Path;
+}
+
+impl IntoPath for &'static str {
+    fn into_path(self) -> Path {
+        Cow::Borrowed(self)
+    }
+}
+
+impl IntoPath for String {
+    fn into_path(self) -> Path {
+        Cow::Owned(self)
+    }
+}
+
+impl IntoPath for &String {
+    fn into_path(self) -> Path {
+        Cow::Owned(self.clone())
+    }
+}
+
 /// An ECS document under construction. Paths are dotted (`source.geo.city_name`); empty
 /// strings and nulls are never written, so mappings can pass optional input straight in.
+///
+/// Writes are collected flat and the nested objects are built once in [`Doc::finish`]: each
+/// object key is allocated and inserted once, whatever the number of writes below it. A later
+/// write to the same path replaces an earlier one; writes below a path whose value is an
+/// object merge into it (they win over its entries).
 pub struct Doc {
-    root: Map<String, Value>,
+    entries: Vec<(Path, Value)>,
     related_user: Vec<String>,
     related_ip: Vec<String>,
     related_hosts: Vec<String>,
+    vendor: Option<VendorCopy>,
+}
+
+/// Which part of the record to keep under a vendor path, copied (borrowed input) or moved
+/// (owned input) once the mapping has read what it needs.
+#[derive(Clone, Debug)]
+pub struct VendorCopy {
+    /// Dotted path of the copy in the document.
+    pub path: String,
+    /// `true`: `properties` of the record; `false`: the whole record.
+    pub properties: bool,
+    /// How many levels of keys are converted to snake_case (0: keys untouched).
+    pub depth: usize,
 }
 
 impl Doc {
     pub fn new() -> Self {
         Doc {
-            root: Map::new(),
+            entries: Vec::with_capacity(64),
             related_user: Vec::new(),
             related_ip: Vec::new(),
             related_hosts: Vec::new(),
+            vendor: None,
         }
     }
 
-    /// Write `value` at a dotted path, creating intermediate objects.
-    pub fn put(&mut self, path: &str, value: Value) {
+    /// Keep the record's `properties` (or the whole record) under `path`, keys snake_cased
+    /// `depth` levels deep.
+    pub fn keep(&mut self, path: impl Into<String>, properties: bool, depth: usize) {
+        self.vendor = Some(VendorCopy {
+            path: path.into(),
+            properties,
+            depth,
+        });
+    }
+
+    /// The vendor copy to make, if any.
+    pub fn take_vendor(&mut self) -> Option<VendorCopy> {
+        self.vendor.take()
+    }
+
+    /// Insert a vendor copy at a path; fields written below that path win over its entries.
+    pub fn merge(&mut self, path: String, value: Value) {
+        // Placed first so that any write at or below the path is applied after it.
+        self.entries.insert(0, (Cow::Owned(path), value));
+    }
+
+    /// Write `value` at a dotted path.
+    pub fn put(&mut self, path: impl IntoPath, value: Value) {
         if value.is_null() || matches!(&value, Value::String(s) if s.is_empty()) {
             return;
         }
-        let mut map = &mut self.root;
-        let mut parts = path.split('.').peekable();
-        while let Some(part) = parts.next() {
-            if parts.peek().is_none() {
-                map.insert(part.to_string(), value);
-                return;
-            }
-            let slot = map.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
-                *slot = Value::Object(Map::new());
-            }
-            map = match slot {
-                Value::Object(m) => m,
-                _ => return,
-            };
-        }
+        self.entries.push((path.into_path(), value));
     }
 
     /// Write a string if there is one.
-    pub fn put_str(&mut self, path: &str, value: Option<&str>) {
+    pub fn put_str(&mut self, path: impl IntoPath, value: Option<&str>) {
         if let Some(v) = value {
             if !v.is_empty() {
-                self.put(path, Value::String(v.to_string()));
+                self.entries.push((path.into_path(), Value::String(v.to_string())));
             }
         }
     }
 
     /// Write an owned string if there is one.
-    pub fn put_string(&mut self, path: &str, value: Option<String>) {
+    pub fn put_string(&mut self, path: impl IntoPath, value: Option<String>) {
         if let Some(v) = value {
             if !v.is_empty() {
-                self.put(path, Value::String(v));
+                self.entries.push((path.into_path(), Value::String(v)));
             }
         }
     }
 
     /// Write a list of strings (`event.category`, `event.type`).
-    pub fn put_list(&mut self, path: &str, values: &[&str]) {
+    pub fn put_list(&mut self, path: impl IntoPath, values: &[&str]) {
         if !values.is_empty() {
-            self.put(
-                path,
-                Value::Array(values.iter().map(|v| Value::String((*v).to_string())).collect()),
-            );
+            let list = values.iter().map(|v| Value::String((*v).to_string())).collect();
+            self.entries.push((path.into_path(), Value::Array(list)));
         }
     }
 
     /// Write an integer if there is one.
-    pub fn put_i64(&mut self, path: &str, value: Option<i64>) {
+    pub fn put_i64(&mut self, path: impl IntoPath, value: Option<i64>) {
         if let Some(v) = value {
-            self.put(path, Value::from(v));
+            self.entries.push((path.into_path(), Value::from(v)));
         }
     }
 
     /// Write a boolean if there is one.
-    pub fn put_bool(&mut self, path: &str, value: Option<bool>) {
+    pub fn put_bool(&mut self, path: impl IntoPath, value: Option<bool>) {
         if let Some(v) = value {
-            self.put(path, Value::Bool(v));
+            self.entries.push((path.into_path(), Value::Bool(v)));
         }
     }
 
     /// Write an IP address (normalised, port stripped) and remember it for `related.ip`.
     /// Returns the port when the input carried one.
-    pub fn put_ip(&mut self, path: &str, value: Option<&str>) -> Option<u16> {
+    pub fn put_ip(&mut self, path: impl IntoPath, value: Option<&str>) -> Option<u16> {
         let (ip, port) = value.and_then(parse_ip)?;
         let text = ip.to_string();
         self.relate_ip(&text);
-        self.put(path, Value::String(text));
+        self.entries.push((path.into_path(), Value::String(text)));
         port
     }
 
@@ -116,28 +165,18 @@ impl Doc {
         push_unique(&mut self.related_hosts, host);
     }
 
-    /// Whether something was written at this top-level key.
+    /// Whether something was written at or below this top-level key.
     pub fn has(&self, key: &str) -> bool {
-        self.root.contains_key(key)
+        self.entries.iter().any(|(p, _)| under(p, key))
     }
 
-    /// Whether something was written at this path of keys.
+    /// Whether something was written at or below this path of keys.
     pub fn has_path(&self, path: &[&str]) -> bool {
-        let mut cur: Option<&Value> = None;
-        for (i, key) in path.iter().enumerate() {
-            cur = if i == 0 {
-                self.root.get(*key)
-            } else {
-                cur.and_then(|c| c.get(*key))
-            };
-            if cur.is_none() {
-                return false;
-            }
-        }
-        cur.is_some()
+        let joined = path.join(".");
+        self.entries.iter().any(|(p, _)| under(p, &joined))
     }
 
-    /// Finish the document: write `related.*` and return it.
+    /// Finish the document: write `related.*` and build the nested objects.
     pub fn finish(mut self) -> Value {
         let user = std::mem::take(&mut self.related_user);
         let ip = std::mem::take(&mut self.related_ip);
@@ -147,7 +186,61 @@ impl Doc {
                 self.put(path, Value::Array(list.into_iter().map(Value::String).collect()));
             }
         }
-        Value::Object(self.root)
+        let entries = std::mem::take(&mut self.entries);
+        let (paths, values): (Vec<Path>, Vec<Value>) = entries.into_iter().unzip();
+        let mut split: Vec<Write<'_>> = paths.iter().map(|p| p.split('.').collect()).zip(values).collect();
+        // Stable: among equal paths the last write ends up last, and wins below.
+        split.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut root = Map::new();
+        build(&mut root, split, 0);
+        Value::Object(root)
+    }
+}
+
+/// `path` is `key` or lies below it.
+fn under(path: &str, key: &str) -> bool {
+    path.len() >= key.len() && path.starts_with(key) && (path.len() == key.len() || path.as_bytes()[key.len()] == b'.')
+}
+
+type Write<'a> = (Vec<&'a str>, Value);
+
+fn place<'a>(level: usize, segs: Vec<&'a str>, value: Value, leaf: &mut Option<Value>, children: &mut Vec<Write<'a>>) {
+    if segs.len() == level + 1 {
+        *leaf = Some(value);
+    } else {
+        children.push((segs, value));
+    }
+}
+
+/// Build nested objects from writes sorted by path segments.
+fn build(map: &mut Map<String, Value>, entries: Vec<Write<'_>>, level: usize) {
+    let mut iter = entries.into_iter().peekable();
+    while let Some((segs, value)) = iter.next() {
+        let Some(key) = segs.get(level).copied() else {
+            continue;
+        };
+        let mut leaf: Option<Value> = None;
+        let mut children: Vec<Write<'_>> = Vec::new();
+        place(level, segs, value, &mut leaf, &mut children);
+        while let Some((next, _)) = iter.peek() {
+            if next.get(level) != Some(&key) {
+                break;
+            }
+            if let Some((segs, value)) = iter.next() {
+                place(level, segs, value, &mut leaf, &mut children);
+            }
+        }
+        let value = if children.is_empty() {
+            leaf.unwrap_or(Value::Null)
+        } else {
+            let mut inner = match leaf {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            build(&mut inner, children, level + 1);
+            Value::Object(inner)
+        };
+        map.insert(key.to_string(), value);
     }
 }
 
@@ -226,9 +319,39 @@ pub fn boolean(v: Option<&Value>) -> Option<bool> {
 pub fn id_text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(t) if !t.is_empty() => Some(t.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Some((f as i64).to_string()),
+            _ => Some(n.to_string()),
+        },
         _ => None,
     }
+}
+
+/// The MITRE ATT&CK tactic name of a Microsoft alert category (`DefenseEvasion` ->
+/// `Defense Evasion`); `None` for categories that are not tactics (`Malware`, `Ransomware`...).
+pub fn mitre_tactic(category: &str) -> Option<&'static str> {
+    const TACTICS: [(&str, &str); 14] = [
+        ("reconnaissance", "Reconnaissance"),
+        ("resourcedevelopment", "Resource Development"),
+        ("initialaccess", "Initial Access"),
+        ("execution", "Execution"),
+        ("persistence", "Persistence"),
+        ("privilegeescalation", "Privilege Escalation"),
+        ("defenseevasion", "Defense Evasion"),
+        ("credentialaccess", "Credential Access"),
+        ("discovery", "Discovery"),
+        ("lateralmovement", "Lateral Movement"),
+        ("collection", "Collection"),
+        ("commandandcontrol", "Command and Control"),
+        ("exfiltration", "Exfiltration"),
+        ("impact", "Impact"),
+    ];
+    let key: String = category
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    TACTICS.iter().find(|(k, _)| *k == key).map(|(_, name)| *name)
 }
 
 /// Normalise a Microsoft timestamp to RFC 3339 UTC. Zone-less values (O365 `CreationTime`,
@@ -361,6 +484,28 @@ pub fn snake_keys(v: &Value, depth: usize) -> Value {
         }
         Value::Array(a) => Value::Array(a.iter().map(|x| snake_keys(x, depth)).collect()),
         other => other.clone(),
+    }
+}
+
+/// Like [`snake_keys`] but moving the value: unchanged keys and all values are reused.
+pub fn snake_keys_owned(v: Value, depth: usize) -> Value {
+    if depth == 0 {
+        return v;
+    }
+    match v {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, x) in m {
+                let key = match snake(&k) {
+                    Cow::Borrowed(b) if b.len() == k.len() => k,
+                    other => other.into_owned(),
+                };
+                out.insert(key, snake_keys_owned(x, depth - 1));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| snake_keys_owned(x, depth)).collect()),
+        other => other,
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::common::{
     basename, boolean, id_text, int, os_type, put_severity, put_techniques, put_tenant, put_url, registry_hive, s,
-    s_any, snake_keys, string_list, technique_ids, timestamp, Doc,
+    s_any, string_list, technique_ids, timestamp, Doc,
 };
 use crate::normalize::recognize::DEFENDER_TABLES;
 
@@ -66,15 +66,14 @@ pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
         "UrlClickEvents" => url_click(doc, p),
         _ => return false,
     }
-    let mut vendor = match props.map(|p| snake_keys(p, 1)) {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    vendor.insert("category".into(), Value::String(category.to_string()));
-    if let Some(op) = s(record, "operationName") {
-        vendor.insert("operation_name".into(), Value::String(op.to_string()));
+    // The envelope's table name and operation win over row columns of the same name.
+    doc.put_str("m365_defender.event.category", Some(category));
+    doc.put_str("m365_defender.event.operation_name", s(record, "operationName"));
+    // AlertInfo / AlertEvidence have a `Category` column of their own.
+    doc.put_str("m365_defender.event.alert_category", s(p, "Category"));
+    if props.is_some() {
+        doc.keep("m365_defender.event", true, 1);
     }
-    doc.put("m365_defender.event", Value::Object(vendor));
     true
 }
 
@@ -433,6 +432,10 @@ fn alert_info(doc: &mut Doc, p: &Value) {
     doc.put_str("observer.name", s(p, "DetectionSource"));
     put_severity(doc, s(p, "Severity"));
     put_techniques(doc, technique_ids(p.get("AttackTechniques")));
+    doc.put_str(
+        "threat.tactic.name",
+        s(p, "Category").and_then(super::common::mitre_tactic),
+    );
 }
 
 fn alert_evidence(doc: &mut Doc, p: &Value) {

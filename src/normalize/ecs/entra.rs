@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::common::{
     change_type, duration_ns, int, outcome_word, put_entra_geo, put_severity, put_tenant, put_url, put_user, s, s_any,
-    snake_keys, sp, timestamp, Doc,
+    sp, timestamp, Doc,
 };
 
 const MODULE: &str = "azure";
@@ -63,8 +63,8 @@ pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
         _ => return false,
     };
     envelope(doc, record, ns);
-    if let Some(p) = props {
-        doc.put(&format!("{ns}.properties"), snake_keys(p, 12));
+    if props.is_some() {
+        doc.keep(format!("{ns}.properties"), true, 12);
     }
     true
 }

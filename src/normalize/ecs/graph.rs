@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::common::{int, parse_ip, put_severity, put_techniques, put_tenant, s, snake_keys, sp, timestamp, Doc};
+use super::common::{int, parse_ip, put_severity, put_techniques, put_tenant, s, sp, timestamp, Doc};
 use super::entra;
 
 /// Map a Graph object. `false` when the kind has no specific mapping.
@@ -43,17 +43,17 @@ pub fn map(record: &Value, kind: &str, doc: &mut Doc) -> bool {
         }
         "alert_v2" => {
             alert(doc, record);
-            doc.put("m365_defender.alert", snake_keys(record, 1));
+            doc.keep("m365_defender.alert", false, 1);
             return true;
         }
         "incident" => {
             incident(doc, record);
-            doc.put("m365_defender.incident", snake_keys(record, 1));
+            doc.keep("m365_defender.incident", false, 1);
             return true;
         }
         _ => return false,
     };
-    doc.put(ns, snake_keys(record, 12));
+    doc.keep(ns, false, 12);
     true
 }
 
@@ -74,7 +74,6 @@ fn alert(doc: &mut Doc, a: &Value) {
     }
     doc.put_list("event.type", &["info"]);
     doc.put_str("event.id", s(a, "id"));
-    doc.put_str("event.action", s(a, "detectionSource"));
     doc.put_str("event.provider", s(a, "serviceSource"));
     doc.put_str("event.url", s(a, "alertWebUrl"));
     doc.put_string("event.start", timestamp(a.get("firstActivityDateTime")));
@@ -83,7 +82,7 @@ fn alert(doc: &mut Doc, a: &Value) {
     doc.put_str("rule.name", s(a, "title"));
     doc.put_str("rule.id", s(a, "detectorId"));
     doc.put_str("rule.description", s(a, "description"));
-    doc.put_str("threat.tactic.name", category);
+    doc.put_str("threat.tactic.name", category.and_then(super::common::mitre_tactic));
     put_severity(doc, s(a, "severity"));
     put_techniques(doc, super::common::technique_ids(a.get("mitreTechniques")));
     put_tenant(doc, s(a, "tenantId"));

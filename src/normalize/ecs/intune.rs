@@ -6,9 +6,7 @@
 
 use serde_json::Value;
 
-use super::common::{
-    change_type, int, os_type, outcome_word, put_tenant, put_user, s, s_any, snake_keys, timestamp, Doc,
-};
+use super::common::{change_type, int, os_type, outcome_word, put_tenant, put_user, s, s_any, timestamp, Doc};
 
 const MODULE: &str = "microsoft_intune";
 const SERVICE: &str = "Microsoft Intune";
@@ -50,8 +48,8 @@ pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
     doc.put_str(&format!("{ns}.identity"), s(record, "identity"));
     doc.put_str("azure.correlation_id", s(record, "correlationId"));
     doc.put_str("azure.resource.id", s(record, "resourceId"));
-    if let Some(p) = props {
-        doc.put(&format!("{ns}.properties"), snake_keys(p, 12));
+    if props.is_some() {
+        doc.keep(format!("{ns}.properties"), true, 12);
     }
     true
 }

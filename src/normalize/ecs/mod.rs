@@ -12,25 +12,64 @@ use serde_json::{Map, Value};
 use self::common::{any_timestamp, Doc, ECS_VERSION};
 use super::{EcsContext, Recognized};
 
+/// A record to map: borrowed (its detail is copied) or owned (its detail is moved into the
+/// document, which saves most allocations).
+pub enum Input<'a> {
+    Borrowed(&'a Value),
+    Owned(Value),
+}
+
 /// Map a record whose family and category are known. Returns the document and whether a
 /// category-specific mapping was applied (`false`: generic fallback).
-pub fn map(record: &Value, recognized: &Recognized, ctx: &EcsContext<'_>) -> (Value, bool) {
+pub fn map(input: Input<'_>, recognized: &Recognized, ctx: &EcsContext<'_>) -> (Value, bool) {
     let mut doc = Doc::new();
-    let category = recognized.category.as_str();
-    let mapped = match recognized.family {
-        "entra" => entra::map(record, category, &mut doc),
-        "intune" => intune::map(record, category, &mut doc),
-        "defender" => defender::map(record, category, &mut doc),
-        "o365" => o365::map(record, category, &mut doc),
-        "graph" => graph::map(record, category, &mut doc),
-        _ => false,
+    let (mapped, unmapped_original) = {
+        let record: &Value = match &input {
+            Input::Borrowed(r) => r,
+            Input::Owned(r) => r,
+        };
+        let category = recognized.category.as_str();
+        let mapped = match recognized.family {
+            "entra" => entra::map(record, category, &mut doc),
+            "intune" => intune::map(record, category, &mut doc),
+            "defender" => defender::map(record, category, &mut doc),
+            "o365" => o365::map(record, category, &mut doc),
+            "graph" => graph::map(record, category, &mut doc),
+            _ => false,
+        };
+        if !mapped {
+            fallback(record, recognized, &mut doc);
+        }
+        // Nothing else keeps an unmapped record's detail: keep it whole.
+        let original = if !mapped && ctx.original.is_none() {
+            serde_json::to_string(record).ok()
+        } else {
+            None
+        };
+        (mapped, original)
     };
-    if !mapped {
-        fallback(record, recognized, &mut doc);
+    if let Some(copy) = doc.take_vendor() {
+        let value = match input {
+            Input::Borrowed(r) => {
+                let source = if copy.properties { r.get("properties") } else { Some(r) };
+                source.map(|v| common::snake_keys(v, copy.depth))
+            }
+            Input::Owned(mut r) => {
+                let source = if copy.properties {
+                    r.as_object_mut().and_then(|m| m.remove("properties"))
+                } else {
+                    Some(r)
+                };
+                source.map(|v| common::snake_keys_owned(v, copy.depth))
+            }
+        };
+        if let Some(v) = value {
+            doc.merge(copy.path, v);
+        }
     }
     let mut value = doc.finish();
     if let Value::Object(root) = &mut value {
-        finish(root, record, recognized, ctx, mapped);
+        finish(root, recognized, ctx, unmapped_original);
     }
     (value, mapped)
 }
@@ -62,7 +101,7 @@ fn fallback(record: &Value, recognized: &Recognized, doc: &mut Doc) {
 }
 
 /// Fields every document carries.
-fn finish(root: &mut Map<String, Value>, record: &Value, recognized: &Recognized, ctx: &EcsContext<'_>, mapped: bool) {
+fn finish(root: &mut Map<String, Value>, recognized: &Recognized, ctx: &EcsContext<'_>, unmapped: Option<String>) {
     let mut ecs = Map::new();
     ecs.insert("version".into(), Value::String(ECS_VERSION.into()));
     root.insert("ecs".into(), Value::Object(ecs));
@@ -76,11 +115,8 @@ fn finish(root: &mut Map<String, Value>, record: &Value, recognized: &Recognized
         }
         if let Some(original) = ctx.original {
             event.insert("original".into(), Value::String(original.to_string()));
-        } else if !mapped {
-            // Nothing else keeps an unmapped record's detail: keep it whole.
-            if let Ok(text) = serde_json::to_string(record) {
-                event.insert("original".into(), Value::String(text));
-            }
+        } else if let Some(text) = unmapped {
+            event.insert("original".into(), Value::String(text));
         }
     }
     let cloud = root.entry("cloud").or_insert_with(|| Value::Object(Map::new()));

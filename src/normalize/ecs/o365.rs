@@ -73,9 +73,7 @@ pub fn common(record: &Value, doc: &mut Doc, ns: &str) {
         doc.put_string("source.ip", Some(text));
     }
     doc.put_str("user_agent.original", s_any(record, &["UserAgent", "ClientInfoString"]));
-    if let Value::Object(_) = record {
-        doc.put(ns, record.clone());
-    }
+    doc.keep(ns, false, 0);
 }
 
 /// `user.target.*` from an AAD `Target` list (`[{"Type":5,"ID":"alex@…"}]`) or ObjectId.
