@@ -2,9 +2,12 @@
 //! Intune, Defender, O365; ~1-2 KB each): parse + to_ecs + serialize, compared with plain
 //! serde_json parse + serialize of the same bytes in the same run. Single thread.
 //!
-//! Run: `cargo bench --bench normalize` (about 10 s). `SIEMBRIDGE_BENCH_SECS` sets the time per
-//! measurement (default 2).
-//! `normalize_owned` is the variant the collector should call when it owns the parsed record.
+//! The variants run interleaved in short rounds so that load from other processes on the
+//! machine affects them alike; the ratio is the number to watch.
+//!
+//! Run: `cargo bench --bench normalize` (about 12 s). `SIEMBRIDGE_BENCH_SECS` sets the total
+//! time per variant (default 3). `normalize_owned` is the variant the collector should call
+//! when it owns the parsed record.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -32,40 +35,14 @@ const MIX: &[&str] = &[
     include_str!("../tests/normalize/fixtures/o365/ExchangeAdmin/set-mailbox-forwarding.input.json"),
 ];
 
-struct Run {
+#[derive(Default)]
+struct Tally {
     records: u64,
     bytes: u64,
     elapsed: Duration,
 }
 
-fn measure(records: &[Vec<u8>], budget: Duration, mut f: impl FnMut(&[u8]) -> usize) -> Run {
-    let start = Instant::now();
-    let mut run = Run {
-        records: 0,
-        bytes: 0,
-        elapsed: Duration::ZERO,
-    };
-    while start.elapsed() < budget {
-        for r in records {
-            black_box(f(r));
-            run.records += 1;
-            run.bytes += r.len() as u64;
-        }
-    }
-    run.elapsed = start.elapsed();
-    run
-}
-
-fn report(name: &str, run: &Run) -> f64 {
-    let secs = run.elapsed.as_secs_f64();
-    let rps = run.records as f64 / secs;
-    println!(
-        "{name:<42} {:>10.0} records/s  {:>8.1} MB/s",
-        rps,
-        run.bytes as f64 / secs / 1_000_000.0
-    );
-    rps
-}
+type Variant<'a> = (&'static str, Box<dyn Fn(&[u8]) -> usize + 'a>);
 
 fn main() {
     // Compact the fixtures so sizes are what arrives on the wire.
@@ -78,48 +55,132 @@ fn main() {
         .collect();
     let avg = records.iter().map(Vec::len).sum::<usize>() / records.len();
     println!("mix: {} records, average {} bytes", records.len(), avg);
-    let secs = std::env::var("SIEMBRIDGE_BENCH_SECS")
+    let secs: f64 = std::env::var("SIEMBRIDGE_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2.0);
-    let budget = Duration::from_secs_f64(secs);
+        .unwrap_or(3.0);
     let ctx = EcsContext {
         event_id: Some("bench"),
         ..Default::default()
     };
+    let variants: Vec<Variant<'_>> = vec![
+        (
+            "serde_json parse + serialize",
+            Box::new(|r: &[u8]| {
+                let v: Value = serde_json::from_slice(r).expect("JSON");
+                serde_json::to_vec(&v).expect("serialize").len()
+            }),
+        ),
+        (
+            "parse + to_ecs + serialize",
+            Box::new(|r: &[u8]| {
+                let v: Value = serde_json::from_slice(r).expect("JSON");
+                let doc = to_ecs(&v, &ctx).expect("object");
+                serde_json::to_vec(&doc).expect("serialize").len()
+            }),
+        ),
+        (
+            "parse + normalize_owned + serialize",
+            Box::new(|r: &[u8]| {
+                let v: Value = serde_json::from_slice(r).expect("JSON");
+                let n = normalize_owned(v, &ctx).expect("object");
+                serde_json::to_vec(&n.doc).expect("serialize").len()
+            }),
+        ),
+        (
+            "... + event.original",
+            Box::new(|r: &[u8]| {
+                let v: Value = serde_json::from_slice(r).expect("JSON");
+                let c = EcsContext {
+                    original: std::str::from_utf8(r).ok(),
+                    ..ctx.clone()
+                };
+                let n = normalize_owned(v, &c).expect("object");
+                serde_json::to_vec(&n.doc).expect("serialize").len()
+            }),
+        ),
+    ];
+    let mut tallies: Vec<Tally> = variants.iter().map(|_| Tally::default()).collect();
+    let round = Duration::from_millis(50);
+    let rounds = ((secs * 1000.0) / 50.0).max(1.0) as usize;
+    for n in 0..=rounds {
+        for ((_, f), tally) in variants.iter().zip(tallies.iter_mut()) {
+            let start = Instant::now();
+            let (mut count, mut bytes) = (0u64, 0u64);
+            while start.elapsed() < round {
+                for r in &records {
+                    black_box(f(r));
+                    count += 1;
+                    bytes += r.len() as u64;
+                }
+            }
+            // Round 0 warms up.
+            if n > 0 {
+                tally.records += count;
+                tally.bytes += bytes;
+                tally.elapsed += start.elapsed();
+            }
+        }
+    }
+    breakdown(&records, &ctx);
+    let rate = |t: &Tally| t.records as f64 / t.elapsed.as_secs_f64();
+    let base = rate(&tallies[0]);
+    for ((name, _), t) in variants.iter().zip(&tallies) {
+        let secs = t.elapsed.as_secs_f64();
+        println!(
+            "{name:<40} {:>9.0} records/s {:>7.1} MB/s in  ratio {:.2}",
+            rate(t),
+            t.bytes as f64 / secs / 1_000_000.0,
+            rate(t) / base
+        );
+    }
+}
 
-    let _ = measure(&records, Duration::from_millis(300), |r| {
-        let v: Value = serde_json::from_slice(r).expect("JSON");
-        serde_json::to_vec(&v).expect("serialize").len()
+/// Time per record of each step, to see where the time goes.
+fn breakdown(records: &[Vec<u8>], ctx: &EcsContext<'_>) {
+    let n = std::env::var("SIEMBRIDGE_BENCH_BREAKDOWN_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000)
+        / records.len();
+    let parsed: Vec<Value> = records
+        .iter()
+        .map(|r| serde_json::from_slice(r).expect("JSON"))
+        .collect();
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed().as_secs_f64() * 1e6 / (n * records.len()) as f64
+    };
+    let parse = time(&mut || {
+        for r in records {
+            black_box(serde_json::from_slice::<Value>(r).expect("JSON"));
+        }
     });
-    let baseline = measure(&records, budget, |r| {
-        let v: Value = serde_json::from_slice(r).expect("JSON");
-        serde_json::to_vec(&v).expect("serialize").len()
+    let ser_in = time(&mut || {
+        for v in &parsed {
+            black_box(serde_json::to_vec(v).expect("serialize"));
+        }
     });
-    let ecs = measure(&records, budget, |r| {
-        let v: Value = serde_json::from_slice(r).expect("JSON");
-        let doc = to_ecs(&v, &ctx).expect("object");
-        serde_json::to_vec(&doc).expect("serialize").len()
+    let map = time(&mut || {
+        for v in &parsed {
+            black_box(to_ecs(v, ctx).expect("object"));
+        }
     });
-    let ecs_original = measure(&records, budget, |r| {
-        let v: Value = serde_json::from_slice(r).expect("JSON");
-        let c = EcsContext {
-            original: std::str::from_utf8(r).ok(),
-            ..ctx.clone()
-        };
-        let doc = to_ecs(&v, &c).expect("object");
-        serde_json::to_vec(&doc).expect("serialize").len()
+    let docs: Vec<Value> = parsed.iter().map(|v| to_ecs(v, ctx).expect("object")).collect();
+    let ser_out = time(&mut || {
+        for d in &docs {
+            black_box(serde_json::to_vec(d).expect("serialize"));
+        }
     });
-    let owned = measure(&records, budget, |r| {
-        let v: Value = serde_json::from_slice(r).expect("JSON");
-        let n = normalize_owned(v, &ctx).expect("object");
-        serde_json::to_vec(&n.doc).expect("serialize").len()
-    });
-    let base = report("serde_json parse + serialize", &baseline);
-    let mapped = report("parse + to_ecs + serialize", &ecs);
-    let with_original = report("parse + to_ecs (+event.original) + serialize", &ecs_original);
-    let moved = report("parse + normalize_owned + serialize", &owned);
-    println!("ratio to_ecs / baseline:            {:.2}", mapped / base);
-    println!("ratio normalize_owned / baseline:   {:.2}", moved / base);
-    println!("ratio to_ecs+original / baseline:   {:.2}", with_original / base);
+    let out_bytes: usize = docs
+        .iter()
+        .map(|d| serde_json::to_vec(d).map(|b| b.len()).unwrap_or(0))
+        .sum();
+    println!(
+        "per record: parse {parse:.2} us, serialize input {ser_in:.2} us, to_ecs {map:.2} us (incl. drop), serialize ECS {ser_out:.2} us ({} bytes avg)",
+        out_bytes / docs.len()
+    );
 }

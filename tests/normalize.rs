@@ -139,6 +139,8 @@ fn run_case(input: &Path) -> Value {
         n.doc,
         "to_ecs is normalize().doc"
     );
+    let owned = normalize_owned(record.clone(), &ctx).expect("object");
+    assert_eq!(owned, n, "normalize_owned gives the same result as normalize");
     json!({
         "recognized": {"family": n.recognized.family, "category": n.recognized.category},
         "mapped": n.mapped,

@@ -187,12 +187,11 @@ impl Doc {
             }
         }
         let entries = std::mem::take(&mut self.entries);
-        let (paths, values): (Vec<Path>, Vec<Value>) = entries.into_iter().unzip();
-        let mut split: Vec<Write<'_>> = paths.iter().map(|p| p.split('.').collect()).zip(values).collect();
+        let mut entries = entries;
         // Stable: among equal paths the last write ends up last, and wins below.
-        split.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by(|a, b| cmp_path(&a.0, &b.0));
         let mut root = Map::new();
-        build(&mut root, split, 0);
+        build(&mut root, entries, 0);
         Value::Object(root)
     }
 }
@@ -202,32 +201,50 @@ fn under(path: &str, key: &str) -> bool {
     path.len() >= key.len() && path.starts_with(key) && (path.len() == key.len() || path.as_bytes()[key.len()] == b'.')
 }
 
-type Write<'a> = (Vec<&'a str>, Value);
-
-fn place<'a>(level: usize, segs: Vec<&'a str>, value: Value, leaf: &mut Option<Value>, children: &mut Vec<Write<'a>>) {
-    if segs.len() == level + 1 {
-        *leaf = Some(value);
-    } else {
-        children.push((segs, value));
+/// Path order in which `.` sorts before every other byte, so that all paths below a prefix
+/// are contiguous (`a.b`, `a.b.c`, `a.b-c`).
+fn cmp_path(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |c: u8| if c == b'.' { 0 } else { c };
+    for (x, y) in a.bytes().zip(b.bytes()) {
+        if x != y {
+            return key(x).cmp(&key(y));
+        }
     }
+    a.len().cmp(&b.len())
 }
 
-/// Build nested objects from writes sorted by path segments.
-fn build(map: &mut Map<String, Value>, entries: Vec<Write<'_>>, level: usize) {
+/// Build nested objects from writes sorted with [`cmp_path`]; `start` is the byte offset of
+/// the current level's key in every path.
+fn build(map: &mut Map<String, Value>, entries: Vec<(Path, Value)>, start: usize) {
     let mut iter = entries.into_iter().peekable();
-    while let Some((segs, value)) = iter.next() {
-        let Some(key) = segs.get(level).copied() else {
-            continue;
-        };
+    while let Some((path, value)) = iter.next() {
+        let rest = path.get(start..).unwrap_or("");
+        let key_len = rest.find('.').unwrap_or(rest.len());
+        let key = rest[..key_len].to_string();
+        let is_leaf = rest.len() == key_len;
         let mut leaf: Option<Value> = None;
-        let mut children: Vec<Write<'_>> = Vec::new();
-        place(level, segs, value, &mut leaf, &mut children);
+        let mut children: Vec<(Path, Value)> = Vec::new();
+        let same = |p: &str| {
+            let r = p.get(start..).unwrap_or("");
+            r.len() >= key_len
+                && r.as_bytes()[..key_len] == *key.as_bytes()
+                && (r.len() == key_len || r.as_bytes()[key_len] == b'.')
+        };
+        if is_leaf {
+            leaf = Some(value);
+        } else {
+            children.push((path, value));
+        }
         while let Some((next, _)) = iter.peek() {
-            if next.get(level) != Some(&key) {
+            if !same(next) {
                 break;
             }
-            if let Some((segs, value)) = iter.next() {
-                place(level, segs, value, &mut leaf, &mut children);
+            if let Some((p, v)) = iter.next() {
+                if p.len() == start + key_len {
+                    leaf = Some(v);
+                } else {
+                    children.push((p, v));
+                }
             }
         }
         let value = if children.is_empty() {
@@ -237,10 +254,10 @@ fn build(map: &mut Map<String, Value>, entries: Vec<Write<'_>>, level: usize) {
                 Some(Value::Object(m)) => m,
                 _ => Map::new(),
             };
-            build(&mut inner, children, level + 1);
+            build(&mut inner, children, start + key_len + 1);
             Value::Object(inner)
         };
-        map.insert(key.to_string(), value);
+        map.insert(key, value);
     }
 }
 
@@ -442,15 +459,37 @@ pub fn snake(key: &str) -> Cow<'_, str> {
     {
         return Cow::Borrowed(key);
     }
-    let chars: Vec<char> = key.chars().collect();
     let mut out = String::with_capacity(key.len() + 4);
+    if key.is_ascii() {
+        let b = key.as_bytes();
+        for (i, &c) in b.iter().enumerate() {
+            if c.is_ascii_uppercase() {
+                let boundary = i > 0 && {
+                    let p = b[i - 1];
+                    p.is_ascii_lowercase()
+                        || p.is_ascii_digit()
+                        || (p.is_ascii_uppercase() && b.get(i + 1).is_some_and(u8::is_ascii_lowercase))
+                };
+                if boundary {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase() as char);
+            } else if c == b'.' || c == b' ' || c == b'-' {
+                out.push('_');
+            } else {
+                out.push(c as char);
+            }
+        }
+        return Cow::Owned(out);
+    }
+    let chars: Vec<char> = key.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
         if c.is_uppercase() {
             let prev = if i > 0 { Some(chars[i - 1]) } else { None };
             let next = chars.get(i + 1).copied();
             let boundary = match prev {
                 None => false,
-                Some(p) if p == '_' => false,
+                Some('_') => false,
                 Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
                 Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
                 _ => false,
@@ -493,7 +532,18 @@ pub fn snake_keys_owned(v: Value, depth: usize) -> Value {
         return v;
     }
     match v {
-        Value::Object(m) => {
+        Value::Object(mut m) => {
+            if m.keys()
+                .all(|k| matches!(snake(k), Cow::Borrowed(b) if b.len() == k.len()))
+            {
+                // Keys already snake_case: keep the map, convert below in place.
+                for x in m.values_mut() {
+                    if x.is_object() || x.is_array() {
+                        *x = snake_keys_owned(std::mem::take(x), depth - 1);
+                    }
+                }
+                return Value::Object(m);
+            }
             let mut out = Map::new();
             for (k, x) in m {
                 let key = match snake(&k) {
@@ -504,7 +554,14 @@ pub fn snake_keys_owned(v: Value, depth: usize) -> Value {
             }
             Value::Object(out)
         }
-        Value::Array(a) => Value::Array(a.into_iter().map(|x| snake_keys_owned(x, depth)).collect()),
+        Value::Array(mut a) => {
+            for x in a.iter_mut() {
+                if x.is_object() || x.is_array() {
+                    *x = snake_keys_owned(std::mem::take(x), depth);
+                }
+            }
+            Value::Array(a)
+        }
         other => other,
     }
 }
@@ -516,26 +573,37 @@ pub fn domain_of(upn: &str) -> Option<&str> {
 
 /// Write `user.*` (or `user.target.*` with `prefix`) from a principal name that may be a UPN.
 pub fn put_user(doc: &mut Doc, prefix: &str, name: Option<&str>, id: Option<&str>, full_name: Option<&str>) {
+    // Literal paths for the two prefixes in use: no allocation per write.
+    let [p_name, p_email, p_domain, p_id, p_full] = match prefix {
+        "user.target" => [
+            "user.target.name",
+            "user.target.email",
+            "user.target.domain",
+            "user.target.id",
+            "user.target.full_name",
+        ],
+        _ => ["user.name", "user.email", "user.domain", "user.id", "user.full_name"],
+    };
     if let Some(n) = name {
-        doc.put_str(&format!("{prefix}.name"), Some(n));
+        doc.put_str(p_name, Some(n));
         if n.contains('@') {
-            doc.put_str(&format!("{prefix}.email"), Some(n));
-            doc.put_str(&format!("{prefix}.domain"), domain_of(n));
+            doc.put_str(p_email, Some(n));
+            doc.put_str(p_domain, domain_of(n));
         }
     }
-    doc.put_str(&format!("{prefix}.id"), id);
-    doc.put_str(&format!("{prefix}.full_name"), full_name);
+    doc.put_str(p_id, id);
+    doc.put_str(p_full, full_name);
     doc.relate_user(name);
 }
 
 /// Write `source.geo.*` from an Entra `location` object.
-pub fn put_entra_geo(doc: &mut Doc, prefix: &str, loc: Option<&Value>) {
+pub fn put_entra_geo(doc: &mut Doc, loc: Option<&Value>) {
     let Some(loc) = loc.filter(|l| l.is_object()) else {
         return;
     };
-    doc.put_str(&format!("{prefix}.geo.city_name"), s(loc, "city"));
-    doc.put_str(&format!("{prefix}.geo.region_name"), s(loc, "state"));
-    doc.put_str(&format!("{prefix}.geo.country_iso_code"), s(loc, "countryOrRegion"));
+    doc.put_str("source.geo.city_name", s(loc, "city"));
+    doc.put_str("source.geo.region_name", s(loc, "state"));
+    doc.put_str("source.geo.country_iso_code", s(loc, "countryOrRegion"));
     if let Some(geo) = loc.get("geoCoordinates") {
         let lat = float(geo.get("latitude")).filter(|v| (-90.0..=90.0).contains(v));
         let lon = float(geo.get("longitude")).filter(|v| (-180.0..=180.0).contains(v));
@@ -543,7 +611,7 @@ pub fn put_entra_geo(doc: &mut Doc, prefix: &str, loc: Option<&Value>) {
             let mut m = Map::new();
             m.insert("lat".into(), Value::from(lat));
             m.insert("lon".into(), Value::from(lon));
-            doc.put(&format!("{prefix}.geo.location"), Value::Object(m));
+            doc.put("source.geo.location", Value::Object(m));
         }
     }
 }

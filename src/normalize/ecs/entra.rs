@@ -85,22 +85,22 @@ fn envelope(doc: &mut Doc, record: &Value, ns: &str) {
             rid.rsplit("/providers/").next().filter(|p| *p != rid),
         );
     }
-    doc.put_str(&format!("{ns}.category"), s(record, "category"));
-    doc.put_str(&format!("{ns}.operation_name"), s(record, "operationName"));
-    doc.put_str(&format!("{ns}.operation_version"), s(record, "operationVersion"));
+    doc.put_str(format!("{ns}.category"), s(record, "category"));
+    doc.put_str(format!("{ns}.operation_name"), s(record, "operationName"));
+    doc.put_str(format!("{ns}.operation_version"), s(record, "operationVersion"));
     if let Some(rt) = record.get("resultType") {
         match rt {
-            Value::String(_) => doc.put(&format!("{ns}.result_type"), rt.clone()),
-            Value::Number(n) => doc.put(&format!("{ns}.result_type"), Value::String(n.to_string())),
+            Value::String(_) => doc.put(format!("{ns}.result_type"), rt.clone()),
+            Value::Number(n) => doc.put(format!("{ns}.result_type"), Value::String(n.to_string())),
             _ => {}
         }
     }
-    doc.put_str(&format!("{ns}.result_signature"), s(record, "resultSignature"));
-    doc.put_str(&format!("{ns}.result_description"), s(record, "resultDescription"));
-    doc.put_str(&format!("{ns}.identity"), s(record, "identity"));
+    doc.put_str(format!("{ns}.result_signature"), s(record, "resultSignature"));
+    doc.put_str(format!("{ns}.result_description"), s(record, "resultDescription"));
+    doc.put_str(format!("{ns}.identity"), s(record, "identity"));
     if let Some(level) = record.get("Level").or_else(|| record.get("level")) {
         if level.is_number() || level.is_string() {
-            doc.put(&format!("{ns}.level"), level.clone());
+            doc.put(format!("{ns}.level"), level.clone());
         }
     }
     if !doc.has_path(&["event", "duration"]) {
@@ -178,7 +178,7 @@ pub fn sign_in(doc: &mut Doc, p: &Value, env: Option<&Value>, category: &str) {
     }
     let ip = s(p, "ipAddress").or_else(|| env.and_then(|e| s(e, "callerIpAddress")));
     doc.put_ip("source.ip", ip);
-    put_entra_geo(doc, "source", p.get("location"));
+    put_entra_geo(doc, p.get("location"));
     doc.put_i64("source.as.number", int(p.get("autonomousSystemNumber")));
     doc.put_str("user_agent.original", s(p, "userAgent"));
     doc.put_str("device.id", sp(p, &["deviceDetail", "deviceId"]));
@@ -434,7 +434,7 @@ pub fn risk_detection(doc: &mut Doc, p: &Value, env: Option<&Value>, service_pri
         );
         doc.put_ip("source.ip", s(p, "ipAddress"));
     }
-    put_entra_geo(doc, "source", p.get("location"));
+    put_entra_geo(doc, p.get("location"));
     if env.is_none() {
         put_tenant(doc, s(p, "tenantId"));
     }

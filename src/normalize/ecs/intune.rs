@@ -41,11 +41,11 @@ pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
     doc.put_str("cloud.service.name", Some(SERVICE));
     doc.put_string("@timestamp", timestamp(record.get("time")));
     put_tenant(doc, s(record, "tenantId").or_else(|| s(p, "AADTenantId")));
-    doc.put_str(&format!("{ns}.operation_name"), s(record, "operationName"));
-    doc.put_str(&format!("{ns}.category"), s(record, "category"));
-    doc.put_str(&format!("{ns}.result_type"), s(record, "resultType"));
-    doc.put_str(&format!("{ns}.result_description"), s(record, "resultDescription"));
-    doc.put_str(&format!("{ns}.identity"), s(record, "identity"));
+    doc.put_str(format!("{ns}.operation_name"), s(record, "operationName"));
+    doc.put_str(format!("{ns}.category"), s(record, "category"));
+    doc.put_str(format!("{ns}.result_type"), s(record, "resultType"));
+    doc.put_str(format!("{ns}.result_description"), s(record, "resultDescription"));
+    doc.put_str(format!("{ns}.identity"), s(record, "identity"));
     doc.put_str("azure.correlation_id", s(record, "correlationId"));
     doc.put_str("azure.resource.id", s(record, "resourceId"));
     if props.is_some() {

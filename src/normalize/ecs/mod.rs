@@ -89,15 +89,12 @@ fn fallback(record: &Value, recognized: &Recognized, doc: &mut Doc) {
         return;
     }
     doc.put_string("@timestamp", any_timestamp(record));
-    doc.put_str("event.dataset", Some(&format!("{module}.unknown")));
+    doc.put_string("event.dataset", Some(format!("{module}.unknown")));
     doc.put_str("event.module", Some(module));
     doc.put_str("cloud.service.name", Some(service));
     let tenant = common::s_any(record, &["tenantId", "TenantId", "OrganizationId"]);
     common::put_tenant(doc, tenant);
-    doc.put_str(
-        &format!("{module}.unknown.category"),
-        Some(recognized.category.as_str()),
-    );
+    doc.put_str(format!("{module}.unknown.category"), Some(recognized.category.as_str()));
 }
 
 /// Fields every document carries.
