@@ -5,7 +5,11 @@
 //! The variants run interleaved in short rounds so that load from other processes on the
 //! machine affects them alike; the ratio is the number to watch.
 //!
-//! Run: `cargo bench --bench normalize` (about 12 s). `SIEMBRIDGE_BENCH_SECS` sets the total
+//! Variants: `to_ecs` + `serde_json::to_vec` (document as a Value), `normalize_owned` (record
+//! moved into the document), `normalize_json` (ECS bytes written directly, the collector's
+//! fast path for JSON destinations).
+//!
+//! Run: `cargo bench --bench normalize` (about 15 s). `SIEMBRIDGE_BENCH_SECS` sets the total
 //! time per variant (default 3). `normalize_owned` is the variant the collector should call
 //! when it owns the parsed record.
 
@@ -13,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use siembridge::normalize::{normalize_owned, to_ecs, EcsContext};
+use siembridge::normalize::{normalize_json, normalize_owned, to_ecs, EcsContext};
 
 const MIX: &[&str] = &[
     include_str!("../tests/normalize/fixtures/entra/SignInLogs/typical.input.json"),
@@ -88,18 +92,32 @@ fn main() {
             }),
         ),
         (
-            "... + event.original",
+            "parse + normalize_json (ECS bytes)",
+            Box::new(|r: &[u8]| {
+                let v: Value = serde_json::from_slice(r).expect("JSON");
+                normalize_json(&v, &ctx).expect("object").json.len()
+            }),
+        ),
+        (
+            "... normalize_json + event.original",
             Box::new(|r: &[u8]| {
                 let v: Value = serde_json::from_slice(r).expect("JSON");
                 let c = EcsContext {
                     original: std::str::from_utf8(r).ok(),
                     ..ctx.clone()
                 };
-                let n = normalize_owned(v, &c).expect("object");
-                serde_json::to_vec(&n.doc).expect("serialize").len()
+                normalize_json(&v, &c).expect("object").json.len()
             }),
         ),
     ];
+    // `SIEMBRIDGE_BENCH_ONLY=<text>`: run only the variants whose name contains it (profiling).
+    let only = std::env::var("SIEMBRIDGE_BENCH_ONLY").unwrap_or_default();
+    let variants: Vec<Variant<'_>> = variants
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (name, _))| *i == 0 || name.contains(only.as_str()))
+        .map(|(_, v)| v)
+        .collect();
     let mut tallies: Vec<Tally> = variants.iter().map(|_| Tally::default()).collect();
     let round = Duration::from_millis(50);
     let rounds = ((secs * 1000.0) / 50.0).max(1.0) as usize;
@@ -122,7 +140,9 @@ fn main() {
             }
         }
     }
-    breakdown(&records, &ctx);
+    if only.is_empty() {
+        breakdown(&records, &ctx);
+    }
     let rate = |t: &Tally| t.records as f64 / t.elapsed.as_secs_f64();
     let base = rate(&tallies[0]);
     for ((name, _), t) in variants.iter().zip(&tallies) {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use siembridge::normalize::{
-    cef, leef, normalize, normalize_owned, recognize, to_ecs, EcsContext, NormalizeError, SourceHint,
+    cef, leef, normalize, normalize_json, normalize_owned, recognize, to_ecs, EcsContext, NormalizeError, SourceHint,
 };
 
 const FIXTURES: &str = "tests/normalize/fixtures";
@@ -141,6 +141,13 @@ fn run_case(input: &Path) -> Value {
     );
     let owned = normalize_owned(record.clone(), &ctx).expect("object");
     assert_eq!(owned, n, "normalize_owned gives the same result as normalize");
+    let json = normalize_json(&record, &ctx).expect("object");
+    assert_eq!(
+        String::from_utf8_lossy(&json.json),
+        String::from_utf8_lossy(&serde_json::to_vec(&n.doc).expect("serialize")),
+        "normalize_json writes exactly the serialized document"
+    );
+    assert_eq!((json.recognized, json.mapped), (n.recognized.clone(), n.mapped));
     json!({
         "recognized": {"family": n.recognized.family, "category": n.recognized.category},
         "mapped": n.mapped,
@@ -475,6 +482,17 @@ fn check_all(v: &Value) {
             original: None,
         };
         if let Ok(doc) = to_ecs(v, &ctx) {
+            let json = siembridge::normalize::to_ecs_json(v, &ctx).expect("object like to_ecs");
+            assert_eq!(
+                json,
+                serde_json::to_vec(&doc).expect("serialize"),
+                "to_ecs_json == to_vec(to_ecs)"
+            );
+            assert_eq!(
+                normalize_owned(v.clone(), &ctx).map(|n| n.doc).as_ref(),
+                Ok(&doc),
+                "owned == borrowed"
+            );
             let _ = cef::encode(
                 &doc,
                 &cef::CefOptions {

@@ -176,8 +176,8 @@ impl Doc {
         self.entries.iter().any(|(p, _)| under(p, &joined))
     }
 
-    /// Finish the document: write `related.*` and build the nested objects.
-    pub fn finish(mut self) -> Value {
+    /// Add `related.*` and return the writes sorted by path, the last of equal paths only.
+    fn sorted_entries(&mut self) -> Vec<(Path, Value)> {
         let user = std::mem::take(&mut self.related_user);
         let ip = std::mem::take(&mut self.related_ip);
         let hosts = std::mem::take(&mut self.related_hosts);
@@ -186,13 +186,189 @@ impl Doc {
                 self.put(path, Value::Array(list.into_iter().map(Value::String).collect()));
             }
         }
-        let entries = std::mem::take(&mut self.entries);
-        let mut entries = entries;
-        // Stable: among equal paths the last write ends up last, and wins below.
+        let mut entries = std::mem::take(&mut self.entries);
+        // Stable: among equal paths the last write ends up last.
         entries.sort_by(|a, b| cmp_path(&a.0, &b.0));
+        let mut out: Vec<(Path, Value)> = Vec::with_capacity(entries.len());
+        for (p, v) in entries {
+            match out.last_mut() {
+                Some(last) if last.0 == p => last.1 = v,
+                _ => out.push((p, v)),
+            }
+        }
+        out
+    }
+
+    /// Finish the document: write `related.*` and build the nested objects.
+    pub fn finish(mut self) -> Value {
+        let entries = self.sorted_entries();
         let mut root = Map::new();
         build(&mut root, entries, 0);
         Value::Object(root)
+    }
+
+    /// Serialize the document as JSON, byte for byte what `serde_json::to_vec` gives for
+    /// [`Doc::finish`] with the vendor copy merged, without building it: `vendor` is written
+    /// from the record (keys snake_cased `depth` levels deep).
+    pub fn write_json(mut self, out: &mut Vec<u8>, vendor: Option<(String, &Value, usize)>) {
+        let mut entries = self.sorted_entries();
+        let mut vendor_at: Option<usize> = None;
+        let mut extras: Vec<(String, Value)> = Vec::new();
+        if let Some((path, _, _)) = &vendor {
+            let pos = entries.partition_point(|(p, _)| cmp_path(p, path) == std::cmp::Ordering::Less);
+            let taken = entries.get(pos).is_some_and(|(p, _)| p == path);
+            // Writes directly below the copy (Defender's envelope fields) are merged into it;
+            // anything else at or deeper below it takes the slow path.
+            let mut end = pos;
+            let mut simple = !taken;
+            while let Some((p, _)) = entries.get(end) {
+                if !under(p, path) {
+                    break;
+                }
+                if p.len() <= path.len() + 1 || p[path.len() + 1..].contains('.') {
+                    simple = false;
+                }
+                end += 1;
+            }
+            if !simple {
+                return self.write_json_slow(out, entries, vendor);
+            }
+            for (p, v) in entries.drain(pos..end) {
+                extras.push((p[path.len() + 1..].to_string(), v));
+            }
+            entries.insert(pos, (Cow::Owned(path.clone()), Value::Null));
+            vendor_at = Some(pos);
+        }
+        // A leaf that also has writes below it: objects merge (slow path), others give way.
+        let mut i = 0;
+        while i + 1 < entries.len() {
+            if under(&entries[i + 1].0, &entries[i].0) {
+                if entries[i].1.is_object() || vendor_at == Some(i) {
+                    return self.write_json_slow(out, entries, vendor);
+                }
+                entries.remove(i);
+                if let Some(v) = vendor_at.as_mut() {
+                    if *v > i {
+                        *v -= 1;
+                    }
+                }
+                continue;
+            }
+            i += 1;
+        }
+        let mut stack: Vec<&str> = Vec::new();
+        let mut first = true;
+        out.push(b'{');
+        for (idx, (path, value)) in entries.iter().enumerate() {
+            let segs: Vec<&str> = path.split('.').collect();
+            let (parents, leaf) = segs.split_at(segs.len() - 1);
+            let common = stack.iter().zip(parents).take_while(|(a, b)| a == b).count();
+            while stack.len() > common {
+                stack.pop();
+                out.push(b'}');
+                first = false;
+            }
+            for seg in &parents[common..] {
+                if !first {
+                    out.push(b',');
+                }
+                write_str(out, seg);
+                out.extend_from_slice(b":{");
+                stack.push(seg);
+                first = true;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_str(out, leaf[0]);
+            out.push(b':');
+            match (&vendor, vendor_at == Some(idx)) {
+                (Some((_, source, depth)), true) => {
+                    let extra: Vec<(&str, &Value)> = extras.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                    write_snake(out, source, *depth, &extra);
+                }
+                _ => {
+                    let _ = serde_json::to_writer(&mut *out, value);
+                }
+            }
+        }
+        for _ in &stack {
+            out.push(b'}');
+        }
+        out.push(b'}');
+    }
+
+    fn write_json_slow(
+        &mut self,
+        out: &mut Vec<u8>,
+        entries: Vec<(Path, Value)>,
+        vendor: Option<(String, &Value, usize)>,
+    ) {
+        self.entries = entries;
+        if let Some((path, source, depth)) = vendor {
+            self.merge(path, snake_keys(source, depth));
+        }
+        let entries = std::mem::take(&mut self.entries);
+        let mut sorted = entries;
+        sorted.sort_by(|a, b| cmp_path(&a.0, &b.0));
+        let mut root = Map::new();
+        build(&mut root, sorted, 0);
+        let _ = serde_json::to_writer(&mut *out, &Value::Object(root));
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Write `v` as JSON with object keys snake_cased `depth` levels deep, in the order a
+/// `serde_json::Map` of the converted keys would have (later duplicates win), `extras`
+/// merged into the top-level object (they win).
+fn write_snake(out: &mut Vec<u8>, v: &Value, depth: usize, extras: &[(&str, &Value)]) {
+    if depth == 0 && extras.is_empty() {
+        let _ = serde_json::to_writer(&mut *out, v);
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<(Cow<'_, str>, &Value)> = m
+                .iter()
+                .map(|(k, x)| (if depth > 0 { snake(k) } else { Cow::Borrowed(k.as_str()) }, x))
+                .collect();
+            for (k, x) in extras {
+                keys.push((Cow::Borrowed(*k), *x));
+            }
+            keys.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push(b'{');
+            let mut first = true;
+            for (i, (k, x)) in keys.iter().enumerate() {
+                if keys.get(i + 1).is_some_and(|next| next.0 == *k) {
+                    continue;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                write_str(out, k);
+                out.push(b':');
+                write_snake(out, x, depth.saturating_sub(1), &[]);
+            }
+            out.push(b'}');
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_snake(out, x, depth, &[]);
+            }
+            out.push(b']');
+        }
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
@@ -881,5 +1057,108 @@ pub fn os_type(platform: &str) -> Option<&'static str> {
         Some("linux")
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn snake_case_matches_elastic_spellings() {
+        assert_eq!(snake("userPrincipalName"), "user_principal_name");
+        assert_eq!(snake("IPAddress"), "ip_address");
+        assert_eq!(snake("InitiatingProcessSHA256"), "initiating_process_sha256");
+        assert_eq!(snake("riskLevelDuringSignIn"), "risk_level_during_signin");
+        assert_eq!(snake("already_snake"), "already_snake");
+        assert_eq!(snake("ÉtéValue"), "été_value");
+    }
+
+    #[test]
+    fn ips_lose_their_ports() {
+        assert_eq!(
+            parse_ip("203.0.113.10:443"),
+            Some(("203.0.113.10".parse().expect("ip"), Some(443)))
+        );
+        assert_eq!(
+            parse_ip("[2001:db8::1]:8443"),
+            Some(("2001:db8::1".parse().expect("ip"), Some(8443)))
+        );
+        assert_eq!(
+            parse_ip("[2001:db8::1]"),
+            Some(("2001:db8::1".parse().expect("ip"), None))
+        );
+        assert_eq!(
+            parse_ip("2001:db8::1"),
+            Some(("2001:db8::1".parse().expect("ip"), None))
+        );
+        assert_eq!(parse_ip("not-an-ip"), None);
+    }
+
+    #[test]
+    fn timestamps_become_rfc3339_utc() {
+        assert_eq!(
+            timestamp(Some(&json!("2025-01-01T10:03:19"))).as_deref(),
+            Some("2025-01-01T10:03:19Z")
+        );
+        assert_eq!(
+            timestamp(Some(&json!("2025-01-01T12:03:19.5+02:00"))).as_deref(),
+            Some("2025-01-01T10:03:19.500Z")
+        );
+        assert_eq!(
+            timestamp(Some(&json!("1/2/2025 9:00:00 AM"))).as_deref(),
+            Some("2025-01-02T09:00:00Z")
+        );
+        assert_eq!(timestamp(Some(&json!(17))), None);
+        assert_eq!(timestamp(Some(&json!("yesterday"))), None);
+    }
+
+    #[test]
+    fn durations_are_nanoseconds_from_numbers_or_strings() {
+        assert_eq!(duration_ns(Some(&json!(16))), Some(16_000_000));
+        assert_eq!(duration_ns(Some(&json!("16"))), Some(16_000_000));
+        assert_eq!(duration_ns(Some(&json!(-1))), None);
+        assert_eq!(duration_ns(Some(&json!("x"))), None);
+    }
+
+    #[test]
+    fn mitre_ids_are_extracted() {
+        let ids = technique_ids(Some(&json!(
+            "[\"PowerShell (T1059.001)\",\"Ingress Tool Transfer (T1105)\"]"
+        )));
+        assert_eq!(ids, vec!["T1059.001".to_string(), "T1105".to_string()]);
+        assert!(technique_ids(Some(&json!("T12345 and XT1059"))).is_empty());
+    }
+
+    #[test]
+    fn urls_are_split() {
+        let mut doc = Doc::new();
+        put_url(
+            &mut doc,
+            Some("https://user@graph.microsoft.com:8443/v1.0/users?$top=5#x"),
+        );
+        let v = doc.finish();
+        assert_eq!(v["url"]["domain"], "graph.microsoft.com");
+        assert_eq!(v["url"]["port"], 8443);
+        assert_eq!(v["url"]["path"], "/v1.0/users");
+        assert_eq!(v["url"]["query"], "$top=5");
+    }
+
+    #[test]
+    fn later_writes_win_and_children_merge_into_objects() {
+        let mut doc = Doc::new();
+        doc.put("a.b", json!(1));
+        doc.put("a.b", json!(2));
+        doc.put("a.c-d", json!(3));
+        doc.put("a.c.e", json!(4));
+        doc.merge("v".to_string(), json!({"x": 1, "y": 2}));
+        doc.put("v.y", json!(3));
+        doc.relate_user(Some("u"));
+        doc.relate_user(Some("u"));
+        assert_eq!(
+            doc.finish(),
+            json!({"a": {"b": 2, "c-d": 3, "c": {"e": 4}}, "v": {"x": 1, "y": 3}, "related": {"user": ["u"]}})
+        );
     }
 }

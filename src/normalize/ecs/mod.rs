@@ -7,7 +7,7 @@ mod graph;
 mod intune;
 mod o365;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use self::common::{any_timestamp, Doc, ECS_VERSION};
 use super::{EcsContext, Recognized};
@@ -19,41 +19,63 @@ pub enum Input<'a> {
     Owned(Value),
 }
 
+/// Run the mapping of a record into a [`Doc`], with the fields every document carries.
+/// The vendor copy is left planned in the document (`Doc::take_vendor`).
+fn prepare(record: &Value, recognized: &Recognized, ctx: &EcsContext<'_>) -> (Doc, bool) {
+    let mut doc = Doc::new();
+    let category = recognized.category.as_str();
+    let mapped = match recognized.family {
+        "entra" => entra::map(record, category, &mut doc),
+        "intune" => intune::map(record, category, &mut doc),
+        "defender" => defender::map(record, category, &mut doc),
+        "o365" => o365::map(record, category, &mut doc),
+        "graph" => graph::map(record, category, &mut doc),
+        _ => false,
+    };
+    if !mapped {
+        fallback(record, recognized, &mut doc);
+    }
+    doc.put_str("ecs.version", Some(ECS_VERSION));
+    if !doc.has_path(&["event", "kind"]) {
+        doc.put_str("event.kind", Some("event"));
+    }
+    if !doc.has_path(&["event", "id"]) {
+        doc.put_str("event.id", ctx.event_id);
+    }
+    if let Some(original) = ctx.original {
+        doc.put_str("event.original", Some(original));
+    } else if !mapped {
+        // Nothing else keeps an unmapped record's detail: keep it whole.
+        doc.put_string("event.original", serde_json::to_string(record).ok());
+    }
+    doc.put_str("cloud.provider", Some("azure"));
+    doc.put_str("observer.vendor", Some("Microsoft"));
+    doc.put_str("observer.product", Some(product(recognized)));
+    (doc, mapped)
+}
+
+/// The part of the record a vendor copy takes.
+fn vendor_source<'a>(record: &'a Value, copy: &common::VendorCopy) -> Option<&'a Value> {
+    if copy.properties {
+        record.get("properties")
+    } else {
+        Some(record)
+    }
+}
+
 /// Map a record whose family and category are known. Returns the document and whether a
 /// category-specific mapping was applied (`false`: generic fallback).
 pub fn map(input: Input<'_>, recognized: &Recognized, ctx: &EcsContext<'_>) -> (Value, bool) {
-    let mut doc = Doc::new();
-    let (mapped, unmapped_original) = {
+    let (mut doc, mapped) = {
         let record: &Value = match &input {
             Input::Borrowed(r) => r,
             Input::Owned(r) => r,
         };
-        let category = recognized.category.as_str();
-        let mapped = match recognized.family {
-            "entra" => entra::map(record, category, &mut doc),
-            "intune" => intune::map(record, category, &mut doc),
-            "defender" => defender::map(record, category, &mut doc),
-            "o365" => o365::map(record, category, &mut doc),
-            "graph" => graph::map(record, category, &mut doc),
-            _ => false,
-        };
-        if !mapped {
-            fallback(record, recognized, &mut doc);
-        }
-        // Nothing else keeps an unmapped record's detail: keep it whole.
-        let original = if !mapped && ctx.original.is_none() {
-            serde_json::to_string(record).ok()
-        } else {
-            None
-        };
-        (mapped, original)
+        prepare(record, recognized, ctx)
     };
     if let Some(copy) = doc.take_vendor() {
         let value = match input {
-            Input::Borrowed(r) => {
-                let source = if copy.properties { r.get("properties") } else { Some(r) };
-                source.map(|v| common::snake_keys(v, copy.depth))
-            }
+            Input::Borrowed(r) => vendor_source(r, &copy).map(|v| common::snake_keys(v, copy.depth)),
             Input::Owned(mut r) => {
                 let source = if copy.properties {
                     r.as_object_mut().and_then(|m| m.remove("properties"))
@@ -67,11 +89,18 @@ pub fn map(input: Input<'_>, recognized: &Recognized, ctx: &EcsContext<'_>) -> (
             doc.merge(copy.path, v);
         }
     }
-    let mut value = doc.finish();
-    if let Value::Object(root) = &mut value {
-        finish(root, recognized, ctx, unmapped_original);
-    }
-    (value, mapped)
+    (doc.finish(), mapped)
+}
+
+/// Map a record straight to ECS JSON bytes (same document as [`map`], serialized), without
+/// building the document as a `Value`: the vendor copy is written from the record as it is.
+pub fn map_json(record: &Value, recognized: &Recognized, ctx: &EcsContext<'_>, out: &mut Vec<u8>) -> bool {
+    let (mut doc, mapped) = prepare(record, recognized, ctx);
+    let vendor = doc
+        .take_vendor()
+        .and_then(|copy| vendor_source(record, &copy).map(|v| (copy.path, v, copy.depth)));
+    doc.write_json(out, vendor);
+    mapped
 }
 
 /// A document for what we cannot map: a time, a kind, a dataset, the record kept.
@@ -95,36 +124,6 @@ fn fallback(record: &Value, recognized: &Recognized, doc: &mut Doc) {
     let tenant = common::s_any(record, &["tenantId", "TenantId", "OrganizationId"]);
     common::put_tenant(doc, tenant);
     doc.put_str(format!("{module}.unknown.category"), Some(recognized.category.as_str()));
-}
-
-/// Fields every document carries.
-fn finish(root: &mut Map<String, Value>, recognized: &Recognized, ctx: &EcsContext<'_>, unmapped: Option<String>) {
-    let mut ecs = Map::new();
-    ecs.insert("version".into(), Value::String(ECS_VERSION.into()));
-    root.insert("ecs".into(), Value::Object(ecs));
-    let event = root.entry("event").or_insert_with(|| Value::Object(Map::new()));
-    if let Value::Object(event) = event {
-        event.entry("kind").or_insert_with(|| Value::String("event".into()));
-        if !event.contains_key("id") {
-            if let Some(id) = ctx.event_id.filter(|i| !i.is_empty()) {
-                event.insert("id".into(), Value::String(id.to_string()));
-            }
-        }
-        if let Some(original) = ctx.original {
-            event.insert("original".into(), Value::String(original.to_string()));
-        } else if let Some(text) = unmapped {
-            event.insert("original".into(), Value::String(text));
-        }
-    }
-    let cloud = root.entry("cloud").or_insert_with(|| Value::Object(Map::new()));
-    if let Value::Object(cloud) = cloud {
-        cloud.insert("provider".into(), Value::String("azure".into()));
-    }
-    let observer = root.entry("observer").or_insert_with(|| Value::Object(Map::new()));
-    if let Value::Object(observer) = observer {
-        observer.insert("vendor".into(), Value::String("Microsoft".into()));
-        observer.insert("product".into(), Value::String(product(recognized).to_string()));
-    }
 }
 
 /// The product name of a family, used for `observer.product` and the CEF/LEEF headers.
