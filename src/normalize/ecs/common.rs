@@ -186,11 +186,16 @@ impl Doc {
                 self.put(path, Value::Array(list.into_iter().map(Value::String).collect()));
             }
         }
-        let mut entries = std::mem::take(&mut self.entries);
-        // Stable: among equal paths the last write ends up last.
-        entries.sort_by(|a, b| cmp_path(&a.0, &b.0));
-        let mut out: Vec<(Path, Value)> = Vec::with_capacity(entries.len());
-        for (p, v) in entries {
+        let entries = std::mem::take(&mut self.entries);
+        // Sort indices (cheap to move); ties by index keep the last write last.
+        let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| cmp_path(&entries[a as usize].0, &entries[b as usize].0).then(a.cmp(&b)));
+        let mut slots: Vec<Option<(Path, Value)>> = entries.into_iter().map(Some).collect();
+        let mut out: Vec<(Path, Value)> = Vec::with_capacity(slots.len());
+        for i in order {
+            let Some((p, v)) = slots[i as usize].take() else {
+                continue;
+            };
             match out.last_mut() {
                 Some(last) if last.0 == p => last.1 = v,
                 _ => out.push((p, v)),
@@ -260,15 +265,22 @@ impl Doc {
         let mut first = true;
         out.push(b'{');
         for (idx, (path, value)) in entries.iter().enumerate() {
-            let segs: Vec<&str> = path.split('.').collect();
-            let (parents, leaf) = segs.split_at(segs.len() - 1);
-            let common = stack.iter().zip(parents).take_while(|(a, b)| a == b).count();
+            let (parent, leaf) = match path.rfind('.') {
+                Some(i) => (&path[..i], &path[i + 1..]),
+                None => ("", &path[..]),
+            };
+            let mut parents = parent.split('.').filter(|s| !s.is_empty()).peekable();
+            let mut common = 0;
+            while common < stack.len() && parents.peek() == Some(&stack[common]) {
+                parents.next();
+                common += 1;
+            }
             while stack.len() > common {
                 stack.pop();
                 out.push(b'}');
                 first = false;
             }
-            for seg in &parents[common..] {
+            for seg in parents {
                 if !first {
                     out.push(b',');
                 }
@@ -281,7 +293,7 @@ impl Doc {
                 out.push(b',');
             }
             first = false;
-            write_str(out, leaf[0]);
+            write_str(out, leaf);
             out.push(b':');
             match (&vendor, vendor_at == Some(idx)) {
                 (Some((_, source, depth)), true) => {
@@ -318,6 +330,24 @@ impl Doc {
     }
 }
 
+/// A key either borrowed or stored in a per-object buffer.
+enum KeyRef<'a> {
+    Str(&'a str),
+    Arena(usize, usize),
+}
+
+impl<'a> KeyRef<'a> {
+    fn get<'b>(&'b self, arena: &'b str) -> &'b str
+    where
+        'a: 'b,
+    {
+        match self {
+            KeyRef::Str(s) => s,
+            KeyRef::Arena(a, b) => &arena[*a..*b],
+        }
+    }
+}
+
 fn write_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
@@ -332,25 +362,36 @@ fn write_snake(out: &mut Vec<u8>, v: &Value, depth: usize, extras: &[(&str, &Val
     }
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<(Cow<'_, str>, &Value)> = m
-                .iter()
-                .map(|(k, x)| (if depth > 0 { snake(k) } else { Cow::Borrowed(k.as_str()) }, x))
-                .collect();
-            for (k, x) in extras {
-                keys.push((Cow::Borrowed(*k), *x));
+            // Converted keys live in one buffer per object: one allocation, not one per key.
+            let mut arena = String::new();
+            let mut keys: Vec<(KeyRef<'_>, &Value)> = Vec::with_capacity(m.len() + extras.len());
+            for (k, x) in m {
+                if depth == 0 {
+                    keys.push((KeyRef::Str(k), x));
+                    continue;
+                }
+                let start = arena.len();
+                match snake_into(k, &mut arena) {
+                    Some(fixed) => keys.push((KeyRef::Str(fixed), x)),
+                    None if arena.len() == start => keys.push((KeyRef::Str(k), x)),
+                    None => keys.push((KeyRef::Arena(start, arena.len()), x)),
+                }
             }
-            keys.sort_by(|a, b| a.0.cmp(&b.0));
+            for (k, x) in extras {
+                keys.push((KeyRef::Str(k), *x));
+            }
+            keys.sort_by(|a, b| a.0.get(&arena).cmp(b.0.get(&arena)));
             out.push(b'{');
             let mut first = true;
             for (i, (k, x)) in keys.iter().enumerate() {
-                if keys.get(i + 1).is_some_and(|next| next.0 == *k) {
+                if keys.get(i + 1).is_some_and(|next| next.0.get(&arena) == k.get(&arena)) {
                     continue;
                 }
                 if !first {
                     out.push(b',');
                 }
                 first = false;
-                write_str(out, k);
+                write_str(out, k.get(&arena));
                 out.push(b':');
                 write_snake(out, x, depth.saturating_sub(1), &[]);
             }
@@ -624,18 +665,29 @@ pub fn put_severity(doc: &mut Doc, word: Option<&str>) {
 /// Convert a camelCase / PascalCase key to snake_case, with the few spellings Elastic's
 /// integrations use that a mechanical conversion would not produce.
 pub fn snake(key: &str) -> Cow<'_, str> {
+    let mut out = String::new();
+    match snake_into(key, &mut out) {
+        Some(fixed) => Cow::Borrowed(fixed),
+        None if out.is_empty() => Cow::Borrowed(key),
+        None => Cow::Owned(out),
+    }
+}
+
+/// Append the snake_case form of `key` to `out`, unless it needs no change (`None` and
+/// nothing appended when `key` is already snake_case) or has a fixed spelling (`Some`).
+fn snake_into(key: &str, out: &mut String) -> Option<&'static str> {
     match key {
-        "riskLevelDuringSignIn" => return Cow::Borrowed("risk_level_during_signin"),
-        "@odata.type" => return Cow::Borrowed("odata_type"),
+        "riskLevelDuringSignIn" => return Some("risk_level_during_signin"),
+        "@odata.type" => return Some("odata_type"),
         _ => {}
     }
     if key
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        return Cow::Borrowed(key);
+        return None;
     }
-    let mut out = String::with_capacity(key.len() + 4);
+    out.reserve(key.len() + 4);
     if key.is_ascii() {
         let b = key.as_bytes();
         for (i, &c) in b.iter().enumerate() {
@@ -656,7 +708,7 @@ pub fn snake(key: &str) -> Cow<'_, str> {
                 out.push(c as char);
             }
         }
-        return Cow::Owned(out);
+        return None;
     }
     let chars: Vec<char> = key.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
@@ -680,7 +732,7 @@ pub fn snake(key: &str) -> Cow<'_, str> {
             out.push(c);
         }
     }
-    Cow::Owned(out)
+    None
 }
 
 /// Copy an object with snake_case keys, `depth` levels deep (1 = top-level keys only).
