@@ -189,7 +189,13 @@ impl Doc {
         let entries = std::mem::take(&mut self.entries);
         // Sort indices (cheap to move); ties by index keep the last write last.
         let mut order: Vec<u32> = (0..entries.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| cmp_path(&entries[a as usize].0, &entries[b as usize].0).then(a.cmp(&b)));
+        // When no path has a byte below `.` (the usual case: ECS names), plain byte order is
+        // the path order and a memcmp is enough.
+        if entries.iter().all(|(p, _)| p.bytes().all(|b| b >= b'.')) {
+            order.sort_unstable_by(|&a, &b| entries[a as usize].0.cmp(&entries[b as usize].0).then(a.cmp(&b)));
+        } else {
+            order.sort_unstable_by(|&a, &b| cmp_path(&entries[a as usize].0, &entries[b as usize].0).then(a.cmp(&b)));
+        }
         let mut slots: Vec<Option<(Path, Value)>> = entries.into_iter().map(Some).collect();
         let mut out: Vec<(Path, Value)> = Vec::with_capacity(slots.len());
         for i in order {
