@@ -547,3 +547,32 @@ proptest! {
         check_all(&merged);
     }
 }
+
+#[test]
+fn failed_sign_in_end_to_end_to_cef_and_leef() {
+    let raw = fs::read_to_string(format!("{FIXTURES}/entra/SignInLogs/failed-password.input.json")).expect("fixture");
+    let record: Value = serde_json::from_str(&raw).expect("JSON");
+    let doc = to_ecs(&record, &EcsContext::default()).expect("object");
+    let cef_line = cef::encode(
+        &doc,
+        &cef::CefOptions {
+            version: "1.0".into(),
+            ..Default::default()
+        },
+    );
+    let leef_line = leef::encode(
+        &doc,
+        &leef::LeefOptions {
+            version: "1.0".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        cef_line,
+        "CEF:0|Microsoft|EntraID|1.0|Sign-in activity|Sign-in activity|5|rt=1735725605123 externalId=bbbbbbbb-1111-4111-8111-000000000001 act=Sign-in activity outcome=failure cat=azure.signinlogs src=198.51.100.7 suser=alex@contoso.example suid=aaaaaaaa-0000-4000-8000-000000000001 requestClientApplication=Mozilla/5.0 (Windows NT 10.0; Win64; x64) cs2Label=tenantId cs2=11111111-2222-3333-4444-555555555555 cn1Label=riskScore cn1=47.0 msg=Invalid username or password."
+    );
+    assert_eq!(
+        leef_line,
+        "LEEF:2.0|Microsoft|EntraID|1.0|Sign-in activity|^|devTime=2025-01-01T10:00:05.123+0000^devTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ^sev=5^cat=azure.signinlogs^src=198.51.100.7^identSrc=198.51.100.7^usrName=alex@contoso.example^domain=contoso.example^externalId=bbbbbbbb-1111-4111-8111-000000000001^action=Sign-in activity^outcome=failure^userId=aaaaaaaa-0000-4000-8000-000000000001^userAgent=Mozilla/5.0 (Windows NT 10.0; Win64; x64)^tenantId=11111111-2222-3333-4444-555555555555^errorMessage=Invalid username or password."
+    );
+}
