@@ -7,6 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
+/// A null to stand in for a missing object.
+pub static NULL: Value = Value::Null;
+
 /// The ECS version the documents follow.
 pub const ECS_VERSION: &str = "8.17.0";
 
@@ -43,12 +46,31 @@ impl IntoPath for &String {
 /// object key is allocated and inserted once, whatever the number of writes below it. A later
 /// write to the same path replaces an earlier one; writes below a path whose value is an
 /// object merge into it (they win over its entries).
-pub struct Doc {
-    entries: Vec<(Path, Value)>,
+pub struct Doc<'a> {
+    entries: Vec<(Path, Val<'a>)>,
     related_user: Vec<String>,
     related_ip: Vec<String>,
     related_hosts: Vec<String>,
     vendor: Option<VendorCopy>,
+}
+
+/// A written value: borrowed from the record (no copy until needed) or owned JSON.
+pub enum Val<'a> {
+    Str(&'a str),
+    Json(Value),
+}
+
+impl Val<'_> {
+    fn into_value(self) -> Value {
+        match self {
+            Val::Str(s) => Value::String(s.to_string()),
+            Val::Json(v) => v,
+        }
+    }
+
+    fn is_object(&self) -> bool {
+        matches!(self, Val::Json(Value::Object(_)))
+    }
 }
 
 /// Which part of the record to keep under a vendor path, copied (borrowed input) or moved
@@ -63,7 +85,7 @@ pub struct VendorCopy {
     pub depth: usize,
 }
 
-impl Doc {
+impl<'a> Doc<'a> {
     pub fn new() -> Self {
         Doc {
             entries: Vec::with_capacity(64),
@@ -92,7 +114,7 @@ impl Doc {
     /// Insert a vendor copy at a path; fields written below that path win over its entries.
     pub fn merge(&mut self, path: String, value: Value) {
         // Placed first so that any write at or below the path is applied after it.
-        self.entries.insert(0, (Cow::Owned(path), value));
+        self.entries.insert(0, (Cow::Owned(path), Val::Json(value)));
     }
 
     /// Write `value` at a dotted path.
@@ -100,14 +122,14 @@ impl Doc {
         if value.is_null() || matches!(&value, Value::String(s) if s.is_empty()) {
             return;
         }
-        self.entries.push((path.into_path(), value));
+        self.entries.push((path.into_path(), Val::Json(value)));
     }
 
-    /// Write a string if there is one.
-    pub fn put_str(&mut self, path: impl IntoPath, value: Option<&str>) {
+    /// Write a string if there is one (borrowed: copied only when the document is built).
+    pub fn put_str(&mut self, path: impl IntoPath, value: Option<&'a str>) {
         if let Some(v) = value {
             if !v.is_empty() {
-                self.entries.push((path.into_path(), Value::String(v.to_string())));
+                self.entries.push((path.into_path(), Val::Str(v)));
             }
         }
     }
@@ -116,7 +138,7 @@ impl Doc {
     pub fn put_string(&mut self, path: impl IntoPath, value: Option<String>) {
         if let Some(v) = value {
             if !v.is_empty() {
-                self.entries.push((path.into_path(), Value::String(v)));
+                self.entries.push((path.into_path(), Val::Json(Value::String(v))));
             }
         }
     }
@@ -125,21 +147,21 @@ impl Doc {
     pub fn put_list(&mut self, path: impl IntoPath, values: &[&str]) {
         if !values.is_empty() {
             let list = values.iter().map(|v| Value::String((*v).to_string())).collect();
-            self.entries.push((path.into_path(), Value::Array(list)));
+            self.entries.push((path.into_path(), Val::Json(Value::Array(list))));
         }
     }
 
     /// Write an integer if there is one.
     pub fn put_i64(&mut self, path: impl IntoPath, value: Option<i64>) {
         if let Some(v) = value {
-            self.entries.push((path.into_path(), Value::from(v)));
+            self.entries.push((path.into_path(), Val::Json(Value::from(v))));
         }
     }
 
     /// Write a boolean if there is one.
     pub fn put_bool(&mut self, path: impl IntoPath, value: Option<bool>) {
         if let Some(v) = value {
-            self.entries.push((path.into_path(), Value::Bool(v)));
+            self.entries.push((path.into_path(), Val::Json(Value::Bool(v))));
         }
     }
 
@@ -149,7 +171,7 @@ impl Doc {
         let (ip, port) = value.and_then(parse_ip)?;
         let text = ip.to_string();
         self.relate_ip(&text);
-        self.entries.push((path.into_path(), Value::String(text)));
+        self.entries.push((path.into_path(), Val::Json(Value::String(text))));
         port
     }
 
@@ -177,7 +199,7 @@ impl Doc {
     }
 
     /// Add `related.*` and return the writes sorted by path, the last of equal paths only.
-    fn sorted_entries(&mut self) -> Vec<(Path, Value)> {
+    fn sorted_entries(&mut self) -> Vec<(Path, Val<'a>)> {
         let user = std::mem::take(&mut self.related_user);
         let ip = std::mem::take(&mut self.related_ip);
         let hosts = std::mem::take(&mut self.related_hosts);
@@ -196,8 +218,8 @@ impl Doc {
         } else {
             order.sort_unstable_by(|&a, &b| cmp_path(&entries[a as usize].0, &entries[b as usize].0).then(a.cmp(&b)));
         }
-        let mut slots: Vec<Option<(Path, Value)>> = entries.into_iter().map(Some).collect();
-        let mut out: Vec<(Path, Value)> = Vec::with_capacity(slots.len());
+        let mut slots: Vec<Option<(Path, Val<'a>)>> = entries.into_iter().map(Some).collect();
+        let mut out: Vec<(Path, Val<'a>)> = Vec::with_capacity(slots.len());
         for i in order {
             let Some((p, v)) = slots[i as usize].take() else {
                 continue;
@@ -212,7 +234,11 @@ impl Doc {
 
     /// Finish the document: write `related.*` and build the nested objects.
     pub fn finish(mut self) -> Value {
-        let entries = self.sorted_entries();
+        let entries = self
+            .sorted_entries()
+            .into_iter()
+            .map(|(p, v)| (p, v.into_value()))
+            .collect();
         let mut root = Map::new();
         build(&mut root, entries, 0);
         Value::Object(root)
@@ -223,40 +249,37 @@ impl Doc {
     /// from the record (keys snake_cased `depth` levels deep).
     pub fn write_json(mut self, out: &mut Vec<u8>, vendor: Option<(String, &Value, usize)>) {
         let mut entries = self.sorted_entries();
+        // Cases the streaming writer does not handle go through `build` (same output).
+        let slow = entries
+            .windows(2)
+            .any(|w| w[0].1.is_object() && w[1].0 != w[0].0 && under(&w[1].0, &w[0].0))
+            || vendor.as_ref().is_some_and(|(path, _, _)| {
+                entries
+                    .iter()
+                    .any(|(p, _)| under(p, path) && (p.len() <= path.len() + 1 || p[path.len() + 1..].contains('.')))
+            });
+        if slow {
+            return self.write_json_slow(out, entries, vendor);
+        }
         let mut vendor_at: Option<usize> = None;
         let mut extras: Vec<(String, Value)> = Vec::new();
         if let Some((path, _, _)) = &vendor {
+            // Writes directly below the copy (Defender's envelope fields) are merged into it.
             let pos = entries.partition_point(|(p, _)| cmp_path(p, path) == std::cmp::Ordering::Less);
-            let taken = entries.get(pos).is_some_and(|(p, _)| p == path);
-            // Writes directly below the copy (Defender's envelope fields) are merged into it;
-            // anything else at or deeper below it takes the slow path.
             let mut end = pos;
-            let mut simple = !taken;
-            while let Some((p, _)) = entries.get(end) {
-                if !under(p, path) {
-                    break;
-                }
-                if p.len() <= path.len() + 1 || p[path.len() + 1..].contains('.') {
-                    simple = false;
-                }
+            while entries.get(end).is_some_and(|(p, _)| under(p, path)) {
                 end += 1;
             }
-            if !simple {
-                return self.write_json_slow(out, entries, vendor);
-            }
             for (p, v) in entries.drain(pos..end) {
-                extras.push((p[path.len() + 1..].to_string(), v));
+                extras.push((p[path.len() + 1..].to_string(), v.into_value()));
             }
-            entries.insert(pos, (Cow::Owned(path.clone()), Value::Null));
+            entries.insert(pos, (Cow::Owned(path.clone()), Val::Json(Value::Null)));
             vendor_at = Some(pos);
         }
-        // A leaf that also has writes below it: objects merge (slow path), others give way.
+        // A non-object leaf that also has writes below it gives way to them (as in `build`).
         let mut i = 0;
         while i + 1 < entries.len() {
-            if under(&entries[i + 1].0, &entries[i].0) {
-                if entries[i].1.is_object() || vendor_at == Some(i) {
-                    return self.write_json_slow(out, entries, vendor);
-                }
+            if vendor_at != Some(i) && under(&entries[i + 1].0, &entries[i].0) {
                 entries.remove(i);
                 if let Some(v) = vendor_at.as_mut() {
                     if *v > i {
@@ -306,9 +329,12 @@ impl Doc {
                     let extra: Vec<(&str, &Value)> = extras.iter().map(|(k, v)| (k.as_str(), v)).collect();
                     write_snake(out, source, *depth, &extra);
                 }
-                _ => {
-                    let _ = serde_json::to_writer(&mut *out, value);
-                }
+                _ => match value {
+                    Val::Str(s) => write_str(out, s),
+                    Val::Json(v) => {
+                        let _ = serde_json::to_writer(&mut *out, v);
+                    }
+                },
             }
         }
         for _ in &stack {
@@ -320,19 +346,52 @@ impl Doc {
     fn write_json_slow(
         &mut self,
         out: &mut Vec<u8>,
-        entries: Vec<(Path, Value)>,
+        entries: Vec<(Path, Val<'a>)>,
         vendor: Option<(String, &Value, usize)>,
     ) {
-        self.entries = entries;
+        let mut entries: Vec<(Path, Value)> = entries.into_iter().map(|(p, v)| (p, v.into_value())).collect();
         if let Some((path, source, depth)) = vendor {
-            self.merge(path, snake_keys(source, depth));
+            // First, so that writes at or below the path win (as `merge` does).
+            entries.insert(0, (Cow::Owned(path), snake_keys(source, depth)));
         }
-        let entries = std::mem::take(&mut self.entries);
-        let mut sorted = entries;
-        sorted.sort_by(|a, b| cmp_path(&a.0, &b.0));
+        entries.sort_by(|a, b| cmp_path(&a.0, &b.0));
         let mut root = Map::new();
-        build(&mut root, sorted, 0);
+        build(&mut root, entries, 0);
         let _ = serde_json::to_writer(&mut *out, &Value::Object(root));
+    }
+}
+
+/// Merge `incoming` at a dotted path of a built document; entries already there win (the
+/// same result as [`Doc::merge`] before [`Doc::finish`]).
+pub fn merge_into(doc: &mut Value, path: &str, incoming: Value) {
+    let (parents, last) = match path.rsplit_once('.') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, path),
+    };
+    let mut map = match doc {
+        Value::Object(m) => m,
+        _ => return,
+    };
+    for part in parents.into_iter().flat_map(|p| p.split('.')) {
+        if !map.get(part).is_some_and(Value::is_object) {
+            map.insert(part.to_string(), Value::Object(Map::new()));
+        }
+        map = match map.get_mut(part) {
+            Some(Value::Object(m)) => m,
+            _ => return,
+        };
+    }
+    match (map.get_mut(last), incoming) {
+        (None, v) => {
+            map.insert(last.to_string(), v);
+        }
+        (Some(Value::Object(existing)), Value::Object(new)) => {
+            for (k, v) in new {
+                existing.entry(k).or_insert(v);
+            }
+        }
+        // An explicit write at the path wins over the copy.
+        (Some(_), _) => {}
     }
 }
 
@@ -484,7 +543,7 @@ fn build(map: &mut Map<String, Value>, entries: Vec<(Path, Value)>, start: usize
     }
 }
 
-impl Default for Doc {
+impl Default for Doc<'_> {
     fn default() -> Self {
         Self::new()
     }
@@ -661,7 +720,7 @@ pub fn severity(word: Option<&str>) -> Option<(i64, f64)> {
 }
 
 /// Write `event.severity` and `event.risk_score` from a severity word.
-pub fn put_severity(doc: &mut Doc, word: Option<&str>) {
+pub fn put_severity<'a>(doc: &mut Doc<'a>, word: Option<&'a str>) {
     if let Some((sev, score)) = severity(word) {
         doc.put_i64("event.severity", Some(sev));
         doc.put("event.risk_score", Value::from(score));
@@ -806,7 +865,13 @@ pub fn domain_of(upn: &str) -> Option<&str> {
 }
 
 /// Write `user.*` (or `user.target.*` with `prefix`) from a principal name that may be a UPN.
-pub fn put_user(doc: &mut Doc, prefix: &str, name: Option<&str>, id: Option<&str>, full_name: Option<&str>) {
+pub fn put_user<'a>(
+    doc: &mut Doc<'a>,
+    prefix: &'a str,
+    name: Option<&'a str>,
+    id: Option<&'a str>,
+    full_name: Option<&'a str>,
+) {
     // Literal paths for the two prefixes in use: no allocation per write.
     let [p_name, p_email, p_domain, p_id, p_full] = match prefix {
         "user.target" => [
@@ -831,7 +896,7 @@ pub fn put_user(doc: &mut Doc, prefix: &str, name: Option<&str>, id: Option<&str
 }
 
 /// Write `source.geo.*` from an Entra `location` object.
-pub fn put_entra_geo(doc: &mut Doc, loc: Option<&Value>) {
+pub fn put_entra_geo<'a>(doc: &mut Doc<'a>, loc: Option<&'a Value>) {
     let Some(loc) = loc.filter(|l| l.is_object()) else {
         return;
     };
@@ -852,13 +917,13 @@ pub fn put_entra_geo(doc: &mut Doc, loc: Option<&Value>) {
 
 /// Write `url.*` from a URL string without a URL parser: original, scheme, domain, port,
 /// path, query.
-pub fn put_url(doc: &mut Doc, text: Option<&str>) {
+pub fn put_url<'a>(doc: &mut Doc<'a>, text: Option<&'a str>) {
     let Some(text) = text else { return };
     doc.put_str("url.original", Some(text));
     let Some((scheme, rest)) = text.split_once("://") else {
         return;
     };
-    doc.put_str("url.scheme", Some(&scheme.to_ascii_lowercase()));
+    doc.put_string("url.scheme", Some(scheme.to_ascii_lowercase()));
     let (authority, path_query) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => match rest.find('?') {
@@ -1045,7 +1110,7 @@ pub fn technique_ids(v: Option<&Value>) -> Vec<String> {
 }
 
 /// Write `threat.*` from MITRE technique ids.
-pub fn put_techniques(doc: &mut Doc, ids: Vec<String>) {
+pub fn put_techniques<'a>(doc: &mut Doc<'a>, ids: Vec<String>) {
     if ids.is_empty() {
         return;
     }
@@ -1090,7 +1155,7 @@ pub fn string_list(v: Option<&Value>) -> Vec<String> {
 }
 
 /// Write the tenant as `cloud.account.id` and `organization.id`.
-pub fn put_tenant(doc: &mut Doc, tenant: Option<&str>) {
+pub fn put_tenant<'a>(doc: &mut Doc<'a>, tenant: Option<&'a str>) {
     doc.put_str("cloud.account.id", tenant);
     doc.put_str("organization.id", tenant);
 }

@@ -15,16 +15,15 @@ use crate::normalize::recognize::DEFENDER_TABLES;
 const MODULE: &str = "m365_defender";
 
 /// Map a Defender streaming record. `false` when the table has no specific mapping.
-pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
+pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool {
     let Some(table) = category.strip_prefix("AdvancedHunting-") else {
         return false;
     };
     if !DEFENDER_TABLES.contains(&table) {
         return false;
     }
-    let empty = Value::Null;
     let props = record.get("properties").filter(|p| p.is_object());
-    let p = props.unwrap_or(&empty);
+    let p = props.unwrap_or(&super::common::NULL);
     doc.put_string(
         "@timestamp",
         timestamp(p.get("Timestamp")).or_else(|| timestamp(record.get("time"))),
@@ -98,14 +97,14 @@ fn path_of(folder: Option<&str>, name: Option<&str>) -> (Option<String>, Option<
     }
 }
 
-fn put_hashes(doc: &mut Doc, prefix: &str, p: &Value, sha1: &str, sha256: &str, md5: &str) {
+fn put_hashes<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value, sha1: &'a str, sha256: &'a str, md5: &'a str) {
     doc.put_str(format!("{prefix}.hash.sha1"), s(p, sha1));
     doc.put_str(format!("{prefix}.hash.sha256"), s(p, sha256));
     doc.put_str(format!("{prefix}.hash.md5"), s(p, md5));
 }
 
 /// `file.*` (or `dll.*`) from the row's FileName / FolderPath / hashes / size.
-fn put_file(doc: &mut Doc, prefix: &str, p: &Value) {
+fn put_file<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value) {
     let name = s(p, "FileName");
     let (path, dir) = path_of(s(p, "FolderPath"), name);
     doc.put_str(format!("{prefix}.name"), name);
@@ -118,7 +117,7 @@ fn put_file(doc: &mut Doc, prefix: &str, p: &Value) {
 }
 
 /// `process.*` from the InitiatingProcess* columns, `process.parent.*` from its parent.
-fn put_initiating_process(doc: &mut Doc, prefix: &str, p: &Value) {
+fn put_initiating_process<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value) {
     let name = s(p, "InitiatingProcessFileName");
     let (path, _) = path_of(s(p, "InitiatingProcessFolderPath"), name);
     doc.put_str(format!("{prefix}.name"), name);
@@ -148,7 +147,7 @@ fn put_initiating_process(doc: &mut Doc, prefix: &str, p: &Value) {
 }
 
 /// `user.*` from the account columns with a given prefix (`InitiatingProcessAccount`, `Account`).
-fn put_account(doc: &mut Doc, p: &Value, prefix: &str) {
+fn put_account<'a>(doc: &mut Doc<'a>, p: &'a Value, prefix: &'a str) {
     let col = |suffix: &str| format!("{prefix}{suffix}");
     let name = s(p, &col("Name"));
     let upn = s(p, &col("Upn"));
@@ -162,7 +161,7 @@ fn put_account(doc: &mut Doc, p: &Value, prefix: &str) {
     }
 }
 
-fn process_events(doc: &mut Doc, p: &Value) {
+fn process_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["process"]);
     doc.put_list("event.type", &["start"]);
     let name = s(p, "FileName");
@@ -177,7 +176,7 @@ fn process_events(doc: &mut Doc, p: &Value) {
     put_account(doc, p, "Account");
 }
 
-fn network_events(doc: &mut Doc, p: &Value) {
+fn network_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     let action = s(p, "ActionType").unwrap_or("");
     let inbound = action.starts_with("Inbound") || action.starts_with("Listening");
     doc.put_list("event.category", &["network"]);
@@ -219,7 +218,7 @@ fn network_events(doc: &mut Doc, p: &Value) {
     put_account(doc, p, "InitiatingProcessAccount");
 }
 
-fn file_events(doc: &mut Doc, p: &Value) {
+fn file_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     let action = s(p, "ActionType").unwrap_or("");
     let kind = match action {
         "FileCreated" => "creation",
@@ -236,7 +235,7 @@ fn file_events(doc: &mut Doc, p: &Value) {
     put_account(doc, p, "InitiatingProcessAccount");
 }
 
-fn logon_events(doc: &mut Doc, p: &Value) {
+fn logon_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["authentication"]);
     doc.put_list("event.type", &["start"]);
     match s(p, "ActionType") {
@@ -254,7 +253,7 @@ fn logon_events(doc: &mut Doc, p: &Value) {
     put_initiating_process(doc, "process", p);
 }
 
-fn registry_events(doc: &mut Doc, p: &Value) {
+fn registry_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     let kind = match s(p, "ActionType").unwrap_or("") {
         "RegistryKeyCreated" => "creation",
         "RegistryKeyDeleted" | "RegistryValueDeleted" => "deletion",
@@ -303,7 +302,7 @@ fn registry_type(t: &str) -> &str {
     }
 }
 
-fn image_load_events(doc: &mut Doc, p: &Value) {
+fn image_load_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["library"]);
     doc.put_list("event.type", &["start"]);
     put_file(doc, "dll", p);
@@ -311,7 +310,7 @@ fn image_load_events(doc: &mut Doc, p: &Value) {
     put_account(doc, p, "InitiatingProcessAccount");
 }
 
-fn device_events(doc: &mut Doc, p: &Value) {
+fn device_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["host"]);
     doc.put_list("event.type", &["info"]);
     if s(p, "FileName").is_some() {
@@ -337,7 +336,7 @@ fn device_events(doc: &mut Doc, p: &Value) {
     }
 }
 
-fn put_os(doc: &mut Doc, p: &Value) {
+fn put_os<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     let platform = s(p, "OSPlatform");
     doc.put_str("host.os.platform", platform);
     doc.put_str("host.os.type", platform.and_then(os_type));
@@ -347,7 +346,7 @@ fn put_os(doc: &mut Doc, p: &Value) {
     doc.put_str("host.architecture", s(p, "OSArchitecture"));
 }
 
-fn device_info(doc: &mut Doc, p: &Value) {
+fn device_info<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_str("event.kind", Some("state"));
     doc.put_list("event.category", &["host"]);
     doc.put_list("event.type", &["info"]);
@@ -364,7 +363,7 @@ fn device_info(doc: &mut Doc, p: &Value) {
     doc.put_str("device.manufacturer", s(p, "Vendor"));
 }
 
-fn device_network_info(doc: &mut Doc, p: &Value) {
+fn device_network_info<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_str("event.kind", Some("state"));
     doc.put_list("event.category", &["host"]);
     doc.put_list("event.type", &["info"]);
@@ -396,7 +395,7 @@ fn device_network_info(doc: &mut Doc, p: &Value) {
     doc.put_str("network.name", s(p, "NetworkAdapterName"));
 }
 
-fn certificate_info(doc: &mut Doc, p: &Value) {
+fn certificate_info<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["file"]);
     doc.put_list("event.type", &["info"]);
     doc.put_str("file.hash.sha1", s(p, "SHA1"));
@@ -413,7 +412,7 @@ fn certificate_info(doc: &mut Doc, p: &Value) {
     doc.put_bool("file.code_signature.trusted", boolean(p.get("IsTrusted")));
 }
 
-fn alert_category(doc: &mut Doc, category: Option<&str>) {
+fn alert_category<'a>(doc: &mut Doc<'a>, category: Option<&'a str>) {
     if category.is_some_and(|c| c.eq_ignore_ascii_case("malware") || c.eq_ignore_ascii_case("ransomware")) {
         doc.put_list("event.category", &["malware"]);
     } else {
@@ -422,7 +421,7 @@ fn alert_category(doc: &mut Doc, category: Option<&str>) {
     doc.put_list("event.type", &["info"]);
 }
 
-fn alert_info(doc: &mut Doc, p: &Value) {
+fn alert_info<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_str("event.kind", Some("alert"));
     alert_category(doc, s(p, "Category"));
     doc.put_str("event.id", s(p, "AlertId"));
@@ -438,7 +437,7 @@ fn alert_info(doc: &mut Doc, p: &Value) {
     );
 }
 
-fn alert_evidence(doc: &mut Doc, p: &Value) {
+fn alert_evidence<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_str("event.kind", Some("alert"));
     alert_category(doc, s(p, "Categories").or_else(|| s(p, "Category")));
     doc.put_str("event.id", s(p, "AlertId"));
@@ -475,7 +474,7 @@ fn email_direction(p: &Value) -> Option<&'static str> {
     }
 }
 
-fn put_email_parties(doc: &mut Doc, p: &Value) {
+fn put_email_parties<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     if let Some(from) = email_addresses(s(p, "SenderFromAddress")) {
         doc.put("email.from.address", from);
     }
@@ -489,7 +488,7 @@ fn put_email_parties(doc: &mut Doc, p: &Value) {
     doc.relate_user(s(p, "RecipientEmailAddress"));
 }
 
-fn email_events(doc: &mut Doc, p: &Value) {
+fn email_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["email"]);
     doc.put_list("event.type", &["info"]);
     doc.put_str("event.action", s(p, "DeliveryAction").or_else(|| s(p, "ActionType")));
@@ -501,11 +500,11 @@ fn email_events(doc: &mut Doc, p: &Value) {
     doc.put_str("source.domain", s(p, "SenderFromDomain"));
     let threats = string_list(p.get("ThreatTypes"));
     if !threats.is_empty() {
-        doc.put_str("event.reason", Some(&threats.join(",")));
+        doc.put_string("event.reason", Some(threats.join(",")));
     }
 }
 
-fn email_attachment(doc: &mut Doc, p: &Value) {
+fn email_attachment<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["email"]);
     doc.put_list("event.type", &["info"]);
     put_email_parties(doc, p);
@@ -538,11 +537,11 @@ fn email_attachment(doc: &mut Doc, p: &Value) {
     }
     let threats = string_list(p.get("ThreatTypes"));
     if !threats.is_empty() {
-        doc.put_str("event.reason", Some(&threats.join(",")));
+        doc.put_string("event.reason", Some(threats.join(",")));
     }
 }
 
-fn email_url(doc: &mut Doc, p: &Value) {
+fn email_url<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["email"]);
     doc.put_list("event.type", &["info"]);
     put_url(doc, s(p, "Url"));
@@ -551,7 +550,7 @@ fn email_url(doc: &mut Doc, p: &Value) {
     }
 }
 
-fn email_post_delivery(doc: &mut Doc, p: &Value) {
+fn email_post_delivery<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["email"]);
     doc.put_list("event.type", &["info"]);
     doc.put_str("email.message_id", s(p, "InternetMessageId"));
@@ -566,7 +565,7 @@ fn email_post_delivery(doc: &mut Doc, p: &Value) {
     doc.put_str("event.reason", s(p, "ActionTrigger"));
 }
 
-fn identity_common(doc: &mut Doc, p: &Value) {
+fn identity_common<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     let upn = s(p, "AccountUpn");
     let name = s(p, "AccountName").or(upn);
     doc.put_str("user.name", name);
@@ -589,7 +588,7 @@ fn identity_common(doc: &mut Doc, p: &Value) {
     doc.put_str("event.provider", s(p, "Application"));
 }
 
-fn identity_logon(doc: &mut Doc, p: &Value) {
+fn identity_logon<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["authentication"]);
     doc.put_list("event.type", &["start"]);
     match s(p, "ActionType") {
@@ -601,7 +600,7 @@ fn identity_logon(doc: &mut Doc, p: &Value) {
     identity_common(doc, p);
 }
 
-fn identity_query(doc: &mut Doc, p: &Value) {
+fn identity_query<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["network"]);
     doc.put_list("event.type", &["protocol", "info"]);
     identity_common(doc, p);
@@ -611,7 +610,7 @@ fn identity_query(doc: &mut Doc, p: &Value) {
     }
 }
 
-fn identity_directory(doc: &mut Doc, p: &Value) {
+fn identity_directory<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["iam"]);
     let action = s(p, "ActionType").unwrap_or("");
     let group = action.to_ascii_lowercase().contains("group");
@@ -630,7 +629,7 @@ fn identity_directory(doc: &mut Doc, p: &Value) {
     doc.relate_user(target);
 }
 
-fn cloud_app(doc: &mut Doc, p: &Value) {
+fn cloud_app<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["web"]);
     doc.put_list("event.type", &["info"]);
     let account = s(p, "AccountId");
@@ -655,7 +654,7 @@ fn cloud_app(doc: &mut Doc, p: &Value) {
     doc.put_str("host.os.platform", s(p, "OSPlatform"));
 }
 
-fn url_click(doc: &mut Doc, p: &Value) {
+fn url_click<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_list("event.category", &["web"]);
     doc.put_list("event.type", &["access"]);
     put_url(doc, s(p, "Url"));

@@ -15,10 +15,9 @@ const MODULE: &str = "azure";
 const SERVICE: &str = "Microsoft Entra ID";
 
 /// Map an Entra diagnostic record. `false` when the category has no specific mapping.
-pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
+pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool {
     let props = record.get("properties").filter(|p| p.is_object());
-    let empty = Value::Null;
-    let p = props.unwrap_or(&empty);
+    let p = props.unwrap_or(&super::common::NULL);
     let ns = match category {
         "SignInLogs"
         | "NonInteractiveUserSignInLogs"
@@ -70,7 +69,7 @@ pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
 }
 
 /// Common fields of Azure diagnostic records.
-fn envelope(doc: &mut Doc, record: &Value, ns: &str) {
+fn envelope<'a>(doc: &mut Doc<'a>, record: &'a Value, ns: &'a str) {
     if !doc.has("@timestamp") {
         doc.put_string("@timestamp", timestamp(record.get("time")));
     }
@@ -128,7 +127,7 @@ fn result_code(env: Option<&Value>, p: &Value) -> Option<String> {
 
 /// Sign-ins of every kind (interactive, non-interactive, service principal, managed
 /// identity, AD FS). `category` is the diagnostic category or the Graph kind.
-pub fn sign_in(doc: &mut Doc, p: &Value, env: Option<&Value>, category: &str) {
+pub fn sign_in<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>, category: &'a str) {
     doc.put_string(
         "@timestamp",
         env.and_then(|e| timestamp(e.get("time")))
@@ -149,7 +148,7 @@ pub fn sign_in(doc: &mut Doc, p: &Value, env: Option<&Value>, category: &str) {
         let ok = code == "0";
         doc.put_str("event.outcome", Some(if ok { "success" } else { "failure" }));
         if !ok {
-            doc.put_str("error.code", Some(code));
+            doc.put_string("error.code", Some(code.to_string()));
             doc.put_str(
                 "error.message",
                 sp(p, &["status", "failureReason"]).or_else(|| env.and_then(|e| s(e, "resultDescription"))),
@@ -192,7 +191,7 @@ pub fn sign_in(doc: &mut Doc, p: &Value, env: Option<&Value>, category: &str) {
 }
 
 /// Directory audits (`AuditLogs` from `microsoft.aadiam`, Graph `directoryAudit`).
-pub fn directory_audit(doc: &mut Doc, p: &Value, env: Option<&Value>) {
+pub fn directory_audit<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>) {
     doc.put_string(
         "@timestamp",
         env.and_then(|e| timestamp(e.get("time")))
@@ -279,7 +278,7 @@ pub fn directory_audit(doc: &mut Doc, p: &Value, env: Option<&Value>) {
 }
 
 /// Provisioning records (`ProvisioningLogs`, Graph `provisioningObjectSummary`).
-pub fn provisioning(doc: &mut Doc, p: &Value, env: Option<&Value>) {
+pub fn provisioning<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>) {
     doc.put_string(
         "@timestamp",
         env.and_then(|e| timestamp(e.get("time")))
@@ -323,20 +322,20 @@ pub fn provisioning(doc: &mut Doc, p: &Value, env: Option<&Value>) {
     put_tenant(doc, env.and_then(|e| s(e, "tenantId")).or_else(|| s(p, "tenantId")));
 }
 
-fn risk_common(doc: &mut Doc, env: Option<&Value>) {
+fn risk_common<'a>(doc: &mut Doc<'a>, env: Option<&'a Value>) {
     doc.put_str("event.dataset", Some("azure.identity_protection"));
     doc.put_str("event.module", Some(MODULE));
     doc.put_str("cloud.service.name", Some(SERVICE));
     put_tenant(doc, env.and_then(|e| s(e, "tenantId")));
 }
 
-fn put_risk_level(doc: &mut Doc, p: &Value) {
+fn put_risk_level<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     let level = s(p, "riskLevel").filter(|l| *l != "none" && *l != "hidden");
     put_severity(doc, level);
 }
 
 /// Risky users (`RiskyUsers`, Graph `riskyUser`): the state of a user's risk.
-pub fn risky_user(doc: &mut Doc, p: &Value, env: Option<&Value>) {
+pub fn risky_user<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>) {
     doc.put_string(
         "@timestamp",
         env.and_then(|e| timestamp(e.get("time")))
@@ -366,7 +365,7 @@ pub fn risky_user(doc: &mut Doc, p: &Value, env: Option<&Value>) {
 }
 
 /// Risky service principals (`RiskyServicePrincipals`, Graph `riskyServicePrincipal`).
-pub fn risky_service_principal(doc: &mut Doc, p: &Value, env: Option<&Value>) {
+pub fn risky_service_principal<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>) {
     doc.put_string(
         "@timestamp",
         env.and_then(|e| timestamp(e.get("time")))
@@ -389,7 +388,7 @@ pub fn risky_service_principal(doc: &mut Doc, p: &Value, env: Option<&Value>) {
 
 /// Risk detections for users (`UserRiskEvents`, Graph `riskDetection`) and service
 /// principals (`ServicePrincipalRiskEvents`, Graph `servicePrincipalRiskDetection`).
-pub fn risk_detection(doc: &mut Doc, p: &Value, env: Option<&Value>, service_principal: bool) {
+pub fn risk_detection<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>, service_principal: bool) {
     doc.put_string(
         "@timestamp",
         env.and_then(|e| timestamp(e.get("time")))
@@ -441,7 +440,7 @@ pub fn risk_detection(doc: &mut Doc, p: &Value, env: Option<&Value>, service_pri
 }
 
 /// `MicrosoftGraphActivityLogs`: one record per Graph HTTP request.
-fn graph_activity(doc: &mut Doc, p: &Value, env: &Value) {
+fn graph_activity<'a>(doc: &mut Doc<'a>, p: &'a Value, env: &'a Value) {
     doc.put_string(
         "@timestamp",
         timestamp(env.get("time")).or_else(|| timestamp(p.get("timeGenerated"))),
@@ -478,7 +477,7 @@ fn graph_activity(doc: &mut Doc, p: &Value, env: &Value) {
 }
 
 /// `NetworkAccessTrafficLogs` (Global Secure Access). Accepts camelCase and PascalCase.
-fn network_access(doc: &mut Doc, p: &Value, env: &Value) {
+fn network_access<'a>(doc: &mut Doc<'a>, p: &'a Value, env: &'a Value) {
     let g = |camel: &str, pascal: &str| s(p, camel).or_else(|| s(p, pascal));
     let gv = |camel: &str, pascal: &str| p.get(camel).or_else(|| p.get(pascal));
     doc.put_string(

@@ -11,7 +11,7 @@ use super::common::{int, parse_ip, put_severity, put_techniques, put_tenant, s, 
 use super::entra;
 
 /// Map a Graph object. `false` when the kind has no specific mapping.
-pub fn map(record: &Value, kind: &str, doc: &mut Doc) -> bool {
+pub fn map<'a>(record: &'a Value, kind: &'a str, doc: &mut Doc<'a>) -> bool {
     let ns = match kind {
         "signIn" => {
             entra::sign_in(doc, record, None, kind);
@@ -57,7 +57,7 @@ pub fn map(record: &Value, kind: &str, doc: &mut Doc) -> bool {
     true
 }
 
-fn alert(doc: &mut Doc, a: &Value) {
+fn alert<'a>(doc: &mut Doc<'a>, a: &'a Value) {
     doc.put_string(
         "@timestamp",
         timestamp(a.get("createdDateTime")).or_else(|| timestamp(a.get("lastUpdateDateTime"))),
@@ -92,7 +92,7 @@ fn alert(doc: &mut Doc, a: &Value) {
 }
 
 /// Hosts, users, IPs, files and processes named in alert evidence.
-fn evidence_fields(doc: &mut Doc, evidence: &[Value]) {
+fn evidence_fields<'a>(doc: &mut Doc<'a>, evidence: &'a [Value]) {
     let mut host_done = false;
     let mut user_done = false;
     let mut file_done = false;
@@ -165,7 +165,7 @@ fn evidence_fields(doc: &mut Doc, evidence: &[Value]) {
     }
 }
 
-fn incident(doc: &mut Doc, i: &Value) {
+fn incident<'a>(doc: &mut Doc<'a>, i: &'a Value) {
     doc.put_string(
         "@timestamp",
         timestamp(i.get("createdDateTime")).or_else(|| timestamp(i.get("lastUpdateDateTime"))),

@@ -12,10 +12,9 @@ const MODULE: &str = "microsoft_intune";
 const SERVICE: &str = "Microsoft Intune";
 
 /// Map an Intune diagnostic record. `false` when the category has no specific mapping.
-pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
-    let empty = Value::Null;
+pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool {
     let props = record.get("properties").filter(|p| p.is_object());
-    let p = props.unwrap_or(&empty);
+    let p = props.unwrap_or(&super::common::NULL);
     let dataset = match category {
         "AuditLogs" => {
             audit(doc, record, p);
@@ -36,7 +35,7 @@ pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
         _ => return false,
     };
     let ns = format!("{MODULE}.{dataset}");
-    doc.put_str("event.dataset", Some(&ns));
+    doc.put_string("event.dataset", Some(ns.clone()));
     doc.put_str("event.module", Some(MODULE));
     doc.put_str("cloud.service.name", Some(SERVICE));
     doc.put_string("@timestamp", timestamp(record.get("time")));
@@ -54,7 +53,7 @@ pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
     true
 }
 
-fn audit(doc: &mut Doc, record: &Value, p: &Value) {
+fn audit<'a>(doc: &mut Doc<'a>, record: &'a Value, p: &'a Value) {
     let action = s(record, "operationName");
     doc.put_str("event.action", action);
     doc.put_list("event.category", &["configuration"]);
@@ -80,7 +79,7 @@ fn audit(doc: &mut Doc, record: &Value, p: &Value) {
     doc.put_str("client.user.id", actor.and_then(|a| s(a, "Application")));
 }
 
-fn operational(doc: &mut Doc, record: &Value, p: &Value) {
+fn operational<'a>(doc: &mut Doc<'a>, record: &'a Value, p: &'a Value) {
     let action = s(record, "operationName");
     doc.put_str("event.action", action);
     doc.put_list("event.category", &["host"]);
@@ -103,7 +102,7 @@ fn operational(doc: &mut Doc, record: &Value, p: &Value) {
     );
 }
 
-fn device(doc: &mut Doc, p: &Value, compliance: bool) {
+fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, compliance: bool) {
     doc.put_str("event.kind", Some("state"));
     doc.put_list("event.category", &["host"]);
     doc.put_list("event.type", &["info"]);

@@ -21,7 +21,7 @@ pub enum Input<'a> {
 
 /// Run the mapping of a record into a [`Doc`], with the fields every document carries.
 /// The vendor copy is left planned in the document (`Doc::take_vendor`).
-fn prepare(record: &Value, recognized: &Recognized, ctx: &EcsContext<'_>) -> (Doc, bool) {
+fn prepare<'a>(record: &'a Value, recognized: &'a Recognized, ctx: &EcsContext<'a>) -> (Doc<'a>, bool) {
     let mut doc = Doc::new();
     let category = recognized.category.as_str();
     let mapped = match recognized.family {
@@ -66,30 +66,35 @@ fn vendor_source<'a>(record: &'a Value, copy: &common::VendorCopy) -> Option<&'a
 /// Map a record whose family and category are known. Returns the document and whether a
 /// category-specific mapping was applied (`false`: generic fallback).
 pub fn map(input: Input<'_>, recognized: &Recognized, ctx: &EcsContext<'_>) -> (Value, bool) {
-    let (mut doc, mapped) = {
-        let record: &Value = match &input {
-            Input::Borrowed(r) => r,
-            Input::Owned(r) => r,
-        };
-        prepare(record, recognized, ctx)
-    };
-    if let Some(copy) = doc.take_vendor() {
-        let value = match input {
-            Input::Borrowed(r) => vendor_source(r, &copy).map(|v| common::snake_keys(v, copy.depth)),
-            Input::Owned(mut r) => {
-                let source = if copy.properties {
-                    r.as_object_mut().and_then(|m| m.remove("properties"))
-                } else {
-                    Some(r)
-                };
-                source.map(|v| common::snake_keys_owned(v, copy.depth))
+    match input {
+        Input::Borrowed(record) => {
+            let (mut doc, mapped) = prepare(record, recognized, ctx);
+            if let Some(copy) = doc.take_vendor() {
+                if let Some(source) = vendor_source(record, &copy) {
+                    doc.merge(copy.path, common::snake_keys(source, copy.depth));
+                }
             }
-        };
-        if let Some(v) = value {
-            doc.merge(copy.path, v);
+            (doc.finish(), mapped)
+        }
+        Input::Owned(mut record) => {
+            let (mut value, copy, mapped) = {
+                let (mut doc, mapped) = prepare(&record, recognized, ctx);
+                let copy = doc.take_vendor();
+                (doc.finish(), copy, mapped)
+            };
+            if let Some(copy) = copy {
+                let source = if copy.properties {
+                    record.as_object_mut().and_then(|m| m.remove("properties"))
+                } else {
+                    Some(record)
+                };
+                if let Some(v) = source {
+                    common::merge_into(&mut value, &copy.path, common::snake_keys_owned(v, copy.depth));
+                }
+            }
+            (value, mapped)
         }
     }
-    (doc.finish(), mapped)
 }
 
 /// Map a record straight to ECS JSON bytes (same document as [`map`], serialized), without
@@ -104,7 +109,7 @@ pub fn map_json(record: &Value, recognized: &Recognized, ctx: &EcsContext<'_>, o
 }
 
 /// A document for what we cannot map: a time, a kind, a dataset, the record kept.
-fn fallback(record: &Value, recognized: &Recognized, doc: &mut Doc) {
+fn fallback<'a>(record: &'a Value, recognized: &'a Recognized, doc: &mut Doc<'a>) {
     let (module, service) = match recognized.family {
         "intune" => ("microsoft_intune", "Microsoft Intune"),
         "defender" => ("m365_defender", "Microsoft Defender XDR"),

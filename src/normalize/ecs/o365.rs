@@ -11,7 +11,7 @@ use super::common::{
 };
 
 /// Map an O365 record. Unknown record types still get the common fields; `false` then.
-pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
+pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool {
     common(record, doc, "o365.audit");
     match category {
         "AzureActiveDirectory" => aad(doc, record),
@@ -33,7 +33,7 @@ pub fn map(record: &Value, category: &str, doc: &mut Doc) -> bool {
 }
 
 /// Fields of the common AuditRecord schema.
-pub fn common(record: &Value, doc: &mut Doc, ns: &str) {
+pub fn common<'a>(record: &'a Value, doc: &mut Doc<'a>, ns: &'a str) {
     doc.put_string("@timestamp", timestamp(record.get("CreationTime")));
     doc.put_str("event.dataset", Some("o365.audit"));
     doc.put_str("event.module", Some("o365"));
@@ -66,8 +66,8 @@ pub fn common(record: &Value, doc: &mut Doc, ns: &str) {
     if let Some((addr, port)) = ip.and_then(parse_ip) {
         let text = addr.to_string();
         doc.relate_ip(&text);
-        doc.put_str("client.ip", Some(&text));
-        doc.put_str("client.address", Some(&text));
+        doc.put_string("client.ip", Some(text.clone()));
+        doc.put_string("client.address", Some(text.clone()));
         doc.put_i64("client.port", port.map(i64::from));
         doc.put_i64("source.port", port.map(i64::from));
         doc.put_string("source.ip", Some(text));
@@ -77,7 +77,7 @@ pub fn common(record: &Value, doc: &mut Doc, ns: &str) {
 }
 
 /// `user.target.*` from an AAD `Target` list (`[{"Type":5,"ID":"alex@…"}]`) or ObjectId.
-fn aad_target(doc: &mut Doc, record: &Value) {
+fn aad_target<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     let from_list = record
         .get("Target")
         .and_then(Value::as_array)
@@ -88,7 +88,7 @@ fn aad_target(doc: &mut Doc, record: &Value) {
     }
 }
 
-fn aad(doc: &mut Doc, record: &Value) {
+fn aad<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     let op = s(record, "Operation").unwrap_or("");
     doc.put_list("event.category", &["iam"]);
     let lower = op.to_ascii_lowercase();
@@ -109,7 +109,7 @@ fn aad(doc: &mut Doc, record: &Value) {
     aad_target(doc, record);
 }
 
-fn sts_logon(doc: &mut Doc, record: &Value) {
+fn sts_logon<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     doc.put_list("event.category", &["authentication"]);
     doc.put_list("event.type", &["start"]);
     // ResultStatus on STS logons is not the logon result: ErrorNumber / LogonError is.
@@ -139,7 +139,7 @@ fn sts_logon(doc: &mut Doc, record: &Value) {
     }
 }
 
-fn exchange_admin(doc: &mut Doc, record: &Value) {
+fn exchange_admin<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     let op = s(record, "Operation").unwrap_or("");
     doc.put_list("event.category", &["configuration"]);
     doc.put_list("event.type", &[change_type(op)]);
@@ -154,7 +154,7 @@ fn exchange_admin(doc: &mut Doc, record: &Value) {
     }
 }
 
-fn exchange_item(doc: &mut Doc, record: &Value) {
+fn exchange_item<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     doc.put_list("event.category", &["email"]);
     doc.put_list("event.type", &["info"]);
     if let Some(item) = record.get("Item").filter(|i| i.is_object()) {
@@ -167,7 +167,7 @@ fn exchange_item(doc: &mut Doc, record: &Value) {
     }
 }
 
-fn file_operation(doc: &mut Doc, record: &Value) {
+fn file_operation<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     let op = s(record, "Operation").unwrap_or("");
     let kind = match op {
         "FileAccessed" | "FileDownloaded" | "FilePreviewed" | "FileAccessedExtended" | "FileSyncDownloadedFull" => {
@@ -197,7 +197,7 @@ fn file_operation(doc: &mut Doc, record: &Value) {
     }
 }
 
-fn sharing(doc: &mut Doc, record: &Value) {
+fn sharing<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     doc.put_list("event.category", &["file"]);
     doc.put_list("event.type", &["change"]);
     doc.put_str("file.name", s(record, "SourceFileName"));
@@ -208,7 +208,7 @@ fn sharing(doc: &mut Doc, record: &Value) {
     }
 }
 
-fn teams(doc: &mut Doc, record: &Value) {
+fn teams<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     let op = s(record, "Operation").unwrap_or("");
     match op {
         "MemberAdded" | "MemberRemoved" | "MemberRoleChanged" => {
@@ -242,7 +242,7 @@ fn teams(doc: &mut Doc, record: &Value) {
     }
 }
 
-fn dlp(doc: &mut Doc, record: &Value, category: &str) {
+fn dlp<'a>(doc: &mut Doc<'a>, record: &'a Value, category: &'a str) {
     doc.put_str("event.kind", Some("alert"));
     doc.put_list(
         "event.category",
@@ -267,7 +267,7 @@ fn dlp(doc: &mut Doc, record: &Value, category: &str) {
             if let Some(actions) = rule.get("Actions") {
                 let list = string_list(Some(actions));
                 if !list.is_empty() {
-                    doc.put_str("event.reason", Some(&list.join(",")));
+                    doc.put_string("event.reason", Some(list.join(",")));
                 }
             }
         }
@@ -305,7 +305,7 @@ fn dlp(doc: &mut Doc, record: &Value, category: &str) {
     }
 }
 
-fn compliance_alert(doc: &mut Doc, record: &Value) {
+fn compliance_alert<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     doc.put_str("event.kind", Some("alert"));
     let category = s(record, "Category").unwrap_or("");
     doc.put_list(
@@ -333,7 +333,7 @@ fn compliance_alert(doc: &mut Doc, record: &Value) {
     }
 }
 
-fn threat_intelligence(doc: &mut Doc, record: &Value) {
+fn threat_intelligence<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     doc.put_str("event.kind", Some("alert"));
     let verdict = s(record, "Verdict").unwrap_or("");
     if verdict.eq_ignore_ascii_case("malware") {
@@ -406,7 +406,7 @@ fn threat_intelligence(doc: &mut Doc, record: &Value) {
     }
 }
 
-fn threat_url(doc: &mut Doc, record: &Value) {
+fn threat_url<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     doc.put_list("event.category", &["web"]);
     doc.put_list("event.type", &["access"]);
     put_url(doc, s(record, "Url"));
