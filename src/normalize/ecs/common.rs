@@ -1,0 +1,1287 @@
+//! Building blocks shared by every mapping: a document builder, typed getters that skip
+//! wrong-typed input, and the value normalisations (timestamps, IPs, durations, severities).
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+
+/// A null to stand in for a missing object.
+pub static NULL: Value = Value::Null;
+
+/// The ECS version the documents follow.
+pub const ECS_VERSION: &str = "8.17.0";
+
+/// A dotted document path: static for literal paths (no allocation), owned otherwise.
+pub type Path = Cow<'static, str>;
+
+/// What can name a path: literals, owned strings, and borrowed strings (copied).
+pub trait IntoPath {
+    fn into_path(self) -> Path;
+}
+
+impl IntoPath for &'static str {
+    fn into_path(self) -> Path {
+        Cow::Borrowed(self)
+    }
+}
+
+impl IntoPath for String {
+    fn into_path(self) -> Path {
+        Cow::Owned(self)
+    }
+}
+
+impl IntoPath for &String {
+    fn into_path(self) -> Path {
+        Cow::Owned(self.clone())
+    }
+}
+
+/// An ECS document under construction. Paths are dotted (`source.geo.city_name`); empty
+/// strings and nulls are never written, so mappings can pass optional input straight in.
+///
+/// Writes are collected flat and the nested objects are built once in [`Doc::finish`]: each
+/// object key is allocated and inserted once, whatever the number of writes below it. A later
+/// write to the same path replaces an earlier one; writes below a path whose value is an
+/// object merge into it (they win over its entries).
+pub struct Doc<'a> {
+    entries: Vec<(Path, Val<'a>)>,
+    related_user: Vec<String>,
+    related_ip: Vec<String>,
+    related_hosts: Vec<String>,
+    vendor: Option<VendorCopy>,
+}
+
+/// A written value: borrowed from the record (no copy until needed) or owned JSON.
+pub enum Val<'a> {
+    Str(&'a str),
+    Json(Value),
+}
+
+impl Val<'_> {
+    fn into_value(self) -> Value {
+        match self {
+            Val::Str(s) => Value::String(s.to_string()),
+            Val::Json(v) => v,
+        }
+    }
+
+    fn is_object(&self) -> bool {
+        matches!(self, Val::Json(Value::Object(_)))
+    }
+}
+
+/// Which part of the record to keep under a vendor path, copied (borrowed input) or moved
+/// (owned input) once the mapping has read what it needs.
+#[derive(Clone, Debug)]
+pub struct VendorCopy {
+    /// Dotted path of the copy in the document.
+    pub path: String,
+    /// `true`: `properties` of the record; `false`: the whole record.
+    pub properties: bool,
+    /// How many levels of keys are converted to snake_case (0: keys untouched).
+    pub depth: usize,
+}
+
+impl<'a> Doc<'a> {
+    pub fn new() -> Self {
+        Doc {
+            entries: Vec::with_capacity(64),
+            related_user: Vec::new(),
+            related_ip: Vec::new(),
+            related_hosts: Vec::new(),
+            vendor: None,
+        }
+    }
+
+    /// Keep the record's `properties` (or the whole record) under `path`, keys snake_cased
+    /// `depth` levels deep.
+    pub fn keep(&mut self, path: impl Into<String>, properties: bool, depth: usize) {
+        self.vendor = Some(VendorCopy {
+            path: path.into(),
+            properties,
+            depth,
+        });
+    }
+
+    /// The vendor copy to make, if any.
+    pub fn take_vendor(&mut self) -> Option<VendorCopy> {
+        self.vendor.take()
+    }
+
+    /// Insert a vendor copy at a path; fields written below that path win over its entries.
+    pub fn merge(&mut self, path: String, value: Value) {
+        // Placed first so that any write at or below the path is applied after it.
+        self.entries.insert(0, (Cow::Owned(path), Val::Json(value)));
+    }
+
+    /// Write `value` at a dotted path.
+    pub fn put(&mut self, path: impl IntoPath, value: Value) {
+        if value.is_null() || matches!(&value, Value::String(s) if s.is_empty()) {
+            return;
+        }
+        self.entries.push((path.into_path(), Val::Json(value)));
+    }
+
+    /// Write a string if there is one (borrowed: copied only when the document is built).
+    pub fn put_str(&mut self, path: impl IntoPath, value: Option<&'a str>) {
+        if let Some(v) = value {
+            if !v.is_empty() {
+                self.entries.push((path.into_path(), Val::Str(v)));
+            }
+        }
+    }
+
+    /// Write an owned string if there is one.
+    pub fn put_string(&mut self, path: impl IntoPath, value: Option<String>) {
+        if let Some(v) = value {
+            if !v.is_empty() {
+                self.entries.push((path.into_path(), Val::Json(Value::String(v))));
+            }
+        }
+    }
+
+    /// Write a list of strings (`event.category`, `event.type`).
+    pub fn put_list(&mut self, path: impl IntoPath, values: &[&str]) {
+        if !values.is_empty() {
+            let list = values.iter().map(|v| Value::String((*v).to_string())).collect();
+            self.entries.push((path.into_path(), Val::Json(Value::Array(list))));
+        }
+    }
+
+    /// Write an integer if there is one.
+    pub fn put_i64(&mut self, path: impl IntoPath, value: Option<i64>) {
+        if let Some(v) = value {
+            self.entries.push((path.into_path(), Val::Json(Value::from(v))));
+        }
+    }
+
+    /// Write a boolean if there is one.
+    pub fn put_bool(&mut self, path: impl IntoPath, value: Option<bool>) {
+        if let Some(v) = value {
+            self.entries.push((path.into_path(), Val::Json(Value::Bool(v))));
+        }
+    }
+
+    /// Write an IP address (normalised, port stripped) and remember it for `related.ip`.
+    /// Returns the port when the input carried one.
+    pub fn put_ip(&mut self, path: impl IntoPath, value: Option<&str>) -> Option<u16> {
+        let (ip, port) = value.and_then(parse_ip)?;
+        let text = ip.to_string();
+        self.relate_ip(&text);
+        self.entries.push((path.into_path(), Val::Json(Value::String(text))));
+        port
+    }
+
+    pub fn relate_user(&mut self, user: Option<&str>) {
+        push_unique(&mut self.related_user, user);
+    }
+
+    pub fn relate_ip(&mut self, ip: &str) {
+        push_unique(&mut self.related_ip, Some(ip));
+    }
+
+    pub fn relate_host(&mut self, host: Option<&str>) {
+        push_unique(&mut self.related_hosts, host);
+    }
+
+    /// Whether something was written at or below this top-level key.
+    pub fn has(&self, key: &str) -> bool {
+        self.entries.iter().any(|(p, _)| under(p, key))
+    }
+
+    /// Whether something was written at or below this path of keys.
+    pub fn has_path(&self, path: &[&str]) -> bool {
+        let joined = path.join(".");
+        self.entries.iter().any(|(p, _)| under(p, &joined))
+    }
+
+    /// Add `related.*` and return the writes sorted by path, the last of equal paths only.
+    fn sorted_entries(&mut self) -> Vec<(Path, Val<'a>)> {
+        let user = std::mem::take(&mut self.related_user);
+        let ip = std::mem::take(&mut self.related_ip);
+        let hosts = std::mem::take(&mut self.related_hosts);
+        for (path, list) in [("related.user", user), ("related.ip", ip), ("related.hosts", hosts)] {
+            if !list.is_empty() {
+                self.put(path, Value::Array(list.into_iter().map(Value::String).collect()));
+            }
+        }
+        let entries = std::mem::take(&mut self.entries);
+        // Sort indices (cheap to move); ties by index keep the last write last.
+        let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+        // When no path has a byte below `.` (the usual case: ECS names), plain byte order is
+        // the path order and a memcmp is enough.
+        if entries.iter().all(|(p, _)| p.bytes().all(|b| b >= b'.')) {
+            order.sort_unstable_by(|&a, &b| entries[a as usize].0.cmp(&entries[b as usize].0).then(a.cmp(&b)));
+        } else {
+            order.sort_unstable_by(|&a, &b| cmp_path(&entries[a as usize].0, &entries[b as usize].0).then(a.cmp(&b)));
+        }
+        let mut slots: Vec<Option<(Path, Val<'a>)>> = entries.into_iter().map(Some).collect();
+        let mut out: Vec<(Path, Val<'a>)> = Vec::with_capacity(slots.len());
+        for i in order {
+            let Some((p, v)) = slots[i as usize].take() else {
+                continue;
+            };
+            match out.last_mut() {
+                Some(last) if last.0 == p => last.1 = v,
+                _ => out.push((p, v)),
+            }
+        }
+        out
+    }
+
+    /// Finish the document: write `related.*` and build the nested objects.
+    pub fn finish(mut self) -> Value {
+        let entries = self
+            .sorted_entries()
+            .into_iter()
+            .map(|(p, v)| (p, v.into_value()))
+            .collect();
+        let mut root = Map::new();
+        build(&mut root, entries, 0);
+        Value::Object(root)
+    }
+
+    /// Serialize the document as JSON, byte for byte what `serde_json::to_vec` gives for
+    /// [`Doc::finish`] with the vendor copy merged, without building it: `vendor` is written
+    /// from the record (keys snake_cased `depth` levels deep).
+    pub fn write_json(mut self, out: &mut Vec<u8>, vendor: Option<(String, &Value, usize)>) {
+        let mut entries = self.sorted_entries();
+        // Cases the streaming writer does not handle go through `build` (same output).
+        let slow = entries
+            .windows(2)
+            .any(|w| w[0].1.is_object() && w[1].0 != w[0].0 && under(&w[1].0, &w[0].0))
+            || vendor.as_ref().is_some_and(|(path, _, _)| {
+                entries
+                    .iter()
+                    .any(|(p, _)| under(p, path) && (p.len() <= path.len() + 1 || p[path.len() + 1..].contains('.')))
+            });
+        if slow {
+            return self.write_json_slow(out, entries, vendor);
+        }
+        let mut vendor_at: Option<usize> = None;
+        let mut extras: Vec<(String, Value)> = Vec::new();
+        if let Some((path, _, _)) = &vendor {
+            // Writes directly below the copy (Defender's envelope fields) are merged into it.
+            let pos = entries.partition_point(|(p, _)| cmp_path(p, path) == std::cmp::Ordering::Less);
+            let mut end = pos;
+            while entries.get(end).is_some_and(|(p, _)| under(p, path)) {
+                end += 1;
+            }
+            for (p, v) in entries.drain(pos..end) {
+                extras.push((p[path.len() + 1..].to_string(), v.into_value()));
+            }
+            entries.insert(pos, (Cow::Owned(path.clone()), Val::Json(Value::Null)));
+            vendor_at = Some(pos);
+        }
+        // A non-object leaf that also has writes below it gives way to them (as in `build`).
+        let mut i = 0;
+        while i + 1 < entries.len() {
+            if vendor_at != Some(i) && under(&entries[i + 1].0, &entries[i].0) {
+                entries.remove(i);
+                if let Some(v) = vendor_at.as_mut() {
+                    if *v > i {
+                        *v -= 1;
+                    }
+                }
+                continue;
+            }
+            i += 1;
+        }
+        let mut stack: Vec<&str> = Vec::new();
+        let mut first = true;
+        out.push(b'{');
+        for (idx, (path, value)) in entries.iter().enumerate() {
+            let (parent, leaf) = match path.rfind('.') {
+                Some(i) => (&path[..i], &path[i + 1..]),
+                None => ("", &path[..]),
+            };
+            let mut parents = parent.split('.').filter(|s| !s.is_empty()).peekable();
+            let mut common = 0;
+            while common < stack.len() && parents.peek() == Some(&stack[common]) {
+                parents.next();
+                common += 1;
+            }
+            while stack.len() > common {
+                stack.pop();
+                out.push(b'}');
+                first = false;
+            }
+            for seg in parents {
+                if !first {
+                    out.push(b',');
+                }
+                write_str(out, seg);
+                out.extend_from_slice(b":{");
+                stack.push(seg);
+                first = true;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_str(out, leaf);
+            out.push(b':');
+            match (&vendor, vendor_at == Some(idx)) {
+                (Some((_, source, depth)), true) => {
+                    let extra: Vec<(&str, &Value)> = extras.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                    write_snake(out, source, *depth, &extra);
+                }
+                _ => match value {
+                    Val::Str(s) => write_str(out, s),
+                    Val::Json(v) => {
+                        let _ = serde_json::to_writer(&mut *out, v);
+                    }
+                },
+            }
+        }
+        for _ in &stack {
+            out.push(b'}');
+        }
+        out.push(b'}');
+    }
+
+    fn write_json_slow(
+        &mut self,
+        out: &mut Vec<u8>,
+        entries: Vec<(Path, Val<'a>)>,
+        vendor: Option<(String, &Value, usize)>,
+    ) {
+        let mut entries: Vec<(Path, Value)> = entries.into_iter().map(|(p, v)| (p, v.into_value())).collect();
+        if let Some((path, source, depth)) = vendor {
+            // First, so that writes at or below the path win (as `merge` does).
+            entries.insert(0, (Cow::Owned(path), snake_keys(source, depth)));
+        }
+        entries.sort_by(|a, b| cmp_path(&a.0, &b.0));
+        let mut root = Map::new();
+        build(&mut root, entries, 0);
+        let _ = serde_json::to_writer(&mut *out, &Value::Object(root));
+    }
+}
+
+/// Merge `incoming` at a dotted path of a built document; entries already there win (the
+/// same result as [`Doc::merge`] before [`Doc::finish`]).
+pub fn merge_into(doc: &mut Value, path: &str, incoming: Value) {
+    let (parents, last) = match path.rsplit_once('.') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, path),
+    };
+    let mut map = match doc {
+        Value::Object(m) => m,
+        _ => return,
+    };
+    for part in parents.into_iter().flat_map(|p| p.split('.')) {
+        if !map.get(part).is_some_and(Value::is_object) {
+            map.insert(part.to_string(), Value::Object(Map::new()));
+        }
+        map = match map.get_mut(part) {
+            Some(Value::Object(m)) => m,
+            _ => return,
+        };
+    }
+    match (map.get_mut(last), incoming) {
+        (None, v) => {
+            map.insert(last.to_string(), v);
+        }
+        (Some(Value::Object(existing)), Value::Object(new)) => {
+            for (k, v) in new {
+                existing.entry(k).or_insert(v);
+            }
+        }
+        // An explicit write at the path wins over the copy.
+        (Some(_), _) => {}
+    }
+}
+
+/// A key either borrowed or stored in a per-object buffer.
+enum KeyRef<'a> {
+    Str(&'a str),
+    Arena(usize, usize),
+}
+
+impl<'a> KeyRef<'a> {
+    fn get<'b>(&'b self, arena: &'b str) -> &'b str
+    where
+        'a: 'b,
+    {
+        match self {
+            KeyRef::Str(s) => s,
+            KeyRef::Arena(a, b) => &arena[*a..*b],
+        }
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Write `v` as JSON with object keys snake_cased `depth` levels deep, in the order a
+/// `serde_json::Map` of the converted keys would have (later duplicates win), `extras`
+/// merged into the top-level object (they win).
+fn write_snake(out: &mut Vec<u8>, v: &Value, depth: usize, extras: &[(&str, &Value)]) {
+    if depth == 0 && extras.is_empty() {
+        let _ = serde_json::to_writer(&mut *out, v);
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            // Converted keys live in one buffer per object: one allocation, not one per key.
+            let mut arena = String::new();
+            let mut keys: Vec<(KeyRef<'_>, &Value)> = Vec::with_capacity(m.len() + extras.len());
+            for (k, x) in m {
+                if depth == 0 {
+                    keys.push((KeyRef::Str(k), x));
+                    continue;
+                }
+                let start = arena.len();
+                match snake_into(k, &mut arena) {
+                    Some(fixed) => keys.push((KeyRef::Str(fixed), x)),
+                    None if arena.len() == start => keys.push((KeyRef::Str(k), x)),
+                    None => keys.push((KeyRef::Arena(start, arena.len()), x)),
+                }
+            }
+            for (k, x) in extras {
+                keys.push((KeyRef::Str(k), *x));
+            }
+            keys.sort_by(|a, b| a.0.get(&arena).cmp(b.0.get(&arena)));
+            out.push(b'{');
+            let mut first = true;
+            for (i, (k, x)) in keys.iter().enumerate() {
+                if keys.get(i + 1).is_some_and(|next| next.0.get(&arena) == k.get(&arena)) {
+                    continue;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                write_str(out, k.get(&arena));
+                out.push(b':');
+                write_snake(out, x, depth.saturating_sub(1), &[]);
+            }
+            out.push(b'}');
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_snake(out, x, depth, &[]);
+            }
+            out.push(b']');
+        }
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+/// `path` is `key` or lies below it.
+fn under(path: &str, key: &str) -> bool {
+    path.len() >= key.len() && path.starts_with(key) && (path.len() == key.len() || path.as_bytes()[key.len()] == b'.')
+}
+
+/// Path order in which `.` sorts before every other byte, so that all paths below a prefix
+/// are contiguous (`a.b`, `a.b.c`, `a.b-c`).
+fn cmp_path(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |c: u8| if c == b'.' { 0 } else { c };
+    for (x, y) in a.bytes().zip(b.bytes()) {
+        if x != y {
+            return key(x).cmp(&key(y));
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Build nested objects from writes sorted with [`cmp_path`]; `start` is the byte offset of
+/// the current level's key in every path.
+fn build(map: &mut Map<String, Value>, entries: Vec<(Path, Value)>, start: usize) {
+    let mut iter = entries.into_iter().peekable();
+    while let Some((path, value)) = iter.next() {
+        let rest = path.get(start..).unwrap_or("");
+        let key_len = rest.find('.').unwrap_or(rest.len());
+        let key = rest[..key_len].to_string();
+        let is_leaf = rest.len() == key_len;
+        let mut leaf: Option<Value> = None;
+        let mut children: Vec<(Path, Value)> = Vec::new();
+        let same = |p: &str| {
+            let r = p.get(start..).unwrap_or("");
+            r.len() >= key_len
+                && r.as_bytes()[..key_len] == *key.as_bytes()
+                && (r.len() == key_len || r.as_bytes()[key_len] == b'.')
+        };
+        if is_leaf {
+            leaf = Some(value);
+        } else {
+            children.push((path, value));
+        }
+        while let Some((next, _)) = iter.peek() {
+            if !same(next) {
+                break;
+            }
+            if let Some((p, v)) = iter.next() {
+                if p.len() == start + key_len {
+                    leaf = Some(v);
+                } else {
+                    children.push((p, v));
+                }
+            }
+        }
+        let value = if children.is_empty() {
+            leaf.unwrap_or(Value::Null)
+        } else {
+            let mut inner = match leaf {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            build(&mut inner, children, start + key_len + 1);
+            Value::Object(inner)
+        };
+        map.insert(key, value);
+    }
+}
+
+impl Default for Doc<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, value: Option<&str>) {
+    if let Some(v) = value {
+        if !v.is_empty() && !list.iter().any(|x| x == v) {
+            list.push(v.to_string());
+        }
+    }
+}
+
+/// A non-empty string field.
+pub fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str).filter(|x| !x.is_empty())
+}
+
+/// A non-empty string at a path of object keys.
+pub fn sp<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    at(v, path).and_then(Value::as_str).filter(|x| !x.is_empty())
+}
+
+/// The value at a path of object keys.
+pub fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    let mut cur = v;
+    for key in path {
+        cur = cur.get(*key)?;
+    }
+    Some(cur)
+}
+
+/// The first present non-empty string among several keys.
+pub fn s_any<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| s(v, k))
+}
+
+/// An integer given as a JSON number or a numeric string.
+pub fn int(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(t) => {
+            let t = t.trim();
+            t.parse::<i64>()
+                .ok()
+                .or_else(|| t.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f as i64))
+        }
+        _ => None,
+    }
+}
+
+/// A float given as a JSON number or a numeric string.
+pub fn float(v: Option<&Value>) -> Option<f64> {
+    match v? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(t) => t.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        _ => None,
+    }
+}
+
+/// A boolean given as a JSON bool or `"true"`/`"false"`.
+pub fn boolean(v: Option<&Value>) -> Option<bool> {
+    match v? {
+        Value::Bool(b) => Some(*b),
+        Value::String(t) if t.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(t) if t.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// A string rendering of a scalar id (Defender `ReportId` is a number).
+pub fn id_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(t) if !t.is_empty() => Some(t.clone()),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Some((f as i64).to_string()),
+            _ => Some(n.to_string()),
+        },
+        _ => None,
+    }
+}
+
+/// The MITRE ATT&CK tactic name of a Microsoft alert category (`DefenseEvasion` ->
+/// `Defense Evasion`); `None` for categories that are not tactics (`Malware`, `Ransomware`...).
+pub fn mitre_tactic(category: &str) -> Option<&'static str> {
+    const TACTICS: [(&str, &str); 14] = [
+        ("reconnaissance", "Reconnaissance"),
+        ("resourcedevelopment", "Resource Development"),
+        ("initialaccess", "Initial Access"),
+        ("execution", "Execution"),
+        ("persistence", "Persistence"),
+        ("privilegeescalation", "Privilege Escalation"),
+        ("defenseevasion", "Defense Evasion"),
+        ("credentialaccess", "Credential Access"),
+        ("discovery", "Discovery"),
+        ("lateralmovement", "Lateral Movement"),
+        ("collection", "Collection"),
+        ("commandandcontrol", "Command and Control"),
+        ("exfiltration", "Exfiltration"),
+        ("impact", "Impact"),
+    ];
+    let key: String = category
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    TACTICS.iter().find(|(k, _)| *k == key).map(|(_, name)| *name)
+}
+
+/// Normalise a Microsoft timestamp to RFC 3339 UTC. Zone-less values (O365 `CreationTime`,
+/// Intune dates) are UTC by contract.
+pub fn timestamp(v: Option<&Value>) -> Option<String> {
+    let text = v?.as_str()?.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%m/%d/%Y %H:%M:%S",
+        "%m/%d/%Y %I:%M:%S %p",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, fmt) {
+            return Some(t.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        }
+    }
+    None
+}
+
+/// Parse an IP that may carry a port (`203.0.113.1:443`, `[2001:db8::1]:443`).
+pub fn parse_ip(text: &str) -> Option<(IpAddr, Option<u16>)> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some((ip, None));
+    }
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Some((sa.ip(), Some(sa.port())));
+    }
+    // `[v6]` without a port.
+    text.strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .and_then(|t| t.parse::<IpAddr>().ok())
+        .map(|ip| (ip, None))
+}
+
+/// Milliseconds (number or numeric string) to ECS nanoseconds.
+pub fn duration_ns(v: Option<&Value>) -> Option<i64> {
+    float(v)
+        .filter(|ms| *ms >= 0.0 && *ms < 9.0e12)
+        .map(|ms| (ms * 1_000_000.0).round() as i64)
+}
+
+/// Microsoft severity words to (ECS `event.severity` on a 0-10 scale, `event.risk_score` 0-100).
+/// Low 3/21, Medium 5/47, High 8/73, Critical 10/99, Informational 1/0, hidden/none: nothing.
+pub fn severity(word: Option<&str>) -> Option<(i64, f64)> {
+    let w = word?;
+    let pick = |x: &str| w.eq_ignore_ascii_case(x);
+    if pick("informational") || pick("info") {
+        Some((1, 0.0))
+    } else if pick("low") {
+        Some((3, 21.0))
+    } else if pick("medium") || pick("moderate") {
+        Some((5, 47.0))
+    } else if pick("high") {
+        Some((8, 73.0))
+    } else if pick("critical") || pick("veryhigh") {
+        Some((10, 99.0))
+    } else {
+        None
+    }
+}
+
+/// Write `event.severity` and `event.risk_score` from a severity word.
+pub fn put_severity<'a>(doc: &mut Doc<'a>, word: Option<&'a str>) {
+    if let Some((sev, score)) = severity(word) {
+        doc.put_i64("event.severity", Some(sev));
+        doc.put("event.risk_score", Value::from(score));
+    }
+}
+
+/// Convert a camelCase / PascalCase key to snake_case, with the few spellings Elastic's
+/// integrations use that a mechanical conversion would not produce.
+pub fn snake(key: &str) -> Cow<'_, str> {
+    let mut out = String::new();
+    match snake_into(key, &mut out) {
+        Some(fixed) => Cow::Borrowed(fixed),
+        None if out.is_empty() => Cow::Borrowed(key),
+        None => Cow::Owned(out),
+    }
+}
+
+/// Append the snake_case form of `key` to `out`, unless it needs no change (`None` and
+/// nothing appended when `key` is already snake_case) or has a fixed spelling (`Some`).
+fn snake_into(key: &str, out: &mut String) -> Option<&'static str> {
+    match key {
+        "riskLevelDuringSignIn" => return Some("risk_level_during_signin"),
+        "@odata.type" => return Some("odata_type"),
+        _ => {}
+    }
+    if key
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return None;
+    }
+    out.reserve(key.len() + 4);
+    if key.is_ascii() {
+        let b = key.as_bytes();
+        for (i, &c) in b.iter().enumerate() {
+            if c.is_ascii_uppercase() {
+                let boundary = i > 0 && {
+                    let p = b[i - 1];
+                    p.is_ascii_lowercase()
+                        || p.is_ascii_digit()
+                        || (p.is_ascii_uppercase() && b.get(i + 1).is_some_and(u8::is_ascii_lowercase))
+                };
+                if boundary {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase() as char);
+            } else if c == b'.' || c == b' ' || c == b'-' {
+                out.push('_');
+            } else {
+                out.push(c as char);
+            }
+        }
+        return None;
+    }
+    let chars: Vec<char> = key.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let prev = if i > 0 { Some(chars[i - 1]) } else { None };
+            let next = chars.get(i + 1).copied();
+            let boundary = match prev {
+                None => false,
+                Some('_') => false,
+                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
+                _ => false,
+            };
+            if boundary {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else if c == '.' || c == ' ' || c == '-' {
+            out.push('_');
+        } else {
+            out.push(c);
+        }
+    }
+    None
+}
+
+/// Copy an object with snake_case keys, `depth` levels deep (1 = top-level keys only).
+/// Values below that depth are copied untouched.
+pub fn snake_keys(v: &Value, depth: usize) -> Value {
+    if depth == 0 {
+        return v.clone();
+    }
+    match v {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, x) in m {
+                out.insert(snake(k).into_owned(), snake_keys(x, depth - 1));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| snake_keys(x, depth)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Like [`snake_keys`] but moving the value: unchanged keys and all values are reused.
+pub fn snake_keys_owned(v: Value, depth: usize) -> Value {
+    if depth == 0 {
+        return v;
+    }
+    match v {
+        Value::Object(mut m) => {
+            if m.keys()
+                .all(|k| matches!(snake(k), Cow::Borrowed(b) if b.len() == k.len()))
+            {
+                // Keys already snake_case: keep the map, convert below in place.
+                for x in m.values_mut() {
+                    if x.is_object() || x.is_array() {
+                        *x = snake_keys_owned(std::mem::take(x), depth - 1);
+                    }
+                }
+                return Value::Object(m);
+            }
+            let mut out = Map::new();
+            for (k, x) in m {
+                let key = match snake(&k) {
+                    Cow::Borrowed(b) if b.len() == k.len() => k,
+                    other => other.into_owned(),
+                };
+                out.insert(key, snake_keys_owned(x, depth - 1));
+            }
+            Value::Object(out)
+        }
+        Value::Array(mut a) => {
+            for x in a.iter_mut() {
+                if x.is_object() || x.is_array() {
+                    *x = snake_keys_owned(std::mem::take(x), depth);
+                }
+            }
+            Value::Array(a)
+        }
+        other => other,
+    }
+}
+
+/// The part after `@` of a UPN or e-mail address.
+pub fn domain_of(upn: &str) -> Option<&str> {
+    upn.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
+}
+
+/// Write `user.*` (or `user.target.*` with `prefix`) from a principal name that may be a UPN.
+pub fn put_user<'a>(
+    doc: &mut Doc<'a>,
+    prefix: &'a str,
+    name: Option<&'a str>,
+    id: Option<&'a str>,
+    full_name: Option<&'a str>,
+) {
+    // Literal paths for the two prefixes in use: no allocation per write.
+    let [p_name, p_email, p_domain, p_id, p_full] = match prefix {
+        "user.target" => [
+            "user.target.name",
+            "user.target.email",
+            "user.target.domain",
+            "user.target.id",
+            "user.target.full_name",
+        ],
+        _ => ["user.name", "user.email", "user.domain", "user.id", "user.full_name"],
+    };
+    if let Some(n) = name {
+        doc.put_str(p_name, Some(n));
+        if n.contains('@') {
+            doc.put_str(p_email, Some(n));
+            doc.put_str(p_domain, domain_of(n));
+        }
+    }
+    doc.put_str(p_id, id);
+    doc.put_str(p_full, full_name);
+    doc.relate_user(name);
+}
+
+/// Write `source.geo.*` from an Entra `location` object.
+pub fn put_entra_geo<'a>(doc: &mut Doc<'a>, loc: Option<&'a Value>) {
+    let Some(loc) = loc.filter(|l| l.is_object()) else {
+        return;
+    };
+    doc.put_str("source.geo.city_name", s(loc, "city"));
+    doc.put_str("source.geo.region_name", s(loc, "state"));
+    doc.put_str("source.geo.country_iso_code", s(loc, "countryOrRegion"));
+    if let Some(geo) = loc.get("geoCoordinates") {
+        let lat = float(geo.get("latitude")).filter(|v| (-90.0..=90.0).contains(v));
+        let lon = float(geo.get("longitude")).filter(|v| (-180.0..=180.0).contains(v));
+        if let (Some(lat), Some(lon)) = (lat, lon) {
+            let mut m = Map::new();
+            m.insert("lat".into(), Value::from(lat));
+            m.insert("lon".into(), Value::from(lon));
+            doc.put("source.geo.location", Value::Object(m));
+        }
+    }
+}
+
+/// Write `url.*` from a URL string without a URL parser: original, scheme, domain, port,
+/// path, query.
+pub fn put_url<'a>(doc: &mut Doc<'a>, text: Option<&'a str>) {
+    let Some(text) = text else { return };
+    doc.put_str("url.original", Some(text));
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return;
+    };
+    doc.put_string("url.scheme", Some(scheme.to_ascii_lowercase()));
+    let (authority, path_query) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => match rest.find('?') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        },
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(p) if !h.contains(':') || h.starts_with('[') => (h, Some(p)),
+            _ => (host_port, None),
+        },
+        _ => (host_port, None),
+    };
+    doc.put_str("url.domain", Some(host.trim_start_matches('[').trim_end_matches(']')));
+    doc.put_i64("url.port", port.map(i64::from));
+    let (path, query) = match path_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_query, None),
+    };
+    let path = path.split('#').next().unwrap_or(path);
+    doc.put_str("url.path", Some(path));
+    doc.put_str("url.query", query.map(|q| q.split('#').next().unwrap_or(q)));
+}
+
+/// Event types for a verb such as `Add`, `Delete ManagedDevice`, `FileDeleted`.
+pub fn change_type(verb: &str) -> &'static str {
+    let v = verb.trim().to_ascii_lowercase();
+    let starts = |p: &str| v.starts_with(p);
+    if starts("add")
+        || starts("create")
+        || starts("new")
+        || starts("register")
+        || v.ends_with("created")
+        || v.ends_with("added")
+        || v.ends_with("uploaded")
+    {
+        "creation"
+    } else if starts("delete")
+        || starts("remove")
+        || starts("hard delete")
+        || v.ends_with("deleted")
+        || v.ends_with("removed")
+    {
+        "deletion"
+    } else if starts("update")
+        || starts("set")
+        || starts("patch")
+        || starts("change")
+        || starts("reset")
+        || starts("assign")
+        || starts("unassign")
+        || starts("enable")
+        || starts("disable")
+        || starts("restore")
+        || starts("wipe")
+        || starts("retire")
+        || v.ends_with("modified")
+        || v.ends_with("changed")
+        || v.ends_with("renamed")
+        || v.ends_with("updated")
+    {
+        "change"
+    } else {
+        "info"
+    }
+}
+
+/// Outcome words used across Microsoft records.
+pub fn outcome_word(word: &str) -> Option<&'static str> {
+    let w = word.trim();
+    let is = |x: &str| w.eq_ignore_ascii_case(x);
+    if is("success") || is("succeeded") || is("true") || is("partiallysucceeded") || is("0") {
+        Some("success")
+    } else if is("failure") || is("failed") || is("fail") || is("false") || is("error") {
+        Some("failure")
+    } else {
+        None
+    }
+}
+
+/// Any of the usual time fields, for records we cannot otherwise map.
+pub fn any_timestamp(record: &Value) -> Option<String> {
+    const KEYS: [&str; 8] = [
+        "time",
+        "TimeGenerated",
+        "Timestamp",
+        "CreationTime",
+        "createdDateTime",
+        "activityDateTime",
+        "timeGenerated",
+        "lastUpdateDateTime",
+    ];
+    KEYS.iter().find_map(|k| timestamp(record.get(*k))).or_else(|| {
+        record
+            .get("properties")
+            .and_then(|p| KEYS.iter().find_map(|k| timestamp(p.get(*k))))
+    })
+}
+
+/// Hive abbreviations ECS uses for `registry.hive`.
+pub fn registry_hive(key: &str) -> Option<(&'static str, &str)> {
+    const HIVES: [(&str, &str); 6] = [
+        ("HKEY_LOCAL_MACHINE", "HKLM"),
+        ("HKEY_CURRENT_USER", "HKCU"),
+        ("HKEY_USERS", "HKU"),
+        ("HKEY_CLASSES_ROOT", "HKCR"),
+        ("HKEY_CURRENT_CONFIG", "HKCC"),
+        ("HKEY_PERFORMANCE_DATA", "HKPD"),
+    ];
+    for (long, short) in HIVES {
+        for prefix in [long, short] {
+            if let Some(rest) = strip_prefix_ci(key, prefix) {
+                if rest.is_empty() {
+                    return Some((short, ""));
+                }
+                if let Some(rest) = rest.strip_prefix('\\') {
+                    return Some((short, rest));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    if text.len() >= prefix.len()
+        && text.is_char_boundary(prefix.len())
+        && text[..prefix.len()].eq_ignore_ascii_case(prefix)
+    {
+        Some(&text[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+/// The last path component of a Windows or POSIX path.
+pub fn basename(path: &str) -> &str {
+    path.rsplit(['\\', '/']).next().unwrap_or(path)
+}
+
+/// Split `Name (T1059.001)` style MITRE technique labels, or bare ids, into ids.
+pub fn technique_ids(v: Option<&Value>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut scan = |text: &str| {
+        let b = text.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'T' && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
+                let mut j = i + 1;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if j - i - 1 == 4 {
+                    if j + 4 <= b.len() && b[j] == b'.' && b[j + 1..j + 4].iter().all(u8::is_ascii_digit) {
+                        j += 4;
+                    }
+                    if j == b.len() || !b[j].is_ascii_alphanumeric() {
+                        let id = &text[i..j];
+                        if !out.iter().any(|x| x == id) {
+                            out.push(id.to_string());
+                        }
+                    }
+                }
+                i = j.max(i + 1);
+            } else {
+                i += 1;
+            }
+        }
+    };
+    match v {
+        Some(Value::String(t)) => scan(t),
+        Some(Value::Array(a)) => {
+            for x in a {
+                if let Some(t) = x.as_str() {
+                    scan(t);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Write `threat.*` from MITRE technique ids.
+pub fn put_techniques<'a>(doc: &mut Doc<'a>, ids: Vec<String>) {
+    if ids.is_empty() {
+        return;
+    }
+    doc.put_str("threat.framework", Some("MITRE ATT&CK"));
+    let (subs, mains): (Vec<String>, Vec<String>) = ids.into_iter().partition(|i| i.contains('.'));
+    let mut all_main = mains.clone();
+    for sub in &subs {
+        if let Some((m, _)) = sub.split_once('.') {
+            if !all_main.iter().any(|x| x == m) {
+                all_main.push(m.to_string());
+            }
+        }
+    }
+    doc.put(
+        "threat.technique.id",
+        Value::Array(all_main.into_iter().map(Value::String).collect()),
+    );
+    if !subs.is_empty() {
+        doc.put(
+            "threat.technique.subtechnique.id",
+            Value::Array(subs.into_iter().map(Value::String).collect()),
+        );
+    }
+}
+
+/// A list of strings from a JSON array, or a JSON array encoded in a string, or a single string.
+pub fn string_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(t)) if t.trim_start().starts_with('[') => match serde_json::from_str::<Value>(t) {
+            Ok(inner @ Value::Array(_)) => string_list(Some(&inner)),
+            _ => vec![t.clone()],
+        },
+        Some(Value::String(t)) if !t.is_empty() => vec![t.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Write the tenant as `cloud.account.id` and `organization.id`.
+pub fn put_tenant<'a>(doc: &mut Doc<'a>, tenant: Option<&'a str>) {
+    doc.put_str("cloud.account.id", tenant);
+    doc.put_str("organization.id", tenant);
+}
+
+/// ECS `os.type` from a Microsoft platform name.
+pub fn os_type(platform: &str) -> Option<&'static str> {
+    let p = platform.to_ascii_lowercase();
+    if p.starts_with("windows") || p.starts_with("win") {
+        Some("windows")
+    } else if p.starts_with("ios") || p.starts_with("ipados") {
+        Some("ios")
+    } else if p.starts_with("android") {
+        Some("android")
+    } else if p.starts_with("mac") || p.starts_with("osx") {
+        Some("macos")
+    } else if p.starts_with("linux")
+        || p.starts_with("ubuntu")
+        || p.starts_with("rhel")
+        || p.starts_with("centos")
+        || p.starts_with("debian")
+    {
+        Some("linux")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn snake_case_matches_elastic_spellings() {
+        assert_eq!(snake("userPrincipalName"), "user_principal_name");
+        assert_eq!(snake("IPAddress"), "ip_address");
+        assert_eq!(snake("InitiatingProcessSHA256"), "initiating_process_sha256");
+        assert_eq!(snake("riskLevelDuringSignIn"), "risk_level_during_signin");
+        assert_eq!(snake("already_snake"), "already_snake");
+        assert_eq!(snake("ÉtéValue"), "été_value");
+    }
+
+    #[test]
+    fn ips_lose_their_ports() {
+        assert_eq!(
+            parse_ip("203.0.113.10:443"),
+            Some(("203.0.113.10".parse().expect("ip"), Some(443)))
+        );
+        assert_eq!(
+            parse_ip("[2001:db8::1]:8443"),
+            Some(("2001:db8::1".parse().expect("ip"), Some(8443)))
+        );
+        assert_eq!(
+            parse_ip("[2001:db8::1]"),
+            Some(("2001:db8::1".parse().expect("ip"), None))
+        );
+        assert_eq!(
+            parse_ip("2001:db8::1"),
+            Some(("2001:db8::1".parse().expect("ip"), None))
+        );
+        assert_eq!(parse_ip("not-an-ip"), None);
+    }
+
+    #[test]
+    fn timestamps_become_rfc3339_utc() {
+        assert_eq!(
+            timestamp(Some(&json!("2025-01-01T10:03:19"))).as_deref(),
+            Some("2025-01-01T10:03:19Z")
+        );
+        assert_eq!(
+            timestamp(Some(&json!("2025-01-01T12:03:19.5+02:00"))).as_deref(),
+            Some("2025-01-01T10:03:19.500Z")
+        );
+        assert_eq!(
+            timestamp(Some(&json!("1/2/2025 9:00:00 AM"))).as_deref(),
+            Some("2025-01-02T09:00:00Z")
+        );
+        assert_eq!(timestamp(Some(&json!(17))), None);
+        assert_eq!(timestamp(Some(&json!("yesterday"))), None);
+    }
+
+    #[test]
+    fn durations_are_nanoseconds_from_numbers_or_strings() {
+        assert_eq!(duration_ns(Some(&json!(16))), Some(16_000_000));
+        assert_eq!(duration_ns(Some(&json!("16"))), Some(16_000_000));
+        assert_eq!(duration_ns(Some(&json!(-1))), None);
+        assert_eq!(duration_ns(Some(&json!("x"))), None);
+    }
+
+    #[test]
+    fn mitre_ids_are_extracted() {
+        let ids = technique_ids(Some(&json!(
+            "[\"PowerShell (T1059.001)\",\"Ingress Tool Transfer (T1105)\"]"
+        )));
+        assert_eq!(ids, vec!["T1059.001".to_string(), "T1105".to_string()]);
+        assert!(technique_ids(Some(&json!("T12345 and XT1059"))).is_empty());
+    }
+
+    #[test]
+    fn urls_are_split() {
+        let mut doc = Doc::new();
+        put_url(
+            &mut doc,
+            Some("https://user@graph.microsoft.com:8443/v1.0/users?$top=5#x"),
+        );
+        let v = doc.finish();
+        assert_eq!(v["url"]["domain"], "graph.microsoft.com");
+        assert_eq!(v["url"]["port"], 8443);
+        assert_eq!(v["url"]["path"], "/v1.0/users");
+        assert_eq!(v["url"]["query"], "$top=5");
+    }
+
+    #[test]
+    fn later_writes_win_and_children_merge_into_objects() {
+        let mut doc = Doc::new();
+        doc.put("a.b", json!(1));
+        doc.put("a.b", json!(2));
+        doc.put("a.c-d", json!(3));
+        doc.put("a.c.e", json!(4));
+        doc.merge("v".to_string(), json!({"x": 1, "y": 2}));
+        doc.put("v.y", json!(3));
+        doc.relate_user(Some("u"));
+        doc.relate_user(Some("u"));
+        assert_eq!(
+            doc.finish(),
+            json!({"a": {"b": 2, "c-d": 3, "c": {"e": 4}}, "v": {"x": 1, "y": 3}, "related": {"user": ["u"]}})
+        );
+    }
+}

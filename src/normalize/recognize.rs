@@ -1,0 +1,265 @@
+//! Telling what a record is without configuration: Azure diagnostic categories, Defender
+//! streaming tables, Office 365 record types and Graph object shapes.
+
+use serde_json::Value;
+
+use super::{Recognized, SourceHint};
+
+/// Entra ID diagnostic categories (`microsoft.aadiam`).
+pub const ENTRA_CATEGORIES: [&str; 13] = [
+    "SignInLogs",
+    "NonInteractiveUserSignInLogs",
+    "ServicePrincipalSignInLogs",
+    "ManagedIdentitySignInLogs",
+    "ADFSSignInLogs",
+    "AuditLogs",
+    "ProvisioningLogs",
+    "RiskyUsers",
+    "UserRiskEvents",
+    "RiskyServicePrincipals",
+    "ServicePrincipalRiskEvents",
+    "MicrosoftGraphActivityLogs",
+    "NetworkAccessTrafficLogs",
+];
+
+/// Intune diagnostic categories (`microsoft.intune`).
+pub const INTUNE_CATEGORIES: [&str; 4] = ["AuditLogs", "OperationalLogs", "DeviceComplianceOrg", "Devices"];
+
+/// Defender XDR streaming tables (without the `AdvancedHunting-` prefix).
+pub const DEFENDER_TABLES: [&str; 21] = [
+    "AlertInfo",
+    "AlertEvidence",
+    "DeviceProcessEvents",
+    "DeviceNetworkEvents",
+    "DeviceFileEvents",
+    "DeviceLogonEvents",
+    "DeviceRegistryEvents",
+    "DeviceImageLoadEvents",
+    "DeviceEvents",
+    "EmailEvents",
+    "EmailAttachmentInfo",
+    "EmailUrlInfo",
+    "EmailPostDeliveryEvents",
+    "IdentityLogonEvents",
+    "IdentityQueryEvents",
+    "IdentityDirectoryEvents",
+    "CloudAppEvents",
+    "UrlClickEvents",
+    "DeviceInfo",
+    "DeviceNetworkInfo",
+    "DeviceFileCertificateInfo",
+];
+
+/// Graph object kinds this module maps.
+pub const GRAPH_KINDS: [&str; 9] = [
+    "directoryAudit",
+    "signIn",
+    "provisioning",
+    "riskDetection",
+    "riskyUser",
+    "riskyServicePrincipal",
+    "servicePrincipalRiskDetection",
+    "alert_v2",
+    "incident",
+];
+
+/// Office 365 `RecordType` numbers to their names (AuditLogRecordType).
+pub fn o365_record_type(n: i64) -> Option<&'static str> {
+    Some(match n {
+        1 => "ExchangeAdmin",
+        2 => "ExchangeItem",
+        3 => "ExchangeItemGroup",
+        4 => "SharePoint",
+        6 => "SharePointFileOperation",
+        7 => "OneDrive",
+        8 => "AzureActiveDirectory",
+        9 => "AzureActiveDirectoryAccountLogon",
+        10 => "DataCenterSecurityCmdlet",
+        11 => "ComplianceDLPSharePoint",
+        13 => "ComplianceDLPExchange",
+        14 => "SharePointSharingOperation",
+        15 => "AzureActiveDirectoryStsLogon",
+        18 => "SecurityComplianceCenterEOPCmdlet",
+        19 => "ExchangeAggregatedOperation",
+        20 => "PowerBIAudit",
+        21 => "CRM",
+        24 => "Discovery",
+        25 => "MicrosoftTeams",
+        28 => "ThreatIntelligence",
+        29 => "MailSubmission",
+        30 => "MicrosoftFlow",
+        36 => "SharePointListOperation",
+        40 => "SecurityComplianceAlerts",
+        41 => "ThreatIntelligenceUrl",
+        47 => "ThreatIntelligenceAtpContent",
+        50 => "ExchangeItemAggregated",
+        57 => "MicrosoftTeamsAdmin",
+        63 => "DLPEndpoint",
+        64 => "AirInvestigation",
+        65 => "Quarantine",
+        78 => "WDATPAlerts",
+        98 => "MCASAlerts",
+        235 => "MicrosoftDefenderForIdentityAudit",
+        261 => "CopilotInteraction",
+        294 => "AadRiskDetection",
+        _ => return None,
+    })
+}
+
+fn rec(family: &'static str, category: &str) -> Recognized {
+    Recognized {
+        family,
+        category: category.to_string(),
+    }
+}
+
+/// Tell the family and category of a record. Never fails: what is not recognised is
+/// `unknown` (or `<family>` with the category as given when the family is clear).
+pub fn recognize(record: &Value, hint: SourceHint<'_>) -> Recognized {
+    let Some(obj) = record.as_object() else {
+        return rec("unknown", "unknown");
+    };
+    if let Some(category) = obj.get("category").and_then(Value::as_str) {
+        if category.starts_with("AdvancedHunting-") {
+            return rec("defender", category);
+        }
+        if obj.contains_key("time") || obj.contains_key("resourceId") || obj.contains_key("properties") {
+            return diagnostic(record, category);
+        }
+    }
+    if obj.contains_key("RecordType") && (obj.contains_key("CreationTime") || obj.contains_key("Workload")) {
+        let category = match obj.get("RecordType") {
+            Some(Value::Number(n)) => n.as_i64().and_then(o365_record_type),
+            Some(Value::String(t)) => t.parse::<i64>().ok().and_then(o365_record_type),
+            _ => None,
+        };
+        return rec("o365", category.unwrap_or("unknown"));
+    }
+    if let Some(kind) = graph_kind(record, hint) {
+        return rec("graph", kind);
+    }
+    if matches!(hint, SourceHint::ManagementActivity(_)) {
+        return rec("o365", "unknown");
+    }
+    rec("unknown", "unknown")
+}
+
+fn diagnostic(record: &Value, category: &str) -> Recognized {
+    let provider = record
+        .get("resourceId")
+        .and_then(Value::as_str)
+        .map(|r| r.rsplit("/providers/").next().unwrap_or("").to_ascii_lowercase())
+        .or_else(|| {
+            record
+                .get("ResourceProvider")
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase)
+        });
+    let provider = provider.as_deref().unwrap_or("");
+    let intune_provider = provider.starts_with("microsoft.intune");
+    let entra_provider = provider.starts_with("microsoft.aadiam");
+    if category == "AuditLogs" {
+        // Both services emit `AuditLogs`; Intune's properties are PascalCase with an Actor.
+        let props = record.get("properties");
+        let intune_shape = props.is_some_and(|p| {
+            p.get("Actor").is_some() || p.get("AuditEventId").is_some() || p.get("ActivityType").is_some()
+        });
+        let entra_shape = props.is_some_and(|p| {
+            p.get("activityDisplayName").is_some()
+                || p.get("initiatedBy").is_some()
+                || p.get("loggedByService").is_some()
+        });
+        return if intune_provider || (intune_shape && !entra_provider && !entra_shape) {
+            rec("intune", category)
+        } else {
+            rec("entra", category)
+        };
+    }
+    if INTUNE_CATEGORIES.contains(&category) && !entra_provider {
+        return rec("intune", category);
+    }
+    if ENTRA_CATEGORIES.contains(&category) {
+        return rec("entra", category);
+    }
+    if intune_provider {
+        rec("intune", category)
+    } else if entra_provider {
+        rec("entra", category)
+    } else {
+        rec("azure", category)
+    }
+}
+
+fn graph_kind(record: &Value, hint: SourceHint<'_>) -> Option<&'static str> {
+    if let SourceHint::Graph(endpoint) = hint {
+        let e = endpoint.trim_end_matches('/');
+        let last = e.rsplit('/').next().unwrap_or(e);
+        let by_endpoint = match last {
+            "directoryAudits" => Some("directoryAudit"),
+            "signIns" => Some("signIn"),
+            "provisioning" => Some("provisioning"),
+            "riskDetections" => Some("riskDetection"),
+            "riskyUsers" => Some("riskyUser"),
+            "riskyServicePrincipals" => Some("riskyServicePrincipal"),
+            "servicePrincipalRiskDetections" => Some("servicePrincipalRiskDetection"),
+            "alerts_v2" => Some("alert_v2"),
+            "incidents" => Some("incident"),
+            _ => None,
+        };
+        if by_endpoint.is_some() {
+            return by_endpoint;
+        }
+    }
+    let has = |k: &str| record.get(k).is_some();
+    if let Some(t) = record.get("@odata.type").and_then(Value::as_str) {
+        match t {
+            "#microsoft.graph.security.alert" => return Some("alert_v2"),
+            "#microsoft.graph.security.incident" => return Some("incident"),
+            "#microsoft.graph.signIn" => return Some("signIn"),
+            "#microsoft.graph.directoryAudit" => return Some("directoryAudit"),
+            "#microsoft.graph.provisioningObjectSummary" => return Some("provisioning"),
+            "#microsoft.graph.riskDetection" => return Some("riskDetection"),
+            "#microsoft.graph.riskyUser" => return Some("riskyUser"),
+            _ => {}
+        }
+    }
+    if has("activityDisplayName") && (has("initiatedBy") || has("loggedByService") || has("targetResources")) {
+        return Some("directoryAudit");
+    }
+    if has("provisioningAction") || has("provisioningStatusInfo") || (has("jobId") && has("cycleId")) {
+        return Some("provisioning");
+    }
+    if has("riskEventType") {
+        return Some(if has("servicePrincipalId") && !has("userId") {
+            "servicePrincipalRiskDetection"
+        } else {
+            "riskDetection"
+        });
+    }
+    if has("riskLastUpdatedDateTime") {
+        return Some(
+            if has("servicePrincipalType") || (has("appId") && !has("userPrincipalName")) {
+                "riskyServicePrincipal"
+            } else {
+                "riskyUser"
+            },
+        );
+    }
+    if has("createdDateTime")
+        && (has("signInEventTypes")
+            || has("isInteractive")
+            || has("riskLevelDuringSignIn")
+            || has("conditionalAccessStatus")
+            || (has("userPrincipalName") && has("status") && has("appId")))
+    {
+        return Some("signIn");
+    }
+    if has("alertWebUrl") || (has("serviceSource") && has("detectionSource")) || (has("detectorId") && has("evidence"))
+    {
+        return Some("alert_v2");
+    }
+    if has("incidentWebUrl") || (has("redirectIncidentId") && has("displayName")) {
+        return Some("incident");
+    }
+    None
+}

@@ -1,0 +1,578 @@
+//! Normalization tests: fixture-driven ECS golden files for every category, CEF/LEEF
+//! golden lines, and property tests that nothing panics on arbitrary input.
+//!
+//! Fixtures: `tests/normalize/fixtures/<family>/<category>/<case>.input.json` with
+//! `<case>.expected.json` = `{"recognized": {...}, "mapped": bool, "ecs": {...}}`.
+//! Optional `<case>.hint` (`graph:<endpoint>`, `ma:<content type>`, `diagnostic`). Cases whose
+//! name contains `with-original` pass the input text as `event.original`. Every case passes
+//! `event_id = "ctx-event-id"` so the fallback is visible when the record has no id.
+//! Regenerate expected files with `SIEMBRIDGE_BLESS=1 cargo test --test normalize`, then review them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use siembridge::normalize::{
+    cef, leef, normalize, normalize_json, normalize_owned, recognize, to_ecs, EcsContext, NormalizeError, SourceHint,
+};
+
+const FIXTURES: &str = "tests/normalize/fixtures";
+
+/// Every category that must have at least three cases: (family folder, category folder).
+const REQUIRED: &[(&str, &str)] = &[
+    ("entra", "SignInLogs"),
+    ("entra", "NonInteractiveUserSignInLogs"),
+    ("entra", "ServicePrincipalSignInLogs"),
+    ("entra", "ManagedIdentitySignInLogs"),
+    ("entra", "ADFSSignInLogs"),
+    ("entra", "AuditLogs"),
+    ("entra", "ProvisioningLogs"),
+    ("entra", "RiskyUsers"),
+    ("entra", "UserRiskEvents"),
+    ("entra", "RiskyServicePrincipals"),
+    ("entra", "ServicePrincipalRiskEvents"),
+    ("entra", "MicrosoftGraphActivityLogs"),
+    ("entra", "NetworkAccessTrafficLogs"),
+    ("intune", "AuditLogs"),
+    ("intune", "OperationalLogs"),
+    ("intune", "DeviceComplianceOrg"),
+    ("intune", "Devices"),
+    ("defender", "AdvancedHunting-AlertInfo"),
+    ("defender", "AdvancedHunting-AlertEvidence"),
+    ("defender", "AdvancedHunting-DeviceProcessEvents"),
+    ("defender", "AdvancedHunting-DeviceNetworkEvents"),
+    ("defender", "AdvancedHunting-DeviceFileEvents"),
+    ("defender", "AdvancedHunting-DeviceLogonEvents"),
+    ("defender", "AdvancedHunting-DeviceRegistryEvents"),
+    ("defender", "AdvancedHunting-DeviceImageLoadEvents"),
+    ("defender", "AdvancedHunting-DeviceEvents"),
+    ("defender", "AdvancedHunting-EmailEvents"),
+    ("defender", "AdvancedHunting-EmailAttachmentInfo"),
+    ("defender", "AdvancedHunting-EmailUrlInfo"),
+    ("defender", "AdvancedHunting-EmailPostDeliveryEvents"),
+    ("defender", "AdvancedHunting-IdentityLogonEvents"),
+    ("defender", "AdvancedHunting-IdentityQueryEvents"),
+    ("defender", "AdvancedHunting-IdentityDirectoryEvents"),
+    ("defender", "AdvancedHunting-CloudAppEvents"),
+    ("defender", "AdvancedHunting-UrlClickEvents"),
+    ("defender", "AdvancedHunting-DeviceInfo"),
+    ("defender", "AdvancedHunting-DeviceNetworkInfo"),
+    ("defender", "AdvancedHunting-DeviceFileCertificateInfo"),
+    ("o365", "AzureActiveDirectory"),
+    ("o365", "AzureActiveDirectoryStsLogon"),
+    ("o365", "ExchangeAdmin"),
+    ("o365", "ExchangeItem"),
+    ("o365", "SharePointFileOperation"),
+    ("o365", "SharePointSharingOperation"),
+    ("o365", "MicrosoftTeams"),
+    ("o365", "ComplianceDLPSharePoint"),
+    ("o365", "ComplianceDLPExchange"),
+    ("o365", "SecurityComplianceAlerts"),
+    ("o365", "ThreatIntelligence"),
+    ("o365", "ThreatIntelligenceUrl"),
+    ("graph", "directoryAudit"),
+    ("graph", "signIn"),
+    ("graph", "provisioning"),
+    ("graph", "riskDetection"),
+    ("graph", "riskyUser"),
+    ("graph", "alert_v2"),
+    ("graph", "incident"),
+    ("unknown", "unknown"),
+];
+
+fn cases() -> Vec<(String, String, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(families) = fs::read_dir(FIXTURES) else {
+        return out;
+    };
+    for family in families.flatten() {
+        let Ok(categories) = fs::read_dir(family.path()) else {
+            continue;
+        };
+        for category in categories.flatten() {
+            let Ok(files) = fs::read_dir(category.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let path = file.path();
+                if path.to_string_lossy().ends_with(".input.json") {
+                    out.push((
+                        family.file_name().to_string_lossy().into_owned(),
+                        category.file_name().to_string_lossy().into_owned(),
+                        path,
+                    ));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn hint_of(text: &str) -> SourceHint<'_> {
+    let t = text.trim();
+    if let Some(e) = t.strip_prefix("graph:") {
+        SourceHint::Graph(e)
+    } else if let Some(c) = t.strip_prefix("ma:") {
+        SourceHint::ManagementActivity(c)
+    } else if t == "diagnostic" {
+        SourceHint::Diagnostic
+    } else {
+        SourceHint::Unknown
+    }
+}
+
+fn run_case(input: &Path) -> Value {
+    let raw = fs::read_to_string(input).expect("fixture readable");
+    let record: Value = serde_json::from_str(&raw).expect("fixture is JSON");
+    let case = input.to_string_lossy().replace(".input.json", "");
+    let hint_text = fs::read_to_string(format!("{case}.hint")).unwrap_or_default();
+    let ctx = EcsContext {
+        source: hint_of(&hint_text),
+        event_id: Some("ctx-event-id"),
+        original: case.contains("with-original").then_some(raw.as_str()),
+    };
+    let n = normalize(&record, &ctx).expect("fixtures are objects");
+    assert_eq!(
+        to_ecs(&record, &ctx).expect("object"),
+        n.doc,
+        "to_ecs is normalize().doc"
+    );
+    let owned = normalize_owned(record.clone(), &ctx).expect("object");
+    assert_eq!(owned, n, "normalize_owned gives the same result as normalize");
+    let json = normalize_json(&record, &ctx).expect("object");
+    assert_eq!(
+        String::from_utf8_lossy(&json.json),
+        String::from_utf8_lossy(&serde_json::to_vec(&n.doc).expect("serialize")),
+        "normalize_json writes exactly the serialized document"
+    );
+    assert_eq!((json.recognized, json.mapped), (n.recognized.clone(), n.mapped));
+    json!({
+        "recognized": {"family": n.recognized.family, "category": n.recognized.category},
+        "mapped": n.mapped,
+        "ecs": n.doc,
+    })
+}
+
+#[test]
+fn fixtures_match_expected_ecs_documents() {
+    let bless = std::env::var_os("SIEMBRIDGE_BLESS").is_some();
+    let all = cases();
+    assert!(all.len() >= REQUIRED.len() * 3, "fixtures missing: found {}", all.len());
+    let mut failures = Vec::new();
+    for (family, category, input) in &all {
+        let got = run_case(input);
+        let expected_path = input.to_string_lossy().replace(".input.json", ".expected.json");
+        if bless {
+            let text = serde_json::to_string_pretty(&got).expect("serialize") + "\n";
+            fs::write(&expected_path, text).expect("write expected");
+        }
+        let expected: Value = match fs::read_to_string(&expected_path) {
+            Ok(t) => serde_json::from_str(&t).expect("expected file is JSON"),
+            Err(_) => {
+                failures.push(format!("{expected_path}: missing (run with SIEMBRIDGE_BLESS=1)"));
+                continue;
+            }
+        };
+        if got != expected {
+            failures.push(format!(
+                "{expected_path}: differs\n got: {}\n",
+                serde_json::to_string_pretty(&got).unwrap_or_default()
+            ));
+        }
+        // The folder names the family and category the record must be recognised as.
+        if family != "unknown" {
+            assert_eq!(got["recognized"]["family"], json!(family), "{expected_path}");
+            assert_eq!(got["recognized"]["category"], json!(category), "{expected_path}");
+            assert_eq!(
+                got["mapped"],
+                json!(true),
+                "{expected_path}: category-specific mapping applied"
+            );
+        } else {
+            assert_eq!(
+                got["mapped"],
+                json!(false),
+                "{expected_path}: unknowns use the fallback"
+            );
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} fixture(s) differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_listed_category_has_three_cases() {
+    let all = cases();
+    for (family, category) in REQUIRED {
+        let n = all.iter().filter(|(f, c, _)| f == family && c == category).count();
+        assert!(n >= 3, "{family}/{category} has {n} case(s), needs 3");
+    }
+}
+
+#[test]
+fn non_objects_are_rejected_with_a_reason() {
+    let ctx = EcsContext::default();
+    for v in [json!([]), json!("x"), json!(1), json!(null), json!(true)] {
+        assert_eq!(to_ecs(&v, &ctx), Err(NormalizeError::NotAnObject));
+    }
+}
+
+#[test]
+fn unknown_records_keep_the_original_and_a_timestamp() {
+    let record = json!({"time": "2025-01-06T10:00:00Z", "category": "SomethingNew", "properties": {}});
+    let n = normalize(&record, &EcsContext::default()).expect("object");
+    assert!(!n.mapped);
+    assert_eq!(n.doc["@timestamp"], "2025-01-06T10:00:00Z");
+    assert_eq!(n.doc["event"]["kind"], "event");
+    assert_eq!(n.doc["event"]["dataset"], "azure.unknown");
+    let original: Value = serde_json::from_str(n.doc["event"]["original"].as_str().expect("kept")).expect("JSON");
+    assert_eq!(original, record);
+}
+
+#[test]
+fn entra_and_intune_audit_logs_are_told_apart() {
+    let entra = json!({"time": "2025-01-01T00:00:00Z", "category": "AuditLogs", "resourceId": "/tenants/t/providers/Microsoft.aadiam", "properties": {"activityDisplayName": "x"}});
+    let intune = json!({"time": "2025-01-01T00:00:00Z", "category": "AuditLogs", "resourceId": "/TENANTS/T/PROVIDERS/MICROSOFT.INTUNE", "properties": {"Actor": {}}});
+    let shape_only = json!({"time": "2025-01-01T00:00:00Z", "category": "AuditLogs", "properties": {"AuditEventId": "a", "Actor": {}}});
+    assert_eq!(recognize(&entra, SourceHint::Diagnostic).family, "entra");
+    assert_eq!(recognize(&intune, SourceHint::Diagnostic).family, "intune");
+    assert_eq!(recognize(&shape_only, SourceHint::Diagnostic).family, "intune");
+}
+
+// ------------------------------------------------------------------ CEF / LEEF golden lines
+
+fn tricky_doc() -> Value {
+    json!({
+        "@timestamp": "2025-01-01T10:03:19.123Z",
+        "event": {"kind": "event", "action": "Set|Mailbox", "id": "id=1", "outcome": "failure", "dataset": "o365.audit", "code": "ExchangeAdmin"},
+        "message": "line1\nline2 | pipe \\ back",
+        "observer": {"vendor": "Microsoft", "product": "Office365"},
+        "source": {"ip": "203.0.113.10"},
+        "user": {"name": "alex@contoso.example", "target": {"name": "Zoë=Ünïcødé"}},
+        "email": {"subject": "a=b\\c\r\nd^e\tf"},
+        "cloud": {"account": {"id": "11111111-2222-3333-4444-555555555555"}},
+    })
+}
+
+#[test]
+fn cef_escapes_header_and_extension() {
+    let line = cef::encode(
+        &tricky_doc(),
+        &cef::CefOptions {
+            version: "1.0".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        line,
+        "CEF:0|Microsoft|Office365|1.0|ExchangeAdmin|line1 line2 \\| pipe \\\\ back|5|rt=1735725799123 externalId=id\\=1 act=Set|Mailbox outcome=failure cat=o365.audit src=203.0.113.10 suser=alex@contoso.example duser=Zoë\\=Ünïcødé cs2Label=tenantId cs2=11111111-2222-3333-4444-555555555555 cs3Label=emailSubject cs3=a\\=b\\\\c\\r\\nd^e\tf"
+    );
+}
+
+#[test]
+fn cef_truncates_on_char_and_escape_boundaries() {
+    let doc = json!({"event": {"action": "x", "reason": "é=é=é=é="}, "observer": {"product": "P"}});
+    for max in 0..40 {
+        let line = cef::encode(
+            &doc,
+            &cef::CefOptions {
+                version: "1".into(),
+                max_extension_len: max,
+                ..Default::default()
+            },
+        );
+        let ext = line.splitn(8, '|').nth(7).expect("extension");
+        assert!(ext.len() <= max, "{max}: {ext}");
+        assert!(
+            !ext.ends_with('\\') || ext.ends_with("\\\\"),
+            "{max}: cut inside an escape: {ext}"
+        );
+    }
+    let full = cef::encode(
+        &doc,
+        &cef::CefOptions {
+            version: "1".into(),
+            ..Default::default()
+        },
+    );
+    assert!(full.ends_with("act=x reason=é\\=é\\=é\\=é\\="), "{full}");
+}
+
+#[test]
+fn leef_uses_delimiter_and_replaces_it_in_values() {
+    let line = leef::encode(
+        &tricky_doc(),
+        &leef::LeefOptions {
+            version: "1.0".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        line,
+        "LEEF:2.0|Microsoft|Office365|1.0|ExchangeAdmin|^|devTime=2025-01-01T10:03:19.123+0000^devTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ^sev=5^cat=o365.audit^src=203.0.113.10^usrName=alex@contoso.example^externalId=id=1^action=Set|Mailbox^outcome=failure^targetUser=Zoë=Ünïcødé^emailSubject=a=b\\c  d e f^tenantId=11111111-2222-3333-4444-555555555555^msg=line1 line2 | pipe \\ back"
+    );
+    let tab = leef::encode(
+        &tricky_doc(),
+        &leef::LeefOptions {
+            version: "1.0".into(),
+            delimiter: '\t',
+            ..Default::default()
+        },
+    );
+    assert!(
+        tab.starts_with("LEEF:2.0|Microsoft|Office365|1.0|ExchangeAdmin|x09|devTime="),
+        "{tab}"
+    );
+    assert!(tab.contains("\temailSubject=a=b\\c  d^e f\t"), "{tab}");
+}
+
+#[test]
+fn leef_marks_identity_source_for_authentication() {
+    let doc = json!({"event": {"category": ["authentication"], "action": "Sign-in activity"}, "source": {"ip": "198.51.100.7"}, "observer": {"product": "EntraID"}});
+    let line = leef::encode(
+        &doc,
+        &leef::LeefOptions {
+            version: "1".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(line, "LEEF:2.0|Microsoft|EntraID|1|Sign-in activity|^|sev=3^src=198.51.100.7^identSrc=198.51.100.7^action=Sign-in activity");
+}
+
+#[test]
+fn leef_truncates_on_char_boundaries() {
+    let doc = json!({"message": "ééééééééé", "observer": {"product": "P"}});
+    for max in 0..30 {
+        let line = leef::encode(
+            &doc,
+            &leef::LeefOptions {
+                version: "1".into(),
+                max_attributes_len: max,
+                ..Default::default()
+            },
+        );
+        let attrs = line.splitn(7, '|').nth(6).expect("attributes");
+        assert!(attrs.len() <= max, "{max}: {attrs}");
+    }
+}
+
+// ------------------------------------------------------------------ never panic
+
+const CATEGORY_NAMES: &[&str] = &[
+    "SignInLogs",
+    "AuditLogs",
+    "ProvisioningLogs",
+    "RiskyUsers",
+    "UserRiskEvents",
+    "RiskyServicePrincipals",
+    "ServicePrincipalRiskEvents",
+    "MicrosoftGraphActivityLogs",
+    "NetworkAccessTrafficLogs",
+    "OperationalLogs",
+    "DeviceComplianceOrg",
+    "Devices",
+    "AdvancedHunting-DeviceProcessEvents",
+    "AdvancedHunting-AlertInfo",
+    "AdvancedHunting-EmailEvents",
+    "AdvancedHunting-DeviceNetworkInfo",
+    "AdvancedHunting-AlertEvidence",
+    "AdvancedHunting-DeviceRegistryEvents",
+    "AdvancedHunting-DeviceFileEvents",
+    "ServicePrincipalSignInLogs",
+];
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        ".{0,12}".prop_map(Value::String),
+        prop_oneof![
+            Just("2025-01-01T10:00:00Z"),
+            Just("203.0.113.1:80"),
+            Just("[2001:db8::1]:443"),
+            Just("0"),
+            Just("LogonSuccess"),
+            Just("high"),
+            Just("T1059.001"),
+            Just("HKEY_LOCAL_MACHINE\\X"),
+            Just("a@b.example"),
+            Just("http://[::1"),
+            Just("https://x.example:99999/p?q"),
+            Just("[1,2"),
+        ]
+        .prop_map(|s| Value::String(s.to_string())),
+    ];
+    leaf.prop_recursive(6, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((key(), inner), 0..8).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        ".{0,6}",
+        prop::sample::select(vec![
+            "time",
+            "category",
+            "properties",
+            "resultType",
+            "durationMs",
+            "callerIpAddress",
+            "Timestamp",
+            "ReportId",
+            "RecordType",
+            "CreationTime",
+            "Workload",
+            "ClientIP",
+            "status",
+            "location",
+            "geoCoordinates",
+            "latitude",
+            "targetResources",
+            "initiatedBy",
+            "user",
+            "evidence",
+            "@odata.type",
+            "Actor",
+            "FolderPath",
+            "FileName",
+            "IPAddresses",
+            "MacAddress",
+            "AttackTechniques",
+            "PolicyDetails",
+            "Rules",
+            "ExchangeMetaData",
+            "Recipients",
+            "RegistryKey",
+            "RemoteUrl",
+            "userPrincipalName",
+            "createdDateTime",
+            "ipAddresses",
+            "Members",
+            "Item",
+        ])
+        .prop_map(str::to_string),
+    ]
+}
+
+fn check_all(v: &Value) {
+    for hint in [
+        SourceHint::Unknown,
+        SourceHint::Diagnostic,
+        SourceHint::Graph("signIns"),
+        SourceHint::Graph("alerts_v2"),
+        SourceHint::ManagementActivity("Audit.General"),
+    ] {
+        let _ = recognize(v, hint);
+        let ctx = EcsContext {
+            source: hint,
+            event_id: Some("e"),
+            original: None,
+        };
+        if let Ok(doc) = to_ecs(v, &ctx) {
+            let json = siembridge::normalize::to_ecs_json(v, &ctx).expect("object like to_ecs");
+            assert_eq!(
+                json,
+                serde_json::to_vec(&doc).expect("serialize"),
+                "to_ecs_json == to_vec(to_ecs)"
+            );
+            assert_eq!(
+                normalize_owned(v.clone(), &ctx).map(|n| n.doc).as_ref(),
+                Ok(&doc),
+                "owned == borrowed"
+            );
+            let _ = cef::encode(
+                &doc,
+                &cef::CefOptions {
+                    max_extension_len: 64,
+                    ..Default::default()
+                },
+            );
+            let _ = leef::encode(
+                &doc,
+                &leef::LeefOptions {
+                    max_attributes_len: 64,
+                    ..Default::default()
+                },
+            );
+            let _ = cef::encode(&doc, &cef::CefOptions::default());
+            let _ = leef::encode(&doc, &leef::LeefOptions::default());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+            check_all(&v);
+        }
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics(v in arb_json()) {
+        check_all(&v);
+    }
+
+    #[test]
+    fn real_categories_with_random_fields_never_panic(
+        cat in prop::sample::select(CATEGORY_NAMES.to_vec()),
+        props in arb_json(),
+        extra in arb_json(),
+        rt in any::<i16>(),
+    ) {
+        let diag = json!({"time": extra.clone(), "category": cat, "resourceId": "/tenants/t/providers/microsoft.intune", "properties": props.clone(), "resultType": extra.clone(), "durationMs": extra.clone()});
+        check_all(&diag);
+        let o365 = json!({"RecordType": rt, "CreationTime": extra.clone(), "Workload": "x", "ClientIP": extra.clone(), "PolicyDetails": props.clone(), "Item": props.clone()});
+        check_all(&o365);
+        let mut merged = props;
+        if let Value::Object(m) = &mut merged {
+            m.insert("category".into(), json!(cat));
+            m.insert("properties".into(), extra);
+        }
+        check_all(&merged);
+    }
+}
+
+#[test]
+fn failed_sign_in_end_to_end_to_cef_and_leef() {
+    let raw = fs::read_to_string(format!("{FIXTURES}/entra/SignInLogs/failed-password.input.json")).expect("fixture");
+    let record: Value = serde_json::from_str(&raw).expect("JSON");
+    let doc = to_ecs(&record, &EcsContext::default()).expect("object");
+    let cef_line = cef::encode(
+        &doc,
+        &cef::CefOptions {
+            version: "1.0".into(),
+            ..Default::default()
+        },
+    );
+    let leef_line = leef::encode(
+        &doc,
+        &leef::LeefOptions {
+            version: "1.0".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        cef_line,
+        "CEF:0|Microsoft|EntraID|1.0|Sign-in activity|Sign-in activity|5|rt=1735725605123 externalId=bbbbbbbb-1111-4111-8111-000000000001 act=Sign-in activity outcome=failure cat=azure.signinlogs src=198.51.100.7 suser=alex@contoso.example suid=aaaaaaaa-0000-4000-8000-000000000001 requestClientApplication=Mozilla/5.0 (Windows NT 10.0; Win64; x64) cs2Label=tenantId cs2=11111111-2222-3333-4444-555555555555 cn1Label=riskScore cn1=47.0 msg=Invalid username or password."
+    );
+    assert_eq!(
+        leef_line,
+        "LEEF:2.0|Microsoft|EntraID|1.0|Sign-in activity|^|devTime=2025-01-01T10:00:05.123+0000^devTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ^sev=5^cat=azure.signinlogs^src=198.51.100.7^identSrc=198.51.100.7^usrName=alex@contoso.example^domain=contoso.example^externalId=bbbbbbbb-1111-4111-8111-000000000001^action=Sign-in activity^outcome=failure^userId=aaaaaaaa-0000-4000-8000-000000000001^userAgent=Mozilla/5.0 (Windows NT 10.0; Win64; x64)^tenantId=11111111-2222-3333-4444-555555555555^errorMessage=Invalid username or password."
+    );
+}
