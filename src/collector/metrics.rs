@@ -14,6 +14,7 @@ pub struct CollectorMetrics {
     pub bytes_received: IntCounterVec,
     pub source_units: IntCounterVec,
     pub decode_errors: IntCounterVec,
+    pub records_unmapped: IntCounterVec,
     pub events_dropped_unrouted: IntCounterVec,
     pub checkpoint_age_seconds: IntGaugeVec,
     pub checkpoints_written: IntCounterVec,
@@ -77,6 +78,12 @@ impl CollectorMetrics {
                 "siembridge_collector_decode_errors_total",
                 "Payload parts that could not be decoded (dead-lettered)",
                 &["source"],
+            )?,
+            records_unmapped: counter(
+                r,
+                "siembridge_collector_records_unmapped_total",
+                "Records of a category without a specific ECS mapping (sent with the generic one)",
+                &["category"],
             )?,
             events_dropped_unrouted: counter(
                 r,

@@ -21,7 +21,7 @@ use crate::collector::report::ReportWriter;
 use crate::collector::route::{category_of, CompiledRoute, Shape};
 use crate::collector::sources::{self, SourceBatch, SourceContext, SourceError};
 use crate::config::{CollectorConfig, CollectorReport, DestinationReport, LogSourceReport, CONFIG_VERSION};
-use crate::normalize::{to_ecs, EcsContext};
+use crate::normalize::{normalize_json, EcsContext};
 use crate::telemetry::Health;
 
 /// Why a collector could not start or stopped with an error.
@@ -450,8 +450,14 @@ impl Router {
                                         event_id: Some(&record_id),
                                         original: (shape == Shape::EcsWithOriginal).then(|| raw.get()),
                                     };
-                                    to_ecs(&value, &ctx).map_err(|e| e.to_string()).and_then(|doc| {
-                                        serde_json::to_vec(&doc).map(Bytes::from).map_err(|e| e.to_string())
+                                    normalize_json(&value, &ctx).map_err(|e| e.to_string()).map(|n| {
+                                        if !n.mapped {
+                                            self.metrics
+                                                .records_unmapped
+                                                .with_label_values(&[metric_label(&n.recognized.category)])
+                                                .inc();
+                                        }
+                                        Bytes::from(n.json)
                                     })
                                 }
                             })
@@ -611,5 +617,15 @@ impl ReportState {
             );
         }
         report
+    }
+}
+
+/// A label value from record content, bounded so odd input cannot blow up metric cardinality.
+fn metric_label(value: &str) -> &str {
+    let plain = value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if plain {
+        value
+    } else {
+        "other"
     }
 }
