@@ -452,22 +452,49 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc = ESCAPE[b as usize];
-        if esc == 0 {
-            continue;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none needs escaping (the usual case).
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if !needs_escape(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
+            }
         }
-        out.extend_from_slice(&bytes[start..i]);
-        if esc == b'u' {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
-        } else {
-            out.extend_from_slice(&[b'\\', esc]);
+        let stop = (i + 8).min(bytes.len());
+        while i < stop {
+            let b = bytes[i];
+            let esc = ESCAPE[b as usize];
+            if esc != 0 {
+                out.extend_from_slice(&bytes[start..i]);
+                if esc == b'u' {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
+                } else {
+                    out.extend_from_slice(&[b'\\', esc]);
+                }
+                start = i + 1;
+            }
+            i += 1;
         }
-        start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether any of eight bytes is a control character, `"` or `\` (bit tricks: a byte below
+/// a bound, a byte equal to a value).
+fn needs_escape(w: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let control = w.wrapping_sub(LO * 0x20) & !w & HI;
+    let q = w ^ (LO * u64::from(b'"'));
+    let quote = q.wrapping_sub(LO) & !q & HI;
+    let b = w ^ (LO * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(LO) & !b & HI;
+    (control | quote | backslash) != 0
 }
 
 /// Write a value as compact JSON: the bytes `serde_json::to_writer` gives.
@@ -1412,6 +1439,7 @@ mod tests {
     fn json_writer_matches_serde_json() {
         let mut text: String = (0u8..0x80).map(char::from).collect();
         text.push_str("é\u{2028}😀\\\"");
+        text.push_str("0123456789abcdef\"0123456789\\abcdef\u{7f}\u{1f}x");
         let v = json!({
             "s": text, "n": [0, -1, 1.5, 1e300, u64::MAX], "b": [true, false, null],
             "o": {"": {}, "k\u{1}": []}
@@ -1420,6 +1448,21 @@ mod tests {
             let mut out = Vec::new();
             write_value(&mut out, x);
             assert_eq!(out, serde_json::to_vec(x).expect("serialize"));
+        }
+    }
+
+    #[test]
+    fn escape_test_finds_every_escaped_byte() {
+        for pos in 0..8 {
+            for b in 0..=255u8 {
+                let mut word = [b'a'; 8];
+                word[pos] = b;
+                assert_eq!(
+                    needs_escape(u64::from_le_bytes(word)),
+                    ESCAPE[b as usize] != 0,
+                    "{b} at {pos}"
+                );
+            }
         }
     }
 
