@@ -566,20 +566,23 @@ fn write_snake<'v>(
             for (k, x) in extras {
                 scratch.keys.push((KeyRef::Str(k), *x));
             }
-            {
+            // Converted keys mostly keep the order of the originals (and stay distinct): sort
+            // and look for duplicates only when not.
+            let ordered = {
                 let arena = scratch.arena.as_str();
                 let keys = &mut scratch.keys[base..];
-                // Converted keys mostly keep the order of the originals: sort only when not.
-                if keys.windows(2).any(|w| w[0].0.get(arena) > w[1].0.get(arena)) {
+                let ordered = keys.windows(2).all(|w| w[0].0.get(arena) < w[1].0.get(arena));
+                if !ordered {
                     keys.sort_by(|a, b| a.0.get(arena).cmp(b.0.get(arena)));
                 }
-            }
+                ordered
+            };
             let end = scratch.keys.len();
             out.push(b'{');
             let mut first = true;
             for i in base..end {
                 let (k, x) = scratch.keys[i];
-                if i + 1 < end && scratch.keys[i + 1].0.get(&scratch.arena) == k.get(&scratch.arena) {
+                if !ordered && i + 1 < end && scratch.keys[i + 1].0.get(&scratch.arena) == k.get(&scratch.arena) {
                     continue;
                 }
                 if !first {
