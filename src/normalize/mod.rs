@@ -133,7 +133,7 @@ pub fn normalize_json(record: &Value, ctx: &EcsContext<'_>) -> Result<Normalized
         return Err(NormalizeError::NotAnObject);
     }
     let recognized = recognize::recognize(record, ctx.source);
-    let mut json = Vec::with_capacity(2048);
+    let mut json = Vec::with_capacity(4096);
     let mapped = ecs::map_json(record, &recognized, ctx, &mut json);
     Ok(NormalizedJson {
         json,

@@ -194,8 +194,7 @@ impl<'a> Doc<'a> {
 
     /// Whether something was written at or below this path of keys.
     pub fn has_path(&self, path: &[&str]) -> bool {
-        let joined = path.join(".");
-        self.entries.iter().any(|(p, _)| under(p, &joined))
+        self.entries.iter().any(|(p, _)| under_parts(p, path))
     }
 
     /// Add `related.*` and return the writes sorted by path, the last of equal paths only.
@@ -208,22 +207,22 @@ impl<'a> Doc<'a> {
                 self.put(path, Value::Array(list.into_iter().map(Value::String).collect()));
             }
         }
-        let entries = std::mem::take(&mut self.entries);
-        // Sort indices (cheap to move); ties by index keep the last write last.
-        let mut order: Vec<u32> = (0..entries.len() as u32).collect();
-        // When no path has a byte below `.` (the usual case: ECS names), plain byte order is
-        // the path order and a memcmp is enough.
-        if entries.iter().all(|(p, _)| p.bytes().all(|b| b >= b'.')) {
-            order.sort_unstable_by(|&a, &b| entries[a as usize].0.cmp(&entries[b as usize].0).then(a.cmp(&b)));
-        } else {
-            order.sort_unstable_by(|&a, &b| cmp_path(&entries[a as usize].0, &entries[b as usize].0).then(a.cmp(&b)));
-        }
-        let mut slots: Vec<Option<(Path, Val<'a>)>> = entries.into_iter().map(Some).collect();
-        let mut out: Vec<(Path, Val<'a>)> = Vec::with_capacity(slots.len());
-        for i in order {
-            let Some((p, v)) = slots[i as usize].take() else {
-                continue;
-            };
+        let mut entries = std::mem::take(&mut self.entries);
+        // Sort indices (cheap to move) by the first bytes of the path first, which decides
+        // most comparisons; ties by index keep the last write last.
+        let mut order: Vec<(u64, u32)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| (path_key(p), i as u32))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| cmp_path(&entries[a.1 as usize].0, &entries[b.1 as usize].0))
+                .then(a.1.cmp(&b.1))
+        });
+        let mut out: Vec<(Path, Val<'a>)> = Vec::with_capacity(entries.len());
+        for (_, i) in order {
+            let (p, v) = std::mem::replace(&mut entries[i as usize], (Cow::Borrowed(""), Val::Str("")));
             match out.last_mut() {
                 Some(last) if last.0 == p => last.1 = v,
                 _ => out.push((p, v)),
@@ -290,54 +289,59 @@ impl<'a> Doc<'a> {
             }
             i += 1;
         }
-        let mut stack: Vec<&str> = Vec::new();
+        // Objects open for the previous entry are its parent segments; each entry closes those
+        // it does not share and opens its own (paths are sorted, so each object is opened once).
+        let mut prev: &[u8] = b"";
+        let mut open = 0usize;
         let mut first = true;
+        let mut scratch = SnakeScratch::default();
         out.push(b'{');
         for (idx, (path, value)) in entries.iter().enumerate() {
-            let (parent, leaf) = match path.rfind('.') {
-                Some(i) => (&path[..i], &path[i + 1..]),
-                None => ("", &path[..]),
-            };
-            let mut parents = parent.split('.').filter(|s| !s.is_empty()).peekable();
-            let mut common = 0;
-            while common < stack.len() && parents.peek() == Some(&stack[common]) {
-                parents.next();
-                common += 1;
-            }
-            while stack.len() > common {
-                stack.pop();
+            let p = path.as_bytes();
+            let same = p.iter().zip(prev).take_while(|(a, b)| a == b).count();
+            let shared = p[..same].iter().filter(|&&b| b == b'.').count().min(open);
+            for _ in shared..open {
                 out.push(b'}');
                 first = false;
             }
-            for seg in parents {
+            open = shared;
+            // Skip the shared segments, then open the remaining parents.
+            let mut seg_start = 0;
+            for _ in 0..shared {
+                seg_start += p[seg_start..]
+                    .iter()
+                    .position(|&b| b == b'.')
+                    .map_or(p.len(), |i| i + 1);
+            }
+            while let Some(dot) = p[seg_start..].iter().position(|&b| b == b'.') {
                 if !first {
                     out.push(b',');
                 }
-                write_str(out, seg);
+                write_str(out, &path[seg_start..seg_start + dot]);
                 out.extend_from_slice(b":{");
-                stack.push(seg);
+                open += 1;
                 first = true;
+                seg_start += dot + 1;
             }
             if !first {
                 out.push(b',');
             }
             first = false;
-            write_str(out, leaf);
+            write_str(out, &path[seg_start..]);
             out.push(b':');
             match (&vendor, vendor_at == Some(idx)) {
                 (Some((_, source, depth)), true) => {
                     let extra: Vec<(&str, &Value)> = extras.iter().map(|(k, v)| (k.as_str(), v)).collect();
-                    write_snake(out, source, *depth, &extra);
+                    write_snake(out, source, *depth, &extra, &mut scratch);
                 }
                 _ => match value {
                     Val::Str(s) => write_str(out, s),
-                    Val::Json(v) => {
-                        let _ = serde_json::to_writer(&mut *out, v);
-                    }
+                    Val::Json(v) => write_value(out, v),
                 },
             }
+            prev = p;
         }
-        for _ in &stack {
+        for _ in 0..open {
             out.push(b'}');
         }
         out.push(b'}');
@@ -357,7 +361,7 @@ impl<'a> Doc<'a> {
         entries.sort_by(|a, b| cmp_path(&a.0, &b.0));
         let mut root = Map::new();
         build(&mut root, entries, 0);
-        let _ = serde_json::to_writer(&mut *out, &Value::Object(root));
+        write_value(out, &Value::Object(root));
     }
 }
 
@@ -395,7 +399,8 @@ pub fn merge_into(doc: &mut Value, path: &str, incoming: Value) {
     }
 }
 
-/// A key either borrowed or stored in a per-object buffer.
+/// A key either borrowed or stored in the scratch buffer of converted keys.
+#[derive(Clone, Copy)]
 enum KeyRef<'a> {
     Str(&'a str),
     Arena(usize, usize),
@@ -413,54 +418,184 @@ impl<'a> KeyRef<'a> {
     }
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
+/// Buffers reused by every object of a [`write_snake`] walk: converted keys and the key
+/// lists of the objects being written (each level works on its own tail of both).
+#[derive(Default)]
+struct SnakeScratch<'v> {
+    arena: String,
+    keys: Vec<(KeyRef<'v>, &'v Value)>,
+}
+
+/// How `serde_json` escapes each byte in a string: 0 not at all, `u` as `\u00XX`, else `\` and
+/// that byte.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0A] = b'n';
+    t[0x0C] = b'f';
+    t[0x0D] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Write a JSON string: the bytes `serde_json` writes for it, without going through a
+/// serializer (runs of plain bytes are copied at once).
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none needs escaping (the usual case).
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if !needs_escape(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
+            }
+        }
+        let stop = (i + 8).min(bytes.len());
+        while i < stop {
+            let b = bytes[i];
+            let esc = ESCAPE[b as usize];
+            if esc != 0 {
+                out.extend_from_slice(&bytes[start..i]);
+                if esc == b'u' {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
+                } else {
+                    out.extend_from_slice(&[b'\\', esc]);
+                }
+                start = i + 1;
+            }
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Whether any of eight bytes is a control character, `"` or `\` (bit tricks: a byte below
+/// a bound, a byte equal to a value).
+fn needs_escape(w: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let control = w.wrapping_sub(LO * 0x20) & !w & HI;
+    let q = w ^ (LO * u64::from(b'"'));
+    let quote = q.wrapping_sub(LO) & !q & HI;
+    let b = w ^ (LO * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(LO) & !b & HI;
+    (control | quote | backslash) != 0
+}
+
+/// Write a value as compact JSON: the bytes `serde_json::to_writer` gives.
+pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Value::String(s) => write_str(out, s),
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, x);
+            }
+            out.push(b']');
+        }
+        Value::Object(m) => {
+            out.push(b'{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_value(out, x);
+            }
+            out.push(b'}');
+        }
+    }
 }
 
 /// Write `v` as JSON with object keys snake_cased `depth` levels deep, in the order a
 /// `serde_json::Map` of the converted keys would have (later duplicates win), `extras`
 /// merged into the top-level object (they win).
-fn write_snake(out: &mut Vec<u8>, v: &Value, depth: usize, extras: &[(&str, &Value)]) {
+fn write_snake<'v>(
+    out: &mut Vec<u8>,
+    v: &'v Value,
+    depth: usize,
+    extras: &[(&'v str, &'v Value)],
+    scratch: &mut SnakeScratch<'v>,
+) {
     if depth == 0 && extras.is_empty() {
-        let _ = serde_json::to_writer(&mut *out, v);
+        write_value(out, v);
         return;
     }
     match v {
         Value::Object(m) => {
-            // Converted keys live in one buffer per object: one allocation, not one per key.
-            let mut arena = String::new();
-            let mut keys: Vec<(KeyRef<'_>, &Value)> = Vec::with_capacity(m.len() + extras.len());
+            let base = scratch.keys.len();
+            let arena_base = scratch.arena.len();
             for (k, x) in m {
                 if depth == 0 {
-                    keys.push((KeyRef::Str(k), x));
+                    scratch.keys.push((KeyRef::Str(k), x));
                     continue;
                 }
-                let start = arena.len();
-                match snake_into(k, &mut arena) {
-                    Some(fixed) => keys.push((KeyRef::Str(fixed), x)),
-                    None if arena.len() == start => keys.push((KeyRef::Str(k), x)),
-                    None => keys.push((KeyRef::Arena(start, arena.len()), x)),
-                }
+                let start = scratch.arena.len();
+                let key = match snake_into(k, &mut scratch.arena) {
+                    Some(fixed) => KeyRef::Str(fixed),
+                    None if scratch.arena.len() == start => KeyRef::Str(k),
+                    None => KeyRef::Arena(start, scratch.arena.len()),
+                };
+                scratch.keys.push((key, x));
             }
             for (k, x) in extras {
-                keys.push((KeyRef::Str(k), *x));
+                scratch.keys.push((KeyRef::Str(k), *x));
             }
-            keys.sort_by(|a, b| a.0.get(&arena).cmp(b.0.get(&arena)));
+            // Converted keys mostly keep the order of the originals (and stay distinct): sort
+            // and look for duplicates only when not.
+            let ordered = {
+                let arena = scratch.arena.as_str();
+                let keys = &mut scratch.keys[base..];
+                let ordered = keys.windows(2).all(|w| w[0].0.get(arena) < w[1].0.get(arena));
+                if !ordered {
+                    keys.sort_by(|a, b| a.0.get(arena).cmp(b.0.get(arena)));
+                }
+                ordered
+            };
+            let end = scratch.keys.len();
             out.push(b'{');
             let mut first = true;
-            for (i, (k, x)) in keys.iter().enumerate() {
-                if keys.get(i + 1).is_some_and(|next| next.0.get(&arena) == k.get(&arena)) {
+            for i in base..end {
+                let (k, x) = scratch.keys[i];
+                if !ordered && i + 1 < end && scratch.keys[i + 1].0.get(&scratch.arena) == k.get(&scratch.arena) {
                     continue;
                 }
                 if !first {
                     out.push(b',');
                 }
                 first = false;
-                write_str(out, k.get(&arena));
+                write_str(out, k.get(&scratch.arena));
                 out.push(b':');
-                write_snake(out, x, depth.saturating_sub(1), &[]);
+                write_snake(out, x, depth.saturating_sub(1), &[], scratch);
             }
             out.push(b'}');
+            scratch.keys.truncate(base);
+            scratch.arena.truncate(arena_base);
         }
         Value::Array(a) => {
             out.push(b'[');
@@ -468,14 +603,30 @@ fn write_snake(out: &mut Vec<u8>, v: &Value, depth: usize, extras: &[(&str, &Val
                 if i > 0 {
                     out.push(b',');
                 }
-                write_snake(out, x, depth, &[]);
+                write_snake(out, x, depth, &[], scratch);
             }
             out.push(b']');
         }
-        other => {
-            let _ = serde_json::to_writer(&mut *out, other);
-        }
+        other => write_value(out, other),
     }
+}
+
+/// `path` is the dotted join of `parts` or lies below it.
+fn under_parts(path: &str, parts: &[&str]) -> bool {
+    let mut rest = path;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            let Some(r) = rest.strip_prefix('.') else {
+                return false;
+            };
+            rest = r;
+        }
+        let Some(r) = rest.strip_prefix(part) else {
+            return false;
+        };
+        rest = r;
+    }
+    rest.is_empty() || rest.starts_with('.')
 }
 
 /// `path` is `key` or lies below it.
@@ -486,13 +637,32 @@ fn under(path: &str, key: &str) -> bool {
 /// Path order in which `.` sorts before every other byte, so that all paths below a prefix
 /// are contiguous (`a.b`, `a.b.c`, `a.b-c`).
 fn cmp_path(a: &str, b: &str) -> std::cmp::Ordering {
-    let key = |c: u8| if c == b'.' { 0 } else { c };
-    for (x, y) in a.bytes().zip(b.bytes()) {
-        if x != y {
-            return key(x).cmp(&key(y));
-        }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => path_byte(a[i]).cmp(&path_byte(b[i])),
+        None => a.len().cmp(&b.len()),
     }
-    a.len().cmp(&b.len())
+}
+
+/// A path byte as it sorts: `.` first, then every other byte in its order (one to one).
+fn path_byte(b: u8) -> u8 {
+    if b == b'.' {
+        0
+    } else if b < b'.' {
+        b + 1
+    } else {
+        b
+    }
+}
+
+/// The first 8 bytes of a path as a number ordered like [`cmp_path`] (zero padded): a smaller
+/// key means a smaller path; equal keys need [`cmp_path`].
+fn path_key(path: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    for (slot, &b) in bytes.iter_mut().zip(path.as_bytes()) {
+        *slot = path_byte(b);
+    }
+    u64::from_be_bytes(bytes)
 }
 
 /// Build nested objects from writes sorted with [`cmp_path`]; `start` is the byte offset of
@@ -1266,6 +1436,66 @@ mod tests {
         assert_eq!(v["url"]["port"], 8443);
         assert_eq!(v["url"]["path"], "/v1.0/users");
         assert_eq!(v["url"]["query"], "$top=5");
+    }
+
+    #[test]
+    fn json_writer_matches_serde_json() {
+        let mut text: String = (0u8..0x80).map(char::from).collect();
+        text.push_str("é\u{2028}😀\\\"");
+        text.push_str("0123456789abcdef\"0123456789\\abcdef\u{7f}\u{1f}x");
+        let v = json!({
+            "s": text, "n": [0, -1, 1.5, 1e300, u64::MAX], "b": [true, false, null],
+            "o": {"": {}, "k\u{1}": []}
+        });
+        for x in [&v, &v["s"], &v["n"], &v["o"]] {
+            let mut out = Vec::new();
+            write_value(&mut out, x);
+            assert_eq!(out, serde_json::to_vec(x).expect("serialize"));
+        }
+    }
+
+    #[test]
+    fn escape_test_finds_every_escaped_byte() {
+        for pos in 0..8 {
+            for b in 0..=255u8 {
+                let mut word = [b'a'; 8];
+                word[pos] = b;
+                assert_eq!(
+                    needs_escape(u64::from_le_bytes(word)),
+                    ESCAPE[b as usize] != 0,
+                    "{b} at {pos}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn path_keys_order_like_paths() {
+        let paths = [
+            "a",
+            "a.b",
+            "a.b.c",
+            "a.b-c",
+            "a-b",
+            "ab",
+            "abcdefgh",
+            "abcdefgh.i",
+            "abcdefghi",
+            "a\u{0}",
+            "",
+        ];
+        for x in paths {
+            for y in paths {
+                if path_key(x) < path_key(y) {
+                    assert_eq!(cmp_path(x, y), std::cmp::Ordering::Less, "{x:?} < {y:?}");
+                }
+                assert_eq!(cmp_path(x, y) == std::cmp::Ordering::Equal, x == y, "{x:?} {y:?}");
+            }
+        }
+        assert!(under_parts("event.kind", &["event", "kind"]));
+        assert!(under_parts("event.kind.x", &["event", "kind"]));
+        assert!(!under_parts("event.kinds", &["event", "kind"]));
+        assert!(!under_parts("eventkind", &["event", "kind"]));
     }
 
     #[test]
