@@ -12,9 +12,16 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::builders::{CollectorChildren, CollectorOwner};
-use super::context::FIELD_MANAGER;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::EventType;
+
+use super::builders::{collector_children, report_config_map_name, CollectorChildren, CollectorOwner};
+use super::context::{Context, FIELD_MANAGER, HEALTHY_REQUEUE, PROGRESSING_REQUEUE};
 use super::error::Result;
+use super::status::CollectorPods;
+use crate::render::RenderedCollector;
 
 /// Server-side apply parameters of the operator.
 pub fn apply_params() -> PatchParams {
@@ -32,6 +39,42 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let name = obj.name_any();
     Ok(api.patch(&name, &apply_params(), &Patch::Apply(obj)).await?)
+}
+
+/// Run a rendered collector for its owner: build and apply its children, delete the owner's
+/// children no longer wanted, announce what was created or deleted, and say how its pods are
+/// doing with the requeue that fits. Shared by the ConsumerGroup and LogSource controllers.
+pub async fn run_collector(
+    ctx: &Context,
+    regarding: &ObjectReference,
+    owner: &CollectorOwner,
+    namespace: &str,
+    collector: &RenderedCollector,
+) -> Result<(CollectorPods, Duration)> {
+    let secret_versions = ctx.stores.secret_versions(namespace, &collector.secret_names);
+    let children = collector_children(collector, owner, &ctx.collector_image, &secret_versions)?;
+    let created = ctx.is_new_collector(namespace, &collector.name);
+    let deployment = apply_collector(&ctx.client, namespace, &children).await?;
+    let keep = [collector.name.clone(), report_config_map_name(&collector.name)];
+    let deleted = delete_unwanted(&ctx.client, owner, &keep).await?;
+    if created {
+        ctx.publish(
+            regarding,
+            EventType::Normal,
+            "CollectorCreated",
+            "Apply",
+            format!("created collector Deployment {:?}", collector.name),
+        )
+        .await;
+    }
+    ctx.announce_deleted(regarding, &deleted).await;
+    let pods = CollectorPods::of(&deployment);
+    let requeue = if pods.is_ready() {
+        HEALTHY_REQUEUE
+    } else {
+        PROGRESSING_REQUEUE
+    };
+    Ok((pods, requeue))
 }
 
 /// Apply every child of a collector, in the order a pod needs them: identity and permissions,

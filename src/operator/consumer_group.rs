@@ -7,13 +7,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::Client;
 use kube::{Resource, ResourceExt};
 
-use super::builders::{collector_children, report_config_map_name, CollectorOwner};
-use super::children::{apply_collector, apply_params, delete_unwanted};
-use super::context::{Context, Stores, BLOCKED_REQUEUE, HEALTHY_REQUEUE, PROGRESSING_REQUEUE};
+use super::builders::CollectorOwner;
+use super::children::{apply_params, run_collector};
+use super::context::{Context, Stores, BLOCKED_REQUEUE};
 use super::error::{Error, Result};
 use super::status::{consumer_group_conditions, max_lag_seconds, Blocked, CollectorPods, ConsumerGroupObservation};
 use crate::api::conditions::{self, reasons};
@@ -43,34 +42,12 @@ pub async fn reconcile(cg: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Acti
         }
         Ok((collector, skipped)) => {
             // 2. Children: apply, delete what is no longer wanted.
-            let secret_versions = ctx.stores.secret_versions(&namespace, &collector.secret_names);
-            let children = collector_children(&collector, &owner, &ctx.collector_image, &secret_versions)?;
-            let created = ctx.is_new_collector(&namespace, &collector.name);
-            let deployment = apply_collector(&ctx.client, &namespace, &children).await?;
-            let keep = [collector.name.clone(), report_config_map_name(&collector.name)];
-            let deleted = delete_unwanted(&ctx.client, &owner, &keep).await?;
-            if created {
-                ctx.publish(
-                    &cg.object_ref(&()),
-                    EventType::Normal,
-                    "CollectorCreated",
-                    "Apply",
-                    format!("created collector Deployment {:?}", collector.name),
-                )
-                .await;
-            }
-            ctx.announce_deleted(&cg.object_ref(&()), &deleted).await;
+            let (pods, action) = run_collector(&ctx, &cg.object_ref(&()), &owner, &namespace, &collector).await?;
             let partitions = match &collector.config.checkpoint {
                 CheckpointConfig::Kubernetes { lease_prefix, .. } => {
                     Some(partition_ownership(&ctx.client, &namespace, lease_prefix).await?)
                 }
                 _ => None,
-            };
-            let pods = CollectorPods::of(&deployment);
-            let action = if pods.is_ready() {
-                HEALTHY_REQUEUE
-            } else {
-                PROGRESSING_REQUEUE
             };
             let report = ctx.stores.report(&namespace, &collector.name);
             (pods, collector.config.routes.len(), skipped, report, partitions, action)

@@ -8,16 +8,13 @@ use std::sync::Arc;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::builders::{collector_children, report_config_map_name, CollectorOwner};
-use super::children::{apply_collector, apply_params, delete_unwanted};
+use super::builders::CollectorOwner;
+use super::children::{apply_params, delete_unwanted, run_collector};
 use super::context::{Context, Stores, BLOCKED_REQUEUE, HEALTHY_REQUEUE, PROGRESSING_REQUEUE};
 use super::error::{Error, Result};
-use super::status::{
-    log_source_conditions, Blocked, CollectorPods, DestinationHealth, LogSourceObservation, LogSourceReader,
-};
+use super::status::{log_source_conditions, Blocked, DestinationHealth, LogSourceObservation, LogSourceReader};
 use crate::api::conditions::{self, reasons, types};
 use crate::api::{LagThreshold, LogSource, LogSourceStatus, SourceKind};
 use crate::config::LogSourceReport;
@@ -60,30 +57,8 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
         }
         Ok(Plan::Own(collector)) => {
             // 2. Children: apply the wanted ones, delete the rest.
-            let secret_versions = ctx.stores.secret_versions(&namespace, &collector.secret_names);
-            let children = collector_children(collector, &owner, &ctx.collector_image, &secret_versions)?;
-            let created = ctx.is_new_collector(&namespace, &collector.name);
-            let deployment = apply_collector(&ctx.client, &namespace, &children).await?;
-            let keep = [collector.name.clone(), report_config_map_name(&collector.name)];
-            let deleted = delete_unwanted(&ctx.client, &owner, &keep).await?;
-            if created {
-                ctx.publish(
-                    &ls.object_ref(&()),
-                    EventType::Normal,
-                    "CollectorCreated",
-                    "Apply",
-                    format!("created collector Deployment {:?}", collector.name),
-                )
-                .await;
-            }
-            ctx.announce_deleted(&ls.object_ref(&()), &deleted).await;
-            let pods = CollectorPods::of(&deployment);
+            let (pods, action) = run_collector(&ctx, &ls.object_ref(&()), &owner, &namespace, collector).await?;
             let report = ctx.stores.report(&namespace, &collector.name);
-            let action = if pods.is_ready() {
-                HEALTHY_REQUEUE
-            } else {
-                PROGRESSING_REQUEUE
-            };
             (Some(LogSourceReader::Own(pods)), report, action)
         }
         Ok(Plan::ConsumerGroup(cg_name)) => {
