@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::api::{EventFormat, RecordFilter};
-use crate::normalize::{recognize, SourceHint};
+use crate::normalize::{recognize, Recognized, SourceHint};
 
 /// A LogSource as the router sees it.
 #[derive(Debug, Clone)]
@@ -66,9 +66,13 @@ impl CompiledRoute {
 
 /// The category of a record: what the normalizer recognises, else its `category` field.
 pub fn category_of(record: &Value, hint: SourceHint<'_>) -> String {
-    let recognized = recognize(record, hint).category;
-    if !recognized.is_empty() && recognized != "unknown" {
-        return recognized;
+    category_from(&recognize(record, hint), record)
+}
+
+/// [`category_of`] from a recognition already made, so a record is recognised once.
+pub fn category_from(recognized: &Recognized, record: &Value) -> String {
+    if !recognized.category.is_empty() && recognized.category != "unknown" {
+        return recognized.category.clone();
     }
     record
         .get("category")

@@ -18,10 +18,10 @@ use crate::collector::delivery::{self, DeliverySettings, DestinationHealth, Dest
 use crate::collector::destinations::{self, BuildError, Destination, Event};
 use crate::collector::metrics::CollectorMetrics;
 use crate::collector::report::ReportWriter;
-use crate::collector::route::{category_of, CompiledRoute, Shape};
+use crate::collector::route::{category_from, CompiledRoute, Shape};
 use crate::collector::sources::{self, SourceBatch, SourceContext, SourceError};
 use crate::config::{CollectorConfig, CollectorReport, DestinationReport, LogSourceReport, CONFIG_VERSION};
-use crate::normalize::{normalize_json, EcsContext};
+use crate::normalize::{normalize_json_recognized, recognize, EcsContext};
 use crate::telemetry::Health;
 
 /// Why a collector could not start or stopped with an error.
@@ -426,7 +426,8 @@ impl Router {
                     Ok(v) => v,
                     Err(_) => continue, // decode already validated the JSON
                 };
-                let category = category_of(&value, hint);
+                let recognized = recognize(&value, hint);
+                let category = category_from(&recognized, &value);
                 // Stable across restarts and replays of the same unit: destinations that can
                 // (Elasticsearch `_id`, Splunk, blob names) use it to drop re-deliveries.
                 let record_id = format!("{}/{}#{}", batch.stream, position, index_in_unit);
@@ -450,15 +451,17 @@ impl Router {
                                         event_id: Some(&record_id),
                                         original: (shape == Shape::EcsWithOriginal).then(|| raw.get()),
                                     };
-                                    normalize_json(&value, &ctx).map_err(|e| e.to_string()).map(|n| {
-                                        if !n.mapped {
-                                            self.metrics
-                                                .records_unmapped
-                                                .with_label_values(&[metric_label(&n.recognized.category)])
-                                                .inc();
-                                        }
-                                        Bytes::from(n.json)
-                                    })
+                                    normalize_json_recognized(&value, recognized.clone(), &ctx)
+                                        .map_err(|e| e.to_string())
+                                        .map(|n| {
+                                            if !n.mapped {
+                                                self.metrics
+                                                    .records_unmapped
+                                                    .with_label_values(&[metric_label(&n.recognized.category)])
+                                                    .inc();
+                                            }
+                                            Bytes::from(n.json)
+                                        })
                                 }
                             })
                             .clone();

@@ -129,10 +129,19 @@ pub struct NormalizedJson {
 /// `Value` (the record's detail is written from the record itself). The fastest path for
 /// destinations that send JSON.
 pub fn normalize_json(record: &Value, ctx: &EcsContext<'_>) -> Result<NormalizedJson, NormalizeError> {
+    normalize_json_recognized(record, recognize::recognize(record, ctx.source), ctx)
+}
+
+/// [`normalize_json`] for a record the caller has already recognised (the collector recognises
+/// each record once, to route it, and reuses the result here).
+pub fn normalize_json_recognized(
+    record: &Value,
+    recognized: Recognized,
+    ctx: &EcsContext<'_>,
+) -> Result<NormalizedJson, NormalizeError> {
     if !record.is_object() {
         return Err(NormalizeError::NotAnObject);
     }
-    let recognized = recognize::recognize(record, ctx.source);
     let mut json = Vec::with_capacity(4096);
     let mapped = ecs::map_json(record, &recognized, ctx, &mut json);
     Ok(NormalizedJson {
