@@ -10,16 +10,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use siembridge::api::{
-    BatchSpec, BufferSpec, EventFormat, FileSpec, HttpSpec, OverflowPolicy, ReplaySource, RetrySpec,
-    SiemDestinationSpec, StdoutSpec,
+    BatchSpec, BufferSpec, EventFormat, FileSpec, HttpSpec, OverflowPolicy, RetrySpec, SiemDestinationSpec, StdoutSpec,
 };
 use siembridge::collector::destinations::{Destination, Event, SendOutcome};
 use siembridge::collector::Collector;
-use siembridge::config::{
-    CheckpointConfig, CollectorConfig, DeadLetterConfig, Route, SecretSource, SourceConfig, TelemetryConfig,
-    CONFIG_VERSION,
-};
+use siembridge::config::CollectorConfig;
 use tokio_util::sync::CancellationToken;
+
+mod common;
 
 /// A destination that never answers.
 struct Stalled {
@@ -57,28 +55,7 @@ fn destination(buffer: u32, when_full: OverflowPolicy) -> SiemDestinationSpec {
 }
 
 fn base_config(dir: &Path, records: &Path, destinations: BTreeMap<String, SiemDestinationSpec>) -> CollectorConfig {
-    CollectorConfig {
-        version: CONFIG_VERSION.to_string(),
-        collector: "bp".into(),
-        namespace: "default".into(),
-        source: SourceConfig::Replay(ReplaySource {
-            paths: vec![records.display().to_string()],
-            ..Default::default()
-        }),
-        routes: vec![Route {
-            log_source: "entra".into(),
-            destinations: destinations.keys().cloned().collect(),
-            ..Default::default()
-        }],
-        destinations,
-        checkpoint: CheckpointConfig::File {
-            dir: dir.join("checkpoints").display().to_string(),
-        },
-        secrets: SecretSource::Environment,
-        dead_letter: DeadLetterConfig::in_dir(dir.join("dead-letter").display().to_string()),
-        telemetry: TelemetryConfig::default(),
-        report: None,
-    }
+    common::replay_config(dir, records, "entra", destinations)
 }
 
 fn write_records(path: &Path, n: usize, pad: usize) {

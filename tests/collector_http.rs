@@ -11,12 +11,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use siembridge::api::{BatchSpec, EventFormat, HttpSpec, ReplaySource, RetrySpec, SiemDestinationSpec};
+use siembridge::api::{BatchSpec, EventFormat, HttpSpec, RetrySpec, SiemDestinationSpec};
 use siembridge::collector::Collector;
-use siembridge::config::{
-    CheckpointConfig, CollectorConfig, DeadLetterConfig, Route, SecretSource, SourceConfig, CONFIG_VERSION,
-};
+use siembridge::config::{CollectorConfig, SecretSource};
 use tokio_util::sync::CancellationToken;
+
+mod common;
 
 fn config(dir: &Path, url: &str, records: &Path, max_events: u32) -> CollectorConfig {
     let dest = SiemDestinationSpec {
@@ -39,28 +39,7 @@ fn config(dir: &Path, url: &str, records: &Path, max_events: u32) -> CollectorCo
         concurrency: 1,
         ..Default::default()
     };
-    CollectorConfig {
-        version: CONFIG_VERSION.to_string(),
-        collector: "test".into(),
-        namespace: "default".into(),
-        source: SourceConfig::Replay(ReplaySource {
-            paths: vec![records.display().to_string()],
-            ..Default::default()
-        }),
-        routes: vec![Route {
-            log_source: "entra".into(),
-            destinations: vec!["receiver".into()],
-            ..Default::default()
-        }],
-        destinations: BTreeMap::from([("receiver".to_string(), dest)]),
-        checkpoint: CheckpointConfig::File {
-            dir: dir.join("checkpoints").display().to_string(),
-        },
-        secrets: SecretSource::Environment,
-        dead_letter: DeadLetterConfig::in_dir(dir.join("dead-letter").display().to_string()),
-        telemetry: Default::default(),
-        report: None,
-    }
+    common::replay_config(dir, records, "entra", BTreeMap::from([("receiver".to_string(), dest)]))
 }
 
 type Handler = Arc<dyn Fn(usize, &[u8]) -> Response + Send + Sync>;

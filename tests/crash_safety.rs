@@ -13,10 +13,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use siembridge::api::{BatchSpec, EventFormat, HttpSpec, ReplaySource, RetrySpec, SiemDestinationSpec};
-use siembridge::config::{
-    CheckpointConfig, CollectorConfig, DeadLetterConfig, Route, SecretSource, SourceConfig, CONFIG_VERSION,
-};
+use siembridge::api::{BatchSpec, EventFormat, HttpSpec, RetrySpec, SiemDestinationSpec};
+use siembridge::config::CollectorConfig;
+
+mod common;
 
 const RECORDS: u64 = 200_000;
 const KILLS: usize = 4;
@@ -76,28 +76,12 @@ fn config(dir: &Path, url: &str, records: &Path) -> CollectorConfig {
         concurrency: 2,
         ..Default::default()
     };
-    CollectorConfig {
-        version: CONFIG_VERSION.to_string(),
-        collector: "crash".into(),
-        namespace: "default".into(),
-        source: SourceConfig::Replay(ReplaySource {
-            paths: vec![records.display().to_string()],
-            ..Default::default()
-        }),
-        routes: vec![Route {
-            log_source: "replayed".into(),
-            destinations: vec!["receiver".into()],
-            ..Default::default()
-        }],
-        destinations: BTreeMap::from([("receiver".to_string(), dest)]),
-        checkpoint: CheckpointConfig::File {
-            dir: dir.join("checkpoints").display().to_string(),
-        },
-        secrets: SecretSource::Environment,
-        dead_letter: DeadLetterConfig::in_dir(dir.join("dead-letter").display().to_string()),
-        telemetry: Default::default(),
-        report: None,
-    }
+    common::replay_config(
+        dir,
+        records,
+        "replayed",
+        BTreeMap::from([("receiver".to_string(), dest)]),
+    )
 }
 
 fn spawn(config: &Path, log: &Path) -> Child {
