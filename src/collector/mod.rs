@@ -13,6 +13,7 @@
 //! - [`runtime`]: the wiring, [`runtime::Collector`].
 
 pub mod ack;
+pub mod auth;
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod decode;

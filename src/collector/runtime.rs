@@ -19,7 +19,7 @@ use crate::collector::destinations::{self, BuildError, Destination, Event};
 use crate::collector::metrics::CollectorMetrics;
 use crate::collector::report::ReportWriter;
 use crate::collector::route::{category_from, CompiledRoute, Shape};
-use crate::collector::sources::{self, SourceBatch, SourceContext, SourceError};
+use crate::collector::sources::{self, RecordOrigin, SourceBatch, SourceContext, SourceError};
 use crate::config::{CollectorConfig, CollectorReport, DestinationReport, LogSourceReport, CONFIG_VERSION};
 use crate::normalize::{normalize_json_recognized, recognize, EcsContext};
 use crate::telemetry::Health;
@@ -430,8 +430,10 @@ impl Router {
                 let category = category_from(&recognized, &value);
                 // Stable across restarts and replays of the same unit: destinations that can
                 // (Elasticsearch `_id`, Splunk, blob names) use it to drop re-deliveries.
-                let record_id = format!("{}/{}#{}", batch.stream, position, index_in_unit);
+                let record_id = stable_record_id(&batch.origin, &value)
+                    .unwrap_or_else(|| format!("{}/{}#{}", batch.stream, position, index_in_unit));
                 index_in_unit += 1;
+                let event_id: Arc<str> = Arc::from(record_id.as_str());
                 let mut bodies: [Option<Result<Bytes, String>>; 3] = [None, None, None];
                 let mut routed = false;
                 for (ri, route) in self.routes.iter().enumerate() {
@@ -472,6 +474,7 @@ impl Router {
                                 queue
                                     .enqueue(Event {
                                         body,
+                                        id: event_id.clone(),
                                         log_source: route.log_source.clone(),
                                         ack: guard.clone(),
                                         _slot: None,
@@ -630,5 +633,42 @@ fn metric_label(value: &str) -> &str {
         value
     } else {
         "other"
+    }
+}
+
+/// The record's own id where its source guarantees one (O365 `Id`, Graph `id`): the same record
+/// read twice (overlapping windows, two content blobs) then has the same id downstream.
+fn stable_record_id(origin: &RecordOrigin, value: &serde_json::Value) -> Option<String> {
+    let field = match origin {
+        RecordOrigin::ManagementActivity(_) => "Id",
+        RecordOrigin::Graph(_) => "id",
+        RecordOrigin::Diagnostic | RecordOrigin::Unknown => return None,
+    };
+    match value.get(field)? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_records_keep_their_own_id_and_others_get_none() {
+        let o365 = serde_json::json!({"Id": "aaaaaaaa-0000-0000-0000-000000000001", "RecordType": 15});
+        let graph = serde_json::json!({"id": "g-1"});
+        let ma = RecordOrigin::ManagementActivity("Audit.General".into());
+        assert_eq!(
+            stable_record_id(&ma, &o365).as_deref(),
+            Some("aaaaaaaa-0000-0000-0000-000000000001")
+        );
+        assert_eq!(
+            stable_record_id(&RecordOrigin::Graph("signIns".into()), &graph).as_deref(),
+            Some("g-1")
+        );
+        assert_eq!(stable_record_id(&RecordOrigin::Diagnostic, &o365), None);
+        assert_eq!(stable_record_id(&ma, &serde_json::json!({"Id": 5})), None);
+        assert_eq!(stable_record_id(&ma, &serde_json::json!({"Id": ""})), None);
     }
 }

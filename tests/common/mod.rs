@@ -1,4 +1,7 @@
-//! Scaffolding shared by the collector tests.
+//! Scaffolding shared by the collector tests. Each test binary uses a part of it.
+#![allow(dead_code)]
+
+pub mod entra;
 
 use std::collections::BTreeMap;
 use std::path::Path;

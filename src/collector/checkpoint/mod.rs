@@ -8,6 +8,13 @@
 //! Adding a store (`lease.rs` for Kubernetes Leases, `blob.rs` for the Azure SDK blob layout):
 //! implement [`CheckpointStore`] in its own module and add one arm to [`open`]. Ownership of
 //! partitions (who reads what) is a separate concern of the Event Hubs source, not of this trait.
+//!
+//! # Event Hubs checkpoints (the contract between the Event Hubs source and the stores)
+//! `stream` is the partition id (`"0"`, `"1"`, ...); the store knows namespace, hub and consumer
+//! group from its own configuration. `position` is the event's service `offset` (as the service
+//! sends it, a string); `state` is `{"sequenceNumber": <i64>, "enqueuedTime": "<RFC 3339>"}`. The
+//! Blob store writes them as the Azure SDKs do (metadata `offset`, `sequencenumber`), the Lease
+//! store as Lease annotations, so both read back what other Event Hubs readers wrote.
 
 pub mod file;
 

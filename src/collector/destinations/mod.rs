@@ -34,6 +34,10 @@ use crate::config::SecretSource;
 pub struct Event {
     /// The document as compact JSON, in the destination's format (`ecs` or `raw`).
     pub body: Bytes,
+    /// Stable id of the record, the same on every re-delivery: the record's own id for API
+    /// sources (O365 `Id`, Graph `id`), `{stream}/{position}#{index}` otherwise. Destinations that
+    /// can drop duplicates use it (Elasticsearch `_id`, blob object names, HEC/Sekoia ids).
+    pub id: Arc<str>,
     /// The LogSource it was routed for.
     pub log_source: Arc<str>,
     /// Acknowledgement of this delivery (delivered or dead-lettered).
@@ -45,9 +49,15 @@ pub struct Event {
 impl Event {
     /// An event outside a pipeline (tests, benchmarks of a destination alone).
     pub fn detached(body: impl Into<Bytes>, log_source: &str) -> Self {
+        Self::detached_with_id(body, log_source, "detached")
+    }
+
+    /// An event outside a pipeline, with the stable id a source would give it.
+    pub fn detached_with_id(body: impl Into<Bytes>, log_source: &str, id: &str) -> Self {
         let stream = crate::collector::ack::StreamTracker::new("detached", None);
         Event {
             body: body.into(),
+            id: Arc::from(id),
             log_source: Arc::from(log_source),
             ack: stream.register(String::new(), 1),
             _slot: None,

@@ -1,0 +1,181 @@
+//! Stand-in of the Entra ID token endpoint (PROTOCOLS.md sections 0 and 1): `POST
+//! /{tenant}/oauth2/v2.0/token` with the client-credentials grant, the documented error bodies
+//! (AADSTS codes), short token lifetimes and injected 503s, for tests of every Entra-authenticated
+//! source and destination.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Json;
+
+/// What the stand-in knows and how it misbehaves; shared with the test.
+#[derive(Default)]
+pub struct EntraState {
+    /// tenant -> (client id -> secret).
+    pub apps: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Lifetime of issued tokens, seconds.
+    pub expires_in: AtomicU64,
+    /// Answer this many requests with 503 `temporarily_unavailable` before serving.
+    pub fail_next: AtomicUsize,
+    /// Tokens issued, in order: (tenant, client id, scope, token).
+    pub issued: Mutex<Vec<(String, String, String, String)>>,
+    /// Requests received (all outcomes).
+    pub requests: AtomicUsize,
+}
+
+impl EntraState {
+    /// Whether `token` was issued for `scope` (what a resource stand-in checks).
+    pub fn valid(&self, token: &str, scope: &str) -> bool {
+        self.issued
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, s, t)| t == token && s == scope)
+    }
+}
+
+/// A running token endpoint.
+pub struct Entra {
+    /// `http://127.0.0.1:PORT`, the authority to configure.
+    pub authority: String,
+    pub state: Arc<EntraState>,
+}
+
+fn aad_error(status: StatusCode, error: &str, code: u64, text: &str) -> Response {
+    let body = serde_json::json!({
+        "error": error,
+        "error_description": format!("AADSTS{code}: {text}\r\nTrace ID: aaaaaaaa-0000-0000-0000-000000000001\r\nCorrelation ID: aaaaaaaa-0000-0000-0000-000000000002\r\nTimestamp: 2026-01-01 00:00:00Z"),
+        "error_codes": [code],
+        "timestamp": "2026-01-01 00:00:00Z",
+        "trace_id": "aaaaaaaa-0000-0000-0000-000000000001",
+        "correlation_id": "aaaaaaaa-0000-0000-0000-000000000002",
+        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn token(
+    State(state): State<Arc<EntraState>>,
+    Path(tenant): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    if state
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return aad_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            90006,
+            "The server is temporarily unavailable.",
+        );
+    }
+    let (Some(grant), Some(client_id), Some(scope)) =
+        (form.get("grant_type"), form.get("client_id"), form.get("scope"))
+    else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type', 'client_id' or 'scope'.",
+        );
+    };
+    if grant != "client_credentials" {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            "Unsupported grant type.",
+        );
+    }
+    if !scope.ends_with("/.default") {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            70011,
+            "The provided value for scope is not valid.",
+        );
+    }
+    let apps = state.apps.lock().unwrap().get(&tenant).cloned();
+    let Some(apps) = apps else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            &format!("Tenant '{tenant}' not found."),
+        );
+    };
+    let Some(secret) = apps.get(client_id) else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!("Application with identifier '{client_id}' was not found in the directory."),
+        );
+    };
+    match form.get("client_secret") {
+        None => {
+            return aad_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            )
+        }
+        Some(s) if s != secret => return aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value.",
+        ),
+        Some(_) => {}
+    }
+    let mut issued = state.issued.lock().unwrap();
+    let access_token = format!("eyJ0eXAiOiJKV1QifQ.synthetic-{}-{}", issued.len(), rand_suffix());
+    issued.push((tenant, client_id.clone(), scope.clone(), access_token.clone()));
+    let expires_in = match state.expires_in.load(Ordering::SeqCst) {
+        0 => 3599,
+        n => n,
+    };
+    Json(serde_json::json!({
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "ext_expires_in": expires_in,
+        "access_token": access_token,
+    }))
+    .into_response()
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Entra {
+    /// Start on 127.0.0.1 with one app registered in one tenant.
+    pub async fn start(tenant: &str, client_id: &str, secret: &str) -> Entra {
+        let state = Arc::new(EntraState::default());
+        state.apps.lock().unwrap().insert(
+            tenant.to_string(),
+            HashMap::from([(client_id.to_string(), secret.to_string())]),
+        );
+        let app = axum::Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Entra { authority, state }
+    }
+}
