@@ -303,6 +303,10 @@ impl Sender {
                 (Vec::new(), String::new(), None)
             }
             SendOutcome::Rejected { reason } => {
+                // A whole batch refused is a destination problem (credentials, configuration):
+                // the health report shows it until the next success.
+                self.settings.metrics.up.set(0);
+                self.health.failure(&reason);
                 self.reject(&pending, &reason);
                 (Vec::new(), String::new(), None)
             }

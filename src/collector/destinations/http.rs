@@ -4,19 +4,16 @@
 //! `Retry-After` header (seconds or HTTP date) sets the wait. Any other status: the batch is
 //! rejected and its events dead-lettered with the status and an excerpt of the body.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
-use super::{BuildError, Destination, Event, SendOutcome};
-use crate::api::{HttpEncoding, HttpSpec, RetrySpec, TlsSpec};
-use crate::collector::secrets::{resolve, SecretValue};
+use super::{http_client, BuildError, Destination, Event, SendOutcome};
+use crate::api::{HttpEncoding, HttpSpec, RetrySpec};
+use crate::collector::secrets::resolve;
 use crate::config::SecretSource;
-
-/// Longest part of an error body kept in a dead-letter reason.
-const BODY_EXCERPT: usize = 256;
 
 /// POSTs batches to a URL.
 #[derive(Debug)]
@@ -63,14 +60,7 @@ impl HttpDestination {
             };
             headers.insert(hname, value);
         }
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_millis(retry.request_timeout_ms))
-            .connect_timeout(Duration::from_millis(retry.request_timeout_ms.min(10_000)))
-            .pool_idle_timeout(Duration::from_secs(30));
-        if let Some(tls) = &spec.tls {
-            builder = apply_tls(builder, tls, secrets, name)?;
-        }
-        let client = builder.build().map_err(|e| invalid(format!("HTTP client: {e}")))?;
+        let client = http_client::client(name, retry, spec.tls.as_ref(), secrets)?;
         Ok(HttpDestination {
             client,
             url,
@@ -78,43 +68,6 @@ impl HttpDestination {
             headers,
         })
     }
-}
-
-fn apply_tls(
-    mut builder: reqwest::ClientBuilder,
-    tls: &TlsSpec,
-    secrets: &SecretSource,
-    name: &str,
-) -> Result<reqwest::ClientBuilder, BuildError> {
-    let secret = |sel| {
-        resolve(secrets, sel).map_err(|source| BuildError::Secret {
-            name: name.to_string(),
-            source,
-        })
-    };
-    let invalid = |message: String| BuildError::Invalid {
-        name: name.to_string(),
-        message,
-    };
-    if let Some(ca) = &tls.ca {
-        let pem: SecretValue = secret(ca)?;
-        let certs = reqwest::Certificate::from_pem_bundle(pem.expose().as_bytes())
-            .map_err(|e| invalid(format!("tls.ca: {e}")))?;
-        for c in certs {
-            builder = builder.add_root_certificate(c);
-        }
-    }
-    if let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.client_key) {
-        let mut pem = secret(cert)?.expose().as_bytes().to_vec();
-        pem.push(b'\n');
-        pem.extend_from_slice(secret(key)?.expose().as_bytes());
-        let id = reqwest::Identity::from_pem(&pem).map_err(|e| invalid(format!("tls client certificate: {e}")))?;
-        builder = builder.identity(id);
-    }
-    if tls.insecure_skip_verify {
-        builder = builder.tls_danger_accept_invalid_certs(true);
-    }
-    Ok(builder)
 }
 
 /// Encode a batch as the receiver expects.
@@ -141,23 +94,14 @@ pub fn encode(batch: &[Event], encoding: HttpEncoding) -> Vec<u8> {
     body
 }
 
-/// `Retry-After` as a duration: delta-seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
+pub use super::http_client::parse_retry_after;
 
 /// Map a response status (and its headers and body) to an outcome.
 pub fn classify(status: StatusCode, retry_after: Option<&str>, body: &str) -> SendOutcome {
     if status.is_success() {
         return SendOutcome::Delivered;
     }
-    let excerpt: String = body.chars().take(BODY_EXCERPT).collect();
-    let reason = format!("HTTP {}: {}", status.as_u16(), excerpt.trim());
+    let reason = format!("HTTP {}: {}", status.as_u16(), http_client::excerpt(body));
     let retriable =
         status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
     if retriable {
@@ -201,46 +145,17 @@ impl Destination for HttpDestination {
                 classify(status, retry_after.as_deref(), &body)
             }
             Err(e) => SendOutcome::Retry {
-                reason: format!("HTTP request failed: {}", without_url(&e)),
+                reason: http_client::request_error(&e),
                 after: None,
             },
         }
     }
 }
 
-/// The error without its URL (which might carry a token in a query string).
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection error"
-    } else {
-        "error"
-    };
-    let mut msg = kind.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_seconds_and_http_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(7));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(7)));
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
-        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon", now), None);
-    }
+    use std::time::Duration;
 
     #[test]
     fn statuses_map_to_outcomes() {

@@ -14,8 +14,11 @@
 //!    event when the protocol answers per item (Elasticsearch `_bulk` items, HEC acks).
 //! 3. Add one arm to [`build`]. Tests beside the module against a local stand-in receiver.
 
+pub mod document;
 pub mod file;
 pub mod http;
+pub mod http_client;
+pub mod splunk_hec;
 pub mod stdout;
 
 use std::sync::Arc;
@@ -127,6 +130,9 @@ pub fn build(
         DestinationKind::Stdout(s) => Arc::new(stdout::StdoutDestination::new(s)),
         DestinationKind::File(s) => Arc::new(file::FileDestination::new(s)),
         DestinationKind::Http(s) => Arc::new(http::HttpDestination::new(name, s, &spec.retry, secrets)?),
+        DestinationKind::SplunkHec(s) => {
+            Arc::new(splunk_hec::SplunkHecDestination::new(name, s, &spec.retry, secrets)?)
+        }
         other => {
             return Err(BuildError::NotYetSupported {
                 name: name.to_string(),

@@ -1,0 +1,209 @@
+//! What every HTTP destination shares: the client (timeouts, TLS options from Secrets), Secret
+//! look-ups with the destination's name in the error, `Retry-After`, error excerpts without
+//! URLs, gzip bodies and size-bounded splitting of a batch.
+
+use std::io::Write;
+use std::ops::Range;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use super::BuildError;
+use crate::api::{RetrySpec, SecretKeySelector, TlsSpec};
+use crate::collector::secrets::{resolve, SecretValue};
+use crate::config::SecretSource;
+
+/// Longest part of an error body kept in a dead-letter reason or a health report.
+pub const BODY_EXCERPT: usize = 256;
+
+/// A `BuildError::Invalid` for destination `name`.
+pub fn invalid(name: &str, message: impl Into<String>) -> BuildError {
+    BuildError::Invalid {
+        name: name.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Read one Secret key for destination `name`.
+pub fn secret(name: &str, secrets: &SecretSource, selector: &SecretKeySelector) -> Result<SecretValue, BuildError> {
+    resolve(secrets, selector).map_err(|source| BuildError::Secret {
+        name: name.to_string(),
+        source,
+    })
+}
+
+/// An HTTP client with the request timeout of `retry` and the TLS options of `tls`. Server
+/// certificates are verified against the system roots plus `tls.ca` unless the spec explicitly
+/// disables verification.
+pub fn client(
+    name: &str,
+    retry: &RetrySpec,
+    tls: Option<&TlsSpec>,
+    secrets: &SecretSource,
+) -> Result<reqwest::Client, BuildError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_millis(retry.request_timeout_ms))
+        .connect_timeout(Duration::from_millis(retry.request_timeout_ms.min(10_000)))
+        .pool_idle_timeout(Duration::from_secs(30));
+    if let Some(tls) = tls {
+        builder = apply_tls(builder, tls, secrets, name)?;
+    }
+    builder.build().map_err(|e| invalid(name, format!("HTTP client: {e}")))
+}
+
+/// Add the CA, client certificate and verification options of `tls` to a client builder.
+pub fn apply_tls(
+    mut builder: reqwest::ClientBuilder,
+    tls: &TlsSpec,
+    secrets: &SecretSource,
+    name: &str,
+) -> Result<reqwest::ClientBuilder, BuildError> {
+    if let Some(ca) = &tls.ca {
+        let pem = secret(name, secrets, ca)?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem.expose().as_bytes())
+            .map_err(|e| invalid(name, format!("tls.ca: {e}")))?;
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.client_key) {
+        let mut pem = secret(name, secrets, cert)?.expose().as_bytes().to_vec();
+        pem.push(b'\n');
+        pem.extend_from_slice(secret(name, secrets, key)?.expose().as_bytes());
+        let id =
+            reqwest::Identity::from_pem(&pem).map_err(|e| invalid(name, format!("tls client certificate: {e}")))?;
+        builder = builder.identity(id);
+    }
+    if tls.insecure_skip_verify {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    Ok(builder)
+}
+
+/// A base URL from a spec, checked, without a trailing `/`.
+pub fn base_url(name: &str, field: &str, raw: &str) -> Result<String, BuildError> {
+    let url = reqwest::Url::parse(raw).map_err(|e| invalid(name, format!("{field} {raw:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(
+            name,
+            format!("{field} {raw:?}: not an http(s) URL with a host"),
+        ));
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+/// `Retry-After` as a duration: delta-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The `Retry-After` of a response, if it has a valid one.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+}
+
+/// The start of an error body, for a reason string.
+pub fn excerpt(body: &str) -> String {
+    let e: String = body.chars().take(BODY_EXCERPT).collect();
+    e.trim().to_string()
+}
+
+/// A request error without its URL (which might carry a token in a query string).
+pub fn request_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection error"
+    } else {
+        "error"
+    };
+    let mut msg = format!("HTTP request failed: {kind}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+/// Gzip a request body.
+pub fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(body);
+    enc.finish().unwrap_or_default()
+}
+
+/// Split `sizes` (encoded size of each event) into consecutive ranges whose total, with
+/// `overhead` bytes per request and `per_event` bytes per event, stays within `limit`. An event
+/// that alone exceeds the limit gets a range of its own (the caller rejects it).
+pub fn split_by_size(sizes: &[usize], limit: usize, overhead: usize, per_event: usize) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    let mut total = overhead;
+    for (i, &size) in sizes.iter().enumerate() {
+        let add = size + per_event;
+        if i > start && total + add > limit {
+            ranges.push(start..i);
+            start = i;
+            total = overhead;
+        }
+        total += add;
+    }
+    if start < sizes.len() {
+        ranges.push(start..sizes.len());
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(7)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn batches_split_within_the_limit_and_oversized_events_stand_alone() {
+        assert_eq!(split_by_size(&[4, 4, 4], 20, 2, 1), vec![0..3]);
+        assert_eq!(split_by_size(&[4, 4, 4], 12, 2, 1), vec![0..2, 2..3]);
+        assert_eq!(split_by_size(&[4, 50, 4], 12, 2, 1), vec![0..1, 1..2, 2..3]);
+        assert_eq!(split_by_size(&[], 12, 2, 1), Vec::<Range<usize>>::new());
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        use std::io::Read;
+        let z = gzip(b"hello hello hello");
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&z[..]).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hello hello hello");
+    }
+
+    #[test]
+    fn base_urls_lose_their_trailing_slash_and_must_be_http() {
+        assert_eq!(
+            base_url("d", "url", "https://h.example:8088/").unwrap(),
+            "https://h.example:8088"
+        );
+        assert!(base_url("d", "url", "ftp://h.example").is_err());
+        assert!(base_url("d", "url", "not a url").is_err());
+    }
+}
