@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use super::BuildError;
+use super::{BuildError, EventOutcome, SendOutcome};
 use crate::api::{RetrySpec, SecretKeySelector, TlsSpec};
 use crate::collector::secrets::{resolve, SecretValue};
 use crate::config::SecretSource;
@@ -163,6 +163,22 @@ pub fn split_by_size(sizes: &[usize], limit: usize, overhead: usize, per_event: 
         ranges.push(start..sizes.len());
     }
     ranges
+}
+
+/// Per-event outcomes that are all the same keep a batch-level form, so the health report gets
+/// the reason and a retry the server's `Retry-After`.
+pub fn uniform(outcomes: Vec<EventOutcome>, after: Option<Duration>) -> SendOutcome {
+    let Some(first) = outcomes.first() else {
+        return SendOutcome::Delivered;
+    };
+    if outcomes.iter().any(|o| o != first) {
+        return SendOutcome::PerEvent(outcomes);
+    }
+    match first.clone() {
+        EventOutcome::Delivered => SendOutcome::Delivered,
+        EventOutcome::Retry { reason } => SendOutcome::Retry { reason, after },
+        EventOutcome::Rejected { reason } => SendOutcome::Rejected { reason },
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! 3. Add one arm to [`build`]. Tests beside the module against a local stand-in receiver.
 
 pub mod document;
+pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod http_client;
@@ -130,6 +131,12 @@ pub fn build(
         DestinationKind::Stdout(s) => Arc::new(stdout::StdoutDestination::new(s)),
         DestinationKind::File(s) => Arc::new(file::FileDestination::new(s)),
         DestinationKind::Http(s) => Arc::new(http::HttpDestination::new(name, s, &spec.retry, secrets)?),
+        DestinationKind::Elasticsearch(s) => Arc::new(elasticsearch::ElasticsearchDestination::new(
+            name,
+            s,
+            &spec.retry,
+            secrets,
+        )?),
         DestinationKind::SplunkHec(s) => {
             Arc::new(splunk_hec::SplunkHecDestination::new(name, s, &spec.retry, secrets)?)
         }

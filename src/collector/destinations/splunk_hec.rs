@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::document::facts;
-use super::http_client::{self, excerpt, request_error};
+use super::http_client::{self, excerpt, request_error, uniform};
 use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{RetrySpec, SplunkHecSpec};
 use crate::config::SecretSource;
@@ -356,22 +356,6 @@ impl Destination for SplunkHecDestination {
         let deadline = Instant::now() + self.ack_timeout;
         let (outcomes, after) = self.send_events(batch, deadline).await;
         uniform(outcomes, after)
-    }
-}
-
-/// Per-event outcomes that are all the same keep a batch-level form, so the health report gets
-/// the reason and a retry the server's `Retry-After`.
-pub(crate) fn uniform(outcomes: Vec<EventOutcome>, after: Option<Duration>) -> SendOutcome {
-    let Some(first) = outcomes.first() else {
-        return SendOutcome::Delivered;
-    };
-    if outcomes.iter().any(|o| o != first) {
-        return SendOutcome::PerEvent(outcomes);
-    }
-    match first.clone() {
-        EventOutcome::Delivered => SendOutcome::Delivered,
-        EventOutcome::Retry { reason } => SendOutcome::Retry { reason, after },
-        EventOutcome::Rejected { reason } => SendOutcome::Rejected { reason },
     }
 }
 

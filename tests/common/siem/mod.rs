@@ -4,6 +4,7 @@
 //! duplicates, and reproduces the documented errors on demand. Test code only.
 #![allow(dead_code)]
 
+pub mod elasticsearch;
 pub mod hec;
 
 use std::io::Read;

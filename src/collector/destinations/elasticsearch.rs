@@ -1,0 +1,317 @@
+//! `elasticsearch`: the `_bulk` API of Elasticsearch and OpenSearch (PROTOCOLS.md section 7.2).
+//!
+//! Every event is a `create` of the event's stable id as `_id` in the configured index or data
+//! stream, so a re-delivery is answered 409 and counted as delivered: exactly once per id.
+//! Per-item answers: 2xx and 409 delivered, 429 and 5xx sent again alone, other 4xx
+//! (`mapper_parsing_exception`...) dead-lettered with the error type and reason. Whole-request
+//! answers: 429/5xx retried (`Retry-After` honoured), 413 split, 401/403 and other 4xx refused.
+//! Nodes are used in turn; a node that cannot be reached hands the request to the next one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::http_client::{self, excerpt, request_error, uniform};
+use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
+use crate::api::{ElasticsearchSpec, RetrySpec};
+use crate::config::SecretSource;
+
+/// Longest `_id` Elasticsearch accepts, in bytes; longer ids are replaced by their SHA-256.
+const MAX_ID_BYTES: usize = 512;
+
+/// Sends batches to a cluster's `_bulk` endpoint.
+#[derive(Debug)]
+pub struct ElasticsearchDestination {
+    client: reqwest::Client,
+    bulk_urls: Vec<String>,
+    next_node: AtomicUsize,
+    index: String,
+    authorization: Option<HeaderValue>,
+    compression: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    errors: bool,
+    #[serde(default)]
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<ItemError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ItemError {
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The `_id` of an event: its stable id, hashed when Elasticsearch would refuse its length.
+pub fn document_id(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.len() <= MAX_ID_BYTES {
+        std::borrow::Cow::Borrowed(id)
+    } else {
+        std::borrow::Cow::Owned(hex::encode(Sha256::digest(id.as_bytes())))
+    }
+}
+
+/// What one `_bulk` item answer means.
+fn item_outcome(item: &BulkItem) -> EventOutcome {
+    let status = item.status;
+    let what = item
+        .error
+        .as_ref()
+        .map(|e| format!("{}: {}", e.kind, e.reason))
+        .unwrap_or_default();
+    match status {
+        200..=299 => EventOutcome::Delivered,
+        // `create` of an `_id` that exists: an earlier attempt got through.
+        409 => EventOutcome::Delivered,
+        429 | 500..=599 => EventOutcome::Retry {
+            reason: format!("Elasticsearch item {status}: {what}"),
+        },
+        _ => EventOutcome::Rejected {
+            reason: format!("Elasticsearch item {status}: {what}"),
+        },
+    }
+}
+
+impl ElasticsearchDestination {
+    /// Build from the spec; credentials and TLS Secrets are read now.
+    pub fn new(
+        name: &str,
+        spec: &ElasticsearchSpec,
+        retry: &RetrySpec,
+        secrets: &SecretSource,
+    ) -> Result<Self, BuildError> {
+        if spec.urls.is_empty() {
+            return Err(http_client::invalid(name, "urls: at least one node URL is needed"));
+        }
+        let bulk_urls = spec
+            .urls
+            .iter()
+            .map(|u| http_client::base_url(name, "urls", u).map(|b| format!("{b}/_bulk")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let authorization = match (&spec.basic_auth, &spec.api_key) {
+            (Some(_), Some(_)) => {
+                return Err(http_client::invalid(
+                    name,
+                    "basicAuth and apiKey are mutually exclusive",
+                ))
+            }
+            (Some(basic), None) => {
+                use base64::Engine;
+                let password = http_client::secret(name, secrets, &basic.password)?;
+                let pair = format!("{}:{}", basic.username, password.expose());
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+            (None, Some(key)) => Some(format!("ApiKey {}", http_client::secret(name, secrets, key)?.expose())),
+            (None, None) => None,
+        };
+        let authorization = match authorization {
+            Some(value) => {
+                let mut v = HeaderValue::from_str(&value)
+                    .map_err(|_| http_client::invalid(name, "credentials are not a valid header value"))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(ElasticsearchDestination {
+            client: http_client::client(name, retry, spec.tls.as_ref(), secrets)?,
+            bulk_urls,
+            next_node: AtomicUsize::new(0),
+            index: spec.index.clone(),
+            authorization,
+            compression: spec.compression,
+        })
+    }
+
+    /// The NDJSON body of a batch: a `create` action and the document per event, with the
+    /// final newline `_bulk` requires.
+    pub fn encode(&self, batch: &[Event]) -> Vec<u8> {
+        let mut body = Vec::with_capacity(batch.iter().map(|e| e.body.len() + self.index.len() + 64).sum());
+        for e in batch {
+            body.extend_from_slice(b"{\"create\":{\"_index\":");
+            // Serializing a str cannot fail.
+            let _ = serde_json::to_writer(&mut body, &self.index);
+            body.extend_from_slice(b",\"_id\":");
+            let _ = serde_json::to_writer(&mut body, &*document_id(&e.id));
+            body.extend_from_slice(b"}}\n");
+            body.extend_from_slice(&e.body);
+            body.push(b'\n');
+        }
+        body
+    }
+
+    async fn post(&self, body: &[u8]) -> Result<reqwest::Response, String> {
+        let nodes = self.bulk_urls.len();
+        let first = self.next_node.fetch_add(1, Ordering::Relaxed);
+        let payload = if self.compression {
+            http_client::gzip(body)
+        } else {
+            body.to_vec()
+        };
+        let mut last = String::new();
+        for k in 0..nodes {
+            let url = &self.bulk_urls[(first + k) % nodes];
+            let mut req = self
+                .client
+                .post(url)
+                .header(CONTENT_TYPE, "application/x-ndjson")
+                .body(payload.clone());
+            if self.compression {
+                req = req.header(CONTENT_ENCODING, "gzip");
+            }
+            if let Some(a) = &self.authorization {
+                req = req.header(AUTHORIZATION, a.clone());
+            }
+            match req.send().await {
+                Ok(r) => return Ok(r),
+                // Only a node that could not be reached is skipped; a timeout may have indexed.
+                Err(e) if e.is_connect() => last = request_error(&e),
+                Err(e) => return Err(request_error(&e)),
+            }
+        }
+        Err(last)
+    }
+
+    async fn send_events(&self, batch: &[Event]) -> (Vec<EventOutcome>, Option<std::time::Duration>) {
+        let all = |o: EventOutcome| vec![o; batch.len()];
+        let response = match self.post(&self.encode(batch)).await {
+            Ok(r) => r,
+            Err(reason) => return (all(EventOutcome::Retry { reason }), None),
+        };
+        let status = response.status();
+        let after = http_client::retry_after(response.headers());
+        let body = response.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            let parsed: BulkResponse = match serde_json::from_slice(&body) {
+                Ok(p) => p,
+                Err(e) => {
+                    let reason = format!("Elasticsearch _bulk answer is not the expected JSON: {e}");
+                    return (all(EventOutcome::Retry { reason }), None);
+                }
+            };
+            if !parsed.errors {
+                return (all(EventOutcome::Delivered), None);
+            }
+            if parsed.items.len() != batch.len() {
+                let reason = format!(
+                    "Elasticsearch _bulk answered {} items for {} documents",
+                    parsed.items.len(),
+                    batch.len()
+                );
+                return (all(EventOutcome::Retry { reason }), None);
+            }
+            let outcomes = parsed
+                .items
+                .iter()
+                .map(|item| match item.values().next() {
+                    Some(i) => item_outcome(i),
+                    None => EventOutcome::Retry {
+                        reason: "Elasticsearch _bulk item without an action".into(),
+                    },
+                })
+                .collect();
+            return (outcomes, None);
+        }
+        let reason = format!(
+            "Elasticsearch _bulk HTTP {}: {}",
+            status.as_u16(),
+            excerpt(&String::from_utf8_lossy(&body))
+        );
+        if status == StatusCode::PAYLOAD_TOO_LARGE && batch.len() > 1 {
+            let (a, b) = batch.split_at(batch.len() / 2);
+            let (mut out, after_a) = Box::pin(self.send_events(a)).await;
+            let (rest, after_b) = Box::pin(self.send_events(b)).await;
+            out.extend(rest);
+            return (out, after_a.max(after_b));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT
+        {
+            return (all(EventOutcome::Retry { reason }), after);
+        }
+        let reason = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            format!("{reason} (check the credentials Secret and the role's privileges on the index)")
+        } else {
+            reason
+        };
+        (all(EventOutcome::Rejected { reason }), None)
+    }
+}
+
+#[async_trait]
+impl Destination for ElasticsearchDestination {
+    async fn send(&self, batch: &[Event]) -> SendOutcome {
+        let (outcomes, after) = self.send_events(batch).await;
+        uniform(outcomes, after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_ids_are_hashed_to_a_valid_length() {
+        assert_eq!(document_id("abc"), "abc");
+        let long = "x".repeat(600);
+        let id = document_id(&long);
+        assert_eq!(id.len(), 64);
+        assert_eq!(id, document_id(&long), "the same id every time");
+    }
+
+    #[test]
+    fn item_statuses_map_to_outcomes() {
+        let item = |status, kind: &str| BulkItem {
+            status,
+            error: Some(ItemError {
+                kind: kind.into(),
+                reason: "r".into(),
+            }),
+        };
+        assert_eq!(item_outcome(&item(201, "")), EventOutcome::Delivered);
+        assert_eq!(
+            item_outcome(&item(409, "version_conflict_engine_exception")),
+            EventOutcome::Delivered
+        );
+        assert!(matches!(
+            item_outcome(&item(429, "es_rejected_execution_exception")),
+            EventOutcome::Retry { .. }
+        ));
+        assert!(
+            matches!(item_outcome(&item(400, "mapper_parsing_exception")), EventOutcome::Rejected { reason } if reason.contains("mapper_parsing_exception"))
+        );
+    }
+
+    #[test]
+    fn bulk_bodies_are_create_pairs_ending_with_a_newline() {
+        let spec = ElasticsearchSpec {
+            urls: vec!["http://127.0.0.1:9200/".into()],
+            index: "logs-m365.audit-default".into(),
+            ..Default::default()
+        };
+        let d = ElasticsearchDestination::new("es", &spec, &RetrySpec::default(), &SecretSource::Environment).unwrap();
+        assert_eq!(d.bulk_urls, vec!["http://127.0.0.1:9200/_bulk"]);
+        let body = d.encode(&[Event::detached_with_id("{\"a\":1}", "ls", "id\"1")]);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "{\"create\":{\"_index\":\"logs-m365.audit-default\",\"_id\":\"id\\\"1\"}}\n{\"a\":1}\n"
+        );
+    }
+}
