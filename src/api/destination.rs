@@ -366,13 +366,56 @@ impl SyslogSpec {
 pub struct SekoiaSpec {
     /// Secret key holding the intake key.
     pub intake_key: SecretKeySelector,
-    /// Intake base URL; `https://intake.sekoia.io` (FRA1) when unset.
+    /// Intake base URL; when unset, the intake of `region`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://"))]
     pub url: Option<String>,
+    /// Region of the Sekoia.io community, which selects the intake when `url` is unset; `fra1`
+    /// (`https://intake.sekoia.io`) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<SekoiaRegion>,
     /// TLS options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+}
+
+/// A Sekoia.io region.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SekoiaRegion {
+    /// Europe, France 1: `https://intake.sekoia.io`.
+    #[default]
+    Fra1,
+    /// Europe, France 2.
+    Fra2,
+    /// Europe, Monaco 1.
+    Mco1,
+    /// Middle East, UAE 1.
+    Uae1,
+    /// United States 1.
+    Usa1,
+}
+
+impl SekoiaRegion {
+    /// The HTTP intake base URL of the region.
+    pub fn intake_url(self) -> &'static str {
+        match self {
+            SekoiaRegion::Fra1 => "https://intake.sekoia.io",
+            SekoiaRegion::Fra2 => "https://app.fra2.sekoia.io/api/v1/intake-http",
+            SekoiaRegion::Mco1 => "https://app.mco1.sekoia.io/api/v1/intake-http",
+            SekoiaRegion::Uae1 => "https://app.uae1.sekoia.io/api/v1/intake-http",
+            SekoiaRegion::Usa1 => "https://app.usa1.sekoia.io/api/v1/intake-http",
+        }
+    }
+}
+
+impl SekoiaSpec {
+    /// The intake base URL: `url`, else the region's.
+    pub fn intake_url(&self) -> &str {
+        self.url
+            .as_deref()
+            .unwrap_or_else(|| self.region.unwrap_or_default().intake_url())
+    }
 }
 
 /// Azure Monitor Logs Ingestion API (Microsoft Sentinel).

@@ -19,6 +19,7 @@ pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod http_client;
+pub mod sekoia;
 pub mod splunk_hec;
 pub mod stdout;
 
@@ -137,6 +138,7 @@ pub fn build(
             &spec.retry,
             secrets,
         )?),
+        DestinationKind::Sekoia(s) => Arc::new(sekoia::SekoiaDestination::new(name, s, &spec.retry, secrets)?),
         DestinationKind::SplunkHec(s) => {
             Arc::new(splunk_hec::SplunkHecDestination::new(name, s, &spec.retry, secrets)?)
         }
