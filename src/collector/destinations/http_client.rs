@@ -135,6 +135,19 @@ pub fn request_error(e: &reqwest::Error) -> String {
     msg
 }
 
+/// A random (version 4) GUID, for HEC channels and request ids.
+pub fn random_guid() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
+        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
+        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]]),
+    )
+}
+
 /// Gzip a request body.
 pub fn gzip(body: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), flate2::Compression::fast());
@@ -166,12 +179,14 @@ pub fn split_by_size(sizes: &[usize], limit: usize, overhead: usize, per_event: 
 }
 
 /// Per-event outcomes that are all the same keep a batch-level form, so the health report gets
-/// the reason and a retry the server's `Retry-After`.
+/// the reason and a retry the server's `Retry-After` (events all to retry count as the same, with
+/// the first reason).
 pub fn uniform(outcomes: Vec<EventOutcome>, after: Option<Duration>) -> SendOutcome {
     let Some(first) = outcomes.first() else {
         return SendOutcome::Delivered;
     };
-    if outcomes.iter().any(|o| o != first) {
+    let all_retry = outcomes.iter().all(|o| matches!(o, EventOutcome::Retry { .. }));
+    if !all_retry && outcomes.iter().any(|o| o != first) {
         return SendOutcome::PerEvent(outcomes);
     }
     match first.clone() {
@@ -202,6 +217,14 @@ mod tests {
         assert_eq!(split_by_size(&[4, 4, 4], 12, 2, 1), vec![0..2, 2..3]);
         assert_eq!(split_by_size(&[4, 50, 4], 12, 2, 1), vec![0..1, 1..2, 2..3]);
         assert_eq!(split_by_size(&[], 12, 2, 1), Vec::<Range<usize>>::new());
+    }
+
+    #[test]
+    fn guids_are_random_version_4() {
+        let c = random_guid();
+        assert_eq!(c.len(), 36);
+        assert_eq!(c.as_bytes()[14], b'4');
+        assert_ne!(c, random_guid());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod file;
 pub mod http;
 pub mod http_client;
 pub mod sekoia;
+pub mod sentinel;
 pub mod splunk_hec;
 pub mod stdout;
 
@@ -139,6 +140,7 @@ pub fn build(
             secrets,
         )?),
         DestinationKind::Sekoia(s) => Arc::new(sekoia::SekoiaDestination::new(name, s, &spec.retry, secrets)?),
+        DestinationKind::Sentinel(s) => Arc::new(sentinel::SentinelDestination::new(name, s, &spec.retry, secrets)?),
         DestinationKind::SplunkHec(s) => {
             Arc::new(splunk_hec::SplunkHecDestination::new(name, s, &spec.retry, secrets)?)
         }

@@ -143,8 +143,12 @@ impl Destination for SekoiaDestination {
         let sizes: Vec<usize> = encoded.iter().map(String::len).collect();
         let mut after = None;
         for range in split_by_size(&sizes, CHUNK_BYTES, 2, 1) {
+            // Once throttled, the rest waits with the throttled part (unsent: `Retry`).
+            if after.is_some() {
+                break;
+            }
             let (chunk_outcomes, chunk_after) = self.post(&encoded[range.clone()]).await;
-            after = after.max(chunk_after);
+            after = chunk_after;
             for (k, o) in range.zip(chunk_outcomes) {
                 outcomes[sendable[k]] = Some(o);
             }
@@ -154,7 +158,7 @@ impl Destination for SekoiaDestination {
                 .into_iter()
                 .map(|o| {
                     o.unwrap_or(EventOutcome::Retry {
-                        reason: "not sent".into(),
+                        reason: "not sent: the receiver asked to wait".into(),
                     })
                 })
                 .collect(),

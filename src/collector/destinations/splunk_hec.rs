@@ -131,18 +131,6 @@ pub fn sourcetype_for(dataset: Option<&str>) -> &'static str {
     }
 }
 
-fn random_channel() -> String {
-    let b: [u8; 16] = rand::random();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        u16::from_be_bytes([b[4], b[5]]),
-        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
-        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
-        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]]),
-    )
-}
-
 fn all_of(outcomes: Vec<EventOutcome>) -> (Vec<EventOutcome>, Option<Duration>) {
     (outcomes, None)
 }
@@ -187,7 +175,7 @@ impl SplunkHecDestination {
             sourcetype: spec.sourcetype.clone(),
             source: spec.source.clone(),
             indexer_ack: spec.indexer_ack,
-            channel: random_channel(),
+            channel: http_client::random_guid(),
             ack_timeout: Duration::from_millis(retry.request_timeout_ms),
         })
     }
@@ -425,14 +413,6 @@ mod tests {
             hec_root("https://s.example:8088/services/collector/event"),
             "https://s.example:8088"
         );
-    }
-
-    #[test]
-    fn channels_are_guids() {
-        let c = random_channel();
-        assert_eq!(c.len(), 36);
-        assert_eq!(c.as_bytes()[14], b'4');
-        assert_ne!(c, random_channel());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod elasticsearch;
 pub mod hec;
+pub mod logs_ingestion;
 pub mod sekoia;
 
 use std::io::Read;
