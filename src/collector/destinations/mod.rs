@@ -14,6 +14,7 @@
 //!    event when the protocol answers per item (Elasticsearch `_bulk` items, HEC acks).
 //! 3. Add one arm to [`build`]. Tests beside the module against a local stand-in receiver.
 
+pub mod azure_blob;
 pub mod file;
 pub mod http;
 pub mod stdout;
@@ -126,6 +127,7 @@ pub fn build(
     Ok(match kind {
         DestinationKind::Stdout(s) => Arc::new(stdout::StdoutDestination::new(s)),
         DestinationKind::File(s) => Arc::new(file::FileDestination::new(s)),
+        DestinationKind::AzureBlob(s) => Arc::new(azure_blob::AzureBlobDestination::new(name, s, secrets)?),
         DestinationKind::Http(s) => Arc::new(http::HttpDestination::new(name, s, &spec.retry, secrets)?),
         other => {
             return Err(BuildError::NotYetSupported {
