@@ -18,6 +18,7 @@ pub mod azure_blob;
 pub mod file;
 pub mod http;
 pub mod stdout;
+pub mod syslog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,6 +129,7 @@ pub fn build(
         DestinationKind::Stdout(s) => Arc::new(stdout::StdoutDestination::new(s)),
         DestinationKind::File(s) => Arc::new(file::FileDestination::new(s)),
         DestinationKind::AzureBlob(s) => Arc::new(azure_blob::AzureBlobDestination::new(name, s, secrets)?),
+        DestinationKind::Syslog(s) => Arc::new(syslog::SyslogDestination::new(name, s, secrets)?),
         DestinationKind::Http(s) => Arc::new(http::HttpDestination::new(name, s, &spec.retry, secrets)?),
         other => {
             return Err(BuildError::NotYetSupported {
