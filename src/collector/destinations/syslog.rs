@@ -138,10 +138,17 @@ impl SyslogDestination {
             _ => 6,
         };
         let pri = u32::from(self.facility) * 8 + severity;
-        let time = ["@timestamp", "time", "CreationTime", "createdDateTime", "activityDateTime", "Timestamp"]
-            .iter()
-            .find_map(|k| doc.get(*k).and_then(Value::as_str).and_then(parse_time))
-            .unwrap_or_else(Utc::now);
+        let time = [
+            "@timestamp",
+            "time",
+            "CreationTime",
+            "createdDateTime",
+            "activityDateTime",
+            "Timestamp",
+        ]
+        .iter()
+        .find_map(|k| doc.get(*k).and_then(Value::as_str).and_then(parse_time))
+        .unwrap_or_else(Utc::now);
         let hostname = ["host.name", "host.hostname"]
             .iter()
             .find_map(|p| cef::text(&doc, p))
@@ -327,11 +334,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 /// A header field: printable US-ASCII without spaces, at most `max` bytes, `-` when empty.
 fn header_field(s: &str, max: usize) -> String {
-    let out: String = s
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(max)
-        .collect();
+    let out: String = s.chars().filter(|c| c.is_ascii_graphic()).take(max).collect();
     if out.is_empty() {
         "-".into()
     } else {
@@ -414,7 +417,8 @@ fn tls_connector(
             .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
     }
     let server = tls.server_name.clone().unwrap_or_else(|| host.to_string());
-    let server_name = ServerName::try_from(server.clone()).map_err(|e| invalid(format!("server name {server:?}: {e}")))?;
+    let server_name =
+        ServerName::try_from(server.clone()).map_err(|e| invalid(format!("server name {server:?}: {e}")))?;
     Ok((TlsConnector::from(Arc::new(config)), server_name))
 }
 
@@ -494,7 +498,10 @@ mod tests {
         let m = String::from_utf8(d.message(&e)).unwrap();
         // facility 13 * 8 + informational 6
         assert!(m.starts_with("<110>1 "), "{m}");
-        assert!(m.contains(" siembridge - - [siembridge@32473 id=\"x\" logsource=\"s\"] {\"a\":1}"), "{m}");
+        assert!(
+            m.contains(" siembridge - - [siembridge@32473 id=\"x\" logsource=\"s\"] {\"a\":1}"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -521,7 +528,9 @@ mod tests {
         let batch = [Event::detached(big, "s")];
         match d.send(&batch).await {
             SendOutcome::PerEvent(o) => {
-                assert!(matches!(&o[0], EventOutcome::Rejected { reason } if reason.contains("exceeds maxMessageBytes 480")))
+                assert!(
+                    matches!(&o[0], EventOutcome::Rejected { reason } if reason.contains("exceeds maxMessageBytes 480"))
+                )
             }
             other => panic!("{other:?}"),
         }
