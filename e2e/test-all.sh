@@ -11,6 +11,14 @@ if [ ! -x e2e/.venv/bin/python ]; then
 fi
 e2e/.venv/bin/pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
 export SIEMBRIDGE_TEST_PYTHON="$PWD/e2e/.venv/bin/python"
+# Azurite (Blob archive and Blob checkpoint tests), pinned: an unpinned azurite@3 resolved to an older release.
+if [ ! -x e2e/.azurite/node_modules/.bin/azurite-blob ]; then
+    npm install --prefix e2e/.azurite --no-audit --no-fund azurite@3.37.0
+fi
+# rsyslog with its TLS stream drivers (syslog destination tests).
+if [ ! -x /usr/sbin/rsyslogd ] || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog rsyslog-openssl
+fi
 
 echo "== format and lint"
 cargo fmt --check

@@ -14,6 +14,7 @@
 
 pub mod ack;
 pub mod auth;
+pub mod azure_blob;
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod decode;

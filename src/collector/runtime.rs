@@ -131,7 +131,7 @@ impl Collector {
             });
         }
         let metrics = CollectorMetrics::register(&self.registry)?;
-        let store = checkpoint::open(&config.checkpoint).await?;
+        let store = checkpoint::open(&config.checkpoint, &config.source, &config.secrets).await?;
         let dead_letter = Arc::new(DeadLetterSink::new(&config.dead_letter));
 
         // Destinations (only those a route uses).

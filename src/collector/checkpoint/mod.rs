@@ -16,6 +16,7 @@
 //! Blob store writes them as the Azure SDKs do (metadata `offset`, `sequencenumber`), the Lease
 //! store as Lease annotations, so both read back what other Event Hubs readers wrote.
 
+pub mod blob;
 pub mod file;
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::config::CheckpointConfig;
+use crate::config::{CheckpointConfig, SecretSource, SourceConfig};
 
 /// How far one stream has been delivered.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -66,11 +67,25 @@ pub trait CheckpointStore: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Open the store a collector configuration names.
-pub async fn open(config: &CheckpointConfig) -> Result<Arc<dyn CheckpointStore>, CheckpointError> {
+/// Open the store a collector configuration names. The Blob store keeps Event Hubs checkpoints
+/// under the hub's namespace, hub and consumer group, so it needs the `source` it checkpoints.
+pub async fn open(
+    config: &CheckpointConfig,
+    source: &SourceConfig,
+    secrets: &SecretSource,
+) -> Result<Arc<dyn CheckpointStore>, CheckpointError> {
     match config {
         CheckpointConfig::File { dir } => Ok(Arc::new(file::FileCheckpointStore::open(dir).await?)),
         CheckpointConfig::Kubernetes { .. } => Err(CheckpointError::Unsupported("kubernetes (Lease)")),
-        CheckpointConfig::AzureBlob(_) => Err(CheckpointError::Unsupported("azureBlob")),
+        CheckpointConfig::AzureBlob(spec) => match source {
+            SourceConfig::EventHub { spec: cg, .. } => Ok(Arc::new(blob::BlobCheckpointStore::from_spec(
+                spec,
+                &cg.event_hub,
+                secrets,
+            )?)),
+            _ => Err(CheckpointError::Unsupported(
+                "azureBlob (the Azure SDK blob layout holds Event Hubs checkpoints only)",
+            )),
+        },
     }
 }

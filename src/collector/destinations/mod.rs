@@ -14,6 +14,7 @@
 //!    event when the protocol answers per item (Elasticsearch `_bulk` items, HEC acks).
 //! 3. Add one arm to [`build`]. Tests beside the module against a local stand-in receiver.
 
+pub mod azure_blob;
 pub mod document;
 pub mod elasticsearch;
 pub mod file;
@@ -23,6 +24,7 @@ pub mod sekoia;
 pub mod sentinel;
 pub mod splunk_hec;
 pub mod stdout;
+pub mod syslog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,6 +134,8 @@ pub fn build(
     Ok(match kind {
         DestinationKind::Stdout(s) => Arc::new(stdout::StdoutDestination::new(s)),
         DestinationKind::File(s) => Arc::new(file::FileDestination::new(s)),
+        DestinationKind::AzureBlob(s) => Arc::new(azure_blob::AzureBlobDestination::new(name, s, secrets)?),
+        DestinationKind::Syslog(s) => Arc::new(syslog::SyslogDestination::new(name, s, secrets)?),
         DestinationKind::Http(s) => Arc::new(http::HttpDestination::new(name, s, &spec.retry, secrets)?),
         DestinationKind::Elasticsearch(s) => Arc::new(elasticsearch::ElasticsearchDestination::new(
             name,
@@ -143,12 +147,6 @@ pub fn build(
         DestinationKind::Sentinel(s) => Arc::new(sentinel::SentinelDestination::new(name, s, &spec.retry, secrets)?),
         DestinationKind::SplunkHec(s) => {
             Arc::new(splunk_hec::SplunkHecDestination::new(name, s, &spec.retry, secrets)?)
-        }
-        other => {
-            return Err(BuildError::NotYetSupported {
-                name: name.to_string(),
-                kind: other.name(),
-            })
         }
     })
 }

@@ -1,0 +1,543 @@
+//! The `syslog` destination against real rsyslog (Debian): TCP with octet counting, TLS with
+//! certificates generated here (CA, server, client; verification on), UDP with the size limit,
+//! and the JSON, CEF and LEEF payloads. rsyslog writes each raw message to a file; the test
+//! parses every line (RFC 5424 header, structured data, payload) and counts the events.
+
+mod common;
+#[path = "common/rsyslog.rs"]
+mod rsyslog;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use siembridge::api::{
+    BatchSpec, EventFormat, RetrySpec, SecretKeySelector, SiemDestinationSpec, SyslogPayload, SyslogSpec,
+    SyslogTransport, TlsSpec,
+};
+use siembridge::collector::destinations::syslog::SyslogDestination;
+use siembridge::collector::destinations::{Destination, Event, SendOutcome};
+use siembridge::collector::Collector;
+use siembridge::config::SecretSource;
+use tokio_util::sync::CancellationToken;
+
+use rsyslog::{Listeners, TlsMaterial};
+
+/// One RFC 5424 message as rsyslog wrote it.
+#[derive(Debug)]
+struct Line {
+    pri: u32,
+    timestamp: String,
+    hostname: String,
+    app_name: String,
+    msgid: String,
+    sd: HashMap<String, String>,
+    msg: String,
+}
+
+/// Parse `<PRI>1 TS HOST APP PROCID MSGID [id k="v" ...] MSG`, unescaping SD values.
+fn parse(line: &str) -> Line {
+    let mut parts = line.splitn(7, ' ');
+    let head = parts.next().unwrap();
+    let pri = head
+        .strip_prefix('<')
+        .and_then(|h| h.strip_suffix(">1"))
+        .unwrap_or_else(|| panic!("bad PRI/VERSION in {line:?}"))
+        .parse()
+        .unwrap();
+    let timestamp = parts.next().unwrap().to_string();
+    let hostname = parts.next().unwrap().to_string();
+    let app_name = parts.next().unwrap().to_string();
+    assert_eq!(parts.next().unwrap(), "-", "PROCID");
+    let msgid = parts.next().unwrap().to_string();
+    let rest = parts.next().unwrap();
+    assert!(rest.starts_with("[siembridge@32473 "), "SD in {line:?}");
+    let mut sd = HashMap::new();
+    let mut chars = rest["[siembridge@32473 ".len()..].char_indices().peekable();
+    let mut key = String::new();
+    let mut end = 0;
+    while let Some((i, c)) = chars.next() {
+        match c {
+            ' ' => continue,
+            ']' => {
+                end = i;
+                break;
+            }
+            '=' => {
+                assert_eq!(chars.next().map(|x| x.1), Some('"'));
+                let mut value = String::new();
+                while let Some((_, c)) = chars.next() {
+                    match c {
+                        '\\' => value.push(chars.next().unwrap().1),
+                        '"' => break,
+                        c => value.push(c),
+                    }
+                }
+                sd.insert(std::mem::take(&mut key), value);
+            }
+            c => key.push(c),
+        }
+    }
+    let after = &rest["[siembridge@32473 ".len() + end + 1..];
+    Line {
+        pri,
+        timestamp,
+        hostname,
+        app_name,
+        msgid,
+        sd,
+        msg: after.strip_prefix(' ').unwrap_or(after).to_string(),
+    }
+}
+
+/// Records with the characters that break naive framing: newlines inside values (escaped in
+/// JSON), quotes, backslashes, brackets, non-ASCII.
+fn write_records(dir: &Path, n: usize) -> std::path::PathBuf {
+    let p = dir.join("records.ndjson");
+    let mut text = String::new();
+    for i in 0..n {
+        let rec = serde_json::json!({
+            "time": format!("2026-01-02T03:04:{:02}.5Z", i % 60),
+            "category": "AuditLogs",
+            "seq": i,
+            "properties": {
+                "activityDisplayName": format!("Update user ]\"quoted\" \\ line1\nline2 #{i}"),
+                "initiatedBy": "zoë@contoso.example",
+                "ipAddress": format!("198.51.100.{}", i % 250),
+            }
+        });
+        text.push_str(&rec.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn spec(transport: SyslogTransport, port: u16, payload: SyslogPayload, tls: Option<TlsSpec>) -> SyslogSpec {
+    SyslogSpec {
+        host: "127.0.0.1".into(),
+        port: Some(port),
+        transport,
+        payload,
+        app_name: "siembridge".into(),
+        facility: 13,
+        max_message_bytes: 8192,
+        tls,
+    }
+}
+
+fn destination(s: SyslogSpec) -> SiemDestinationSpec {
+    SiemDestinationSpec {
+        syslog: Some(s),
+        format: EventFormat::Raw,
+        batch: BatchSpec {
+            max_events: 100,
+            max_bytes: 1024 * 1024,
+            max_latency_ms: 20,
+        },
+        retry: RetrySpec {
+            initial_backoff_ms: 20,
+            max_backoff_ms: 200,
+            max_attempts: None,
+            request_timeout_ms: 10_000,
+        },
+        concurrency: 2,
+        ..Default::default()
+    }
+}
+
+async fn run_collector(dir: &Path, records: &Path, dest: SiemDestinationSpec) -> siembridge::collector::RunSummary {
+    let config = common::replay_config(dir, records, "entra-audit", BTreeMap::from([("qradar".into(), dest)]));
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        Collector::new(config).run(CancellationToken::new()),
+    )
+    .await
+    .expect("collector finished")
+    .expect("collector ran")
+}
+
+/// Check every line against the records: JSON payload equal to the record, one line per record.
+fn check_json_lines(lines: &[String], n: usize, transport: &str) {
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    for l in lines {
+        let p = parse(l);
+        // facility 13 (log audit) * 8 + informational (6)
+        assert_eq!(p.pri, 110, "{l}");
+        assert!(
+            p.timestamp.starts_with("2026-01-02T03:04:") && p.timestamp.ends_with(".500Z"),
+            "{l}"
+        );
+        assert_eq!(p.app_name, "siembridge");
+        assert_eq!(p.msgid, "AuditLogs");
+        assert!(!p.hostname.is_empty());
+        assert_eq!(p.sd.get("logsource").map(String::as_str), Some("entra-audit"));
+        *ids.entry(p.sd["id"].clone()).or_default() += 1;
+        let rec: serde_json::Value = serde_json::from_str(&p.msg).unwrap_or_else(|e| panic!("{e}: {:?}", p.msg));
+        let seq = rec["seq"].as_u64().unwrap();
+        assert_eq!(
+            rec["properties"]["activityDisplayName"],
+            format!("Update user ]\"quoted\" \\ line1\nline2 #{seq}")
+        );
+        assert_eq!(rec["properties"]["initiatedBy"], "zoë@contoso.example");
+        *seen.entry(seq).or_default() += 1;
+    }
+    let dups: usize = seen.values().map(|c| c - 1).sum();
+    println!(
+        "syslog {transport}: {n} sent, {} received distinct, {dups} duplicates, {} lines",
+        seen.len(),
+        lines.len()
+    );
+    assert_eq!(seen.len(), n, "every event received");
+    assert_eq!(dups, 0, "no duplicates");
+    assert_eq!(ids.len(), n, "distinct stable ids in SD");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_octet_counting_delivers_every_event_exactly_once() {
+    siembridge::tls::install_crypto_provider();
+    let Some(rs) = rsyslog::start(Listeners {
+        tcp: true,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    const N: usize = 1000;
+    let records = write_records(dir.path(), N);
+    let dest = destination(spec(
+        SyslogTransport::Tcp,
+        rs.tcp_port.unwrap(),
+        SyslogPayload::Json,
+        None,
+    ));
+    let summary = run_collector(dir.path(), &records, dest).await;
+    assert!(summary.fully_checkpointed);
+    let lines = rs.wait_for(N, Duration::from_secs(20));
+    check_json_lines(&lines, N, "tcp");
+}
+
+fn secret(name: &str, key: &str, value: &str) -> SecretKeySelector {
+    let sel = SecretKeySelector {
+        name: name.into(),
+        key: key.into(),
+    };
+    std::env::set_var(SecretSource::env_var_name(&sel), value);
+    sel
+}
+
+/// A CA, a server certificate for 127.0.0.1 / localhost and a client certificate, all PEM.
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "siembridge test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>, cn: &str, eku: rcgen::ExtendedKeyUsagePurpose| {
+        let mut p = CertificateParams::new(names).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![eku];
+        p.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(
+        vec!["localhost".into(), "127.0.0.1".into()],
+        "localhost",
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) = leaf(
+        vec!["collector.contoso.example".into()],
+        "collector.contoso.example",
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    Pki {
+        ca: ca.pem(),
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_generated_ca_and_client_certificate() {
+    siembridge::tls::install_crypto_provider();
+    let pki = pki();
+    let Some(rs) = rsyslog::start(Listeners {
+        tls: Some(TlsMaterial {
+            ca_pem: pki.ca.clone(),
+            server_cert_pem: pki.server_cert.clone(),
+            server_key_pem: pki.server_key.clone(),
+            require_client_cert: true,
+        }),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let port = rs.tls_port.unwrap();
+    let tls = TlsSpec {
+        ca: Some(secret("syslog-tls", "ca.crt", &pki.ca)),
+        client_certificate: Some(secret("syslog-tls", "tls.crt", &pki.client_cert)),
+        client_key: Some(secret("syslog-tls", "tls.key", &pki.client_key)),
+        ..Default::default()
+    };
+
+    // Verification is on by default: without the CA the handshake fails.
+    let untrusted = SyslogDestination::new(
+        "untrusted",
+        &spec(SyslogTransport::Tls, port, SyslogPayload::Json, None),
+        &SecretSource::Environment,
+    )
+    .unwrap();
+    let err = untrusted.check().await.unwrap_err();
+    assert!(err.contains("TLS handshake"), "{err}");
+    // Without a client certificate rsyslog (x509/certvalid) refuses the session: nothing arrives.
+    let anonymous = SyslogDestination::new(
+        "anonymous",
+        &spec(
+            SyslogTransport::Tls,
+            port,
+            SyslogPayload::Json,
+            Some(TlsSpec {
+                ca: tls.ca.clone(),
+                ..Default::default()
+            }),
+        ),
+        &SecretSource::Environment,
+    )
+    .unwrap();
+    let _ = anonymous.send(&[Event::detached("{\"anonymous\":true}", "x")]).await;
+
+    let with_cert = SyslogDestination::new(
+        "mtls",
+        &spec(SyslogTransport::Tls, port, SyslogPayload::Json, Some(tls.clone())),
+        &SecretSource::Environment,
+    )
+    .unwrap();
+    with_cert.check().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    const N: usize = 500;
+    let records = write_records(dir.path(), N);
+    let dest = destination(spec(SyslogTransport::Tls, port, SyslogPayload::Json, Some(tls)));
+    let summary = run_collector(dir.path(), &records, dest).await;
+    assert!(summary.fully_checkpointed);
+    let lines = rs.wait_for(N, Duration::from_secs(20));
+    assert!(
+        !lines.iter().any(|l| l.contains("anonymous")),
+        "a client without certificate was accepted"
+    );
+    check_json_lines(&lines, N, "tls (mutual)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_delivers_datagrams_and_dead_letters_oversized_events() {
+    siembridge::tls::install_crypto_provider();
+    let Some(rs) = rsyslog::start(Listeners {
+        udp: true,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    const N: usize = 200;
+    let records = write_records(dir.path(), N);
+    // Two oversized records appended.
+    let mut text = std::fs::read_to_string(&records).unwrap();
+    for i in 0..2 {
+        text.push_str(&format!(
+            "{{\"seq\":{},\"big\":\"{}\"}}\n",
+            10_000 + i,
+            "x".repeat(3000)
+        ));
+    }
+    std::fs::write(&records, text).unwrap();
+    let mut s = spec(SyslogTransport::Udp, rs.udp_port.unwrap(), SyslogPayload::Json, None);
+    s.max_message_bytes = 2048;
+    let mut dest = destination(s);
+    // Small batches: a loopback UDP burst must not outrun rsyslog's socket buffer.
+    dest.batch.max_events = 20;
+    dest.concurrency = 1;
+    let summary = run_collector(dir.path(), &records, dest).await;
+    assert!(summary.fully_checkpointed);
+    let lines = rs.wait_for(N, Duration::from_secs(20));
+    check_json_lines(&lines, N, "udp");
+    let dead: String = std::fs::read_dir(dir.path().join("dead-letter"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(dead.matches("exceeds maxMessageBytes 2048").count(), 2, "{dead}");
+}
+
+/// ECS documents whose values hold every character CEF and LEEF must escape.
+fn tricky_ecs(i: usize) -> String {
+    serde_json::json!({
+        "@timestamp": "2026-01-02T03:04:05.678Z",
+        "message": format!("Add member|to group\\{i}"),
+        "event": {
+            "action": "Add member to group",
+            "dataset": "azure.auditlogs",
+            "outcome": "success",
+            "reason": format!("a=b|c\\d\nline2 {i}"),
+        },
+        "observer": {"product": "EntraID"},
+        "source": {"ip": "203.0.113.7"},
+        "user": {"name": "zoë^ü@contoso.example"},
+    })
+    .to_string()
+}
+
+fn unescape_cef_value(v: &str) -> String {
+    let mut out = String::new();
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some(o) => out.push(o),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// CEF extension pairs: keys are words before an unescaped `=`; values run to the next key.
+fn cef_extension(ext: &str) -> HashMap<String, String> {
+    let bytes: Vec<char> = ext.chars().collect();
+    let mut eq_positions = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == '\\' {
+            i += 2;
+            continue;
+        }
+        if bytes[i] == '=' {
+            eq_positions.push(i);
+        }
+        i += 1;
+    }
+    let mut out = HashMap::new();
+    for (n, &eq) in eq_positions.iter().enumerate() {
+        let key_start = bytes[..eq].iter().rposition(|&c| c == ' ').map(|p| p + 1).unwrap_or(0);
+        let key: String = bytes[key_start..eq].iter().collect();
+        let value_end = match eq_positions.get(n + 1) {
+            Some(&next) => bytes[..next].iter().rposition(|&c| c == ' ').unwrap_or(next),
+            None => bytes.len(),
+        };
+        let value: String = bytes[eq + 1..value_end].iter().collect();
+        out.insert(key, unescape_cef_value(&value));
+    }
+    out
+}
+
+/// Split on `|` not preceded by a backslash escape.
+fn split_header(s: &str, parts: usize) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if out.len() == parts {
+            out.last_mut().unwrap().push(c);
+            continue;
+        }
+        match c {
+            '\\' => {
+                let n = chars.next().unwrap();
+                out.last_mut().unwrap().push(n);
+            }
+            '|' => out.push(String::new()),
+            c => out.last_mut().unwrap().push(c),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cef_and_leef_payloads_keep_their_escaping_through_rsyslog() {
+    siembridge::tls::install_crypto_provider();
+    let Some(rs) = rsyslog::start(Listeners {
+        tcp: true,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let port = rs.tcp_port.unwrap();
+    const N: usize = 20;
+    for payload in [SyslogPayload::Cef, SyslogPayload::Leef] {
+        let d = SyslogDestination::new(
+            "siem",
+            &spec(SyslogTransport::Tcp, port, payload, None),
+            &SecretSource::Environment,
+        )
+        .unwrap();
+        let batch: Vec<Event> = (0..N)
+            .map(|i| Event::detached_with_id(tricky_ecs(i), "entra-audit", &format!("{payload:?}-{i}")))
+            .collect();
+        assert_eq!(d.send(&batch).await, SendOutcome::Delivered);
+    }
+    let lines = rs.wait_for(2 * N, Duration::from_secs(20));
+    assert_eq!(lines.len(), 2 * N, "{lines:?}");
+    let (mut cef, mut leef) = (0, 0);
+    for l in &lines {
+        let p = parse(l);
+        assert_eq!(p.msgid, "azure.auditlogs");
+        assert_eq!(p.timestamp, "2026-01-02T03:04:05.678Z");
+        let i: usize = p.sd["id"].rsplit('-').next().unwrap().parse().unwrap();
+        if p.msg.starts_with("CEF:0|") {
+            cef += 1;
+            let h = split_header(&p.msg, 8);
+            assert_eq!(h.len(), 8, "{:?}", p.msg);
+            assert_eq!(h[1], "Microsoft");
+            assert_eq!(h[2], "EntraID");
+            assert_eq!(
+                h[5],
+                format!("Add member|to group\\{i}"),
+                "name with | and \\ escaped in the header"
+            );
+            let ext = cef_extension(&h[7]);
+            assert_eq!(
+                ext["reason"],
+                format!("a=b|c\\d\nline2 {i}"),
+                "extension escapes = \\ newline"
+            );
+            assert_eq!(ext["suser"], "zoë^ü@contoso.example", "non-ASCII kept");
+            assert_eq!(ext["src"], "203.0.113.7");
+        } else if p.msg.starts_with("LEEF:2.0|") {
+            leef += 1;
+            let h = split_header(&p.msg, 7);
+            assert_eq!(h[1], "Microsoft");
+            assert_eq!(h[5], "^", "delimiter announced");
+            let attrs: HashMap<&str, &str> = h[6].split('^').filter_map(|kv| kv.split_once('=')).collect();
+            assert_eq!(
+                attrs["usrName"], "zoë ü@contoso.example",
+                "delimiter inside a value replaced"
+            );
+            assert_eq!(attrs["src"], "203.0.113.7");
+            assert_eq!(attrs["devTime"], "2026-01-02T03:04:05.678+0000");
+            assert!(!h[6].contains('\n'));
+        } else {
+            panic!("unexpected payload {:?}", p.msg);
+        }
+    }
+    println!("syslog cef/leef: {cef} CEF and {leef} LEEF messages parsed back from rsyslog");
+    assert_eq!((cef, leef), (N, N));
+}
