@@ -198,7 +198,11 @@ async fn main() {
             )
             .await,
         );
-        assert_eq!(es.state.docs.lock().unwrap().len(), n + BATCH.min(n), "{name}: every document stored");
+        assert_eq!(
+            es.state.docs.lock().unwrap().len(),
+            n + BATCH.min(n),
+            "{name}: every document stored"
+        );
     }
 
     let sekoia = siem::sekoia::Sekoia::start("bench-intake-key").await;

@@ -266,6 +266,19 @@ async fn health(State(state): State<Arc<HecState>>) -> Response {
 impl Hec {
     /// Start with one token.
     pub async fn start(token: &str, use_ack: bool) -> Hec {
+        let (app, state) = Self::app(token, use_ack);
+        let url = super::serve(app).await;
+        Hec { url, state }
+    }
+
+    /// Start over TLS with the server certificate of `pki`, optionally requiring a client one.
+    pub async fn start_tls(token: &str, pki: &super::tls::TestPki, require_client_cert: bool) -> Hec {
+        let (app, state) = Self::app(token, false);
+        let url = super::tls::serve_tls(app, pki, require_client_cert).await;
+        Hec { url, state }
+    }
+
+    fn app(token: &str, use_ack: bool) -> (axum::Router, Arc<HecState>) {
         let state = Arc::new(HecState::default());
         state.tokens.lock().unwrap().insert(
             token.to_string(),
@@ -282,7 +295,6 @@ impl Hec {
             .route("/services/collector/ack", post(ack))
             .route("/services/collector/health", get(health))
             .with_state(state.clone());
-        let url = super::serve(app).await;
-        Hec { url, state }
+        (app, state)
     }
 }
