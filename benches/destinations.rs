@@ -19,10 +19,8 @@ use siembridge::api::{
 use siembridge::collector::destinations::{build, Destination, Event, SendOutcome};
 use siembridge::config::SecretSource;
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[allow(dead_code)]
 #[path = "../tests/common/siem/mod.rs"]
 mod siem;
 
@@ -34,7 +32,7 @@ fn document(i: usize) -> String {
     serde_json::json!({
         "@timestamp": format!("2026-01-15T08:{:02}:{:02}.{:03}Z", i / 60 % 60, i % 60, i % 1000),
         "event": {"kind": "event", "category": ["authentication"], "type": ["start"], "action": "Sign-in activity",
-                  "outcome": if i % 7 == 0 { "failure" } else { "success" }, "dataset": "azure.signinlogs",
+                  "outcome": if i.is_multiple_of(7) { "failure" } else { "success" }, "dataset": "azure.signinlogs",
                   "module": "azure", "id": format!("aaaaaaaa-3333-4333-8333-{i:012}"), "duration": (i % 500) * 1_000_000},
         "cloud": {"provider": "azure", "account": {"id": TENANT}},
         "user": {"name": format!("user{}@contoso.example", i % 1000), "id": format!("cccccccc-0000-4000-8000-{:012}", i % 1000),
@@ -42,12 +40,12 @@ fn document(i: usize) -> String {
         "source": {"ip": format!("198.51.100.{}", i % 250), "geo": {"city_name": "Paris", "country_iso_code": "FR",
                    "location": {"lat": 48.85, "lon": 2.35}}},
         "user_agent": {"original": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Edge/120.0.0", "os": {"name": "Windows10"}},
-        "azure": {"signinlogs": {"category": "SignInLogs", "operation_name": "Sign-in activity", "result_type": if i % 7 == 0 { "50126" } else { "0" },
+        "azure": {"signinlogs": {"category": "SignInLogs", "operation_name": "Sign-in activity", "result_type": if i.is_multiple_of(7) { "50126" } else { "0" },
                   "properties": {"app_display_name": "Microsoft Teams", "app_id": "bbbbbbbb-0000-0000-0000-000000000002",
                   "client_app_used": "Mobile Apps and Desktop clients", "conditional_access_status": "notApplied",
-                  "is_interactive": i % 3 == 0, "risk_level_during_signin": "none", "risk_state": "none",
+                  "is_interactive": i.is_multiple_of(3), "risk_level_during_signin": "none", "risk_state": "none",
                   "authentication_requirement": "singleFactorAuthentication", "correlation_id": format!("aaaaaaaa-2222-4222-8222-{i:012}"),
-                  "status": {"error_code": if i % 7 == 0 { 50126 } else { 0 }}}}},
+                  "status": {"error_code": if i.is_multiple_of(7) { 50126 } else { 0 }}}}},
         "ecs": {"version": "8.17.0"}
     })
     .to_string()

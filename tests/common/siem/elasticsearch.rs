@@ -127,7 +127,7 @@ fn bulk(state: &EsState, target: Option<String>, headers: &HeaderMap, body: &[u8
         );
     }
     let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
-    if lines.len() % 2 != 0 {
+    if !lines.len().is_multiple_of(2) {
         return es_error(
             StatusCode::BAD_REQUEST,
             "illegal_argument_exception",
