@@ -192,6 +192,7 @@ impl SiemDestinationSpec {
         }
         if let Some(s) = &self.sekoia {
             refs.push(&s.intake_key);
+            refs.extend(tls_refs(&s.tls));
         }
         if let Some(s) = &self.sentinel {
             refs.extend(s.credentials.secret_refs());

@@ -41,6 +41,8 @@ pub fn client(
     tls: Option<&TlsSpec>,
     secrets: &SecretSource,
 ) -> Result<reqwest::Client, BuildError> {
+    // Tests and benchmarks build destinations without going through `main`.
+    crate::tls::install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_millis(retry.request_timeout_ms))
         .connect_timeout(Duration::from_millis(retry.request_timeout_ms.min(10_000)))

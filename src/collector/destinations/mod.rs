@@ -5,9 +5,11 @@
 //! events, bytes and latency, concurrency, retries with exponential backoff, full jitter and
 //! `Retry-After`, dead-lettering, acknowledgements, metrics and the health report.
 //!
-//! # Adding a destination (e.g. Splunk HEC)
-//! 1. Create `destinations/splunk_hec.rs` with a struct built from its spec (resolve Secrets with
-//!    [`crate::collector::secrets::resolve`] at build time, keep them as `SecretValue`).
+//! # Adding a destination
+//! 1. Create `destinations/<kind>.rs` with a struct built from its spec (resolve Secrets at build
+//!    time, keep them as `SecretValue` or sensitive header values). HTTP receivers share
+//!    [`http_client`]: the client with timeouts and TLS options, `Retry-After`, gzip, size-bounded
+//!    splitting and [`http_client::uniform`]; [`document`] reads an event's time and dataset.
 //! 2. Implement [`Destination::send`]: encode the batch (each [`Event::body`] is the document,
 //!    already in the destination's `format`, as compact JSON), send it, and map the answer to a
 //!    [`SendOutcome`]: the whole batch delivered / to retry / rejected, or one [`EventOutcome`] per

@@ -127,7 +127,7 @@ fn bulk(state: &EsState, target: Option<String>, headers: &HeaderMap, body: &[u8
         );
     }
     let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
-    if lines.len() % 2 != 0 {
+    if !lines.len().is_multiple_of(2) {
         return es_error(
             StatusCode::BAD_REQUEST,
             "illegal_argument_exception",
@@ -217,6 +217,19 @@ async fn root(State(state): State<Arc<EsState>>, headers: HeaderMap) -> Response
 impl Elasticsearch {
     /// Start; `auth` lists the accepted `Authorization` values (empty: none needed).
     pub async fn start(auth: &[&str]) -> Elasticsearch {
+        let (app, state) = Self::app(auth);
+        let url = super::serve(app).await;
+        Elasticsearch { url, state }
+    }
+
+    /// Start over TLS with the server certificate of `pki`, optionally requiring a client one.
+    pub async fn start_tls(auth: &[&str], pki: &super::tls::TestPki, require_client_cert: bool) -> Elasticsearch {
+        let (app, state) = Self::app(auth);
+        let url = super::tls::serve_tls(app, pki, require_client_cert).await;
+        Elasticsearch { url, state }
+    }
+
+    fn app(auth: &[&str]) -> (axum::Router, Arc<EsState>) {
         let state = Arc::new(EsState::default());
         *state.accepted_auth.lock().unwrap() = auth.iter().map(|s| s.to_string()).collect();
         let app = axum::Router::new()
@@ -224,8 +237,7 @@ impl Elasticsearch {
             .route("/_bulk", post(bulk_default))
             .route("/{target}/_bulk", post(bulk_target))
             .with_state(state.clone());
-        let url = super::serve(app).await;
-        Elasticsearch { url, state }
+        (app, state)
     }
 
     /// Documents stored, by `_id`.

@@ -32,6 +32,9 @@ struct PendingAck {
     never: bool,
 }
 
+/// A channel's next ack id and its pending ids.
+type Channel = (u64, BTreeMap<u64, PendingAck>);
+
 /// State shared with the test.
 #[derive(Default)]
 pub struct HecState {
@@ -51,7 +54,7 @@ pub struct HecState {
     /// Requests to `/services/collector/ack`.
     pub ack_requests: AtomicUsize,
     /// channel -> next ack id and pending ids.
-    channels: Mutex<HashMap<String, (u64, BTreeMap<u64, PendingAck>)>>,
+    channels: Mutex<HashMap<String, Channel>>,
     /// Every `Authorization` header value received (tests check which tokens came).
     pub authorizations: Mutex<Vec<String>>,
 }
@@ -97,17 +100,17 @@ fn is_guid(s: &str) -> bool {
 }
 
 /// The token of a request, or the HEC error for it.
-fn authorize(state: &HecState, headers: &HeaderMap) -> Result<HecToken, Response> {
+fn authorize(state: &HecState, headers: &HeaderMap) -> Result<HecToken, Box<Response>> {
     let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return Err(hec(StatusCode::UNAUTHORIZED, 2, "Token is required"));
+        return Err(Box::new(hec(StatusCode::UNAUTHORIZED, 2, "Token is required")));
     };
     state.authorizations.lock().unwrap().push(auth.to_string());
     let Some(token) = auth.strip_prefix("Splunk ") else {
-        return Err(hec(StatusCode::UNAUTHORIZED, 3, "Invalid authorization"));
+        return Err(Box::new(hec(StatusCode::UNAUTHORIZED, 3, "Invalid authorization")));
     };
     match state.tokens.lock().unwrap().get(token) {
-        None => Err(hec(StatusCode::FORBIDDEN, 4, "Invalid token")),
-        Some(t) if !t.enabled => Err(hec(StatusCode::FORBIDDEN, 1, "Token disabled")),
+        None => Err(Box::new(hec(StatusCode::FORBIDDEN, 4, "Invalid token"))),
+        Some(t) if !t.enabled => Err(Box::new(hec(StatusCode::FORBIDDEN, 1, "Token disabled"))),
         Some(t) => Ok(t.clone()),
     }
 }
@@ -129,7 +132,7 @@ async fn event(
     state.event_requests.fetch_add(1, Ordering::SeqCst);
     let token = match authorize(&state, &headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let channel = channel_of(&headers, &query);
     if token.use_ack {
@@ -217,7 +220,7 @@ async fn ack(
     state.ack_requests.fetch_add(1, Ordering::SeqCst);
     let token = match authorize(&state, &headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !token.use_ack {
         return hec(StatusCode::BAD_REQUEST, 14, "ACK is disabled");
@@ -266,6 +269,19 @@ async fn health(State(state): State<Arc<HecState>>) -> Response {
 impl Hec {
     /// Start with one token.
     pub async fn start(token: &str, use_ack: bool) -> Hec {
+        let (app, state) = Self::app(token, use_ack);
+        let url = super::serve(app).await;
+        Hec { url, state }
+    }
+
+    /// Start over TLS with the server certificate of `pki`, optionally requiring a client one.
+    pub async fn start_tls(token: &str, pki: &super::tls::TestPki, require_client_cert: bool) -> Hec {
+        let (app, state) = Self::app(token, false);
+        let url = super::tls::serve_tls(app, pki, require_client_cert).await;
+        Hec { url, state }
+    }
+
+    fn app(token: &str, use_ack: bool) -> (axum::Router, Arc<HecState>) {
         let state = Arc::new(HecState::default());
         state.tokens.lock().unwrap().insert(
             token.to_string(),
@@ -282,7 +298,6 @@ impl Hec {
             .route("/services/collector/ack", post(ack))
             .route("/services/collector/health", get(health))
             .with_state(state.clone());
-        let url = super::serve(app).await;
-        Hec { url, state }
+        (app, state)
     }
 }

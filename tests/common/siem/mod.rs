@@ -8,6 +8,7 @@ pub mod elasticsearch;
 pub mod hec;
 pub mod logs_ingestion;
 pub mod sekoia;
+pub mod tls;
 
 use std::io::Read;
 
