@@ -285,7 +285,7 @@ fn dlp<'a>(doc: &mut Doc<'a>, record: &'a Value, category: &'a str) {
         let to = string_list(meta.get("To"));
         if !to.is_empty() {
             for t in &to {
-                doc.relate_user(Some(t));
+                doc.relate_user_owned(t);
             }
             doc.put(
                 "email.to.address",
@@ -361,7 +361,7 @@ fn threat_intelligence<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     let to = string_list(record.get("Recipients"));
     if !to.is_empty() {
         for t in &to {
-            doc.relate_user(Some(t));
+            doc.relate_user_owned(t);
         }
         doc.put(
             "email.to.address",
