@@ -99,7 +99,7 @@ impl Val<'_> {
 #[derive(Clone, Debug)]
 pub struct VendorCopy {
     /// Dotted path of the copy in the document.
-    pub path: String,
+    pub path: Path,
     /// `true`: `properties` of the record; `false`: the whole record.
     pub properties: bool,
     /// How many levels of keys are converted to snake_case (0: keys untouched).
@@ -119,9 +119,9 @@ impl<'a> Doc<'a> {
 
     /// Keep the record's `properties` (or the whole record) under `path`, keys snake_cased
     /// `depth` levels deep.
-    pub fn keep(&mut self, path: impl Into<String>, properties: bool, depth: usize) {
+    pub fn keep(&mut self, path: impl IntoPath, properties: bool, depth: usize) {
         self.vendor = Some(VendorCopy {
-            path: path.into(),
+            path: path.into_path(),
             properties,
             depth,
         });
@@ -133,9 +133,9 @@ impl<'a> Doc<'a> {
     }
 
     /// Insert a vendor copy at a path; fields written below that path win over its entries.
-    pub fn merge(&mut self, path: String, value: Value) {
+    pub fn merge(&mut self, path: Path, value: Value) {
         // Placed first so that any write at or below the path is applied after it.
-        self.entries.insert(0, (Cow::Owned(path), Val::Json(value)));
+        self.entries.insert(0, (path, Val::Json(value)));
     }
 
     /// Write `value` at a dotted path.
@@ -202,12 +202,24 @@ impl<'a> Doc<'a> {
 
     /// Write an IP address (normalised, port stripped) and remember it for `related.ip`.
     /// Returns the port when the input carried one.
-    pub fn put_ip(&mut self, path: impl IntoPath, value: Option<&str>) -> Option<u16> {
-        let (ip, port) = value.and_then(parse_ip)?;
-        let text = ip.to_string();
-        self.relate_ip(&text);
-        self.entries.push((path.into_path(), Val::Json(Value::String(text))));
+    pub fn put_ip(&mut self, path: impl IntoPath, value: Option<&'a str>) -> Option<u16> {
+        let (text, port) = value.and_then(canonical_ip)?;
+        push_unique(&mut self.related_ip, Some(text.clone()));
+        self.put_cow(path, text);
         port
+    }
+
+    /// Write a string borrowed from the record or computed.
+    pub fn put_cow(&mut self, path: impl IntoPath, value: Cow<'a, str>) {
+        match value {
+            Cow::Borrowed(s) => self.put_str(path, Some(s)),
+            Cow::Owned(s) => self.put_string(path, Some(s)),
+        }
+    }
+
+    /// [`Doc::relate_ip`] for an address text already normalised.
+    pub fn relate_ip_text(&mut self, ip: Cow<'a, str>) {
+        push_unique(&mut self.related_ip, Some(ip));
     }
 
     pub fn relate_user(&mut self, user: Option<&'a str>) {
@@ -289,7 +301,7 @@ impl<'a> Doc<'a> {
     /// Serialize the document as JSON, byte for byte what `serde_json::to_vec` gives for
     /// [`Doc::finish`] with the vendor copy merged, without building it: `vendor` is written
     /// from the record (keys snake_cased `depth` levels deep).
-    pub fn write_json(mut self, out: &mut Vec<u8>, vendor: Option<(String, &Value, usize)>) {
+    pub fn write_json(mut self, out: &mut Vec<u8>, vendor: Option<(Path, &Value, usize)>) {
         let mut entries = self.sorted_entries();
         // Cases the streaming writer does not handle go through `build` (same output).
         let slow = entries
@@ -315,7 +327,7 @@ impl<'a> Doc<'a> {
             for (p, v) in entries.drain(pos..end) {
                 extras.push((p[path.len() + 1..].to_string(), v.into_value()));
             }
-            entries.insert(pos, (Cow::Owned(path.clone()), Val::Json(Value::Null)));
+            entries.insert(pos, (path.clone(), Val::Json(Value::Null)));
             vendor_at = Some(pos);
         }
         // A non-object leaf that also has writes below it gives way to them (as in `build`).
@@ -408,12 +420,12 @@ impl<'a> Doc<'a> {
         &mut self,
         out: &mut Vec<u8>,
         entries: Vec<(Path, Val<'a>)>,
-        vendor: Option<(String, &Value, usize)>,
+        vendor: Option<(Path, &Value, usize)>,
     ) {
         let mut entries: Vec<(Path, Value)> = entries.into_iter().map(|(p, v)| (p, v.into_value())).collect();
         if let Some((path, source, depth)) = vendor {
             // First, so that writes at or below the path win (as `merge` does).
-            entries.insert(0, (Cow::Owned(path), snake_keys(source, depth)));
+            entries.insert(0, (path, snake_keys(source, depth)));
         }
         entries.sort_by(|a, b| cmp_path(&a.0, &b.0));
         let mut root = Map::new();
@@ -1027,6 +1039,16 @@ fn chrono_timestamp(text: &str) -> Option<String> {
     None
 }
 
+/// An IP in its normal text form (borrowed when the input already is: a plain IPv4 address,
+/// which Rust parses only in its one canonical spelling) and the port the input carried.
+pub fn canonical_ip(text: &str) -> Option<(Cow<'_, str>, Option<u16>)> {
+    let trimmed = text.trim();
+    if trimmed.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Some((Cow::Borrowed(trimmed), None));
+    }
+    parse_ip(trimmed).map(|(ip, port)| (Cow::Owned(ip.to_string()), port))
+}
+
 /// Parse an IP that may carry a port (`203.0.113.1:443`, `[2001:db8::1]:443`).
 pub fn parse_ip(text: &str) -> Option<(IpAddr, Option<u16>)> {
     let text = text.trim();
@@ -1580,6 +1602,25 @@ mod tests {
     }
 
     #[test]
+    fn canonical_ips_are_the_parsed_text() {
+        for text in [
+            "203.0.113.10",
+            " 203.0.113.10 ",
+            "203.0.113.010",
+            "203.0.113.10:443",
+            "2001:DB8::1",
+            "[2001:db8::1]:8443",
+            "::ffff:192.0.2.1",
+            "0.0.0.0",
+            "x",
+        ] {
+            let expected = parse_ip(text).map(|(ip, port)| (ip.to_string(), port));
+            let got = canonical_ip(text).map(|(t, port)| (t.into_owned(), port));
+            assert_eq!(got, expected, "{text}");
+        }
+    }
+
+    #[test]
     fn timestamps_become_rfc3339_utc() {
         assert_eq!(
             timestamp(Some(&json!("2025-01-01T10:03:19"))).as_deref(),
@@ -1725,7 +1766,7 @@ mod tests {
         doc.put("a.b", json!(2));
         doc.put("a.c-d", json!(3));
         doc.put("a.c.e", json!(4));
-        doc.merge("v".to_string(), json!({"x": 1, "y": 2}));
+        doc.merge(Cow::Borrowed("v"), json!({"x": 1, "y": 2}));
         doc.put("v.y", json!(3));
         doc.relate_user(Some("u"));
         doc.relate_user(Some("u"));
