@@ -347,35 +347,38 @@ impl<'a> Doc<'a> {
         // Objects open for the previous entry are its parent segments; each entry closes those
         // it does not share and opens its own (paths are sorted, so each object is opened once).
         let mut prev: &[u8] = b"";
-        let mut open = 0usize;
+        // The open objects are the parent segments of the previous path: `ends[k]` is the
+        // offset just past the dot closing segment k.
+        let mut ends: Vec<usize> = Vec::with_capacity(8);
         let mut first = true;
         out.push(b'{');
         for (idx, (path, value)) in entries.iter().enumerate() {
             let p = path.as_bytes();
-            let same = p.iter().zip(prev).take_while(|(a, b)| a == b).count();
-            let shared = p[..same].iter().filter(|&&b| b == b'.').count().min(open);
-            for _ in shared..open {
+            // Segments shared with the previous path stay open (nested: the deepest shared
+            // one decides).
+            let mut shared = ends.len();
+            while let Some(&end) = ends.get(shared.wrapping_sub(1)) {
+                if p.len() >= end && p[..end] == prev[..end] {
+                    break;
+                }
+                shared -= 1;
+            }
+            for _ in shared..ends.len() {
                 out.push(b'}');
                 first = false;
             }
-            open = shared;
-            // Skip the shared segments, then open the remaining parents.
-            let mut seg_start = 0;
-            for _ in 0..shared {
-                seg_start += p[seg_start..]
-                    .iter()
-                    .position(|&b| b == b'.')
-                    .map_or(p.len(), |i| i + 1);
-            }
+            ends.truncate(shared);
+            // Open the remaining parents.
+            let mut seg_start = if shared > 0 { ends[shared - 1] } else { 0 };
             while let Some(dot) = p[seg_start..].iter().position(|&b| b == b'.') {
                 if !first {
                     out.push(b',');
                 }
                 write_str(out, &path[seg_start..seg_start + dot]);
                 out.extend_from_slice(b":{");
-                open += 1;
                 first = true;
                 seg_start += dot + 1;
+                ends.push(seg_start);
             }
             if !first {
                 out.push(b',');
@@ -389,8 +392,8 @@ impl<'a> Doc<'a> {
                     SNAKE_CACHE.with(|cache| match cache.try_borrow_mut() {
                         Ok(mut cache) => {
                             let mut scratch = SnakeScratch {
-                                arena: String::new(),
-                                keys: Vec::new(),
+                                arena: String::with_capacity(1024),
+                                keys: Vec::with_capacity(64),
                                 cache: &mut cache,
                             };
                             write_snake(out, source, *depth, &extra, &mut scratch);
@@ -410,7 +413,7 @@ impl<'a> Doc<'a> {
             }
             prev = p;
         }
-        for _ in 0..open {
+        for _ in 0..ends.len() {
             out.push(b'}');
         }
         out.push(b'}');
