@@ -118,6 +118,28 @@ fn main() {
         .filter(|(i, (name, _))| *i == 0 || name.contains(only.as_str()))
         .map(|(_, v)| v)
         .collect();
+    // `SIEMBRIDGE_BENCH_ITERS=<n>`: run every selected variant exactly n passes over the mix and
+    // no timing (for instruction counts under `valgrind --tool=callgrind`: the difference
+    // between two values of n is the cost of the extra passes).
+    if let Some(iters) = std::env::var("SIEMBRIDGE_BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        let skip_base = std::env::var_os("SIEMBRIDGE_BENCH_SKIP_BASELINE").is_some();
+        for (i, (name, f)) in variants.iter().enumerate() {
+            if i == 0 && skip_base {
+                continue;
+            }
+            let mut out = 0usize;
+            for _ in 0..iters {
+                for r in &records {
+                    out += black_box(f(r));
+                }
+            }
+            println!("{name}: {iters} passes, {out} bytes out");
+        }
+        return;
+    }
     let mut tallies: Vec<Tally> = variants.iter().map(|_| Tally::default()).collect();
     let round = Duration::from_millis(50);
     let rounds = ((secs * 1000.0) / 50.0).max(1.0) as usize;
@@ -154,6 +176,16 @@ fn main() {
             rate(t) / base
         );
     }
+    if let Some(kb) = peak_rss_kb() {
+        println!("peak RSS of the bench process: {:.1} MB", kb as f64 / 1024.0);
+    }
+}
+
+/// Peak resident set size (`VmHWM`, Linux), in KiB.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Time per record of each step, to see where the time goes.

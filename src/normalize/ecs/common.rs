@@ -48,15 +48,19 @@ impl IntoPath for &String {
 /// object merge into it (they win over its entries).
 pub struct Doc<'a> {
     entries: Vec<(Path, Val<'a>)>,
-    related_user: Vec<String>,
-    related_ip: Vec<String>,
-    related_hosts: Vec<String>,
+    related_user: Vec<Cow<'a, str>>,
+    related_ip: Vec<Cow<'a, str>>,
+    related_hosts: Vec<Cow<'a, str>>,
     vendor: Option<VendorCopy>,
 }
 
 /// A written value: borrowed from the record (no copy until needed) or owned JSON.
 pub enum Val<'a> {
     Str(&'a str),
+    /// A short list of strings (`event.type`), kept inline: `len` items of `items`.
+    Strs { items: [&'a str; 3], len: u8 },
+    /// A list of strings, borrowed where they come from the record (`related.*`).
+    List(Vec<Cow<'a, str>>),
     Json(Value),
 }
 
@@ -64,7 +68,24 @@ impl Val<'_> {
     fn into_value(self) -> Value {
         match self {
             Val::Str(s) => Value::String(s.to_string()),
+            Val::Strs { items, len } => Value::Array(
+                items[..usize::from(len)]
+                    .iter()
+                    .map(|s| Value::String((*s).to_string()))
+                    .collect(),
+            ),
+            Val::List(list) => Value::Array(list.into_iter().map(|s| Value::String(s.into_owned())).collect()),
             Val::Json(v) => v,
+        }
+    }
+
+    /// Write the value as JSON.
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Val::Str(s) => write_str(out, s),
+            Val::Strs { items, len } => write_strs(out, items[..usize::from(*len)].iter().map(|s| &**s)),
+            Val::List(list) => write_strs(out, list.iter().map(|s| &**s)),
+            Val::Json(v) => write_value(out, v),
         }
     }
 
@@ -78,7 +99,7 @@ impl Val<'_> {
 #[derive(Clone, Debug)]
 pub struct VendorCopy {
     /// Dotted path of the copy in the document.
-    pub path: String,
+    pub path: Path,
     /// `true`: `properties` of the record; `false`: the whole record.
     pub properties: bool,
     /// How many levels of keys are converted to snake_case (0: keys untouched).
@@ -88,7 +109,7 @@ pub struct VendorCopy {
 impl<'a> Doc<'a> {
     pub fn new() -> Self {
         Doc {
-            entries: Vec::with_capacity(64),
+            entries: Vec::with_capacity(128),
             related_user: Vec::new(),
             related_ip: Vec::new(),
             related_hosts: Vec::new(),
@@ -98,9 +119,9 @@ impl<'a> Doc<'a> {
 
     /// Keep the record's `properties` (or the whole record) under `path`, keys snake_cased
     /// `depth` levels deep.
-    pub fn keep(&mut self, path: impl Into<String>, properties: bool, depth: usize) {
+    pub fn keep(&mut self, path: impl IntoPath, properties: bool, depth: usize) {
         self.vendor = Some(VendorCopy {
-            path: path.into(),
+            path: path.into_path(),
             properties,
             depth,
         });
@@ -112,9 +133,9 @@ impl<'a> Doc<'a> {
     }
 
     /// Insert a vendor copy at a path; fields written below that path win over its entries.
-    pub fn merge(&mut self, path: String, value: Value) {
+    pub fn merge(&mut self, path: Path, value: Value) {
         // Placed first so that any write at or below the path is applied after it.
-        self.entries.insert(0, (Cow::Owned(path), Val::Json(value)));
+        self.entries.insert(0, (path, Val::Json(value)));
     }
 
     /// Write `value` at a dotted path.
@@ -144,10 +165,24 @@ impl<'a> Doc<'a> {
     }
 
     /// Write a list of strings (`event.category`, `event.type`).
-    pub fn put_list(&mut self, path: impl IntoPath, values: &[&str]) {
-        if !values.is_empty() {
-            let list = values.iter().map(|v| Value::String((*v).to_string())).collect();
-            self.entries.push((path.into_path(), Val::Json(Value::Array(list))));
+    pub fn put_list(&mut self, path: impl IntoPath, values: &[&'a str]) {
+        match values.len() {
+            0 => {}
+            len @ 1..=3 => {
+                let mut items = [""; 3];
+                items[..len].copy_from_slice(values);
+                self.entries.push((
+                    path.into_path(),
+                    Val::Strs {
+                        items,
+                        len: len as u8,
+                    },
+                ));
+            }
+            _ => {
+                let list = values.iter().map(|v| Value::String((*v).to_string())).collect();
+                self.entries.push((path.into_path(), Val::Json(Value::Array(list))));
+            }
         }
     }
 
@@ -167,24 +202,41 @@ impl<'a> Doc<'a> {
 
     /// Write an IP address (normalised, port stripped) and remember it for `related.ip`.
     /// Returns the port when the input carried one.
-    pub fn put_ip(&mut self, path: impl IntoPath, value: Option<&str>) -> Option<u16> {
-        let (ip, port) = value.and_then(parse_ip)?;
-        let text = ip.to_string();
-        self.relate_ip(&text);
-        self.entries.push((path.into_path(), Val::Json(Value::String(text))));
+    pub fn put_ip(&mut self, path: impl IntoPath, value: Option<&'a str>) -> Option<u16> {
+        let (text, port) = value.and_then(canonical_ip)?;
+        push_unique(&mut self.related_ip, Some(text.clone()));
+        self.put_cow(path, text);
         port
     }
 
-    pub fn relate_user(&mut self, user: Option<&str>) {
-        push_unique(&mut self.related_user, user);
+    /// Write a string borrowed from the record or computed.
+    pub fn put_cow(&mut self, path: impl IntoPath, value: Cow<'a, str>) {
+        match value {
+            Cow::Borrowed(s) => self.put_str(path, Some(s)),
+            Cow::Owned(s) => self.put_string(path, Some(s)),
+        }
     }
 
-    pub fn relate_ip(&mut self, ip: &str) {
+    /// [`Doc::relate_ip`] for an address text already normalised.
+    pub fn relate_ip_text(&mut self, ip: Cow<'a, str>) {
         push_unique(&mut self.related_ip, Some(ip));
     }
 
-    pub fn relate_host(&mut self, host: Option<&str>) {
-        push_unique(&mut self.related_hosts, host);
+    pub fn relate_user(&mut self, user: Option<&'a str>) {
+        push_unique(&mut self.related_user, user.map(Cow::Borrowed));
+    }
+
+    /// [`Doc::relate_user`] for a name that does not live as long as the record.
+    pub fn relate_user_owned(&mut self, user: &str) {
+        push_unique(&mut self.related_user, Some(Cow::Owned(user.to_string())));
+    }
+
+    pub fn relate_ip(&mut self, ip: &str) {
+        push_unique(&mut self.related_ip, Some(Cow::Owned(ip.to_string())));
+    }
+
+    pub fn relate_host(&mut self, host: Option<&'a str>) {
+        push_unique(&mut self.related_hosts, host.map(Cow::Borrowed));
     }
 
     /// Whether something was written at or below this top-level key.
@@ -204,13 +256,13 @@ impl<'a> Doc<'a> {
         let hosts = std::mem::take(&mut self.related_hosts);
         for (path, list) in [("related.user", user), ("related.ip", ip), ("related.hosts", hosts)] {
             if !list.is_empty() {
-                self.put(path, Value::Array(list.into_iter().map(Value::String).collect()));
+                self.entries.push((Cow::Borrowed(path), Val::List(list)));
             }
         }
         let mut entries = std::mem::take(&mut self.entries);
-        // Sort indices (cheap to move) by the first bytes of the path first, which decides
-        // most comparisons; ties by index keep the last write last.
-        let mut order: Vec<(u64, u32)> = entries
+        // Sort indices (cheap to move) by the first 16 bytes of the path first, which decides
+        // nearly every comparison; ties by index keep the last write last.
+        let mut order: Vec<(u128, u32)> = entries
             .iter()
             .enumerate()
             .map(|(i, (p, _))| (path_key(p), i as u32))
@@ -221,12 +273,15 @@ impl<'a> Doc<'a> {
                 .then(a.1.cmp(&b.1))
         });
         let mut out: Vec<(Path, Val<'a>)> = Vec::with_capacity(entries.len());
-        for (_, i) in order {
+        let mut last_key = None;
+        for (key, i) in order {
             let (p, v) = std::mem::replace(&mut entries[i as usize], (Cow::Borrowed(""), Val::Str("")));
             match out.last_mut() {
-                Some(last) if last.0 == p => last.1 = v,
+                // Equal paths have equal keys: compare the text only then.
+                Some(last) if last_key == Some(key) && last.0 == p => last.1 = v,
                 _ => out.push((p, v)),
             }
+            last_key = Some(key);
         }
         out
     }
@@ -246,7 +301,7 @@ impl<'a> Doc<'a> {
     /// Serialize the document as JSON, byte for byte what `serde_json::to_vec` gives for
     /// [`Doc::finish`] with the vendor copy merged, without building it: `vendor` is written
     /// from the record (keys snake_cased `depth` levels deep).
-    pub fn write_json(mut self, out: &mut Vec<u8>, vendor: Option<(String, &Value, usize)>) {
+    pub fn write_json(mut self, out: &mut Vec<u8>, vendor: Option<(Path, &Value, usize)>) {
         let mut entries = self.sorted_entries();
         // Cases the streaming writer does not handle go through `build` (same output).
         let slow = entries
@@ -272,7 +327,7 @@ impl<'a> Doc<'a> {
             for (p, v) in entries.drain(pos..end) {
                 extras.push((p[path.len() + 1..].to_string(), v.into_value()));
             }
-            entries.insert(pos, (Cow::Owned(path.clone()), Val::Json(Value::Null)));
+            entries.insert(pos, (path.clone(), Val::Json(Value::Null)));
             vendor_at = Some(pos);
         }
         // A non-object leaf that also has writes below it gives way to them (as in `build`).
@@ -292,36 +347,38 @@ impl<'a> Doc<'a> {
         // Objects open for the previous entry are its parent segments; each entry closes those
         // it does not share and opens its own (paths are sorted, so each object is opened once).
         let mut prev: &[u8] = b"";
-        let mut open = 0usize;
+        // The open objects are the parent segments of the previous path: `ends[k]` is the
+        // offset just past the dot closing segment k.
+        let mut ends: Vec<usize> = Vec::with_capacity(8);
         let mut first = true;
-        let mut scratch = SnakeScratch::default();
         out.push(b'{');
         for (idx, (path, value)) in entries.iter().enumerate() {
             let p = path.as_bytes();
-            let same = p.iter().zip(prev).take_while(|(a, b)| a == b).count();
-            let shared = p[..same].iter().filter(|&&b| b == b'.').count().min(open);
-            for _ in shared..open {
+            // Segments shared with the previous path stay open (nested: the deepest shared
+            // one decides).
+            let mut shared = ends.len();
+            while let Some(&end) = ends.get(shared.wrapping_sub(1)) {
+                if p.len() >= end && p[..end] == prev[..end] {
+                    break;
+                }
+                shared -= 1;
+            }
+            for _ in shared..ends.len() {
                 out.push(b'}');
                 first = false;
             }
-            open = shared;
-            // Skip the shared segments, then open the remaining parents.
-            let mut seg_start = 0;
-            for _ in 0..shared {
-                seg_start += p[seg_start..]
-                    .iter()
-                    .position(|&b| b == b'.')
-                    .map_or(p.len(), |i| i + 1);
-            }
+            ends.truncate(shared);
+            // Open the remaining parents.
+            let mut seg_start = if shared > 0 { ends[shared - 1] } else { 0 };
             while let Some(dot) = p[seg_start..].iter().position(|&b| b == b'.') {
                 if !first {
                     out.push(b',');
                 }
                 write_str(out, &path[seg_start..seg_start + dot]);
                 out.extend_from_slice(b":{");
-                open += 1;
                 first = true;
                 seg_start += dot + 1;
+                ends.push(seg_start);
             }
             if !first {
                 out.push(b',');
@@ -332,16 +389,31 @@ impl<'a> Doc<'a> {
             match (&vendor, vendor_at == Some(idx)) {
                 (Some((_, source, depth)), true) => {
                     let extra: Vec<(&str, &Value)> = extras.iter().map(|(k, v)| (k.as_str(), v)).collect();
-                    write_snake(out, source, *depth, &extra, &mut scratch);
+                    SNAKE_CACHE.with(|cache| match cache.try_borrow_mut() {
+                        Ok(mut cache) => {
+                            let mut scratch = SnakeScratch {
+                                arena: String::with_capacity(1024),
+                                keys: Vec::with_capacity(64),
+                                cache: &mut cache,
+                            };
+                            write_snake(out, source, *depth, &extra, &mut scratch);
+                        }
+                        // Not reentrant; a fresh cache keeps it correct if it ever were.
+                        Err(_) => {
+                            let mut scratch = SnakeScratch {
+                                arena: String::new(),
+                                keys: Vec::new(),
+                                cache: &mut SnakeCache::default(),
+                            };
+                            write_snake(out, source, *depth, &extra, &mut scratch);
+                        }
+                    });
                 }
-                _ => match value {
-                    Val::Str(s) => write_str(out, s),
-                    Val::Json(v) => write_value(out, v),
-                },
+                _ => value.write(out),
             }
             prev = p;
         }
-        for _ in 0..open {
+        for _ in 0..ends.len() {
             out.push(b'}');
         }
         out.push(b'}');
@@ -351,12 +423,12 @@ impl<'a> Doc<'a> {
         &mut self,
         out: &mut Vec<u8>,
         entries: Vec<(Path, Val<'a>)>,
-        vendor: Option<(String, &Value, usize)>,
+        vendor: Option<(Path, &Value, usize)>,
     ) {
         let mut entries: Vec<(Path, Value)> = entries.into_iter().map(|(p, v)| (p, v.into_value())).collect();
         if let Some((path, source, depth)) = vendor {
             // First, so that writes at or below the path win (as `merge` does).
-            entries.insert(0, (Cow::Owned(path), snake_keys(source, depth)));
+            entries.insert(0, (path, snake_keys(source, depth)));
         }
         entries.sort_by(|a, b| cmp_path(&a.0, &b.0));
         let mut root = Map::new();
@@ -420,10 +492,49 @@ impl<'a> KeyRef<'a> {
 
 /// Buffers reused by every object of a [`write_snake`] walk: converted keys and the key
 /// lists of the objects being written (each level works on its own tail of both).
-#[derive(Default)]
-struct SnakeScratch<'v> {
+struct SnakeScratch<'v, 'c> {
     arena: String,
     keys: Vec<(KeyRef<'v>, &'v Value)>,
+    cache: &'c mut SnakeCache,
+}
+
+/// The snake_case forms of keys already converted on this thread (`None`: the key is
+/// unchanged). Microsoft records repeat a small set of field names, so after the first records
+/// a conversion is a hash lookup and a copy. Bounded: keys past [`SnakeCache::CAPACITY`] are
+/// converted every time.
+#[derive(Default)]
+struct SnakeCache {
+    map: std::collections::HashMap<Box<str>, Option<Box<str>>, foldhash::fast::RandomState>,
+}
+
+impl SnakeCache {
+    const CAPACITY: usize = 4096;
+
+    /// Append the converted form of `key` to `arena` (nothing when it is unchanged).
+    fn convert(&mut self, key: &str, arena: &mut String) {
+        if let Some(hit) = self.map.get(key) {
+            if let Some(converted) = hit {
+                arena.push_str(converted);
+            }
+            return;
+        }
+        let start = arena.len();
+        let converted: Option<Box<str>> = match snake_into(key, arena) {
+            Some(fixed) => {
+                arena.push_str(fixed);
+                Some(fixed.into())
+            }
+            None if arena.len() == start => None,
+            None => Some(arena[start..].into()),
+        };
+        if self.map.len() < Self::CAPACITY {
+            self.map.insert(key.into(), converted);
+        }
+    }
+}
+
+thread_local! {
+    static SNAKE_CACHE: std::cell::RefCell<SnakeCache> = std::cell::RefCell::new(SnakeCache::default());
 }
 
 /// How `serde_json` escapes each byte in a string: 0 not at all, `u` as `\u00XX`, else `\` and
@@ -462,6 +573,13 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
                 i += 8;
                 continue;
             }
+        } else {
+            // The tail, padded with a byte that needs no escape.
+            let mut word = [b'a'; 8];
+            word[..bytes.len() - i].copy_from_slice(&bytes[i..]);
+            if !needs_escape(u64::from_le_bytes(word)) {
+                break;
+            }
         }
         let stop = (i + 8).min(bytes.len());
         while i < stop {
@@ -482,6 +600,18 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Write a JSON array of strings.
+fn write_strs<'s>(out: &mut Vec<u8>, items: impl Iterator<Item = &'s str>) {
+    out.push(b'[');
+    for (i, s) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, s);
+    }
+    out.push(b']');
 }
 
 /// Whether any of eight bytes is a control character, `"` or `\` (bit tricks: a byte below
@@ -540,7 +670,7 @@ fn write_snake<'v>(
     v: &'v Value,
     depth: usize,
     extras: &[(&'v str, &'v Value)],
-    scratch: &mut SnakeScratch<'v>,
+    scratch: &mut SnakeScratch<'v, '_>,
 ) {
     if depth == 0 && extras.is_empty() {
         write_value(out, v);
@@ -556,10 +686,11 @@ fn write_snake<'v>(
                     continue;
                 }
                 let start = scratch.arena.len();
-                let key = match snake_into(k, &mut scratch.arena) {
-                    Some(fixed) => KeyRef::Str(fixed),
-                    None if scratch.arena.len() == start => KeyRef::Str(k),
-                    None => KeyRef::Arena(start, scratch.arena.len()),
+                scratch.cache.convert(k, &mut scratch.arena);
+                let key = if scratch.arena.len() == start {
+                    KeyRef::Str(k)
+                } else {
+                    KeyRef::Arena(start, scratch.arena.len())
                 };
                 scratch.keys.push((key, x));
             }
@@ -655,14 +786,14 @@ fn path_byte(b: u8) -> u8 {
     }
 }
 
-/// The first 8 bytes of a path as a number ordered like [`cmp_path`] (zero padded): a smaller
+/// The first 16 bytes of a path as a number ordered like [`cmp_path`] (zero padded): a smaller
 /// key means a smaller path; equal keys need [`cmp_path`].
-fn path_key(path: &str) -> u64 {
-    let mut bytes = [0u8; 8];
+fn path_key(path: &str) -> u128 {
+    let mut bytes = [0u8; 16];
     for (slot, &b) in bytes.iter_mut().zip(path.as_bytes()) {
         *slot = path_byte(b);
     }
-    u64::from_be_bytes(bytes)
+    u128::from_be_bytes(bytes)
 }
 
 /// Build nested objects from writes sorted with [`cmp_path`]; `start` is the byte offset of
@@ -719,10 +850,10 @@ impl Default for Doc<'_> {
     }
 }
 
-fn push_unique(list: &mut Vec<String>, value: Option<&str>) {
+fn push_unique<'a>(list: &mut Vec<Cow<'a, str>>, value: Option<Cow<'a, str>>) {
     if let Some(v) = value {
-        if !v.is_empty() && !list.iter().any(|x| x == v) {
-            list.push(v.to_string());
+        if !v.is_empty() && !list.iter().any(|x| *x == v) {
+            list.push(v);
         }
     }
 }
@@ -830,6 +961,71 @@ pub fn timestamp(v: Option<&Value>) -> Option<String> {
     if text.is_empty() {
         return None;
     }
+    fast_timestamp(text).or_else(|| chrono_timestamp(text))
+}
+
+/// The common shapes (`2025-01-01T10:03:19`, with up to nine fraction digits, zone-less, `Z`
+/// or `+00:00`) without chrono: the same text [`chrono_timestamp`] gives, or `None` to let
+/// chrono decide (other offsets, leap seconds, out-of-range fields, other layouts).
+fn fast_timestamp(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day == 0 || day > days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let digits = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        for (i, &c) in frac[..digits].iter().enumerate() {
+            nanos += u32::from(c - b'0') * 10u32.pow(8 - i as u32);
+        }
+        rest = &frac[digits..];
+    }
+    if !matches!(rest, b"" | b"Z" | b"+00:00") {
+        return None;
+    }
+    let mut out = String::with_capacity(30);
+    out.push_str(&text[..19]);
+    let (width, value) = if nanos == 0 {
+        (0, 0)
+    } else if nanos % 1_000_000 == 0 {
+        (3, nanos / 1_000_000)
+    } else if nanos % 1_000 == 0 {
+        (6, nanos / 1_000)
+    } else {
+        (9, nanos)
+    };
+    if width > 0 {
+        out.push('.');
+        for i in (0..width).rev() {
+            out.push(char::from(b'0' + (value / 10u32.pow(i) % 10) as u8));
+        }
+    }
+    out.push('Z');
+    Some(out)
+}
+
+/// Every layout Microsoft uses, through chrono.
+fn chrono_timestamp(text: &str) -> Option<String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::AutoSi, true));
     }
@@ -844,6 +1040,16 @@ pub fn timestamp(v: Option<&Value>) -> Option<String> {
         }
     }
     None
+}
+
+/// An IP in its normal text form (borrowed when the input already is: a plain IPv4 address,
+/// which Rust parses only in its one canonical spelling) and the port the input carried.
+pub fn canonical_ip(text: &str) -> Option<(Cow<'_, str>, Option<u16>)> {
+    let trimmed = text.trim();
+    if trimmed.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Some((Cow::Borrowed(trimmed), None));
+    }
+    parse_ip(trimmed).map(|(ip, port)| (Cow::Owned(ip.to_string()), port))
 }
 
 /// Parse an IP that may carry a port (`203.0.113.1:443`, `[2001:db8::1]:443`).
@@ -1027,6 +1233,15 @@ pub fn snake_keys_owned(v: Value, depth: usize) -> Value {
         }
         other => other,
     }
+}
+
+/// `prefix.key`: a dotted path under a prefix chosen at run time (no formatting machinery).
+pub fn join(prefix: &str, key: &str) -> String {
+    let mut path = String::with_capacity(prefix.len() + 1 + key.len());
+    path.push_str(prefix);
+    path.push('.');
+    path.push_str(key);
+    path
 }
 
 /// The part after `@` of a UPN or e-mail address.
@@ -1390,6 +1605,25 @@ mod tests {
     }
 
     #[test]
+    fn canonical_ips_are_the_parsed_text() {
+        for text in [
+            "203.0.113.10",
+            " 203.0.113.10 ",
+            "203.0.113.010",
+            "203.0.113.10:443",
+            "2001:DB8::1",
+            "[2001:db8::1]:8443",
+            "::ffff:192.0.2.1",
+            "0.0.0.0",
+            "x",
+        ] {
+            let expected = parse_ip(text).map(|(ip, port)| (ip.to_string(), port));
+            let got = canonical_ip(text).map(|(t, port)| (t.into_owned(), port));
+            assert_eq!(got, expected, "{text}");
+        }
+    }
+
+    #[test]
     fn timestamps_become_rfc3339_utc() {
         assert_eq!(
             timestamp(Some(&json!("2025-01-01T10:03:19"))).as_deref(),
@@ -1405,6 +1639,32 @@ mod tests {
         );
         assert_eq!(timestamp(Some(&json!(17))), None);
         assert_eq!(timestamp(Some(&json!("yesterday"))), None);
+    }
+
+    #[test]
+    fn fast_timestamps_match_chrono() {
+        let mut cases: Vec<String> = Vec::new();
+        for date in ["2025-01-01", "2024-02-29", "2025-02-29", "2100-02-29", "2000-02-29", "2025-04-31", "2025-13-01",
+            "2025-00-10", "2025-12-00", "0000-01-01", "9999-12-31", "2025-1-01", "2025/01/01", "2025-01-0x"] {
+            for time in ["10:03:19", "23:59:59", "24:00:00", "10:60:00", "10:00:60", "1:00:00", "10:0a:00"] {
+                for frac in ["", ".", ".5", ".123", ".1234567", ".120000", ".000001", ".000000000", ".123456789",
+                    ".1234567891", ".0001000", ".x"] {
+                    for zone in ["", "Z", "z", "+00:00", "-00:00", "+02:00", "+0000", " ", "Zx", "+00:00:00"] {
+                        cases.push(format!("{date}T{time}{frac}{zone}"));
+                    }
+                }
+            }
+        }
+        cases.push("2025-01-01 10:03:19".into());
+        cases.push("2025-01-01t10:03:19Z".into());
+        for text in &cases {
+            if let Some(fast) = fast_timestamp(text) {
+                assert_eq!(Some(fast), chrono_timestamp(text), "{text}");
+            }
+        }
+        assert!(fast_timestamp("2025-01-01T10:03:19.1234567Z").is_some());
+        assert!(fast_timestamp("2025-01-01T10:03:19").is_some());
+        assert!(fast_timestamp("2025-01-01T10:03:19+00:00").is_some());
     }
 
     #[test]
@@ -1481,6 +1741,10 @@ mod tests {
             "abcdefgh",
             "abcdefgh.i",
             "abcdefghi",
+            "abcdefghijklmnop",
+            "abcdefghijklmnop.q",
+            "abcdefghijklmnopq",
+            "abcdefghijklmno.",
             "a\u{0}",
             "",
         ];
@@ -1505,7 +1769,7 @@ mod tests {
         doc.put("a.b", json!(2));
         doc.put("a.c-d", json!(3));
         doc.put("a.c.e", json!(4));
-        doc.merge("v".to_string(), json!({"x": 1, "y": 2}));
+        doc.merge(Cow::Borrowed("v"), json!({"x": 1, "y": 2}));
         doc.put("v.y", json!(3));
         doc.relate_user(Some("u"));
         doc.relate_user(Some("u"));

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::common::{
     basename, boolean, id_text, int, os_type, put_severity, put_techniques, put_tenant, put_url, registry_hive, s,
     s_any, string_list, technique_ids, timestamp, Doc,
+    join,
 };
 use crate::normalize::recognize::DEFENDER_TABLES;
 
@@ -98,17 +99,17 @@ fn path_of(folder: Option<&str>, name: Option<&str>) -> (Option<String>, Option<
 }
 
 fn put_hashes<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value, sha1: &'a str, sha256: &'a str, md5: &'a str) {
-    doc.put_str(format!("{prefix}.hash.sha1"), s(p, sha1));
-    doc.put_str(format!("{prefix}.hash.sha256"), s(p, sha256));
-    doc.put_str(format!("{prefix}.hash.md5"), s(p, md5));
+    doc.put_str(join(prefix, "hash.sha1"), s(p, sha1));
+    doc.put_str(join(prefix, "hash.sha256"), s(p, sha256));
+    doc.put_str(join(prefix, "hash.md5"), s(p, md5));
 }
 
 /// `file.*` (or `dll.*`) from the row's FileName / FolderPath / hashes / size.
 fn put_file<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value) {
     let name = s(p, "FileName");
     let (path, dir) = path_of(s(p, "FolderPath"), name);
-    doc.put_str(format!("{prefix}.name"), name);
-    doc.put_string(format!("{prefix}.path"), path);
+    doc.put_str(join(prefix, "name"), name);
+    doc.put_string(join(prefix, "path"), path);
     if prefix == "file" {
         doc.put_string("file.directory", dir);
         doc.put_i64("file.size", int(p.get("FileSize")));
@@ -120,12 +121,12 @@ fn put_file<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value) {
 fn put_initiating_process<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value) {
     let name = s(p, "InitiatingProcessFileName");
     let (path, _) = path_of(s(p, "InitiatingProcessFolderPath"), name);
-    doc.put_str(format!("{prefix}.name"), name);
-    doc.put_string(format!("{prefix}.executable"), path);
-    doc.put_str(format!("{prefix}.command_line"), s(p, "InitiatingProcessCommandLine"));
-    doc.put_i64(format!("{prefix}.pid"), int(p.get("InitiatingProcessId")));
+    doc.put_str(join(prefix, "name"), name);
+    doc.put_string(join(prefix, "executable"), path);
+    doc.put_str(join(prefix, "command_line"), s(p, "InitiatingProcessCommandLine"));
+    doc.put_i64(join(prefix, "pid"), int(p.get("InitiatingProcessId")));
     doc.put_string(
-        format!("{prefix}.start"),
+        join(prefix, "start"),
         timestamp(p.get("InitiatingProcessCreationTime")),
     );
     put_hashes(
@@ -197,15 +198,15 @@ fn network_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     } else {
         ("source", "destination")
     };
-    doc.put_ip(format!("{local}.ip"), s(p, "LocalIP"));
-    doc.put_i64(format!("{local}.port"), int(p.get("LocalPort")));
-    doc.put_ip(format!("{remote}.ip"), s(p, "RemoteIP"));
-    doc.put_i64(format!("{remote}.port"), int(p.get("RemotePort")));
+    doc.put_ip(join(local, "ip"), s(p, "LocalIP"));
+    doc.put_i64(join(local, "port"), int(p.get("LocalPort")));
+    doc.put_ip(join(remote, "ip"), s(p, "RemoteIP"));
+    doc.put_i64(join(remote, "port"), int(p.get("RemotePort")));
     if let Some(url) = s(p, "RemoteUrl") {
         if url.contains("://") {
             put_url(doc, Some(url));
         } else {
-            doc.put_str(format!("{remote}.domain"), Some(url));
+            doc.put_str(join(remote, "domain"), Some(url));
             doc.relate_host(Some(url));
         }
     }

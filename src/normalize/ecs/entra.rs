@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::common::{
     change_type, duration_ns, int, outcome_word, put_entra_geo, put_severity, put_tenant, put_url, put_user, s, s_any,
-    sp, timestamp, Doc,
+    sp, timestamp, Doc, join,
 };
 
 const MODULE: &str = "azure";
@@ -63,7 +63,7 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
     };
     envelope(doc, record, ns);
     if props.is_some() {
-        doc.keep(format!("{ns}.properties"), true, 12);
+        doc.keep(join(ns, "properties"), true, 12);
     }
     true
 }
@@ -84,22 +84,22 @@ fn envelope<'a>(doc: &mut Doc<'a>, record: &'a Value, ns: &'a str) {
             rid.rsplit("/providers/").next().filter(|p| *p != rid),
         );
     }
-    doc.put_str(format!("{ns}.category"), s(record, "category"));
-    doc.put_str(format!("{ns}.operation_name"), s(record, "operationName"));
-    doc.put_str(format!("{ns}.operation_version"), s(record, "operationVersion"));
+    doc.put_str(join(ns, "category"), s(record, "category"));
+    doc.put_str(join(ns, "operation_name"), s(record, "operationName"));
+    doc.put_str(join(ns, "operation_version"), s(record, "operationVersion"));
     if let Some(rt) = record.get("resultType") {
         match rt {
-            Value::String(_) => doc.put(format!("{ns}.result_type"), rt.clone()),
-            Value::Number(n) => doc.put(format!("{ns}.result_type"), Value::String(n.to_string())),
+            Value::String(_) => doc.put(join(ns, "result_type"), rt.clone()),
+            Value::Number(n) => doc.put(join(ns, "result_type"), Value::String(n.to_string())),
             _ => {}
         }
     }
-    doc.put_str(format!("{ns}.result_signature"), s(record, "resultSignature"));
-    doc.put_str(format!("{ns}.result_description"), s(record, "resultDescription"));
-    doc.put_str(format!("{ns}.identity"), s(record, "identity"));
+    doc.put_str(join(ns, "result_signature"), s(record, "resultSignature"));
+    doc.put_str(join(ns, "result_description"), s(record, "resultDescription"));
+    doc.put_str(join(ns, "identity"), s(record, "identity"));
     if let Some(level) = record.get("Level").or_else(|| record.get("level")) {
         if level.is_number() || level.is_string() {
-            doc.put(format!("{ns}.level"), level.clone());
+            doc.put(join(ns, "level"), level.clone());
         }
     }
     if !doc.has_path(&["event", "duration"]) {

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::common::{change_type, int, os_type, outcome_word, put_tenant, put_user, s, s_any, timestamp, Doc};
+use super::common::{change_type, int, os_type, outcome_word, put_tenant, put_user, s, s_any, timestamp, Doc, join};
 
 const MODULE: &str = "microsoft_intune";
 const SERVICE: &str = "Microsoft Intune";
@@ -40,15 +40,15 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
     doc.put_str("cloud.service.name", Some(SERVICE));
     doc.put_string("@timestamp", timestamp(record.get("time")));
     put_tenant(doc, s(record, "tenantId").or_else(|| s(p, "AADTenantId")));
-    doc.put_str(format!("{ns}.operation_name"), s(record, "operationName"));
-    doc.put_str(format!("{ns}.category"), s(record, "category"));
-    doc.put_str(format!("{ns}.result_type"), s(record, "resultType"));
-    doc.put_str(format!("{ns}.result_description"), s(record, "resultDescription"));
-    doc.put_str(format!("{ns}.identity"), s(record, "identity"));
+    doc.put_str(join(&ns, "operation_name"), s(record, "operationName"));
+    doc.put_str(join(&ns, "category"), s(record, "category"));
+    doc.put_str(join(&ns, "result_type"), s(record, "resultType"));
+    doc.put_str(join(&ns, "result_description"), s(record, "resultDescription"));
+    doc.put_str(join(&ns, "identity"), s(record, "identity"));
     doc.put_str("azure.correlation_id", s(record, "correlationId"));
     doc.put_str("azure.resource.id", s(record, "resourceId"));
     if props.is_some() {
-        doc.keep(format!("{ns}.properties"), true, 12);
+        doc.keep(join(&ns, "properties"), true, 12);
     }
     true
 }

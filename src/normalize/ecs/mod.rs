@@ -9,7 +9,7 @@ mod o365;
 
 use serde_json::Value;
 
-use self::common::{any_timestamp, Doc, ECS_VERSION};
+use self::common::{any_timestamp, join, Doc, ECS_VERSION};
 use super::{EcsContext, Recognized};
 
 /// A record to map: borrowed (its detail is copied) or owned (its detail is moved into the
@@ -123,12 +123,12 @@ fn fallback<'a>(record: &'a Value, recognized: &'a Recognized, doc: &mut Doc<'a>
         return;
     }
     doc.put_string("@timestamp", any_timestamp(record));
-    doc.put_string("event.dataset", Some(format!("{module}.unknown")));
+    doc.put_string("event.dataset", Some(join(module, "unknown")));
     doc.put_str("event.module", Some(module));
     doc.put_str("cloud.service.name", Some(service));
     let tenant = common::s_any(record, &["tenantId", "TenantId", "OrganizationId"]);
     common::put_tenant(doc, tenant);
-    doc.put_str(format!("{module}.unknown.category"), Some(recognized.category.as_str()));
+    doc.put_str(join(module, "unknown.category"), Some(recognized.category.as_str()));
 }
 
 /// The product name of a family, used for `observer.product` and the CEF/LEEF headers.

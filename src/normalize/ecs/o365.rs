@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::common::{
-    change_type, domain_of, int, outcome_word, parse_ip, put_severity, put_tenant, put_url, put_user, s, s_any,
+    canonical_ip, change_type, domain_of, int, outcome_word, put_severity, put_tenant, put_url, put_user, s, s_any,
     string_list, timestamp, Doc,
 };
 
@@ -33,7 +33,7 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
 }
 
 /// Fields of the common AuditRecord schema.
-pub fn common<'a>(record: &'a Value, doc: &mut Doc<'a>, ns: &'a str) {
+pub fn common<'a>(record: &'a Value, doc: &mut Doc<'a>, ns: &'static str) {
     doc.put_string("@timestamp", timestamp(record.get("CreationTime")));
     doc.put_str("event.dataset", Some("o365.audit"));
     doc.put_str("event.module", Some("o365"));
@@ -63,14 +63,13 @@ pub fn common<'a>(record: &'a Value, doc: &mut Doc<'a>, ns: &'a str) {
         record,
         &["ClientIP", "ClientIPAddress", "ActorIpAddress", "SenderIp", "UserIp"],
     );
-    if let Some((addr, port)) = ip.and_then(parse_ip) {
-        let text = addr.to_string();
-        doc.relate_ip(&text);
-        doc.put_string("client.ip", Some(text.clone()));
-        doc.put_string("client.address", Some(text.clone()));
+    if let Some((text, port)) = ip.and_then(canonical_ip) {
+        doc.relate_ip_text(text.clone());
+        doc.put_cow("client.ip", text.clone());
+        doc.put_cow("client.address", text.clone());
         doc.put_i64("client.port", port.map(i64::from));
         doc.put_i64("source.port", port.map(i64::from));
-        doc.put_string("source.ip", Some(text));
+        doc.put_cow("source.ip", text);
     }
     doc.put_str("user_agent.original", s_any(record, &["UserAgent", "ClientInfoString"]));
     doc.keep(ns, false, 0);
@@ -285,7 +284,7 @@ fn dlp<'a>(doc: &mut Doc<'a>, record: &'a Value, category: &'a str) {
         let to = string_list(meta.get("To"));
         if !to.is_empty() {
             for t in &to {
-                doc.relate_user(Some(t));
+                doc.relate_user_owned(t);
             }
             doc.put(
                 "email.to.address",
@@ -361,7 +360,7 @@ fn threat_intelligence<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     let to = string_list(record.get("Recipients"));
     if !to.is_empty() {
         for t in &to {
-            doc.relate_user(Some(t));
+            doc.relate_user_owned(t);
         }
         doc.put(
             "email.to.address",
