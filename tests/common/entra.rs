@@ -3,6 +3,8 @@
 //! (AADSTS codes), short token lifetimes and injected 503s, for tests of every Entra-authenticated
 //! source and destination.
 #![allow(dead_code)]
+// Handlers answer with a `Response` as their error; boxing it would only add noise to test code.
+#![allow(clippy::result_large_err, clippy::type_complexity)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +31,8 @@ pub struct EntraState {
     pub requests: AtomicUsize,
     /// Registered certificates: client id -> (SHA-1 thumbprint, PKCS#1 RSA public key DER).
     pub certificates: Mutex<HashMap<String, (Vec<u8>, Vec<u8>)>>,
+    /// Expiry of every issued token.
+    pub expiry: Mutex<HashMap<String, std::time::Instant>>,
     /// Client assertion ids seen (a replayed `jti` is refused).
     pub assertion_ids: Mutex<Vec<String>>,
 }
@@ -108,6 +112,18 @@ fn verify_assertion(state: &EntraState, token_url: &str, client_id: &str, jwt: &
 }
 
 impl EntraState {
+    /// Whether `token` was issued for `scope` and has not expired (what a resource stand-in
+    /// checks before serving).
+    pub fn valid_now(&self, token: &str, scope: &str) -> bool {
+        self.valid(token, scope)
+            && self
+                .expiry
+                .lock()
+                .unwrap()
+                .get(token)
+                .is_some_and(|at| std::time::Instant::now() < *at)
+    }
+
     /// Whether `token` was issued for `scope` (what a resource stand-in checks).
     pub fn valid(&self, token: &str, scope: &str) -> bool {
         self.issued
@@ -249,6 +265,10 @@ fn issue(state: &EntraState, tenant: String, client_id: &str, scope: &str) -> Re
         0 => 3599,
         n => n,
     };
+    state.expiry.lock().unwrap().insert(
+        access_token.clone(),
+        std::time::Instant::now() + std::time::Duration::from_secs(expires_in),
+    );
     Json(serde_json::json!({
         "token_type": "Bearer",
         "expires_in": expires_in,
