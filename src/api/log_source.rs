@@ -237,7 +237,8 @@ pub struct ManagementActivitySource {
     /// Polling behaviour.
     #[serde(default)]
     pub polling: PollingSpec,
-    /// Override of the API root, e.g. for a proxy. Defaults to the cloud's host.
+    /// Override of the API root, e.g. for a proxy: the Management API root, or the Graph root
+    /// with `api: graphAuditLogQuery`. Defaults to the cloud's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://"))]
     pub endpoint: Option<String>,

@@ -11,82 +11,90 @@ use reqwest::StatusCode;
 use crate::collector::auth::{AuthError, TokenProvider};
 use crate::collector::sources::SourceStatus;
 
-/// A token bucket shared by every stream of one (app, tenant): `rate` requests per second with
-/// bursts of at most `burst`. A `Retry-After` pauses the whole bucket, since the quota it
-/// protects is the tenant's, not the stream's.
+/// A request budget shared by every stream of one (app, tenant): at most `requests` in any
+/// window of `per` (the form Microsoft documents its limits in, e.g. 5 requests per 10 s), and,
+/// for budgets of 60 or more, at most a sixtieth of them in any sixtieth of the window so the
+/// requests are spread instead of sent in one burst. A `Retry-After` pauses the whole budget,
+/// since the quota it protects is the tenant's, not the stream's.
 #[derive(Debug)]
 pub struct RateBudget {
-    rate: f64,
-    burst: f64,
-    state: tokio::sync::Mutex<Bucket>,
+    tiers: Vec<(usize, Duration)>,
+    state: tokio::sync::Mutex<Windows>,
 }
 
 #[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-    paused_until: Option<Instant>,
+struct Windows {
+    /// Send times of the last requests, per tier.
+    sent: Vec<std::collections::VecDeque<tokio::time::Instant>>,
+    paused_until: Option<tokio::time::Instant>,
 }
 
 impl RateBudget {
-    /// `requests` per `per`, bursts of one second's worth (at least one request).
+    /// At most `requests` per `per`.
     pub fn new(requests: u32, per: Duration) -> Self {
-        let rate = f64::from(requests.max(1)) / per.as_secs_f64().max(0.001);
-        let burst = rate.clamp(1.0, f64::from(requests.max(1)));
+        let n = requests.max(1) as usize;
+        let per = per.max(Duration::from_millis(1));
+        let mut tiers = vec![(n, per)];
+        if n >= 60 {
+            tiers.push((n.div_ceil(60), per / 60));
+        }
         RateBudget {
-            rate,
-            burst,
-            state: tokio::sync::Mutex::new(Bucket {
-                tokens: 1.0,
-                last: Instant::now(),
+            state: tokio::sync::Mutex::new(Windows {
+                sent: tiers.iter().map(|_| Default::default()).collect(),
                 paused_until: None,
             }),
+            tiers,
         }
     }
 
-    /// Requests per second this budget allows.
-    pub fn rate_per_second(&self) -> f64 {
-        self.rate
-    }
-
-    /// Largest burst.
-    pub fn burst(&self) -> f64 {
-        self.burst
+    /// The limits enforced: (requests, window), coarsest first.
+    pub fn tiers(&self) -> &[(usize, Duration)] {
+        &self.tiers
     }
 
     /// Wait for one request's worth. Waiters are served in order (the lock is fair and held
     /// while waiting), so no stream starves another.
     pub async fn acquire(&self) {
-        let mut b = self.state.lock().await;
+        let mut w = self.state.lock().await;
         loop {
-            let now = Instant::now();
-            if let Some(until) = b.paused_until {
+            let now = tokio::time::Instant::now();
+            if let Some(until) = w.paused_until {
                 if now < until {
-                    tokio::time::sleep_until(until.into()).await;
+                    tokio::time::sleep_until(until).await;
                     continue;
                 }
-                b.paused_until = None;
-                // After a pause, start empty: the server just said the quota is spent.
-                b.tokens = 0.0;
-                b.last = now;
+                w.paused_until = None;
             }
-            let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-            b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
-            b.last = now;
-            if b.tokens >= 1.0 {
-                b.tokens -= 1.0;
-                return;
+            let mut wait_until: Option<tokio::time::Instant> = None;
+            for ((n, per), sent) in self.tiers.iter().zip(w.sent.iter_mut()) {
+                while sent.front().is_some_and(|t| now.duration_since(*t) >= *per) {
+                    sent.pop_front();
+                }
+                if sent.len() >= *n {
+                    if let Some(oldest) = sent.front() {
+                        let free = *oldest + *per;
+                        wait_until = Some(wait_until.map_or(free, |w| w.max(free)));
+                    }
+                }
             }
-            let wait = Duration::from_secs_f64((1.0 - b.tokens) / self.rate);
-            tokio::time::sleep(wait).await;
+            match wait_until {
+                None => {
+                    for sent in w.sent.iter_mut() {
+                        sent.push_back(now);
+                    }
+                    return;
+                }
+                Some(at) => tokio::time::sleep_until(at).await,
+            }
         }
     }
 
     /// No request before `until` (a server's `Retry-After`).
     pub async fn pause_until(&self, until: Instant) {
-        let mut b = self.state.lock().await;
-        if b.paused_until.is_none_or(|p| p < until) {
-            b.paused_until = Some(until);
+        let until = tokio::time::Instant::from_std(until);
+        let mut w = self.state.lock().await;
+        if w.paused_until.is_none_or(|p| p < until) {
+            w.paused_until = Some(until);
         }
     }
 }
@@ -240,6 +248,8 @@ impl ApiClient {
         let mut refreshed = false;
         let mut last;
         loop {
+            // The budget first: a token taken before a long wait could expire on the way.
+            self.budget.acquire().await;
             let token = match self.tokens.token(&self.scope).await {
                 Ok(t) => t,
                 Err(e) if e.is_transient() => {
@@ -257,7 +267,6 @@ impl ApiClient {
                     return Err(e.into());
                 }
             };
-            self.budget.acquire().await;
             let mut request = self.http.request(method.clone(), url).bearer_auth(token.secret());
             for (k, v) in headers {
                 request = request.header(*k, *v);
@@ -494,6 +503,31 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(b, c);
         assert!(parse_time("yesterday").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_never_allows_more_than_its_requests_per_window() {
+        let budget = RateBudget::new(5, Duration::from_secs(10));
+        let start = tokio::time::Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..12 {
+            budget.acquire().await;
+            times.push(start.elapsed());
+        }
+        // 5 at once, 5 more when the first leave the window, then the rest.
+        // (The paused clock advances in whole milliseconds.)
+        let near = |t: Duration, secs: u64| {
+            t >= Duration::from_secs(secs) && t < Duration::from_secs(secs) + Duration::from_millis(10)
+        };
+        assert!(near(times[4], 0), "{times:?}");
+        assert!(near(times[5], 10), "{times:?}");
+        assert!(near(times[9], 10), "{times:?}");
+        assert!(
+            times[10] >= Duration::from_secs(20) && times[10] < Duration::from_secs(21),
+            "{times:?}"
+        );
+        let smooth = RateBudget::new(600, Duration::from_secs(60));
+        assert_eq!(smooth.tiers()[1], (10, Duration::from_secs(1)));
     }
 
     #[test]
