@@ -7,7 +7,6 @@
 //! (default 60000, the most the spec allows).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::collections::HashSet;
