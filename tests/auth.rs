@@ -122,3 +122,75 @@ async fn unavailability_is_transient_and_recovers() {
     .unwrap();
     assert!(dead.token(GRAPH).await.unwrap_err().is_transient());
 }
+
+/// A self-signed RSA certificate and its key, made for the test (nothing stored in the repo).
+fn test_certificate() -> (String, String, Vec<u8>, Vec<u8>) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["siembridge-test.contoso.example".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (
+        cert.pem(),
+        key.serialize_pem(),
+        cert.der().to_vec(),
+        key.public_key_raw().to_vec(),
+    )
+}
+
+#[tokio::test]
+async fn certificate_credential_signs_an_assertion_entra_accepts() {
+    let entra = Entra::start(TENANT, APP, SECRET).await;
+    let (cert_pem, key_pem, cert_der, public_key) = test_certificate();
+    entra.state.register_certificate(APP, &cert_der, &public_key);
+    let p = TokenProvider::new(
+        &entra.authority,
+        TENANT,
+        APP,
+        ClientCredential::Certificate {
+            certificate: SecretValue::new(cert_pem.clone()),
+            private_key: SecretValue::new(key_pem.clone()),
+        },
+    )
+    .unwrap();
+    let graph = p.token(GRAPH).await.unwrap();
+    assert!(entra.state.valid(graph.secret(), GRAPH));
+    // A second scope needs a second assertion (fresh jti, accepted again).
+    let manage = p.token(MANAGE).await.unwrap();
+    assert!(entra.state.valid(manage.secret(), MANAGE));
+    assert_eq!(entra.state.assertion_ids.lock().unwrap().len(), 2);
+
+    // Another key with the registered certificate's thumbprint fails the signature check.
+    let (_, other_key, _, _) = test_certificate();
+    let forged = TokenProvider::new(
+        &entra.authority,
+        TENANT,
+        APP,
+        ClientCredential::Certificate {
+            certificate: SecretValue::new(cert_pem),
+            private_key: SecretValue::new(other_key.clone()),
+        },
+    )
+    .unwrap();
+    let err = forged.token(GRAPH).await.unwrap_err();
+    assert_eq!(err.codes(), &[700027], "{err}");
+    assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
+}
+
+#[tokio::test]
+async fn certificate_without_a_key_block_is_a_clear_configuration_error() {
+    let entra = Entra::start(TENANT, APP, SECRET).await;
+    let (cert_pem, _, _, _) = test_certificate();
+    let p = TokenProvider::new(
+        &entra.authority,
+        TENANT,
+        APP,
+        ClientCredential::Certificate {
+            certificate: SecretValue::new(cert_pem.clone()),
+            private_key: SecretValue::new("not a key"),
+        },
+    )
+    .unwrap();
+    let err = p.token(GRAPH).await.unwrap_err();
+    assert!(matches!(err, AuthError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("PRIVATE KEY"), "{err}");
+    assert_eq!(entra.state.requests.load(Ordering::SeqCst), 0);
+}

@@ -237,7 +237,8 @@ pub struct ManagementActivitySource {
     /// Polling behaviour.
     #[serde(default)]
     pub polling: PollingSpec,
-    /// Override of the API root, e.g. for a proxy. Defaults to the cloud's host.
+    /// Override of the API root, e.g. for a proxy: the Management API root, or the Graph root
+    /// with `api: graphAuditLogQuery`. Defaults to the cloud's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://"))]
     pub endpoint: Option<String>,
@@ -338,10 +339,53 @@ pub struct GraphSource {
     /// Polling behaviour.
     #[serde(default)]
     pub polling: PollingSpec,
+    /// Request budgets of this app in this tenant; the documented Graph limits when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<GraphBudget>,
     /// Override of the Graph root, e.g. for a proxy. Defaults to the cloud's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://"))]
     pub endpoint: Option<String>,
+}
+
+/// Request budgets of a Graph source, per (app, tenant) and API family, shared by its endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphBudget {
+    /// Identity and access reports (`auditLogs/*`): requests per 10 seconds (documented: 5).
+    #[serde(default = "GraphBudget::default_reports")]
+    #[schemars(range(min = 1))]
+    pub reports_per_ten_seconds: u32,
+    /// Identity protection: requests per second (documented: 1 per tenant).
+    #[serde(default = "GraphBudget::default_identity_protection")]
+    #[schemars(range(min = 1))]
+    pub identity_protection_per_second: u32,
+    /// Security alerts and incidents: requests per minute (documented: 150).
+    #[serde(default = "GraphBudget::default_security")]
+    #[schemars(range(min = 1))]
+    pub security_per_minute: u32,
+}
+
+impl GraphBudget {
+    fn default_reports() -> u32 {
+        5
+    }
+    fn default_identity_protection() -> u32 {
+        1
+    }
+    fn default_security() -> u32 {
+        150
+    }
+}
+
+impl Default for GraphBudget {
+    fn default() -> Self {
+        GraphBudget {
+            reports_per_ten_seconds: Self::default_reports(),
+            identity_protection_per_second: Self::default_identity_protection(),
+            security_per_minute: Self::default_security(),
+        }
+    }
 }
 
 /// Diagnostic-settings archives in Blob Storage.

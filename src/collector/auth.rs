@@ -312,10 +312,13 @@ impl TokenProvider {
         ];
         match &self.credential {
             ClientCredential::Secret(secret) => form.push(("client_secret", secret.expose().to_string())),
-            ClientCredential::Certificate { .. } => {
-                return Err(AuthError::Invalid(
-                    "clientCertificate credentials are not supported by this collector yet; use clientSecret".into(),
-                ))
+            ClientCredential::Certificate {
+                certificate,
+                private_key,
+            } => {
+                let assertion = client_assertion(&self.token_url, &self.client_id, certificate, private_key)?;
+                form.push(("client_assertion_type", JWT_BEARER.into()));
+                form.push(("client_assertion", assertion));
             }
             ClientCredential::FederatedTokenFile(path) => {
                 let assertion = std::fs::read_to_string(path)
@@ -398,6 +401,85 @@ impl TokenProvider {
 }
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Lifetime of a signed client assertion; Entra only needs it for the one token request.
+const ASSERTION_LIFETIME_SECONDS: i64 = 600;
+
+/// The signed client assertion of a certificate credential (PROTOCOLS.md section 1): an RS256
+/// JWT whose header names the certificate by its SHA-1 (`x5t`) and SHA-256 (`x5t#S256`)
+/// thumbprints, with `aud` the token URL, `iss` = `sub` the client id, a fresh `jti`, and a short
+/// `nbf`..`exp` validity.
+///
+/// The certificate is the first `CERTIFICATE` block of `certificate`; the key is a PKCS#8
+/// (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`) block of `private_key` (or of `certificate`, when
+/// both are in one PEM file). Errors name the block that is missing, never the key material.
+pub fn client_assertion(
+    token_url: &str,
+    client_id: &str,
+    certificate: &SecretValue,
+    private_key: &SecretValue,
+) -> Result<String, AuthError> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use ring::{digest, rand::SecureRandom, signature};
+
+    let invalid = |m: &str| AuthError::Invalid(format!("clientCertificate: {m}"));
+    let cert_blocks =
+        pem::parse_many(certificate.expose().as_bytes()).map_err(|_| invalid("the certificate is not PEM"))?;
+    let cert_der = cert_blocks
+        .iter()
+        .find(|b| b.tag() == "CERTIFICATE")
+        .ok_or_else(|| invalid("no CERTIFICATE block in the certificate"))?
+        .contents()
+        .to_vec();
+    let mut key_blocks =
+        pem::parse_many(private_key.expose().as_bytes()).map_err(|_| invalid("the private key is not PEM"))?;
+    key_blocks.extend(cert_blocks);
+    let key = key_blocks
+        .iter()
+        .find_map(|b| match b.tag() {
+            "PRIVATE KEY" => Some(signature::RsaKeyPair::from_pkcs8(b.contents())),
+            "RSA PRIVATE KEY" => Some(signature::RsaKeyPair::from_der(b.contents())),
+            _ => None,
+        })
+        .ok_or_else(|| invalid("no PRIVATE KEY or RSA PRIVATE KEY block in the private key"))?
+        .map_err(|_| invalid("the private key is not a usable RSA key"))?;
+
+    let x5t = URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &cert_der));
+    let x5t_s256 = URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, &cert_der));
+    let rng = ring::rand::SystemRandom::new();
+    let mut jti = [0u8; 16];
+    rng.fill(&mut jti)
+        .map_err(|_| invalid("no randomness for the assertion id"))?;
+    let jti = format!(
+        "{}-{}-{}-{}-{}",
+        hex::encode(&jti[0..4]),
+        hex::encode(&jti[4..6]),
+        hex::encode(&jti[6..8]),
+        hex::encode(&jti[8..10]),
+        hex::encode(&jti[10..16])
+    );
+    let now = chrono::Utc::now().timestamp();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t": x5t, "x5t#S256": x5t_s256});
+    let claims = serde_json::json!({
+        "aud": token_url,
+        "iss": client_id,
+        "sub": client_id,
+        "jti": jti,
+        "nbf": now,
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME_SECONDS,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut sig = vec![0u8; key.public().modulus_len()];
+    key.sign(&signature::RSA_PKCS1_SHA256, &rng, signing_input.as_bytes(), &mut sig)
+        .map_err(|_| invalid("signing the client assertion failed"))?;
+    Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+}
 
 #[cfg(test)]
 mod tests {

@@ -184,11 +184,22 @@ impl Collector {
             .collect();
 
         let source_kind = config.source.kind_name();
+        let data_loss_seconds = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "siembridge_collector_data_loss_seconds_total",
+                "Seconds of source time that could not be collected (expired content, retention passed)",
+            ),
+            &["stream"],
+        )?;
+        self.registry.register(Box::new(data_loss_seconds.clone()))?;
+        let source_status = Arc::new(sources::SourceStatus::with_metric(data_loss_seconds));
         let mut source = sources::build(
             &config.source,
+            &config.secrets,
             SourceContext {
                 collector: collector.clone(),
                 checkpoints: store.clone(),
+                status: source_status.clone(),
             },
         )
         .await?;
@@ -207,6 +218,7 @@ impl Collector {
             queue_depths: Mutex::default(),
             trackers: trackers.clone(),
             source_error: Mutex::default(),
+            source_status: source_status.clone(),
         });
         let reporter = Arc::new(ReportWriter::new(config.report.clone()));
 
@@ -574,6 +586,7 @@ struct ReportState {
     queue_depths: Mutex<Vec<u64>>,
     trackers: Arc<Mutex<BTreeMap<String, StreamTracker>>>,
     source_error: Mutex<Option<String>>,
+    source_status: Arc<sources::SourceStatus>,
 }
 
 impl ReportState {
@@ -587,6 +600,8 @@ impl ReportState {
             .collect();
         let source_error = self.source_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let depths = self.queue_depths.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let progress = self.source_status.snapshot();
+        let throttled = self.source_status.is_throttled();
         let mut report = CollectorReport {
             reporter: std::env::var("HOSTNAME").unwrap_or_else(|_| self.collector.clone()),
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -605,6 +620,10 @@ impl ReportState {
                     events_forwarded: forwarded,
                     cursors: cursors.clone(),
                     source_error: source_error.clone(),
+                    throttled,
+                    data_loss: progress.data_loss.clone(),
+                    backfill_percent: progress.backfill_percent,
+                    lag_seconds: progress.lag_seconds,
                     ..Default::default()
                 },
             );

@@ -108,22 +108,15 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
     let desired = log_source_conditions(&observation);
     let current = ls.status.clone().unwrap_or_default();
     let conditions = conditions::merge(&current.conditions, &desired, ls.metadata.generation, Timestamp::now());
-    let status = LogSourceStatus {
-        conditions,
-        observed_generation: ls.metadata.generation,
-        source_type: ls.spec.kind().ok().map(|k| k.name().to_string()),
-        events_forwarded: source_report
-            .as_ref()
-            .map(|r| i64::try_from(r.events_forwarded).unwrap_or(i64::MAX)),
-        last_event_time: source_report.as_ref().and_then(|r| r.last_event_time.clone()),
-        lag: source_report
-            .as_ref()
-            .and_then(|r| r.lag_seconds)
-            .map(|s| format!("{s}s")),
-        cursors: source_report.as_ref().map(|r| r.cursors.clone()).unwrap_or_default(),
-        backfill_percent: source_report.as_ref().and_then(|r| r.backfill_percent),
-        data_loss: source_report.as_ref().map(|r| r.data_loss.clone()).unwrap_or_default(),
-    };
+    let status = with_progress(
+        LogSourceStatus {
+            conditions,
+            observed_generation: ls.metadata.generation,
+            source_type: ls.spec.kind().ok().map(|k| k.name().to_string()),
+            ..Default::default()
+        },
+        source_report.as_ref(),
+    );
     if status != current {
         let api: Api<LogSource> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = serde_json::json!({
@@ -137,6 +130,19 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
             .await;
     }
     Ok(Action::requeue(action))
+}
+
+/// The progress part of a LogSource's status from its collector's report: events forwarded,
+/// lag, cursors per content type / endpoint / partition, backfill progress and lost ranges.
+fn with_progress(mut status: LogSourceStatus, report: Option<&LogSourceReport>) -> LogSourceStatus {
+    let Some(r) = report else { return status };
+    status.events_forwarded = Some(i64::try_from(r.events_forwarded).unwrap_or(i64::MAX));
+    status.last_event_time = r.last_event_time.clone();
+    status.lag = r.lag_seconds.map(|s| format!("{s}s"));
+    status.cursors = r.cursors.clone();
+    status.backfill_percent = r.backfill_percent;
+    status.data_loss = r.data_loss.clone();
+    status
 }
 
 /// Render the collector, or say what blocks it.
@@ -203,4 +209,87 @@ pub fn error_policy(ls: Arc<LogSource>, error: &Error, ctx: Arc<Context>) -> Act
     tracing::warn!(logsource = %ls.name_any(), namespace = ?ls.namespace(), %error, "reconcile failed");
     ctx.metrics.failure(CONTROLLER, error.metric_label());
     error.requeue()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::conditions::{DesiredCondition, Status};
+    use crate::api::LostRange;
+    use crate::operator::status::CollectorPods;
+
+    fn conditions_for(report: &LogSourceReport) -> Vec<DesiredCondition> {
+        log_source_conditions(&LogSourceObservation {
+            blocked: None,
+            suspended: false,
+            reader: Some(LogSourceReader::Own(CollectorPods {
+                desired: 1,
+                ready: 1,
+                updated: 1,
+                observed: true,
+            })),
+            destinations: vec![DestinationHealth {
+                name: "splunk".into(),
+                ready: Some(true),
+                message: String::new(),
+            }],
+            report: Some(report),
+            lag_threshold_seconds: 600,
+        })
+    }
+
+    fn find<'a>(conds: &'a [DesiredCondition], t: &str) -> &'a DesiredCondition {
+        conds.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn an_api_source_report_shows_cursors_backfill_throttling_and_loss() {
+        let report = LogSourceReport {
+            events_forwarded: 1200,
+            cursors: [
+                ("Audit.Exchange".to_string(), "2026-11-20T10:00:00.000Z".to_string()),
+                ("Audit.General".to_string(), "2026-11-21T10:00:00.000Z".to_string()),
+            ]
+            .into(),
+            backfill_percent: Some(40),
+            lag_seconds: Some(3 * 86400),
+            throttled: true,
+            data_loss: vec![LostRange {
+                stream: "Audit.Exchange".into(),
+                from: "2026-11-15T10:00:00.000Z".into(),
+                to: "2026-11-15T10:00:00.000Z".into(),
+                reason: "content blob x could not be read: HTTP 400: AF20051: expired".into(),
+            }],
+            ..Default::default()
+        };
+        let status = with_progress(LogSourceStatus::default(), Some(&report));
+        assert_eq!(status.cursors.len(), 2);
+        assert_eq!(status.backfill_percent, Some(40));
+        assert_eq!(status.lag.as_deref(), Some("259200s"));
+        assert_eq!(status.data_loss, report.data_loss);
+        let conds = conditions_for(&report);
+        assert_eq!(find(&conds, types::THROTTLED).status, Status::True);
+        assert_eq!(find(&conds, types::LAGGING).status, Status::True);
+        let loss = find(&conds, types::DATA_LOSS);
+        assert_eq!(loss.status, Status::True);
+        assert!(loss.message.contains("AF20051") && loss.message.contains("2026-11-15T10:00:00.000Z"));
+        assert_eq!(find(&conds, types::SOURCE_CONNECTED).status, Status::True);
+    }
+
+    #[test]
+    fn a_rejected_secret_shows_its_aadsts_code_in_source_connected() {
+        let report = LogSourceReport {
+            source_error: Some(
+                "Entra token request for app aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee rejected: invalid_client: \
+                 AADSTS7000215: Invalid client secret provided."
+                    .into(),
+            ),
+            ..Default::default()
+        };
+        let conds = conditions_for(&report);
+        let connected = find(&conds, types::SOURCE_CONNECTED);
+        assert_eq!(connected.status, Status::False);
+        assert!(connected.message.contains("AADSTS7000215"));
+        assert_eq!(find(&conds, types::READY).status, Status::False);
+    }
 }

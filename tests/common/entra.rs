@@ -3,6 +3,8 @@
 //! (AADSTS codes), short token lifetimes and injected 503s, for tests of every Entra-authenticated
 //! source and destination.
 #![allow(dead_code)]
+// Handlers answer with a `Response` as their error; boxing it would only add noise to test code.
+#![allow(clippy::result_large_err, clippy::type_complexity)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -27,9 +29,101 @@ pub struct EntraState {
     pub issued: Mutex<Vec<(String, String, String, String)>>,
     /// Requests received (all outcomes).
     pub requests: AtomicUsize,
+    /// Registered certificates: client id -> (SHA-1 thumbprint, PKCS#1 RSA public key DER).
+    pub certificates: Mutex<HashMap<String, (Vec<u8>, Vec<u8>)>>,
+    /// Expiry of every issued token.
+    pub expiry: Mutex<HashMap<String, std::time::Instant>>,
+    /// Client assertion ids seen (a replayed `jti` is refused).
+    pub assertion_ids: Mutex<Vec<String>>,
 }
 
 impl EntraState {
+    /// Register a certificate (its DER and the RSA public key, PKCS#1 DER) for `client_id`.
+    pub fn register_certificate(&self, client_id: &str, certificate_der: &[u8], public_key: &[u8]) {
+        let thumbprint = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, certificate_der);
+        self.certificates.lock().unwrap().insert(
+            client_id.to_string(),
+            (thumbprint.as_ref().to_vec(), public_key.to_vec()),
+        );
+    }
+}
+
+/// Check a certificate client assertion the way Entra does: known `x5t`, RS256 signature by the
+/// registered key, `aud` = this token URL, `iss` = `sub` = client id, valid now, fresh `jti`.
+fn verify_assertion(state: &EntraState, token_url: &str, client_id: &str, jwt: &str) -> Result<(), Response> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let bad = |code: u64, text: &str| aad_error(StatusCode::UNAUTHORIZED, "invalid_client", code, text);
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return Err(bad(700027, "Client assertion failed signature validation."));
+    }
+    let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).ok();
+    let header: serde_json::Value = decode(parts[0])
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| bad(700027, "Client assertion header is not JSON."))?;
+    let claims: serde_json::Value = decode(parts[1])
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| bad(700027, "Client assertion claims are not JSON."))?;
+    let signature = decode(parts[2]).ok_or_else(|| bad(700027, "Client assertion signature is not base64url."))?;
+    let Some((thumbprint, public_key)) = state.certificates.lock().unwrap().get(client_id).cloned() else {
+        return Err(bad(700027, "No certificate is registered for the application."));
+    };
+    if header["alg"] != "RS256" {
+        return Err(bad(700027, "Client assertion alg must be RS256."));
+    }
+    let x5t = header["x5t"].as_str().and_then(decode);
+    if x5t.as_deref() != Some(thumbprint.as_slice()) {
+        return Err(bad(700027, "Client assertion contains an invalid thumbprint (x5t)."));
+    }
+    let key = ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, public_key);
+    let input = format!("{}.{}", parts[0], parts[1]);
+    if key.verify(input.as_bytes(), &signature).is_err() {
+        return Err(bad(700027, "Client assertion failed signature validation."));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    if claims["aud"] != token_url {
+        return Err(bad(
+            700027,
+            "Client assertion audience (aud) is not the token endpoint.",
+        ));
+    }
+    if claims["iss"] != client_id || claims["sub"] != client_id {
+        return Err(bad(700027, "Client assertion iss and sub must be the client id."));
+    }
+    let (Some(nbf), Some(exp)) = (claims["nbf"].as_i64(), claims["exp"].as_i64()) else {
+        return Err(bad(700027, "Client assertion lacks nbf or exp."));
+    };
+    if nbf > now + 300 || exp < now {
+        return Err(bad(700024, "Client assertion is not within its valid time range."));
+    }
+    let Some(jti) = claims["jti"].as_str() else {
+        return Err(bad(700027, "Client assertion lacks jti."));
+    };
+    let mut seen = state.assertion_ids.lock().unwrap();
+    if seen.iter().any(|j| j == jti) {
+        return Err(bad(700027, "Client assertion jti was already used."));
+    }
+    seen.push(jti.to_string());
+    Ok(())
+}
+
+impl EntraState {
+    /// Whether `token` was issued for `scope` and has not expired (what a resource stand-in
+    /// checks before serving).
+    pub fn valid_now(&self, token: &str, scope: &str) -> bool {
+        self.valid(token, scope)
+            && self
+                .expiry
+                .lock()
+                .unwrap()
+                .get(token)
+                .is_some_and(|at| std::time::Instant::now() < *at)
+    }
+
     /// Whether `token` was issued for `scope` (what a resource stand-in checks).
     pub fn valid(&self, token: &str, scope: &str) -> bool {
         self.issued
@@ -63,6 +157,7 @@ fn aad_error(status: StatusCode, error: &str, code: u64, text: &str) -> Response
 async fn token(
     State(state): State<Arc<EntraState>>,
     Path(tenant): Path<String>,
+    headers: axum::http::HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     state.requests.fetch_add(1, Ordering::SeqCst);
@@ -113,6 +208,27 @@ async fn token(
             &format!("Tenant '{tenant}' not found."),
         );
     };
+    if let Some(assertion) = form.get("client_assertion") {
+        if form.get("client_assertion_type").map(String::as_str)
+            != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        {
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+            );
+        }
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let token_url = format!("http://{host}/{tenant}/oauth2/v2.0/token");
+        if let Err(refused) = verify_assertion(&state, &token_url, client_id, assertion) {
+            return refused;
+        }
+        return issue(&state, tenant, client_id, scope);
+    }
     let Some(secret) = apps.get(client_id) else {
         return aad_error(
             StatusCode::BAD_REQUEST,
@@ -138,13 +254,21 @@ async fn token(
         ),
         Some(_) => {}
     }
+    issue(&state, tenant, client_id, scope)
+}
+
+fn issue(state: &EntraState, tenant: String, client_id: &str, scope: &str) -> Response {
     let mut issued = state.issued.lock().unwrap();
     let access_token = format!("eyJ0eXAiOiJKV1QifQ.synthetic-{}-{}", issued.len(), rand_suffix());
-    issued.push((tenant, client_id.clone(), scope.clone(), access_token.clone()));
+    issued.push((tenant, client_id.to_string(), scope.to_string(), access_token.clone()));
     let expires_in = match state.expires_in.load(Ordering::SeqCst) {
         0 => 3599,
         n => n,
     };
+    state.expiry.lock().unwrap().insert(
+        access_token.clone(),
+        std::time::Instant::now() + std::time::Duration::from_secs(expires_in),
+    );
     Json(serde_json::json!({
         "token_type": "Bearer",
         "expires_in": expires_in,

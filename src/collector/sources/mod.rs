@@ -19,6 +19,10 @@
 //!    human.
 //! 3. Add one arm to [`build`]. Tests beside the module against a local stand-in API.
 
+pub mod api;
+pub mod graph;
+pub mod graph_audit_query;
+pub mod management_activity;
 pub mod replay;
 
 use std::sync::Arc;
@@ -90,6 +94,9 @@ pub enum SourceError {
     NotYetSupported(&'static str),
     #[error("{0}")]
     Invalid(String),
+    /// The source API refused or stayed unreachable; the message names the AADSTS or API code.
+    #[error("{0}")]
+    Api(#[from] api::ApiError),
 }
 
 /// What a source gets from the runtime.
@@ -99,6 +106,102 @@ pub struct SourceContext {
     pub collector: String,
     /// Where the source reads its start positions.
     pub checkpoints: Arc<dyn CheckpointStore>,
+    /// What the source tells the report (connection, throttling, data loss, backfill, lag).
+    pub status: Arc<SourceStatus>,
+}
+
+/// Progress a polled source publishes for the collector report; the runtime copies it into
+/// every LogSource it feeds.
+#[derive(Debug, Default)]
+pub struct SourceStatus {
+    progress: std::sync::Mutex<SourceProgress>,
+    requests: std::sync::atomic::AtomicU64,
+    data_loss_seconds: Option<prometheus::IntCounterVec>,
+}
+
+/// A snapshot of [`SourceStatus`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SourceProgress {
+    /// Last answer of the source API: reachable and accepting the credentials.
+    pub connected: Option<bool>,
+    /// When the API last throttled a request.
+    pub last_throttled: Option<std::time::Instant>,
+    /// Ranges that could not be collected.
+    pub data_loss: Vec<crate::api::LostRange>,
+    /// Backfill progress, 0 to 100.
+    pub backfill_percent: Option<i32>,
+    /// Seconds the slowest stream's cursor is behind now.
+    pub lag_seconds: Option<i64>,
+}
+
+/// How long a throttling answer keeps `Throttled` set.
+pub const THROTTLED_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl SourceStatus {
+    /// A status whose data-loss seconds are also counted in `metric` (label `stream`).
+    pub fn with_metric(metric: prometheus::IntCounterVec) -> Self {
+        SourceStatus {
+            data_loss_seconds: Some(metric),
+            ..Default::default()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SourceProgress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the progress.
+    pub fn snapshot(&self) -> SourceProgress {
+        self.lock().clone()
+    }
+
+    /// Whether a request was throttled lately.
+    pub fn is_throttled(&self) -> bool {
+        self.lock().last_throttled.is_some_and(|t| t.elapsed() < THROTTLED_FOR)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.lock().connected = Some(connected);
+    }
+
+    pub fn throttled(&self) {
+        self.lock().last_throttled = Some(std::time::Instant::now());
+    }
+
+    /// Record a lost range; never silent: logged, counted, reported.
+    pub fn data_loss(&self, range: crate::api::LostRange) {
+        let seconds = match (
+            chrono::DateTime::parse_from_rfc3339(&range.from),
+            chrono::DateTime::parse_from_rfc3339(&range.to),
+        ) {
+            (Ok(a), Ok(b)) => (b - a).num_seconds().max(0) as u64,
+            _ => 0,
+        };
+        tracing::error!(stream = %range.stream, from = %range.from, to = %range.to, reason = %range.reason,
+            "records lost: this range could not be collected");
+        if let Some(m) = &self.data_loss_seconds {
+            m.with_label_values(&[&range.stream]).inc_by(seconds);
+        }
+        let mut p = self.lock();
+        if !p.data_loss.contains(&range) {
+            p.data_loss.push(range);
+        }
+    }
+
+    pub fn set_backfill(&self, percent: Option<i32>, lag_seconds: Option<i64>) {
+        let mut p = self.lock();
+        p.backfill_percent = percent;
+        p.lag_seconds = lag_seconds;
+    }
+
+    pub fn count_request(&self) {
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Requests sent to the source API so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A source of records.
@@ -111,9 +214,22 @@ pub trait Source: Send {
 }
 
 /// Build the source a collector config names. The one registration point of source kinds.
-pub async fn build(config: &SourceConfig, ctx: SourceContext) -> Result<Box<dyn Source>, SourceError> {
+pub async fn build(
+    config: &SourceConfig,
+    secrets: &crate::config::SecretSource,
+    ctx: SourceContext,
+) -> Result<Box<dyn Source>, SourceError> {
     match config {
         SourceConfig::Replay(spec) => Ok(Box::new(replay::ReplayReader::open(spec, ctx).await?)),
+        SourceConfig::ManagementActivityApi(spec) => match spec.api {
+            crate::api::AuditApi::ManagementActivity => Ok(Box::new(
+                management_activity::ManagementActivityReader::open(spec, secrets, ctx).await?,
+            )),
+            crate::api::AuditApi::GraphAuditLogQuery => Ok(Box::new(
+                graph_audit_query::AuditLogQueryReader::open(spec, secrets, ctx).await?,
+            )),
+        },
+        SourceConfig::Graph(spec) => Ok(Box::new(graph::GraphReader::open(spec, secrets, ctx).await?)),
         SourceConfig::EventHub { .. } => Err(SourceError::NotYetSupported(
             "eventHub (ConsumerGroup collectors are not built yet)",
         )),

@@ -325,6 +325,7 @@ mod tests {
         let ctx = SourceContext {
             collector: "t".into(),
             checkpoints: store.clone(),
+            status: Default::default(),
         };
         let spec = ReplaySource {
             paths: vec![data.display().to_string()],
@@ -372,6 +373,7 @@ mod tests {
             SourceContext {
                 collector: "t".into(),
                 checkpoints: store,
+                status: Default::default(),
             },
         )
         .await
