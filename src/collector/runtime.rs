@@ -19,7 +19,7 @@ use crate::collector::destinations::{self, BuildError, Destination, Event};
 use crate::collector::metrics::CollectorMetrics;
 use crate::collector::report::ReportWriter;
 use crate::collector::route::{category_from, CompiledRoute, Shape};
-use crate::collector::sources::{self, RecordOrigin, SourceBatch, SourceContext, SourceError};
+use crate::collector::sources::{self, RecordOrigin, SourceBatch, SourceContext, SourceError, SourceHealth};
 use crate::config::{CollectorConfig, CollectorReport, DestinationReport, LogSourceReport, CONFIG_VERSION};
 use crate::normalize::{normalize_json_recognized, recognize, EcsContext};
 use crate::telemetry::Health;
@@ -184,11 +184,14 @@ impl Collector {
             .collect();
 
         let source_kind = config.source.kind_name();
+        let source_health = Arc::new(SourceHealth::default());
         let mut source = sources::build(
             &config.source,
             SourceContext {
                 collector: collector.clone(),
                 checkpoints: store.clone(),
+                secrets: config.secrets.clone(),
+                health: source_health.clone(),
             },
         )
         .await?;
@@ -207,6 +210,7 @@ impl Collector {
             queue_depths: Mutex::default(),
             trackers: trackers.clone(),
             source_error: Mutex::default(),
+            source_health: source_health.clone(),
         });
         let reporter = Arc::new(ReportWriter::new(config.report.clone()));
 
@@ -324,6 +328,7 @@ impl Collector {
         let _ = cp_task.await;
         let _ = report_task.await;
         checkpointer.flush().await;
+        source.close().await;
         reporter.publish(&state.build()).await;
         let mut fully = true;
         let mut positions = BTreeMap::new();
@@ -574,6 +579,7 @@ struct ReportState {
     queue_depths: Mutex<Vec<u64>>,
     trackers: Arc<Mutex<BTreeMap<String, StreamTracker>>>,
     source_error: Mutex<Option<String>>,
+    source_health: Arc<SourceHealth>,
 }
 
 impl ReportState {
@@ -585,11 +591,17 @@ impl ReportState {
             .iter()
             .filter_map(|(id, t)| t.watermark().map(|w| (id.clone(), w)))
             .collect();
-        let source_error = self.source_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let source_error = self
+            .source_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .or_else(|| self.source_health.error());
         let depths = self.queue_depths.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut report = CollectorReport {
             reporter: std::env::var("HOSTNAME").unwrap_or_else(|_| self.collector.clone()),
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            partitions: self.source_health.partitions(),
             ..Default::default()
         };
         for r in &self.routes {

@@ -17,6 +17,8 @@
 //! store as Lease annotations, so both read back what other Event Hubs readers wrote.
 
 pub mod file;
+pub mod lease;
+pub mod ownership;
 
 use std::sync::Arc;
 
@@ -64,13 +66,21 @@ pub trait CheckpointStore: Send + Sync {
     async fn save(&self, stream: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError>;
     /// A short description for logs (`file:/path`, `lease:ns/prefix`).
     fn describe(&self) -> String;
+    /// Where partitioned sources (Event Hubs) keep who reads which partition, when this store
+    /// can hold it beside the checkpoints.
+    fn partition_ownership(&self) -> Option<Arc<dyn ownership::PartitionOwnership>> {
+        None
+    }
 }
 
 /// Open the store a collector configuration names.
 pub async fn open(config: &CheckpointConfig) -> Result<Arc<dyn CheckpointStore>, CheckpointError> {
     match config {
         CheckpointConfig::File { dir } => Ok(Arc::new(file::FileCheckpointStore::open(dir).await?)),
-        CheckpointConfig::Kubernetes { .. } => Err(CheckpointError::Unsupported("kubernetes (Lease)")),
+        CheckpointConfig::Kubernetes {
+            namespace,
+            lease_prefix,
+        } => Ok(Arc::new(lease::LeaseStore::connect(namespace, lease_prefix).await?)),
         CheckpointConfig::AzureBlob(_) => Err(CheckpointError::Unsupported("azureBlob")),
     }
 }

@@ -19,6 +19,7 @@
 //!    human.
 //! 3. Add one arm to [`build`]. Tests beside the module against a local stand-in API.
 
+pub mod eventhub;
 pub mod replay;
 
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::collector::checkpoint::{CheckpointError, CheckpointStore};
-use crate::config::SourceConfig;
+use crate::config::{PartitionReport, SecretSource, SourceConfig};
 use crate::normalize::SourceHint;
 
 /// What a source knows about the records it yields; helps recognition.
@@ -99,6 +100,37 @@ pub struct SourceContext {
     pub collector: String,
     /// Where the source reads its start positions.
     pub checkpoints: Arc<dyn CheckpointStore>,
+    /// Where Secret values (credentials) are read from.
+    pub secrets: SecretSource,
+    /// What the source reports while it runs (shown in the collector report).
+    pub health: Arc<SourceHealth>,
+}
+
+/// Live state a source shares with the collector report: an error that keeps it from reading
+/// (it keeps retrying) and, for partitioned sources, per-partition progress.
+#[derive(Debug, Default)]
+pub struct SourceHealth {
+    error: std::sync::Mutex<Option<String>>,
+    partitions: std::sync::Mutex<std::collections::BTreeMap<String, PartitionReport>>,
+}
+
+impl SourceHealth {
+    /// Set or clear the current error.
+    pub fn set_error(&self, error: Option<String>) {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+    /// The current error.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    /// Replace the per-partition progress.
+    pub fn set_partitions(&self, partitions: std::collections::BTreeMap<String, PartitionReport>) {
+        *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = partitions;
+    }
+    /// Per-partition progress.
+    pub fn partitions(&self) -> std::collections::BTreeMap<String, PartitionReport> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// A source of records.
@@ -108,15 +140,24 @@ pub trait Source: Send {
     fn kind(&self) -> &'static str;
     /// The next batch; `Ok(None)` when the source is finished.
     async fn next_batch(&mut self) -> Result<Option<SourceBatch>, SourceError>;
+    /// Called once after the last checkpoint is written: release shared resources (partition
+    /// ownership) so other replicas take over at once.
+    async fn close(&mut self) {}
 }
 
 /// Build the source a collector config names. The one registration point of source kinds.
 pub async fn build(config: &SourceConfig, ctx: SourceContext) -> Result<Box<dyn Source>, SourceError> {
     match config {
         SourceConfig::Replay(spec) => Ok(Box::new(replay::ReplayReader::open(spec, ctx).await?)),
-        SourceConfig::EventHub { .. } => Err(SourceError::NotYetSupported(
-            "eventHub (ConsumerGroup collectors are not built yet)",
-        )),
+        SourceConfig::EventHub { consumer_group, spec } => {
+            let secrets = ctx.secrets.clone();
+            Ok(Box::new(eventhub::EventHubSource::open(
+                consumer_group,
+                spec,
+                &secrets,
+                ctx,
+            )?))
+        }
         other => Err(SourceError::NotYetSupported(other.kind_name())),
     }
 }

@@ -325,6 +325,8 @@ mod tests {
         let ctx = SourceContext {
             collector: "t".into(),
             checkpoints: store.clone(),
+            secrets: crate::config::SecretSource::Environment,
+            health: Default::default(),
         };
         let spec = ReplaySource {
             paths: vec![data.display().to_string()],
@@ -372,6 +374,8 @@ mod tests {
             SourceContext {
                 collector: "t".into(),
                 checkpoints: store,
+                secrets: crate::config::SecretSource::Environment,
+                health: Default::default(),
             },
         )
         .await
