@@ -465,7 +465,7 @@ async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<HubState>) {
             .accept_incoming_session(incoming, &mut connection)
             .await
         else {
-            break;
+            continue; // one failed begin must not take the other sessions down
         };
         let (state, conn) = (state.clone(), conn.clone());
         tokio::spawn(async move { serve_session(session, state, conn).await });

@@ -289,7 +289,9 @@ impl PartitionOwnership for LeaseStore {
             spec.acquire_time = Some(now_micro());
         }
         spec.holder_identity = Some(claim.owner.to_string());
-        spec.renew_time = Some(now_micro());
+        if !claim.keep_renewed || spec.renew_time.is_none() {
+            spec.renew_time = Some(now_micro());
+        }
         spec.lease_duration_seconds = Some(self.duration_seconds);
         let a = lease.annotations_mut();
         match claim.requested_by {

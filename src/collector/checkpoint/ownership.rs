@@ -41,6 +41,34 @@ pub struct OwnershipClaim<'a> {
     pub owner: &'a str,
     /// Hand-over request to record.
     pub requested_by: Option<&'a str>,
+    /// Keep the record's renewal time (a request written by another replica must not keep a
+    /// dead owner's record alive).
+    pub keep_renewed: bool,
+}
+
+impl<'a> OwnershipClaim<'a> {
+    /// `owner` takes or keeps the partition (renews it).
+    pub fn owner(owner: &'a str) -> Self {
+        OwnershipClaim {
+            owner,
+            requested_by: None,
+            keep_renewed: false,
+        }
+    }
+
+    /// Free the partition.
+    pub fn release() -> Self {
+        Self::owner("")
+    }
+
+    /// Ask `owner` to hand the partition over to `requester`.
+    pub fn request(owner: &'a str, requester: &'a str) -> Self {
+        OwnershipClaim {
+            owner,
+            requested_by: Some(requester),
+            keep_renewed: true,
+        }
+    }
 }
 
 /// Why an ownership operation failed.
@@ -168,15 +196,20 @@ impl PartitionOwnership for FileOwnership {
         let expected = expected.map(str::to_string);
         let owner = claim.owner.to_string();
         let requested_by = claim.requested_by.map(str::to_string);
+        let keep_renewed = claim.keep_renewed;
         self.locked(move |records| {
             let current = records.get(&partition).map(|r| r.version.to_string());
             if current != expected {
                 return Err(OwnershipError::Conflict { partition });
             }
             let version = records.get(&partition).map(|r| r.version + 1).unwrap_or(1);
+            let renewed = match records.get(&partition) {
+                Some(r) if keep_renewed => r.renewed.clone(),
+                _ => Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            };
             let record = FileRecord {
                 owner,
-                renewed: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                renewed,
                 requested_by,
                 version,
             };
@@ -201,17 +234,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileOwnership::new(dir.path());
         assert!(store.list().await.unwrap().is_empty());
-        let claim = OwnershipClaim {
-            owner: "a",
-            requested_by: None,
-        };
+        let claim = OwnershipClaim::owner("a");
         let first = store.write("0", None, claim.clone()).await.unwrap();
         assert_eq!(first.owner, "a");
         // A second claim of a new record loses.
-        let b = OwnershipClaim {
-            owner: "b",
-            requested_by: None,
-        };
+        let b = OwnershipClaim::owner("b");
         assert!(matches!(
             store.write("0", None, b.clone()).await,
             Err(OwnershipError::Conflict { .. })
@@ -223,7 +250,14 @@ mod tests {
             store.write("0", Some(&first.version), b.clone()).await,
             Err(OwnershipError::Conflict { .. })
         ));
-        store.write("0", Some(&renewed.version), b).await.unwrap();
+        // A hand-over request keeps the renewal time.
+        let asked = store
+            .write("0", Some(&renewed.version), OwnershipClaim::request("a", "b"))
+            .await
+            .unwrap();
+        assert_eq!(asked.renewed, renewed.renewed);
+        assert_eq!(asked.requested_by.as_deref(), Some("b"));
+        store.write("0", Some(&asked.version), b).await.unwrap();
         let all = store.list().await.unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].owner, "b");
