@@ -239,6 +239,11 @@ async fn three_collectors_share_eight_partitions_through_a_kill_and_a_restart() 
         s.state.reader_attaches.load(Ordering::Relaxed),
         started.elapsed()
     );
+    if !outside.is_empty() || !wrong_partition.is_empty() {
+        for p in &procs {
+            eprintln!("--- {} ---\n{}", p.name, tail(&p.log));
+        }
+    }
     assert!(
         outside.is_empty(),
         "duplicates not read by the killed collector: {:?}",

@@ -470,7 +470,10 @@ async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<HubState>) {
         let (state, conn) = (state.clone(), conn.clone());
         tokio::spawn(async move { serve_session(session, state, conn).await });
     }
-    let _ = connection.close().await;
+    let closed = connection.close().await;
+    if std::env::var_os("STANDIN_DEBUG").is_some() {
+        eprintln!("standin: connection ended: {closed:?}");
+    }
 }
 
 async fn serve_session(mut session: ListenerSessionHandle, state: Arc<HubState>, conn: Arc<Conn>) {
@@ -532,19 +535,41 @@ async fn serve_session(mut session: ListenerSessionHandle, state: Arc<HubState>,
                 let node = strip_node(&source_address, &state.namespace);
                 if node == "$cbs" || node == "$management" {
                     let (tx, mut rx) = mpsc::channel::<Message<Body<Value>>>(64);
-                    conn.replies.lock().unwrap().insert(target_address.clone(), tx);
+                    conn.replies.lock().unwrap().insert(target_address.clone(), tx.clone());
+                    let conn = conn.clone();
                     tokio::spawn(async move {
                         let mut sender = sender;
-                        while let Some(m) = rx.recv().await {
-                            if sender
-                                .send(Sendable::builder().message(m).settled(true).build())
-                                .await
-                                .is_err()
-                            {
-                                break;
+                        let mut undelivered = None;
+                        loop {
+                            tokio::select! {
+                                m = rx.recv() => match m {
+                                    Some(m) => {
+                                        let sendable = Sendable::builder().message(m.clone()).settled(true).build();
+                                        if sender.send(sendable).await.is_err() {
+                                            undelivered = Some(m);
+                                            break;
+                                        }
+                                    }
+                                    None => break,
+                                },
+                                _ = sender.on_detach() => break,
                             }
                         }
-                        let _ = sender.close().await;
+                        // Forget this link; a reply it could not carry goes to its successor.
+                        {
+                            let mut replies = conn.replies.lock().unwrap();
+                            if replies.get(&target_address).is_some_and(|t| t.same_channel(&tx)) {
+                                replies.remove(&target_address);
+                            }
+                        }
+                        rx.close();
+                        while let Ok(m) = rx.try_recv() {
+                            deliver_reply(&conn, &target_address, m).await;
+                        }
+                        if let Some(m) = undelivered {
+                            deliver_reply(&conn, &target_address, m).await;
+                        }
+                        let _ = tokio::time::timeout(Duration::from_secs(2), sender.close()).await;
                     });
                 } else {
                     tokio::spawn(async move { serve_reader(sender, node, filter, epoch, state, conn).await });
@@ -608,18 +633,20 @@ async fn serve_requests(mut receiver: fe2o3_amqp::link::Receiver, node: String, 
             .application_properties(app)
             .body(body)
             .build();
-        // The reply link may attach just after the request link.
-        let mut tx = None;
-        for _ in 0..50 {
-            tx = conn.replies.lock().unwrap().get(&reply_to).cloned();
-            if tx.is_some() {
-                break;
+        deliver_reply(&conn, &reply_to, reply).await;
+    }
+}
+
+/// Send a reply on the link attached at `address` (it may attach just after the request).
+async fn deliver_reply(conn: &Conn, address: &str, reply: Message<Body<Value>>) {
+    for _ in 0..100 {
+        let tx = conn.replies.lock().unwrap().get(address).cloned();
+        if let Some(tx) = tx.filter(|t| !t.is_closed()) {
+            if tx.send(reply.clone()).await.is_ok() {
+                return;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Some(tx) = tx {
-            let _ = tx.send(reply).await;
-        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

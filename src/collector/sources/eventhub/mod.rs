@@ -427,7 +427,7 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
                 held.clear();
             }
             // Start readers of owned partitions.
-            if let Some(c) = &client {
+            if client.is_some() {
                 for p in held.keys() {
                     if readers.contains_key(p) {
                         continue;
@@ -435,10 +435,7 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
                     if backoff.get(p).is_some_and(|(_, at)| Instant::now() < *at) {
                         continue;
                     }
-                    readers.insert(
-                        p.clone(),
-                        start_reader(c.clone(), p.clone(), shared.clone(), tx.clone()),
-                    );
+                    readers.insert(p.clone(), start_reader(p.clone(), shared.clone(), tx.clone()));
                 }
             }
             let owned: BTreeSet<String> = readers.keys().cloned().collect();
@@ -597,22 +594,10 @@ fn backoff_delay(attempt: u32) -> Duration {
     Duration::from_secs(secs.min(30))
 }
 
-fn start_reader(
-    client: Arc<ConsumerClient>,
-    partition: String,
-    shared: Arc<Shared>,
-    tx: mpsc::Sender<SourceBatch>,
-) -> RunningReader {
+fn start_reader(partition: String, shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>) -> RunningReader {
     let stop = CancellationToken::new();
     let last = Arc::new(Mutex::new(None));
-    let task = tokio::spawn(read_partition(
-        client,
-        partition,
-        shared,
-        tx,
-        stop.clone(),
-        last.clone(),
-    ));
+    let task = tokio::spawn(read_partition(partition, shared, tx, stop.clone(), last.clone()));
     RunningReader { stop, task, last }
 }
 
@@ -677,8 +662,9 @@ fn unit_of(event: ReceivedEventData) -> Option<SourceUnit> {
     })
 }
 
+/// Read one partition over a connection of its own: stopping it (hand-over, lost ownership)
+/// closes that connection, so transfers still in flight cannot upset other partitions' links.
 async fn read_partition(
-    client: Arc<ConsumerClient>,
     partition: String,
     shared: Arc<Shared>,
     tx: mpsc::Sender<SourceBatch>,
@@ -696,14 +682,30 @@ async fn read_partition(
         start_position: Some(start),
         ..Default::default()
     };
-    let receiver = tokio::select! {
+    let client = tokio::select! {
         _ = stop.cancelled() => return ReaderEnd::Stopped,
+        c = open_client(&shared) => match c {
+            Ok(c) => c,
+            Err(e) => return ReaderEnd::Failed(format!("connection: {e}")),
+        },
+    };
+    let receiver = tokio::select! {
+        _ = stop.cancelled() => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
+            return ReaderEnd::Stopped;
+        }
         r = client.open_receiver_on_partition(partition.clone(), Some(options)) => r,
     };
     let receiver = match receiver {
         Ok(r) => r,
-        Err(e) if is_stolen(&e) => return ReaderEnd::Lost(describe_error(&e)),
-        Err(e) => return ReaderEnd::Failed(describe_error(&e)),
+        Err(e) => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
+            return if is_stolen(&e) {
+                ReaderEnd::Lost(describe_error(&e))
+            } else {
+                ReaderEnd::Failed(describe_error(&e))
+            };
+        }
     };
     let max_batch = (shared.spec.prefetch as usize).clamp(1, MAX_BATCH);
     let end = {
@@ -769,7 +771,8 @@ async fn read_partition(
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(5), receiver.close()).await;
+    drop(receiver);
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
     tracing::info!(partition = %partition, end = ?end, "partition reader ended");
     end
 }
