@@ -343,3 +343,57 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+fn report_error(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["logSources"]["entra"]["sourceError"].as_str().map(str::to_string)
+}
+
+#[tokio::test]
+async fn wrong_key_and_unknown_group_are_reported_and_recover_when_fixed() {
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_BALANCE_INTERVAL_MS", "200");
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_OWNERSHIP_EXPIRY_MS", "3000");
+    let s = standin(2).await;
+    // The collector's key is not (yet) the policy's key, and its group does not exist yet.
+    const NEW_KEY: &str = "cm90YXRlZC1rZXktZm9yLXRlc3Rz";
+    std::env::set_var(connection_string_env(), s.connection_string("listen", NEW_KEY, None));
+    s.state
+        .publish("entra-logs", None, (0..100).map(diagnostic_body).collect());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let report = dir.path().join("report.json");
+    let spec = consumer_group_spec(NS, "entra-logs", "late-group", &s.endpoint());
+    let config = eventhub_config(spec, dir.path(), &out, Some(&report));
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(Collector::new(config).run(stop.clone()));
+
+    // 1. Wrong key: a clear error in the report, nothing delivered, the collector keeps running.
+    wait_for(
+        || report_error(&report).is_some_and(|e| e.contains("401") && e.contains("InvalidSignature")),
+        Duration::from_secs(40),
+    )
+    .await;
+    eprintln!("reported: {:?}", report_error(&report));
+    assert!(delivered_ids(&[&out]).is_empty());
+    assert!(!handle.is_finished(), "the collector retries instead of exiting");
+
+    // 2. Key rotated on the hub: the collector connects, then finds the group missing.
+    s.state.add_policy("listen", NEW_KEY, Rights::LISTEN);
+    wait_for(
+        || {
+            report_error(&report)
+                .is_some_and(|e| e.contains("ConsumerGroups/late-group") && e.contains("could not be found"))
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    eprintln!("reported: {:?}", report_error(&report));
+
+    // 3. Group created: events flow and the error clears.
+    s.state.add_group("entra-logs", "late-group");
+    wait_for(|| delivered_ids(&[&out]).len() == 100, Duration::from_secs(60)).await;
+    wait_for(|| report_error(&report).is_none(), Duration::from_secs(30)).await;
+    stop.cancel();
+    handle.await.unwrap().expect("collector ran");
+}

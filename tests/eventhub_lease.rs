@@ -43,13 +43,20 @@ fn api_server() -> (Client, Arc<Mutex<Leases>>) {
             let body: Option<Value> = serde_json::from_slice(&bytes).ok();
             let path = parts.uri.path().to_string();
             let prefix = format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases");
-            let name = path.strip_prefix(&prefix).unwrap_or("").trim_start_matches('/').to_string();
+            let name = path
+                .strip_prefix(&prefix)
+                .unwrap_or("")
+                .trim_start_matches('/')
+                .to_string();
             let (code, answer) = {
                 let mut s = st.lock().unwrap();
                 match (parts.method.as_str(), name.is_empty()) {
                     ("GET", true) => {
                         let items: Vec<Value> = s.objects.values().cloned().collect();
-                        (200, json!({"kind": "LeaseList", "apiVersion": "coordination.k8s.io/v1", "metadata": {"resourceVersion": s.version.to_string()}, "items": items}))
+                        (
+                            200,
+                            json!({"kind": "LeaseList", "apiVersion": "coordination.k8s.io/v1", "metadata": {"resourceVersion": s.version.to_string()}, "items": items}),
+                        )
                     }
                     ("GET", false) => match s.objects.get(&name) {
                         Some(o) => (200, o.clone()),
@@ -125,7 +132,8 @@ async fn claim_renew_and_conflict_on_a_stale_resource_version() {
         .expect("renew");
     assert_ne!(renewed.version, claimed.version);
     assert!(matches!(
-        b.write("0", Some(&claimed.version), OwnershipClaim::owner("pod-b")).await,
+        b.write("0", Some(&claimed.version), OwnershipClaim::owner("pod-b"))
+            .await,
         Err(OwnershipError::Conflict { .. })
     ));
     let listed = b.list().await.unwrap();
@@ -144,12 +152,20 @@ async fn an_expired_lease_is_stolen_and_a_live_one_is_not() {
     // pod-a stops renewing partition 0: its renewTime is two minutes old.
     {
         let mut s = state.lock().unwrap();
-        let old = (Utc::now() - chrono::Duration::seconds(120)).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let old = (Utc::now() - chrono::Duration::seconds(120))
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
         s.objects.get_mut("sb-cg-entra-0").unwrap()["spec"]["renewTime"] = json!(old);
     }
     let partitions = vec!["0".to_string(), "1".to_string()];
     let records = b.list().await.unwrap();
-    let plan = balance::plan("pod-b", &partitions, &records, Utc::now(), chrono::Duration::seconds(60));
+    let plan = balance::plan(
+        "pod-b",
+        &partitions,
+        &records,
+        Utc::now(),
+        chrono::Duration::seconds(60),
+    );
     assert_eq!(plan.claim.len(), 1, "{plan:?}");
     assert_eq!(plan.claim[0].0, "0");
     let stolen = b
@@ -199,5 +215,8 @@ async fn checkpoints_live_in_annotations_and_are_fenced_by_the_holder() {
         .await
         .unwrap();
     assert_eq!(asked.requested_by.as_deref(), Some("pod-b"));
-    assert_eq!(state.lock().unwrap().objects["sb-cg-entra-3"]["spec"]["renewTime"], before);
+    assert_eq!(
+        state.lock().unwrap().objects["sb-cg-entra-3"]["spec"]["renewTime"],
+        before
+    );
 }

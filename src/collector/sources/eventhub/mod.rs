@@ -252,6 +252,8 @@ struct RunningReader {
     task: JoinHandle<ReaderEnd>,
     /// Offset of the last event handed to the pipeline.
     last: Arc<Mutex<Option<String>>>,
+    /// The receiver attached and delivered.
+    healthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn open_client(shared: &Shared) -> Result<ConsumerClient, String> {
@@ -440,8 +442,15 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
             }
             let owned: BTreeSet<String> = readers.keys().cloned().collect();
             shared.status.lock().unwrap_or_else(|p| p.into_inner()).owned = owned;
-            // A reader that has run for a while clears its backoff.
-            backoff.retain(|p, (_, at)| !(readers.contains_key(p) && at.elapsed() > Duration::from_secs(30)));
+            // A reader that delivers clears its backoff; with none failing, the error clears.
+            backoff.retain(|p, _| {
+                !readers
+                    .get(p)
+                    .is_some_and(|r| r.healthy.load(std::sync::atomic::Ordering::Relaxed))
+            });
+            if client.is_some() && backoff.is_empty() {
+                shared.set_error(None);
+            }
             cooldown.retain(|_, until| Instant::now() < *until);
         }
 
@@ -597,8 +606,21 @@ fn backoff_delay(attempt: u32) -> Duration {
 fn start_reader(partition: String, shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>) -> RunningReader {
     let stop = CancellationToken::new();
     let last = Arc::new(Mutex::new(None));
-    let task = tokio::spawn(read_partition(partition, shared, tx, stop.clone(), last.clone()));
-    RunningReader { stop, task, last }
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let task = tokio::spawn(read_partition(
+        partition,
+        shared,
+        tx,
+        stop.clone(),
+        last.clone(),
+        healthy.clone(),
+    ));
+    RunningReader {
+        stop,
+        task,
+        last,
+        healthy,
+    }
 }
 
 /// Where to start a partition: after its checkpoint, else the configured start.
@@ -670,6 +692,7 @@ async fn read_partition(
     tx: mpsc::Sender<SourceBatch>,
     stop: CancellationToken,
     last: Arc<Mutex<Option<String>>>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
 ) -> ReaderEnd {
     let start = match start_position(&shared, &partition).await {
         Ok(s) => s,
@@ -765,6 +788,7 @@ async fn read_partition(
                     break ReaderEnd::Stopped;
                 }
                 *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(position);
+                healthy.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             if let Some(f) = failure {
                 break f;
