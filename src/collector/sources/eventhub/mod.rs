@@ -254,6 +254,8 @@ struct RunningReader {
     last: Arc<Mutex<Option<String>>>,
     /// The receiver attached and delivered.
     healthy: Arc<std::sync::atomic::AtomicBool>,
+    /// Sequence number of the last event handed to the pipeline.
+    last_sequence: Arc<Mutex<Option<i64>>>,
 }
 
 async fn open_client(shared: &Shared) -> Result<ConsumerClient, String> {
@@ -311,6 +313,7 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
     // Partitions lost to another reader: not claimed again before this time.
     let mut cooldown: HashMap<String, Instant> = HashMap::new();
     let mut connect_attempt = 0u32;
+    let mut last_progress = Instant::now() - Duration::from_secs(3600);
     let mut next_connect = Instant::now();
 
     loop {
@@ -438,6 +441,31 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
                         continue;
                     }
                     readers.insert(p.clone(), start_reader(p.clone(), shared.clone(), tx.clone()));
+                }
+            }
+            // Per-partition progress for the report (and the operator's lag): every 10 s.
+            if let Some(c) = &client {
+                if last_progress.elapsed() >= Duration::from_secs(10).max(shared.settings.interval) {
+                    last_progress = Instant::now();
+                    let mut progress = BTreeMap::new();
+                    for (p, r) in readers.iter() {
+                        let mut report = crate::config::PartitionReport {
+                            owner: shared.identity.clone(),
+                            read_sequence_number: *r.last_sequence.lock().unwrap_or_else(|x| x.into_inner()),
+                            ..Default::default()
+                        };
+                        if let Ok(Ok(props)) =
+                            tokio::time::timeout(Duration::from_secs(5), c.get_partition_properties(p)).await
+                        {
+                            report.last_enqueued_sequence_number = Some(props.last_enqueued_sequence_number);
+                            report.last_enqueued_time = props.last_enqueued_time_utc.map(|t| {
+                                chrono::DateTime::<chrono::Utc>::from(t)
+                                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                            });
+                        }
+                        progress.insert(p.clone(), report);
+                    }
+                    shared.health.set_partitions(progress);
                 }
             }
             let owned: BTreeSet<String> = readers.keys().cloned().collect();
@@ -607,20 +635,32 @@ fn start_reader(partition: String, shared: Arc<Shared>, tx: mpsc::Sender<SourceB
     let stop = CancellationToken::new();
     let last = Arc::new(Mutex::new(None));
     let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let last_sequence = Arc::new(Mutex::new(None));
     let task = tokio::spawn(read_partition(
         partition,
         shared,
         tx,
         stop.clone(),
-        last.clone(),
-        healthy.clone(),
+        ReaderProgress {
+            last: last.clone(),
+            healthy: healthy.clone(),
+            last_sequence: last_sequence.clone(),
+        },
     ));
     RunningReader {
         stop,
         task,
         last,
         healthy,
+        last_sequence,
     }
+}
+
+/// What a reader shares with the balancer.
+struct ReaderProgress {
+    last: Arc<Mutex<Option<String>>>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    last_sequence: Arc<Mutex<Option<i64>>>,
 }
 
 /// Where to start a partition: after its checkpoint, else the configured start.
@@ -691,8 +731,7 @@ async fn read_partition(
     shared: Arc<Shared>,
     tx: mpsc::Sender<SourceBatch>,
     stop: CancellationToken,
-    last: Arc<Mutex<Option<String>>>,
-    healthy: Arc<std::sync::atomic::AtomicBool>,
+    progress: ReaderProgress,
 ) -> ReaderEnd {
     let start = match start_position(&shared, &partition).await {
         Ok(s) => s,
@@ -775,6 +814,11 @@ async fn read_partition(
             }
             if let Some(u) = units.last() {
                 let position = u.position.clone();
+                let sequence = u
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.get("sequenceNumber"))
+                    .and_then(|v| v.as_i64());
                 let batch = SourceBatch {
                     stream: partition.clone(),
                     origin: RecordOrigin::Diagnostic,
@@ -787,8 +831,9 @@ async fn read_partition(
                 if !sent {
                     break ReaderEnd::Stopped;
                 }
-                *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(position);
-                healthy.store(true, std::sync::atomic::Ordering::Relaxed);
+                *progress.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(position);
+                *progress.last_sequence.lock().unwrap_or_else(|p| p.into_inner()) = sequence;
+                progress.healthy.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             if let Some(f) = failure {
                 break f;
