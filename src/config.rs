@@ -204,6 +204,26 @@ pub struct CollectorReport {
     /// Per destination.
     #[serde(default)]
     pub destinations: BTreeMap<String, DestinationReport>,
+    /// Per partition this collector reads (Event Hubs), by partition id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partitions: BTreeMap<String, PartitionReport>,
+}
+
+/// Progress of one Event Hubs partition as its current reader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionReport {
+    /// Replica reading the partition.
+    pub owner: String,
+    /// Sequence number of the last event handed to the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_sequence_number: Option<i64>,
+    /// Sequence number of the last event in the partition (service side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_enqueued_sequence_number: Option<i64>,
+    /// Enqueued time (RFC 3339) of the last event in the partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_enqueued_time: Option<String>,
 }
 
 /// Progress of one LogSource.

@@ -19,7 +19,7 @@ use crate::collector::destinations::{self, BuildError, Destination, Event};
 use crate::collector::metrics::CollectorMetrics;
 use crate::collector::report::ReportWriter;
 use crate::collector::route::{category_from, CompiledRoute, Shape};
-use crate::collector::sources::{self, RecordOrigin, SourceBatch, SourceContext, SourceError};
+use crate::collector::sources::{self, RecordOrigin, SourceBatch, SourceContext, SourceError, SourceHealth};
 use crate::config::{CollectorConfig, CollectorReport, DestinationReport, LogSourceReport, CONFIG_VERSION};
 use crate::normalize::{normalize_json_recognized, recognize, EcsContext};
 use crate::telemetry::Health;
@@ -193,6 +193,7 @@ impl Collector {
         )?;
         self.registry.register(Box::new(data_loss_seconds.clone()))?;
         let source_status = Arc::new(sources::SourceStatus::with_metric(data_loss_seconds));
+        let source_health = Arc::new(SourceHealth::default());
         let mut source = sources::build(
             &config.source,
             &config.secrets,
@@ -200,6 +201,8 @@ impl Collector {
                 collector: collector.clone(),
                 checkpoints: store.clone(),
                 status: source_status.clone(),
+                secrets: config.secrets.clone(),
+                health: source_health.clone(),
             },
         )
         .await?;
@@ -219,6 +222,7 @@ impl Collector {
             trackers: trackers.clone(),
             source_error: Mutex::default(),
             source_status: source_status.clone(),
+            source_health: source_health.clone(),
         });
         let reporter = Arc::new(ReportWriter::new(config.report.clone()));
 
@@ -336,6 +340,7 @@ impl Collector {
         let _ = cp_task.await;
         let _ = report_task.await;
         checkpointer.flush().await;
+        source.close().await;
         reporter.publish(&state.build()).await;
         let mut fully = true;
         let mut positions = BTreeMap::new();
@@ -587,6 +592,7 @@ struct ReportState {
     trackers: Arc<Mutex<BTreeMap<String, StreamTracker>>>,
     source_error: Mutex<Option<String>>,
     source_status: Arc<sources::SourceStatus>,
+    source_health: Arc<SourceHealth>,
 }
 
 impl ReportState {
@@ -598,13 +604,19 @@ impl ReportState {
             .iter()
             .filter_map(|(id, t)| t.watermark().map(|w| (id.clone(), w)))
             .collect();
-        let source_error = self.source_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let source_error = self
+            .source_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .or_else(|| self.source_health.error());
         let depths = self.queue_depths.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let progress = self.source_status.snapshot();
         let throttled = self.source_status.is_throttled();
         let mut report = CollectorReport {
             reporter: std::env::var("HOSTNAME").unwrap_or_else(|_| self.collector.clone()),
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            partitions: self.source_health.partitions(),
             ..Default::default()
         };
         for r in &self.routes {

@@ -17,6 +17,7 @@ use super::error::{Error, Result};
 use super::status::{consumer_group_conditions, max_lag_seconds, Blocked, CollectorPods, ConsumerGroupObservation};
 use crate::api::conditions::{self, reasons};
 use crate::api::{ConsumerGroup, ConsumerGroupStatus, LogSource, PartitionStatus};
+use crate::collector::checkpoint::lease as lease_keys;
 use crate::config::CheckpointConfig;
 use crate::render::{render_consumer_group, RenderTarget, RenderedCollector};
 
@@ -120,7 +121,8 @@ fn status_of(
     partitions: Option<Vec<PartitionStatus>>,
 ) -> ConsumerGroupStatus {
     let current = cg.status.clone().unwrap_or_default();
-    let partitions = partitions.unwrap_or_else(|| current.partitions.clone());
+    let mut partitions = partitions.unwrap_or_else(|| current.partitions.clone());
+    with_lag(&mut partitions, report);
     let desired = consumer_group_conditions(&ConsumerGroupObservation {
         blocked,
         pods,
@@ -139,8 +141,12 @@ fn status_of(
             let owned = partitions.iter().filter(|p| p.owner.is_some()).count();
             format!("{owned}/{}", partitions.len())
         }),
-        max_lag_events: current.max_lag_events,
-        max_lag_seconds: max_lag_seconds(report),
+        max_lag_events: partitions.iter().filter_map(|p| p.lag_events).max(),
+        max_lag_seconds: partitions
+            .iter()
+            .filter_map(|p| p.lag_seconds)
+            .chain(max_lag_seconds(report))
+            .max(),
         partitions,
     }
 }
@@ -189,9 +195,15 @@ async fn partition_ownership(client: &Client, namespace: &str, lease_prefix: &st
                 _ => false,
             };
             let owner = spec.holder_identity.filter(|h| !h.is_empty() && live);
+            let annotations = lease.metadata.annotations.unwrap_or_default();
             Some(PartitionStatus {
                 id,
                 owner,
+                offset: annotations.get(lease_keys::OFFSET).cloned(),
+                sequence_number: annotations
+                    .get(lease_keys::SEQUENCE_NUMBER)
+                    .and_then(|s| s.parse().ok()),
+                enqueued_time: annotations.get(lease_keys::ENQUEUED_TIME).cloned(),
                 ..PartitionStatus::default()
             })
         })
@@ -204,9 +216,83 @@ async fn partition_ownership(client: &Client, namespace: &str, lease_prefix: &st
     Ok(out)
 }
 
+/// Fill each partition's last enqueued sequence number (reported by the collector that reads
+/// it) and the lag of its checkpoint behind it, in events and seconds.
+fn with_lag(partitions: &mut [PartitionStatus], report: Option<&crate::config::CollectorReport>) {
+    let Some(report) = report else { return };
+    for p in partitions.iter_mut() {
+        let Some(r) = report.partitions.get(&p.id) else {
+            continue;
+        };
+        p.last_enqueued_sequence_number = r.last_enqueued_sequence_number;
+        if let (Some(last), Some(done)) = (r.last_enqueued_sequence_number, p.sequence_number) {
+            p.lag_events = Some((last - done).max(0));
+        } else if let Some(last) = r.last_enqueued_sequence_number {
+            // Nothing checkpointed yet: everything up to the last event is behind.
+            p.lag_events = Some(last + 1);
+        }
+        let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+        if let (Some(last), Some(done)) = (
+            r.last_enqueued_time.as_deref().and_then(parse),
+            p.enqueued_time.as_deref().and_then(parse),
+        ) {
+            p.lag_seconds = Some((last - done).num_seconds().max(0));
+        }
+    }
+}
+
 /// Retry policy: each error variant gives a bounded requeue and a metric label.
 pub fn error_policy(cg: Arc<ConsumerGroup>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(consumergroup = %cg.name_any(), namespace = ?cg.namespace(), %error, "reconcile failed");
     ctx.metrics.failure(CONTROLLER, error.metric_label());
     error.requeue()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CollectorReport, PartitionReport};
+
+    #[test]
+    fn lag_is_the_distance_from_the_checkpoint_to_the_last_enqueued_event() {
+        let mut partitions = vec![
+            PartitionStatus {
+                id: "0".into(),
+                owner: Some("pod-a".into()),
+                offset: Some("4096".into()),
+                sequence_number: Some(90),
+                enqueued_time: Some("2026-01-01T10:00:00Z".into()),
+                ..Default::default()
+            },
+            PartitionStatus {
+                id: "1".into(),
+                ..Default::default()
+            },
+        ];
+        let mut report = CollectorReport::default();
+        report.partitions.insert(
+            "0".into(),
+            PartitionReport {
+                owner: "pod-a".into(),
+                last_enqueued_sequence_number: Some(100),
+                last_enqueued_time: Some("2026-01-01T10:02:30Z".into()),
+                ..Default::default()
+            },
+        );
+        report.partitions.insert(
+            "1".into(),
+            PartitionReport {
+                owner: "pod-a".into(),
+                last_enqueued_sequence_number: Some(4),
+                ..Default::default()
+            },
+        );
+        with_lag(&mut partitions, Some(&report));
+        assert_eq!(partitions[0].last_enqueued_sequence_number, Some(100));
+        assert_eq!(partitions[0].lag_events, Some(10));
+        assert_eq!(partitions[0].lag_seconds, Some(150));
+        // Never checkpointed: the whole partition is behind.
+        assert_eq!(partitions[1].lag_events, Some(5));
+        assert_eq!(partitions[1].lag_seconds, None);
+    }
 }

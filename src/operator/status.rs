@@ -378,21 +378,34 @@ pub fn consumer_group_conditions(obs: &ConsumerGroupObservation<'_>) -> Vec<Desi
         None => DesiredCondition::new(types::DEGRADED, false, reasons::AS_EXPECTED, ""),
     });
     out.push(balanced(&pods, obs.partitions));
-    out.push(match max_lag_seconds(obs.report) {
-        None => DesiredCondition::new(
-            types::LAGGING,
-            Status::Unknown,
-            reasons::AWAITING_REPORT,
-            "no report yet",
-        ),
-        Some(lag) if lag > obs.lag_threshold.seconds => DesiredCondition::new(
+    let partition_lag = obs.partitions.iter().filter_map(|p| p.lag_seconds).max();
+    let lag_events = obs.partitions.iter().filter_map(|p| p.lag_events).max();
+    if let Some(events) = lag_events.filter(|e| *e > obs.lag_threshold.events) {
+        out.push(DesiredCondition::new(
             types::LAGGING,
             true,
             reasons::LAG_ABOVE_THRESHOLD,
-            format!("{lag}s behind, threshold {}s", obs.lag_threshold.seconds),
-        ),
-        Some(lag) => DesiredCondition::new(types::LAGGING, false, reasons::AS_EXPECTED, format!("{lag}s behind")),
-    });
+            format!("{events} events behind, threshold {}", obs.lag_threshold.events),
+        ));
+        return out;
+    }
+    out.push(
+        match max_lag_seconds(obs.report).into_iter().chain(partition_lag).max() {
+            None => DesiredCondition::new(
+                types::LAGGING,
+                Status::Unknown,
+                reasons::AWAITING_REPORT,
+                "no report yet",
+            ),
+            Some(lag) if lag > obs.lag_threshold.seconds => DesiredCondition::new(
+                types::LAGGING,
+                true,
+                reasons::LAG_ABOVE_THRESHOLD,
+                format!("{lag}s behind, threshold {}s", obs.lag_threshold.seconds),
+            ),
+            Some(lag) => DesiredCondition::new(types::LAGGING, false, reasons::AS_EXPECTED, format!("{lag}s behind")),
+        },
+    );
     out
 }
 

@@ -84,6 +84,12 @@ impl CheckpointStore for FileCheckpointStore {
     fn describe(&self) -> String {
         format!("file:{}", self.dir.display())
     }
+
+    fn partition_ownership(&self) -> Option<std::sync::Arc<dyn super::ownership::PartitionOwnership>> {
+        Some(std::sync::Arc::new(super::ownership::FileOwnership::new(
+            self.dir.join("ownership"),
+        )))
+    }
 }
 
 /// Write `body` to `path` so that readers see the old or the new content, never a mix.

@@ -18,6 +18,8 @@
 
 pub mod blob;
 pub mod file;
+pub mod lease;
+pub mod ownership;
 
 use std::sync::Arc;
 
@@ -65,6 +67,11 @@ pub trait CheckpointStore: Send + Sync {
     async fn save(&self, stream: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError>;
     /// A short description for logs (`file:/path`, `lease:ns/prefix`).
     fn describe(&self) -> String;
+    /// Where partitioned sources (Event Hubs) keep who reads which partition, when this store
+    /// can hold it beside the checkpoints.
+    fn partition_ownership(&self) -> Option<Arc<dyn ownership::PartitionOwnership>> {
+        None
+    }
 }
 
 /// Open the store a collector configuration names. The Blob store keeps Event Hubs checkpoints
@@ -76,7 +83,10 @@ pub async fn open(
 ) -> Result<Arc<dyn CheckpointStore>, CheckpointError> {
     match config {
         CheckpointConfig::File { dir } => Ok(Arc::new(file::FileCheckpointStore::open(dir).await?)),
-        CheckpointConfig::Kubernetes { .. } => Err(CheckpointError::Unsupported("kubernetes (Lease)")),
+        CheckpointConfig::Kubernetes {
+            namespace,
+            lease_prefix,
+        } => Ok(Arc::new(lease::LeaseStore::connect(namespace, lease_prefix).await?)),
         CheckpointConfig::AzureBlob(spec) => match source {
             SourceConfig::EventHub { spec: cg, .. } => Ok(Arc::new(blob::BlobCheckpointStore::from_spec(
                 spec,

@@ -20,6 +20,7 @@
 //! 3. Add one arm to [`build`]. Tests beside the module against a local stand-in API.
 
 pub mod api;
+pub mod eventhub;
 pub mod graph;
 pub mod graph_audit_query;
 pub mod management_activity;
@@ -31,7 +32,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::collector::checkpoint::{CheckpointError, CheckpointStore};
-use crate::config::SourceConfig;
+use crate::config::{PartitionReport, SecretSource, SourceConfig};
 use crate::normalize::SourceHint;
 
 /// What a source knows about the records it yields; helps recognition.
@@ -108,6 +109,10 @@ pub struct SourceContext {
     pub checkpoints: Arc<dyn CheckpointStore>,
     /// What the source tells the report (connection, throttling, data loss, backfill, lag).
     pub status: Arc<SourceStatus>,
+    /// Where Secret values (credentials) are read from.
+    pub secrets: SecretSource,
+    /// What the source reports while it runs (shown in the collector report).
+    pub health: Arc<SourceHealth>,
 }
 
 /// Progress a polled source publishes for the collector report; the runtime copies it into
@@ -204,6 +209,33 @@ impl SourceStatus {
     }
 }
 
+/// Live state a source shares with the collector report: an error that keeps it from reading
+/// (it keeps retrying) and, for partitioned sources, per-partition progress.
+#[derive(Debug, Default)]
+pub struct SourceHealth {
+    error: std::sync::Mutex<Option<String>>,
+    partitions: std::sync::Mutex<std::collections::BTreeMap<String, PartitionReport>>,
+}
+
+impl SourceHealth {
+    /// Set or clear the current error.
+    pub fn set_error(&self, error: Option<String>) {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+    /// The current error.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    /// Replace the per-partition progress.
+    pub fn set_partitions(&self, partitions: std::collections::BTreeMap<String, PartitionReport>) {
+        *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = partitions;
+    }
+    /// Per-partition progress.
+    pub fn partitions(&self) -> std::collections::BTreeMap<String, PartitionReport> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// A source of records.
 #[async_trait]
 pub trait Source: Send {
@@ -211,6 +243,9 @@ pub trait Source: Send {
     fn kind(&self) -> &'static str;
     /// The next batch; `Ok(None)` when the source is finished.
     async fn next_batch(&mut self) -> Result<Option<SourceBatch>, SourceError>;
+    /// Called once after the last checkpoint is written: release shared resources (partition
+    /// ownership) so other replicas take over at once.
+    async fn close(&mut self) {}
 }
 
 /// Build the source a collector config names. The one registration point of source kinds.
@@ -230,9 +265,12 @@ pub async fn build(
             )),
         },
         SourceConfig::Graph(spec) => Ok(Box::new(graph::GraphReader::open(spec, secrets, ctx).await?)),
-        SourceConfig::EventHub { .. } => Err(SourceError::NotYetSupported(
-            "eventHub (ConsumerGroup collectors are not built yet)",
-        )),
+        SourceConfig::EventHub { consumer_group, spec } => Ok(Box::new(eventhub::EventHubSource::open(
+            consumer_group,
+            spec,
+            secrets,
+            ctx,
+        )?)),
         other => Err(SourceError::NotYetSupported(other.kind_name())),
     }
 }

@@ -326,6 +326,8 @@ mod tests {
             collector: "t".into(),
             checkpoints: store.clone(),
             status: Default::default(),
+            secrets: crate::config::SecretSource::Environment,
+            health: Default::default(),
         };
         let spec = ReplaySource {
             paths: vec![data.display().to_string()],
@@ -374,6 +376,8 @@ mod tests {
                 collector: "t".into(),
                 checkpoints: store,
                 status: Default::default(),
+                secrets: crate::config::SecretSource::Environment,
+                health: Default::default(),
             },
         )
         .await

@@ -58,7 +58,10 @@ pub struct Doc<'a> {
 pub enum Val<'a> {
     Str(&'a str),
     /// A short list of strings (`event.type`), kept inline: `len` items of `items`.
-    Strs { items: [&'a str; 3], len: u8 },
+    Strs {
+        items: [&'a str; 3],
+        len: u8,
+    },
     /// A list of strings, borrowed where they come from the record (`related.*`).
     List(Vec<Cow<'a, str>>),
     Json(Value),
@@ -171,13 +174,8 @@ impl<'a> Doc<'a> {
             len @ 1..=3 => {
                 let mut items = [""; 3];
                 items[..len].copy_from_slice(values);
-                self.entries.push((
-                    path.into_path(),
-                    Val::Strs {
-                        items,
-                        len: len as u8,
-                    },
-                ));
+                self.entries
+                    .push((path.into_path(), Val::Strs { items, len: len as u8 }));
             }
             _ => {
                 let list = values.iter().map(|v| Value::String((*v).to_string())).collect();
@@ -973,7 +971,9 @@ fn fast_timestamp(text: &str) -> Option<String> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -1644,12 +1644,51 @@ mod tests {
     #[test]
     fn fast_timestamps_match_chrono() {
         let mut cases: Vec<String> = Vec::new();
-        for date in ["2025-01-01", "2024-02-29", "2025-02-29", "2100-02-29", "2000-02-29", "2025-04-31", "2025-13-01",
-            "2025-00-10", "2025-12-00", "0000-01-01", "9999-12-31", "2025-1-01", "2025/01/01", "2025-01-0x"] {
-            for time in ["10:03:19", "23:59:59", "24:00:00", "10:60:00", "10:00:60", "1:00:00", "10:0a:00"] {
-                for frac in ["", ".", ".5", ".123", ".1234567", ".120000", ".000001", ".000000000", ".123456789",
-                    ".1234567891", ".0001000", ".x"] {
-                    for zone in ["", "Z", "z", "+00:00", "-00:00", "+02:00", "+0000", " ", "Zx", "+00:00:00"] {
+        for date in [
+            "2025-01-01",
+            "2024-02-29",
+            "2025-02-29",
+            "2100-02-29",
+            "2000-02-29",
+            "2025-04-31",
+            "2025-13-01",
+            "2025-00-10",
+            "2025-12-00",
+            "0000-01-01",
+            "9999-12-31",
+            "2025-1-01",
+            "2025/01/01",
+            "2025-01-0x",
+        ] {
+            for time in [
+                "10:03:19", "23:59:59", "24:00:00", "10:60:00", "10:00:60", "1:00:00", "10:0a:00",
+            ] {
+                for frac in [
+                    "",
+                    ".",
+                    ".5",
+                    ".123",
+                    ".1234567",
+                    ".120000",
+                    ".000001",
+                    ".000000000",
+                    ".123456789",
+                    ".1234567891",
+                    ".0001000",
+                    ".x",
+                ] {
+                    for zone in [
+                        "",
+                        "Z",
+                        "z",
+                        "+00:00",
+                        "-00:00",
+                        "+02:00",
+                        "+0000",
+                        " ",
+                        "Zx",
+                        "+00:00:00",
+                    ] {
                         cases.push(format!("{date}T{time}{frac}{zone}"));
                     }
                 }

@@ -1,0 +1,1145 @@
+//! Stand-in of Azure Event Hubs as an AMQP 1.0 client sees it (PROTOCOLS.md sections 0 and 6),
+//! built on the `fe2o3-amqp` acceptor and listening on plain AMQP on 127.0.0.1.
+//!
+//! What it does: SASL `ANONYMOUS` / `MSSBCBS` / `PLAIN` (all accepted; authorization is by CBS);
+//! `$cbs` put-token with SAS verification (HMAC over `sr` and `se`, policy rights) and Entra
+//! `jwt` tokens checked against the Entra stand-in; `$management` READ of hub and partition
+//! properties; partition receivers on `<hub>/ConsumerGroups/<cg>/Partitions/<p>` honouring the
+//! selector filter (offset, sequence number, enqueued time, `-1`, `@latest`) with typed
+//! `x-opt-*` annotations; epochs (`com.microsoft:epoch`): a higher-or-equal epoch detaches the
+//! older reader with `amqp:link:stolen`; at most 5 non-epoch readers per partition per group
+//! (`amqp:resource-limit-exceeded`); `amqp:not-found` for an unknown hub, group or partition,
+//! `amqp:unauthorized-access` without a valid token (also when it expires: links are detached);
+//! senders on `<hub>` or `<hub>/Partitions/<p>` (including the batch format `0x80013700`) so
+//! official producers can publish. Tests publish in-process with [`HubState::publish`] too.
+//!
+//! For the rebalance tests it records, per partition, how many times two links were sending at
+//! the same time (`overlaps`, must stay 0 for a correct load balancer) and how many readers were
+//! detached by a newer epoch (`steals`).
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fe2o3_amqp::acceptor::sasl_acceptor::SaslServerFrame;
+use fe2o3_amqp::acceptor::{
+    ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SaslAcceptor, SessionAcceptor,
+};
+use fe2o3_amqp::link::delivery::Sendable;
+use fe2o3_amqp::types::definitions::{AmqpError, Error as AmqpLinkError, ErrorCondition, LinkError, Role};
+use fe2o3_amqp::types::messaging::{
+    AmqpValue, ApplicationProperties, Body, Data, Message, MessageAnnotations, Properties,
+};
+use fe2o3_amqp::types::primitives::{Array, Binary, OrderedMap, SimpleValue, Symbol, Timestamp, Value};
+use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::common::entra::EntraState;
+
+/// Scope Entra tokens for Event Hubs are issued for.
+pub const EVENTHUBS_SCOPE: &str = "https://eventhubs.azure.net/.default";
+const BATCH_FORMAT: u32 = 0x8001_3700;
+const MAX_NON_EPOCH_READERS: usize = 5;
+
+/// Rights of a shared access policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rights {
+    pub listen: bool,
+    pub send: bool,
+}
+
+impl Rights {
+    pub const LISTEN: Rights = Rights {
+        listen: true,
+        send: false,
+    };
+    pub const SEND: Rights = Rights {
+        listen: false,
+        send: true,
+    };
+    pub const MANAGE: Rights = Rights {
+        listen: true,
+        send: true,
+    };
+}
+
+/// One stored event.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub sequence_number: i64,
+    /// Byte offset in the partition (the service's `x-opt-offset`, as a decimal string).
+    pub offset: i64,
+    pub enqueued_ms: i64,
+    pub body: Bytes,
+    pub partition_key: Option<String>,
+    pub properties: Option<ApplicationProperties>,
+}
+
+/// A partition's log and who reads it.
+pub struct Partition {
+    log: RwLock<Vec<StoredEvent>>,
+    next_offset: AtomicU64,
+    grown: watch::Sender<usize>,
+    /// Links currently in their sending loop.
+    sending: AtomicUsize,
+    /// Two links sending at once (per consumer group would be finer; tests use one group).
+    pub overlaps: AtomicU64,
+}
+
+impl Partition {
+    fn new() -> Self {
+        Partition {
+            log: RwLock::new(Vec::new()),
+            next_offset: AtomicU64::new(0),
+            grown: watch::channel(0).0,
+            sending: AtomicUsize::new(0),
+            overlaps: AtomicU64::new(0),
+        }
+    }
+
+    /// Events stored.
+    pub fn len(&self) -> usize {
+        self.log.read().unwrap().len()
+    }
+
+    fn append(&self, events: Vec<(Bytes, Option<String>, Option<ApplicationProperties>)>) {
+        if events.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let mut log = self.log.write().unwrap();
+        for (body, partition_key, properties) in events {
+            let offset = self.next_offset.fetch_add(body.len().max(1) as u64, Ordering::Relaxed) as i64;
+            let sequence_number = log.len() as i64;
+            log.push(StoredEvent {
+                sequence_number,
+                offset,
+                enqueued_ms: now,
+                body,
+                partition_key,
+                properties,
+            });
+        }
+        let len = log.len();
+        drop(log);
+        self.grown.send_replace(len);
+    }
+
+    /// Index of the first event a selector filter selects.
+    fn start_index(&self, filter: Option<&str>) -> Result<usize, String> {
+        let log = self.log.read().unwrap();
+        let Some(expr) = filter else {
+            return Ok(0);
+        };
+        let (field, rest) = expr
+            .trim()
+            .strip_prefix("amqp.annotation.")
+            .and_then(|s| s.split_once(' '))
+            .ok_or_else(|| format!("unsupported filter {expr:?}"))?;
+        let rest = rest.trim();
+        let (inclusive, value) = if let Some(v) = rest.strip_prefix(">=") {
+            (true, v)
+        } else if let Some(v) = rest.strip_prefix('>') {
+            (false, v)
+        } else {
+            return Err(format!("unsupported filter operator in {expr:?}"));
+        };
+        let value = value.trim().trim_matches('\'');
+        match field {
+            "x-opt-offset" => match value {
+                "-1" => Ok(0),
+                "@latest" => Ok(log.len()),
+                v => {
+                    let off: i64 = v.parse().map_err(|_| format!("bad offset {v:?}"))?;
+                    Ok(log.partition_point(|e| if inclusive { e.offset < off } else { e.offset <= off }))
+                }
+            },
+            "x-opt-sequence-number" => {
+                let seq: i64 = value.parse().map_err(|_| format!("bad sequence number {value:?}"))?;
+                let first = if inclusive { seq } else { seq + 1 };
+                Ok(first.clamp(0, log.len() as i64) as usize)
+            }
+            "x-opt-enqueued-time" | "x-opt-enqueuedtimeutc" => {
+                let ms: i64 = value.parse().map_err(|_| format!("bad enqueued time {value:?}"))?;
+                Ok(log.partition_point(|e| {
+                    if inclusive {
+                        e.enqueued_ms < ms
+                    } else {
+                        e.enqueued_ms <= ms
+                    }
+                }))
+            }
+            other => Err(format!("unsupported filter field {other:?}")),
+        }
+    }
+}
+
+struct Hub {
+    name: String,
+    partitions: Vec<Arc<Partition>>,
+    groups: HashSet<String>,
+    created_ms: i64,
+    round_robin: AtomicUsize,
+}
+
+struct Reader {
+    id: u64,
+    epoch: Option<i64>,
+    stop: Option<oneshot::Sender<AmqpLinkError>>,
+    stopped: watch::Receiver<bool>,
+}
+
+/// Everything the stand-in knows; shared with the test.
+pub struct HubState {
+    pub namespace: String,
+    hubs: RwLock<HashMap<String, Arc<Hub>>>,
+    policies: Mutex<HashMap<String, (String, Rights)>>,
+    /// Entra tokens are checked against this stand-in when set.
+    pub entra: Mutex<Option<Arc<EntraState>>>,
+    readers: Mutex<HashMap<(String, String, usize), Vec<Reader>>>,
+    next_id: AtomicU64,
+    /// Readers detached by a newer epoch.
+    pub steals: AtomicU64,
+    /// Receiver attaches accepted.
+    pub reader_attaches: AtomicU64,
+    /// put-token requests refused.
+    pub refused_tokens: AtomicU64,
+    /// Events delivered to receivers.
+    pub delivered: AtomicU64,
+    /// Refuse every new connection (simulates an outage) while set.
+    pub refuse_connections: AtomicBool,
+}
+
+impl HubState {
+    /// Add a hub with `partitions` partitions and the consumer groups (`$Default` always).
+    pub fn add_hub(&self, name: &str, partitions: usize, groups: &[&str]) {
+        let mut set: HashSet<String> = groups.iter().map(|g| g.to_ascii_lowercase()).collect();
+        set.insert("$default".into());
+        let hub = Hub {
+            name: name.to_string(),
+            partitions: (0..partitions).map(|_| Arc::new(Partition::new())).collect(),
+            groups: set,
+            created_ms: now_ms(),
+            round_robin: AtomicUsize::new(0),
+        };
+        self.hubs
+            .write()
+            .unwrap()
+            .insert(name.to_ascii_lowercase(), Arc::new(hub));
+    }
+
+    /// Add (or replace) a shared access policy.
+    pub fn add_policy(&self, name: &str, key: &str, rights: Rights) {
+        self.policies
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), (key.to_string(), rights));
+    }
+
+    /// Add a consumer group to a hub.
+    pub fn add_group(&self, hub: &str, group: &str) {
+        let mut hubs = self.hubs.write().unwrap();
+        if let Some(h) = hubs.get_mut(&hub.to_ascii_lowercase()) {
+            let mut new = Hub {
+                name: h.name.clone(),
+                partitions: h.partitions.clone(),
+                groups: h.groups.clone(),
+                created_ms: h.created_ms,
+                round_robin: AtomicUsize::new(0),
+            };
+            new.groups.insert(group.to_ascii_lowercase());
+            *h = Arc::new(new);
+        }
+    }
+
+    fn hub(&self, name: &str) -> Option<Arc<Hub>> {
+        self.hubs.read().unwrap().get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    /// A partition of a hub.
+    pub fn partition(&self, hub: &str, id: usize) -> Arc<Partition> {
+        self.hub(hub).expect("hub exists").partitions[id].clone()
+    }
+
+    /// Publish bodies into one partition (`Some`) or round robin (`None`).
+    pub fn publish(&self, hub: &str, partition: Option<usize>, bodies: Vec<Bytes>) {
+        let hub = self.hub(hub).expect("hub exists");
+        match partition {
+            Some(p) => hub.partitions[p].append(bodies.into_iter().map(|b| (b, None, None)).collect()),
+            None => {
+                let n = hub.partitions.len();
+                let mut per: Vec<Vec<(Bytes, Option<String>, Option<ApplicationProperties>)>> =
+                    (0..n).map(|_| Vec::new()).collect();
+                for b in bodies {
+                    let p = hub.round_robin.fetch_add(1, Ordering::Relaxed) % n;
+                    per[p].push((b, None, None));
+                }
+                for (p, events) in per.into_iter().enumerate() {
+                    hub.partitions[p].append(events);
+                }
+            }
+        }
+    }
+
+    /// Events stored per partition.
+    pub fn partition_lengths(&self, hub: &str) -> Vec<usize> {
+        self.hub(hub)
+            .expect("hub exists")
+            .partitions
+            .iter()
+            .map(|p| p.len())
+            .collect()
+    }
+
+    /// Sum of overlaps over every partition of a hub.
+    pub fn overlaps(&self, hub: &str) -> u64 {
+        self.hub(hub)
+            .expect("hub exists")
+            .partitions
+            .iter()
+            .map(|p| p.overlaps.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Readers attached now, per partition, for a hub and group.
+    pub fn readers(&self, hub: &str, group: &str) -> Vec<usize> {
+        let h = self.hub(hub).expect("hub exists");
+        let readers = self.readers.lock().unwrap();
+        (0..h.partitions.len())
+            .map(|p| {
+                readers
+                    .get(&(hub.to_ascii_lowercase(), group.to_ascii_lowercase(), p))
+                    .map(|v| v.len())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
+/// A running stand-in.
+pub struct EventHubsStandIn {
+    pub addr: SocketAddr,
+    pub state: Arc<HubState>,
+}
+
+impl EventHubsStandIn {
+    /// Start on 127.0.0.1:0 for namespace `namespace` (e.g. `contoso-ns.servicebus.windows.net`).
+    pub async fn start(namespace: &str) -> EventHubsStandIn {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(HubState {
+            namespace: namespace.to_string(),
+            hubs: RwLock::default(),
+            policies: Mutex::default(),
+            entra: Mutex::default(),
+            readers: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            steals: AtomicU64::new(0),
+            reader_attaches: AtomicU64::new(0),
+            refused_tokens: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            refuse_connections: AtomicBool::new(false),
+        });
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                if st.refuse_connections.load(Ordering::Relaxed) {
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let st = st.clone();
+                tokio::spawn(async move { serve_connection(stream, st).await });
+            }
+        });
+        EventHubsStandIn { addr, state }
+    }
+
+    /// `amqp://127.0.0.1:PORT`, the custom endpoint clients dial.
+    pub fn endpoint(&self) -> String {
+        format!("amqp://{}", self.addr)
+    }
+
+    /// A connection string for `policy` and `key`, with `EntityPath` when `hub` is given.
+    pub fn connection_string(&self, policy: &str, key: &str, hub: Option<&str>) -> String {
+        let mut s = format!(
+            "Endpoint=sb://{}/;SharedAccessKeyName={policy};SharedAccessKey={key}",
+            self.state.namespace
+        );
+        if let Some(h) = hub {
+            s.push_str(&format!(";EntityPath={h}"));
+        }
+        s
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
+/// Every mechanism Event Hubs offers; authorization happens through `$cbs`.
+#[derive(Clone, Debug, Default)]
+struct CbsSasl;
+
+impl SaslAcceptor for CbsSasl {
+    fn mechanisms(&self) -> Array<Symbol> {
+        Array::from(vec![
+            Symbol::from("MSSBCBS"),
+            Symbol::from("ANONYMOUS"),
+            Symbol::from("PLAIN"),
+        ])
+    }
+    fn on_init(&mut self, _init: SaslInit) -> SaslServerFrame {
+        SaslServerFrame::Outcome(SaslOutcome {
+            code: SaslCode::Ok,
+            additional_data: None,
+        })
+    }
+    fn on_response(&mut self, _response: SaslResponse) -> SaslServerFrame {
+        SaslServerFrame::Outcome(SaslOutcome {
+            code: SaslCode::Ok,
+            additional_data: None,
+        })
+    }
+}
+
+/// A token put on a connection.
+#[derive(Clone, Debug)]
+struct Grant {
+    /// `host/path` in lower case, without scheme.
+    audience: String,
+    rights: Rights,
+    expires_ms: i64,
+}
+
+/// Per-connection state.
+#[derive(Default)]
+struct Conn {
+    grants: Mutex<Vec<Grant>>,
+    replies: Mutex<HashMap<String, mpsc::Sender<Message<Body<Value>>>>>,
+}
+
+impl Conn {
+    /// Whether a valid token covers `ns/hub` with the needed right.
+    fn allows(&self, resource: &str, need: fn(&Rights) -> bool) -> bool {
+        let now = now_ms();
+        let resource = resource.to_ascii_lowercase();
+        self.grants.lock().unwrap().iter().any(|g| {
+            g.expires_ms > now
+                && need(&g.rights)
+                && (resource.starts_with(g.audience.trim_end_matches('/')) || g.audience.is_empty())
+        })
+    }
+}
+
+fn strip_scheme(s: &str) -> &str {
+    s.split_once("://").map(|(_, r)| r).unwrap_or(s)
+}
+
+fn link_error(condition: ErrorCondition, description: &str) -> AmqpLinkError {
+    AmqpLinkError::new(condition, Some(description.to_string()), None)
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<HubState>) {
+    let acceptor = ConnectionAcceptor::builder()
+        .container_id("eventhubs-standin")
+        .sasl_acceptor(CbsSasl)
+        .build();
+    let Ok(mut connection) = acceptor.accept(stream).await else {
+        return;
+    };
+    let conn = Arc::new(Conn::default());
+    let session_acceptor = SessionAcceptor::new();
+    while let Some(incoming) = connection.next_incoming_session().await {
+        let Ok(session) = session_acceptor
+            .accept_incoming_session(incoming, &mut connection)
+            .await
+        else {
+            continue; // one failed begin must not take the other sessions down
+        };
+        let (state, conn) = (state.clone(), conn.clone());
+        tokio::spawn(async move { serve_session(session, state, conn).await });
+    }
+    let closed = connection.close().await;
+    if std::env::var_os("STANDIN_DEBUG").is_some() {
+        eprintln!("standin: connection ended: {closed:?}");
+    }
+}
+
+async fn serve_session(mut session: ListenerSessionHandle, state: Arc<HubState>, conn: Arc<Conn>) {
+    let link_acceptor = LinkAcceptor::builder().max_message_size(1024 * 1024u64).build();
+    while let Some(attach) = session.next_incoming_attach().await {
+        let role = attach.role.clone();
+        let source_address = attach
+            .source
+            .as_ref()
+            .and_then(|s| s.address.clone())
+            .unwrap_or_default();
+        let target_address = attach
+            .target
+            .as_ref()
+            .and_then(|t| match t.as_ref() {
+                fe2o3_amqp::types::messaging::TargetArchetype::Target(t) => t.address.clone(),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            })
+            .unwrap_or_default();
+        let filter = attach.source.as_ref().and_then(|s| s.filter.as_ref()).and_then(|f| {
+            f.iter().find_map(|(k, v)| {
+                if k.as_str() != "apache.org:selector-filter:string" {
+                    return None;
+                }
+                match v {
+                    Value::Described(d) => match &d.value {
+                        Value::String(s) => Some(s.clone()),
+                        _ => None,
+                    },
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                }
+            })
+        });
+        let epoch = attach.properties.as_ref().and_then(|p| {
+            p.iter().find_map(|(k, v)| match (k.as_str(), v) {
+                ("com.microsoft:epoch", Value::Long(e)) => Some(*e),
+                ("com.microsoft:epoch", Value::Int(e)) => Some(*e as i64),
+                _ => None,
+            })
+        });
+        let link = match link_acceptor.accept_incoming_attach(attach, &mut session).await {
+            Ok(l) => l,
+            Err(_) => continue,
+        };
+        let (state, conn) = (state.clone(), conn.clone());
+        match (role, link) {
+            (Role::Sender, LinkEndpoint::Receiver(receiver)) => {
+                let node = strip_node(&target_address, &state.namespace);
+                tokio::spawn(async move {
+                    match node.as_str() {
+                        "$cbs" | "$management" => serve_requests(receiver, node, state, conn).await,
+                        _ => serve_publisher(receiver, node, state, conn).await,
+                    }
+                });
+            }
+            (Role::Receiver, LinkEndpoint::Sender(sender)) => {
+                let node = strip_node(&source_address, &state.namespace);
+                if node == "$cbs" || node == "$management" {
+                    let (tx, mut rx) = mpsc::channel::<Message<Body<Value>>>(64);
+                    conn.replies.lock().unwrap().insert(target_address.clone(), tx.clone());
+                    let conn = conn.clone();
+                    tokio::spawn(async move {
+                        let mut sender = sender;
+                        let mut undelivered = None;
+                        loop {
+                            tokio::select! {
+                                m = rx.recv() => match m {
+                                    Some(m) => {
+                                        let sendable = Sendable::builder().message(m.clone()).settled(true).build();
+                                        if sender.send(sendable).await.is_err() {
+                                            undelivered = Some(m);
+                                            break;
+                                        }
+                                    }
+                                    None => break,
+                                },
+                                _ = sender.on_detach() => break,
+                            }
+                        }
+                        // Forget this link; a reply it could not carry goes to its successor.
+                        {
+                            let mut replies = conn.replies.lock().unwrap();
+                            if replies.get(&target_address).is_some_and(|t| t.same_channel(&tx)) {
+                                replies.remove(&target_address);
+                            }
+                        }
+                        rx.close();
+                        while let Ok(m) = rx.try_recv() {
+                            deliver_reply(&conn, &target_address, m).await;
+                        }
+                        if let Some(m) = undelivered {
+                            deliver_reply(&conn, &target_address, m).await;
+                        }
+                        let _ = tokio::time::timeout(Duration::from_secs(2), sender.close()).await;
+                    });
+                } else {
+                    tokio::spawn(async move { serve_reader(sender, node, filter, epoch, state, conn).await });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `amqps://ns/hub/...` or `hub/...` → `hub/...`.
+fn strip_node(address: &str, namespace: &str) -> String {
+    let rest = strip_scheme(address);
+    let rest = if address.contains("://") {
+        rest.split_once('/').map(|(_, p)| p).unwrap_or("")
+    } else {
+        rest
+    };
+    let _ = namespace;
+    rest.trim_matches('/').to_string()
+}
+
+fn app_string(props: &Option<ApplicationProperties>, key: &str) -> Option<String> {
+    props.as_ref()?.0.iter().find_map(|(k, v)| match v {
+        SimpleValue::String(s) if k == key => Some(s.clone()),
+        SimpleValue::Symbol(s) if k == key => Some(s.as_str().to_string()),
+        _ => None,
+    })
+}
+
+async fn serve_requests(mut receiver: fe2o3_amqp::link::Receiver, node: String, state: Arc<HubState>, conn: Arc<Conn>) {
+    loop {
+        let delivery = match receiver.recv::<Body<Value>>().await {
+            Ok(d) => d,
+            Err(_) => break,
+        };
+        let _ = receiver.accept(&delivery).await;
+        let message = delivery.into_message();
+        let message_id = message.properties.as_ref().and_then(|p| p.message_id.clone());
+        let reply_to = message
+            .properties
+            .as_ref()
+            .and_then(|p| p.reply_to.clone())
+            .unwrap_or_default();
+        let (status, description, body) = if node == "$cbs" {
+            put_token(&message, &state, &conn)
+        } else {
+            management(&message, &state, &conn)
+        };
+        let app = ApplicationProperties::builder()
+            .insert("status-code", SimpleValue::Int(status))
+            .insert("status-description", SimpleValue::String(description))
+            .insert("statusCode", SimpleValue::Int(status))
+            .insert("statusDescription", SimpleValue::String(String::new()))
+            .build();
+        let reply = Message::builder()
+            .properties(Properties {
+                correlation_id: message_id,
+                ..Default::default()
+            })
+            .application_properties(app)
+            .body(body)
+            .build();
+        deliver_reply(&conn, &reply_to, reply).await;
+    }
+}
+
+/// Send a reply on the link attached at `address` (it may attach just after the request).
+async fn deliver_reply(conn: &Conn, address: &str, reply: Message<Body<Value>>) {
+    for _ in 0..100 {
+        let tx = conn.replies.lock().unwrap().get(address).cloned();
+        if let Some(tx) = tx.filter(|t| !t.is_closed()) {
+            if tx.send(reply.clone()).await.is_ok() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn put_token(message: &Message<Body<Value>>, state: &HubState, conn: &Conn) -> (i32, String, Body<Value>) {
+    let kind = app_string(&message.application_properties, "type").unwrap_or_default();
+    let name = app_string(&message.application_properties, "name").unwrap_or_default();
+    let token = match &message.body {
+        Body::Value(v) => match &v.0 {
+            Value::String(s) => s.clone(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    };
+    // The service checks the entity of the audience first.
+    let entity = strip_scheme(&name).split('/').nth(1).unwrap_or_default().to_string();
+    if !entity.is_empty() && !entity.starts_with('$') && state.hub(&entity).is_none() {
+        state.refused_tokens.fetch_add(1, Ordering::Relaxed);
+        return (
+            404,
+            format!(
+                "The messaging entity '{}/{entity}' could not be found.",
+                state.namespace
+            ),
+            Body::Value(AmqpValue(Value::Null)),
+        );
+    }
+    let grant = match kind.as_str() {
+        "servicebus.windows.net:sastoken" => verify_sas(&token, state),
+        "jwt" => {
+            let entra = state.entra.lock().unwrap().clone();
+            match entra {
+                Some(e) if e.valid(&token, EVENTHUBS_SCOPE) => {
+                    let ttl = e.expires_in.load(Ordering::Relaxed).max(1) as i64;
+                    Ok(Grant {
+                        audience: strip_scheme(&name).to_ascii_lowercase(),
+                        rights: Rights::MANAGE,
+                        expires_ms: now_ms() + ttl * 1000,
+                    })
+                }
+                _ => Err("InvalidIssuer: token is not valid for this namespace".to_string()),
+            }
+        }
+        other => Err(format!("unsupported token type {other:?}")),
+    };
+    match grant {
+        Ok(g) => {
+            conn.grants.lock().unwrap().push(g);
+            (202, "Accepted".into(), Body::Value(AmqpValue(Value::Null)))
+        }
+        Err(e) => {
+            state.refused_tokens.fetch_add(1, Ordering::Relaxed);
+            (401, e, Body::Value(AmqpValue(Value::Null)))
+        }
+    }
+}
+
+fn url_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// Check a `SharedAccessSignature` against the policies.
+fn verify_sas(token: &str, state: &HubState) -> Result<Grant, String> {
+    use base64::Engine;
+    use hmac::Mac;
+    let fields = token
+        .strip_prefix("SharedAccessSignature ")
+        .ok_or("not a SharedAccessSignature")?;
+    let mut sr = None;
+    let mut sig = None;
+    let mut se = None;
+    let mut skn = None;
+    for part in fields.split('&') {
+        match part.split_once('=') {
+            Some(("sr", v)) => sr = Some(v),
+            Some(("sig", v)) => sig = Some(v),
+            Some(("se", v)) => se = Some(v),
+            Some(("skn", v)) => skn = Some(v),
+            _ => {}
+        }
+    }
+    let (sr, sig, se, skn) = match (sr, sig, se, skn) {
+        (Some(a), Some(b), Some(c), Some(d)) => (a, b, c, d),
+        _ => return Err("malformed SharedAccessSignature".into()),
+    };
+    let (key, rights) = state
+        .policies
+        .lock()
+        .unwrap()
+        .get(&url_decode(skn))
+        .cloned()
+        .ok_or_else(|| format!("InvalidSignature: unknown policy {skn:?}"))?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).map_err(|e| e.to_string())?;
+    mac.update(format!("{sr}\n{se}").as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    if expected != url_decode(sig) {
+        return Err("InvalidSignature: the token has an invalid signature".into());
+    }
+    let expiry: i64 = se.parse().map_err(|_| "bad se")?;
+    if expiry * 1000 <= now_ms() {
+        return Err("ExpiredToken: the token is expired".into());
+    }
+    Ok(Grant {
+        audience: strip_scheme(&url_decode(sr)).to_ascii_lowercase(),
+        rights,
+        expires_ms: expiry * 1000,
+    })
+}
+
+fn management(message: &Message<Body<Value>>, state: &HubState, conn: &Conn) -> (i32, String, Body<Value>) {
+    let props = &message.application_properties;
+    let operation = app_string(props, "operation").unwrap_or_default();
+    let kind = app_string(props, "type").unwrap_or_default();
+    let name = app_string(props, "name").unwrap_or_default();
+    let null = || Body::Value(AmqpValue(Value::Null));
+    if operation != "READ" {
+        return (400, format!("unsupported operation {operation:?}"), null());
+    }
+    let Some(hub) = state.hub(&name) else {
+        return (
+            404,
+            format!("The messaging entity '{name}' could not be found."),
+            null(),
+        );
+    };
+    let resource = format!("{}/{}", state.namespace, hub.name);
+    if !conn.allows(&resource, |_| true) {
+        return (401, "Unauthorized: no valid token for the entity".into(), null());
+    }
+    let mut map: OrderedMap<Value, Value> = OrderedMap::new();
+    map.insert(Value::String("name".into()), Value::String(hub.name.clone()));
+    match kind.as_str() {
+        "com.microsoft:eventhub" => {
+            map.insert(Value::String("type".into()), Value::String(kind.clone()));
+            map.insert(
+                Value::String("created_at".into()),
+                Value::Timestamp(Timestamp::from_milliseconds(hub.created_ms)),
+            );
+            map.insert(
+                Value::String("partition_count".into()),
+                Value::Int(hub.partitions.len() as i32),
+            );
+            map.insert(
+                Value::String("partition_ids".into()),
+                Value::Array(Array::from(
+                    (0..hub.partitions.len())
+                        .map(|p| Value::String(p.to_string()))
+                        .collect::<Vec<_>>(),
+                )),
+            );
+        }
+        "com.microsoft:partition" => {
+            let pid = app_string(props, "partition").unwrap_or_default();
+            let Some(p) = pid.parse::<usize>().ok().and_then(|i| hub.partitions.get(i)) else {
+                return (404, format!("partition {pid:?} not found"), null());
+            };
+            let log = p.log.read().unwrap();
+            let last = log.last();
+            map.insert(Value::String("type".into()), Value::String(kind.clone()));
+            map.insert(Value::String("partition".into()), Value::String(pid.clone()));
+            map.insert(Value::String("begin_sequence_number".into()), Value::Long(0));
+            map.insert(
+                Value::String("last_enqueued_sequence_number_epoch".into()),
+                Value::Long(0),
+            );
+            map.insert(
+                Value::String("last_enqueued_sequence_number".into()),
+                Value::Long(last.map(|e| e.sequence_number).unwrap_or(-1)),
+            );
+            map.insert(
+                Value::String("last_enqueued_offset".into()),
+                Value::String(last.map(|e| e.offset.to_string()).unwrap_or_else(|| "-1".into())),
+            );
+            map.insert(
+                Value::String("last_enqueued_time_utc".into()),
+                Value::Timestamp(Timestamp::from_milliseconds(last.map(|e| e.enqueued_ms).unwrap_or(0))),
+            );
+            map.insert(Value::String("is_partition_empty".into()), Value::Bool(last.is_none()));
+        }
+        other => return (400, format!("unsupported type {other:?}"), null()),
+    }
+    (200, "OK".into(), Body::Value(AmqpValue(Value::Map(map))))
+}
+
+/// Parse `<hub>[/Partitions/<p>]`.
+async fn serve_publisher(
+    mut receiver: fe2o3_amqp::link::Receiver,
+    node: String,
+    state: Arc<HubState>,
+    conn: Arc<Conn>,
+) {
+    let mut parts = node.split('/');
+    let hub_name = parts.next().unwrap_or_default().to_string();
+    let partition: Option<usize> = match (parts.next(), parts.next()) {
+        (Some(p), Some(id)) if p.eq_ignore_ascii_case("Partitions") => id.parse().ok(),
+        _ => None,
+    };
+    let Some(hub) = state.hub(&hub_name) else {
+        let _ = receiver
+            .close_with_error(link_error(
+                AmqpError::NotFound.into(),
+                &format!("The messaging entity '{hub_name}' could not be found."),
+            ))
+            .await;
+        return;
+    };
+    let resource = format!("{}/{}", state.namespace, hub.name);
+    if !conn.allows(&resource, |r| r.send) {
+        let _ = receiver
+            .close_with_error(link_error(
+                AmqpError::UnauthorizedAccess.into(),
+                "Unauthorized: Send claim required",
+            ))
+            .await;
+        return;
+    }
+    loop {
+        let delivery = match receiver.recv::<Body<Value>>().await {
+            Ok(d) => d,
+            Err(_) => break,
+        };
+        let format = *delivery.message_format();
+        let _ = receiver.accept(&delivery).await;
+        let message = delivery.into_message();
+        let mut events = Vec::new();
+        if format == Some(BATCH_FORMAT) {
+            if let Body::Data(batch) = &message.body {
+                for data in batch.iter() {
+                    let inner: Result<
+                        fe2o3_amqp::types::messaging::message::__private::Deserializable<Message<Body<Value>>>,
+                        _,
+                    > = serde_amqp::from_slice(data.0.as_ref());
+                    if let Ok(m) = inner {
+                        events.push(event_of(m.0));
+                    }
+                }
+            }
+        } else {
+            events.push(event_of(message));
+        }
+        let p = partition.unwrap_or_else(|| hub.round_robin.fetch_add(1, Ordering::Relaxed) % hub.partitions.len());
+        if let Some(part) = hub.partitions.get(p) {
+            part.append(events);
+        }
+    }
+}
+
+fn event_of(m: Message<Body<Value>>) -> (Bytes, Option<String>, Option<ApplicationProperties>) {
+    let body = match m.body {
+        Body::Data(batch) => {
+            let mut out = Vec::new();
+            for d in batch.iter() {
+                out.extend_from_slice(d.0.as_ref());
+            }
+            Bytes::from(out)
+        }
+        Body::Value(v) => match v.0 {
+            Value::String(s) => Bytes::from(s),
+            Value::Binary(b) => Bytes::from(b.into_vec()),
+            _ => Bytes::new(),
+        },
+        _ => Bytes::new(),
+    };
+    let key = m.message_annotations.as_ref().and_then(|a| {
+        a.0.iter().find_map(|(k, v)| match (k, v) {
+            (fe2o3_amqp::types::messaging::annotations::OwnedKey::Symbol(s), Value::String(p))
+                if s.as_str() == "x-opt-partition-key" =>
+            {
+                Some(p.clone())
+            }
+            _ => None,
+        })
+    });
+    (body, key, m.application_properties)
+}
+
+/// A receiver on `<hub>/ConsumerGroups/<cg>/Partitions/<p>`.
+async fn serve_reader(
+    mut sender: fe2o3_amqp::link::Sender,
+    node: String,
+    filter: Option<String>,
+    epoch: Option<i64>,
+    state: Arc<HubState>,
+    conn: Arc<Conn>,
+) {
+    let parts: Vec<&str> = node.split('/').collect();
+    let refuse = |condition: ErrorCondition, text: String| link_error(condition, &text);
+    let (hub_name, group, pid) = match parts.as_slice() {
+        [hub, cg, group, ps, pid]
+            if cg.eq_ignore_ascii_case("ConsumerGroups") && ps.eq_ignore_ascii_case("Partitions") =>
+        {
+            (hub.to_string(), group.to_string(), pid.to_string())
+        }
+        _ => {
+            let _ = sender
+                .close_with_error(refuse(AmqpError::NotFound.into(), format!("no such entity {node:?}")))
+                .await;
+            return;
+        }
+    };
+    let Some(hub) = state.hub(&hub_name) else {
+        let _ = sender
+            .close_with_error(refuse(
+                AmqpError::NotFound.into(),
+                format!(
+                    "The messaging entity '{}/{hub_name}' could not be found.",
+                    state.namespace
+                ),
+            ))
+            .await;
+        return;
+    };
+    if !hub.groups.contains(&group.to_ascii_lowercase()) {
+        let _ = sender
+            .close_with_error(refuse(
+                AmqpError::NotFound.into(),
+                format!("The messaging entity '{hub_name}/ConsumerGroups/{group}' could not be found."),
+            ))
+            .await;
+        return;
+    }
+    let Some((index, partition)) = pid
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| hub.partitions.get(i).map(|p| (i, p.clone())))
+    else {
+        let _ = sender
+            .close_with_error(refuse(
+                AmqpError::NotFound.into(),
+                format!("partition {pid:?} not found"),
+            ))
+            .await;
+        return;
+    };
+    let resource = format!("{}/{}", state.namespace, hub.name);
+    if !conn.allows(&resource, |r| r.listen) {
+        let _ = sender
+            .close_with_error(refuse(
+                AmqpError::UnauthorizedAccess.into(),
+                "Unauthorized access. 'Listen' claim(s) are required to perform this operation.".into(),
+            ))
+            .await;
+        return;
+    }
+    let mut cursor = match partition.start_index(filter.as_deref()) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = sender
+                .close_with_error(refuse(
+                    ErrorCondition::Custom(Symbol::from("com.microsoft:argument-out-of-range")),
+                    e,
+                ))
+                .await;
+            return;
+        }
+    };
+
+    // Register, applying the epoch rules.
+    let key = (hub_name.to_ascii_lowercase(), group.to_ascii_lowercase(), index);
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let (stop_tx, mut stop_rx) = oneshot::channel::<AmqpLinkError>();
+    let (stopped_tx, stopped_rx) = watch::channel(false);
+    let mut wait_for = Vec::new();
+    let refused = {
+        let mut readers = state.readers.lock().unwrap();
+        let list = readers.entry(key.clone()).or_default();
+        let max_epoch = list.iter().filter_map(|r| r.epoch).max();
+        let refused = match (epoch, max_epoch) {
+            (Some(e), Some(m)) if e < m => Some(refuse(
+                LinkError::Stolen.into(),
+                format!("Receiver with epoch {e} refused: a receiver with the higher epoch {m} exists."),
+            )),
+            (None, Some(m)) => Some(refuse(
+                LinkError::Stolen.into(),
+                format!("A receiver with epoch {m} exists; non-epoch receivers are refused."),
+            )),
+            (None, None) if list.len() >= MAX_NON_EPOCH_READERS => Some(refuse(
+                AmqpError::ResourceLimitExceeded.into(),
+                format!(
+                    "Exceeded the maximum number of allowed receivers per partition in a consumer group which is {MAX_NON_EPOCH_READERS}."
+                ),
+            )),
+            _ => None,
+        };
+        if refused.is_none() {
+            if let Some(e) = epoch {
+                for r in list.iter_mut() {
+                    if let Some(tx) = r.stop.take() {
+                        state.steals.fetch_add(1, Ordering::Relaxed);
+                        let _ = tx.send(refuse(
+                            LinkError::Stolen.into(),
+                            format!("New receiver with epoch {e} was created; this receiver was disconnected."),
+                        ));
+                    }
+                    wait_for.push(r.stopped.clone());
+                }
+            }
+            list.push(Reader {
+                id,
+                epoch,
+                stop: Some(stop_tx),
+                stopped: stopped_rx,
+            });
+        }
+        refused
+    };
+    if let Some(err) = refused {
+        let _ = sender.close_with_error(err).await;
+        return;
+    }
+    state.reader_attaches.fetch_add(1, Ordering::Relaxed);
+    // A stolen reader stops before the new one sends.
+    for mut w in wait_for {
+        let _ = tokio::time::timeout(Duration::from_secs(5), w.wait_for(|s| *s)).await;
+    }
+    let mut grown = partition.grown.subscribe();
+    if partition.sending.fetch_add(1, Ordering::SeqCst) > 0 {
+        partition.overlaps.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut last_auth_check = std::time::Instant::now();
+    let end: Option<AmqpLinkError> = 'outer: loop {
+        if last_auth_check.elapsed() > Duration::from_millis(500) {
+            last_auth_check = std::time::Instant::now();
+            if !conn.allows(&resource, |r| r.listen) {
+                break Some(refuse(
+                    AmqpError::UnauthorizedAccess.into(),
+                    "The token has expired.".into(),
+                ));
+            }
+        }
+        let chunk: Vec<StoredEvent> = {
+            let log = partition.log.read().unwrap();
+            log[cursor.min(log.len())..(cursor + 64).min(log.len())].to_vec()
+        };
+        if chunk.is_empty() {
+            tokio::select! {
+                e = &mut stop_rx => break Some(e.unwrap_or_else(|_| refuse(LinkError::DetachForced.into(), "reader stopped".into()))),
+                _ = grown.changed() => {}
+                _ = sender.on_detach() => break None,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            continue;
+        }
+        for event in chunk {
+            let message = message_of(&event, index);
+            tokio::select! {
+                biased;
+                e = &mut stop_rx => break 'outer Some(e.unwrap_or_else(|_| refuse(LinkError::DetachForced.into(), "reader stopped".into()))),
+                r = sender.send(Sendable::builder().message(message).settled(true).build()) => {
+                    if r.is_err() {
+                        break 'outer None;
+                    }
+                }
+            }
+            cursor += 1;
+            state.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    partition.sending.fetch_sub(1, Ordering::SeqCst);
+    {
+        let mut readers = state.readers.lock().unwrap();
+        if let Some(list) = readers.get_mut(&key) {
+            list.retain(|r| r.id != id);
+        }
+    }
+    let _ = stopped_tx.send(true);
+    match end {
+        Some(err) => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), sender.close_with_error(err)).await;
+        }
+        None => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), sender.close()).await;
+        }
+    }
+}
+
+fn message_of(event: &StoredEvent, partition: usize) -> Message<Data> {
+    let mut annotations = MessageAnnotations::builder()
+        .insert(
+            Symbol::from("x-opt-sequence-number"),
+            Value::Long(event.sequence_number),
+        )
+        .insert(Symbol::from("x-opt-offset"), Value::String(event.offset.to_string()))
+        .insert(
+            Symbol::from("x-opt-enqueued-time"),
+            Value::Timestamp(Timestamp::from_milliseconds(event.enqueued_ms)),
+        );
+    if let Some(k) = &event.partition_key {
+        annotations = annotations.insert(Symbol::from("x-opt-partition-key"), Value::String(k.clone()));
+    }
+    let _ = partition;
+    let mut builder = Message::builder().message_annotations(annotations.build());
+    if let Some(p) = &event.properties {
+        builder = builder.application_properties(p.clone());
+    }
+    builder.data(Binary::from(event.body.to_vec())).build()
+}

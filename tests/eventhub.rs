@@ -1,0 +1,399 @@
+//! Event Hubs: the stand-in against the official Azure SDK, and the collector's Event Hubs
+//! source reading it (checkpoints, resume, ownership release, start positions, errors).
+//!
+//! Run: `cargo test --test eventhub`.
+
+mod common;
+#[path = "common/eventhub_collector.rs"]
+mod eventhub_collector;
+#[path = "common/eventhubs.rs"]
+mod eventhubs;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use azure_messaging_eventhubs::{ConsumerClient, OpenReceiverOptions, ProducerClient, StartLocation, StartPosition};
+use futures::StreamExt;
+use siembridge::collector::Collector;
+use tokio_util::sync::CancellationToken;
+
+use eventhub_collector::*;
+use eventhubs::{EventHubsStandIn, Rights};
+
+const NS: &str = "contoso-ns.servicebus.windows.net";
+const KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHM=";
+
+async fn standin(partitions: usize) -> EventHubsStandIn {
+    siembridge::tls::install_crypto_provider();
+    let s = EventHubsStandIn::start(NS).await;
+    s.state.add_hub("entra-logs", partitions, &["siem"]);
+    s.state.add_policy("listen", KEY, Rights::LISTEN);
+    s.state.add_policy("send", KEY, Rights::SEND);
+    s
+}
+
+async fn consumer(
+    s: &EventHubsStandIn,
+    policy: &str,
+    key: &str,
+    hub: &str,
+    group: &str,
+) -> azure_messaging_eventhubs::Result<ConsumerClient> {
+    ConsumerClient::builder()
+        .with_consumer_group(group.to_string())
+        .with_custom_endpoint(s.endpoint())
+        .open_with_connection_string(&s.connection_string(policy, key, Some(hub)), None)
+        .await
+}
+
+async fn read_n(
+    receiver: &azure_messaging_eventhubs::EventReceiver,
+    n: usize,
+) -> Vec<azure_messaging_eventhubs::models::ReceivedEventData> {
+    let mut out = Vec::new();
+    let mut stream = std::pin::pin!(receiver.stream_events());
+    while out.len() < n {
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("event");
+        out.push(ev);
+    }
+    out
+}
+
+#[tokio::test]
+async fn standin_serves_the_official_sdk_producer_and_consumer() {
+    let s = standin(2).await;
+    // Publish with the official producer (batch format, SAS with EntityPath).
+    let producer = ProducerClient::builder()
+        .with_custom_endpoint(s.endpoint())
+        .open_with_connection_string(&s.connection_string("send", KEY, Some("entra-logs")), None)
+        .await
+        .expect("producer opens");
+    let props = producer.get_eventhub_properties().await.expect("hub properties");
+    assert_eq!(props.partition_ids, vec!["0".to_string(), "1".to_string()]);
+    let batch = producer
+        .create_batch(Some(azure_messaging_eventhubs::EventDataBatchOptions {
+            partition_id: Some("1".into()),
+            ..Default::default()
+        }))
+        .await
+        .expect("batch");
+    for n in 0..5u64 {
+        assert!(batch
+            .try_add_event_data(diagnostic_body(n).to_vec(), None)
+            .expect("add"));
+    }
+    producer.send_batch(batch, None).await.expect("batch sent");
+    assert_eq!(s.state.partition_lengths("entra-logs"), vec![0, 5]);
+
+    let client = consumer(&s, "listen", KEY, "entra-logs", "siem")
+        .await
+        .expect("consumer opens");
+    let part = client
+        .get_partition_properties("1")
+        .await
+        .expect("partition properties");
+    assert_eq!(part.last_enqueued_sequence_number, 4);
+    assert!(!part.is_empty);
+
+    // Earliest: every event with typed annotations.
+    let receiver = client
+        .open_receiver_on_partition(
+            "1".into(),
+            Some(OpenReceiverOptions {
+                start_position: Some(StartPosition {
+                    location: StartLocation::Earliest,
+                    inclusive: false,
+                }),
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("receiver");
+    let events = read_n(&receiver, 5).await;
+    let seqs: Vec<i64> = events.iter().map(|e| e.sequence_number().unwrap()).collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+    assert_eq!(events[2].event_data().body(), Some(diagnostic_body(2).as_ref()));
+    assert!(events[0].enqueued_time().is_some());
+    let third_offset = events[2].offset().clone().expect("offset");
+    receiver.close().await.unwrap();
+
+    // After an offset (exclusive) and after a sequence number.
+    let receiver = client
+        .open_receiver_on_partition(
+            "1".into(),
+            Some(OpenReceiverOptions {
+                start_position: Some(StartPosition {
+                    location: StartLocation::Offset(third_offset),
+                    inclusive: false,
+                }),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let events = read_n(&receiver, 2).await;
+    assert_eq!(events[0].sequence_number(), Some(3));
+    receiver.close().await.unwrap();
+    let receiver = client
+        .open_receiver_on_partition(
+            "1".into(),
+            Some(OpenReceiverOptions {
+                start_position: Some(StartPosition {
+                    location: StartLocation::SequenceNumber(3),
+                    inclusive: true,
+                }),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_n(&receiver, 1).await[0].sequence_number(), Some(3));
+    receiver.close().await.unwrap();
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn standin_enforces_epochs_reader_limits_and_authorization() {
+    let s = standin(1).await;
+    s.state
+        .publish("entra-logs", Some(0), (0..3).map(diagnostic_body).collect());
+
+    // Epoch: a second owner-level-0 receiver detaches the first with link:stolen.
+    let a = consumer(&s, "listen", KEY, "entra-logs", "$Default").await.unwrap();
+    let b = consumer(&s, "listen", KEY, "entra-logs", "$Default").await.unwrap();
+    let opts = || OpenReceiverOptions {
+        owner_level: Some(0),
+        start_position: Some(StartPosition {
+            location: StartLocation::Earliest,
+            inclusive: false,
+        }),
+        ..Default::default()
+    };
+    let ra = a.open_receiver_on_partition("0".into(), Some(opts())).await.unwrap();
+    read_n(&ra, 1).await;
+    let rb = b.open_receiver_on_partition("0".into(), Some(opts())).await.unwrap();
+    read_n(&rb, 3).await;
+    let mut stream = std::pin::pin!(ra.stream_events());
+    let mut stolen = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+            Ok(Some(Err(e))) => {
+                assert!(
+                    matches!(
+                        e.kind,
+                        azure_messaging_eventhubs::error::ErrorKind::ConsumerDisconnected(_)
+                    ),
+                    "expected a stolen link, got {e:?}"
+                );
+                stolen = true;
+                break;
+            }
+            Ok(Some(Ok(_))) => continue,
+            _ => break,
+        }
+    }
+    assert!(stolen, "the older epoch reader was not disconnected");
+    assert_eq!(s.state.steals.load(Ordering::Relaxed), 1);
+    assert_eq!(s.state.overlaps("entra-logs"), 0);
+    drop(stream);
+    rb.close().await.unwrap();
+
+    // Five non-epoch readers per partition and group; the sixth is refused. (One SDK client
+    // shares one link per partition, so each reader has its own client.)
+    let mut readers = Vec::new();
+    for _ in 0..5 {
+        let c = consumer(&s, "listen", KEY, "entra-logs", "$Default").await.unwrap();
+        let r = c
+            .open_receiver_on_partition(
+                "0".into(),
+                Some(OpenReceiverOptions {
+                    start_position: Some(StartPosition {
+                        location: StartLocation::Earliest,
+                        inclusive: false,
+                    }),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
+        read_n(&r, 1).await;
+        readers.push((c, r));
+    }
+    let c = consumer(&s, "listen", KEY, "entra-logs", "$Default").await.unwrap();
+    let sixth = c
+        .open_receiver_on_partition(
+            "0".into(),
+            Some(OpenReceiverOptions {
+                start_position: Some(StartPosition {
+                    location: StartLocation::Earliest,
+                    inclusive: false,
+                }),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let mut stream = std::pin::pin!(sixth.stream_events());
+    let err = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("answer in time")
+        .expect("an item")
+        .expect_err("sixth reader refused");
+    assert!(
+        format!("{err:?}").contains("resource-limit-exceeded") || format!("{err:?}").contains("ResourceLimitExceeded"),
+        "{err:?}"
+    );
+
+    // Wrong key and unknown hub.
+    let bad = consumer(&s, "listen", "d3Jvbmcta2V5", "entra-logs", "$Default").await;
+    let err = match bad {
+        Err(e) => chain(&e),
+        Ok(c) => chain(&c.get_eventhub_properties().await.expect_err("wrong key refused")),
+    };
+    eprintln!("wrong key: {err}");
+    assert!(
+        err.to_lowercase().contains("401") || err.contains("nauthorized") || err.contains("InvalidSignature"),
+        "{err}"
+    );
+    let unknown = consumer(&s, "listen", KEY, "no-such-hub", "$Default").await;
+    let err = match unknown {
+        Err(e) => chain(&e),
+        Ok(c) => chain(&c.get_eventhub_properties().await.expect_err("unknown hub refused")),
+    };
+    eprintln!("unknown hub: {err}");
+    assert!(
+        err.contains("404") || err.to_lowercase().contains("not found") || err.contains("not-found"),
+        "{err}"
+    );
+}
+
+fn set_connection_string(s: &EventHubsStandIn, key: &str) {
+    // SAFETY of the test: every test of this binary sets the same value before reading it.
+    std::env::set_var(connection_string_env(), s.connection_string("listen", key, None));
+}
+
+#[tokio::test]
+async fn collector_reads_partitions_checkpoints_and_resumes_without_duplicates() {
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_BALANCE_INTERVAL_MS", "200");
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_OWNERSHIP_EXPIRY_MS", "3000");
+    let s = standin(4).await;
+    set_connection_string(&s, KEY);
+    s.state
+        .publish("entra-logs", None, (0..2000).map(diagnostic_body).collect());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let spec = consumer_group_spec(NS, "entra-logs", "siem", &s.endpoint());
+    let config = eventhub_config(spec, dir.path(), &out, None);
+
+    let run = |config| {
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(Collector::new(config).run(stop.clone()));
+        (stop, handle)
+    };
+    let (stop, handle) = run(config.clone());
+    wait_for(|| delivered_ids(&[&out]).len() == 2000, Duration::from_secs(60)).await;
+    // Let a checkpoint land, then stop cleanly.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    handle.await.unwrap().expect("collector ran");
+    // Ownership released at shutdown, checkpoints per partition.
+    let owners = std::fs::read_to_string(dir.path().join("checkpoints/ownership/ownership.json")).unwrap();
+    let owners: serde_json::Value = serde_json::from_str(&owners).unwrap();
+    for p in 0..4 {
+        assert_eq!(owners[p.to_string()]["owner"], "", "partition {p} released: {owners}");
+        let cp: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(format!("checkpoints/{p}.json"))).unwrap())
+                .unwrap();
+        assert_eq!(cp["state"]["sequenceNumber"], 499, "partition {p}: {cp}");
+    }
+
+    // More events; a restart resumes after the checkpoints.
+    s.state
+        .publish("entra-logs", None, (2000..2400).map(diagnostic_body).collect());
+    let (stop, handle) = run(config);
+    wait_for(|| delivered_ids(&[&out]).len() == 2400, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    handle.await.unwrap().expect("collector ran");
+    let ids = delivered_ids(&[&out]);
+    assert_eq!(ids.len(), 2400);
+    let dups: u32 = ids.values().map(|c| c - 1).sum();
+    assert_eq!(dups, 0, "a clean restart re-reads nothing");
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool, limit: Duration) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "condition not met in {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = format!("{e:?}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(" / {s:?}"));
+        source = s.source();
+    }
+    text
+}
+
+fn report_error(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["logSources"]["entra"]["sourceError"].as_str().map(str::to_string)
+}
+
+#[tokio::test]
+async fn wrong_key_and_unknown_group_are_reported_and_recover_when_fixed() {
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_BALANCE_INTERVAL_MS", "200");
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_OWNERSHIP_EXPIRY_MS", "3000");
+    let s = standin(2).await;
+    // The collector's key is not (yet) the policy's key, and its group does not exist yet.
+    const NEW_KEY: &str = "cm90YXRlZC1rZXktZm9yLXRlc3Rz";
+    std::env::set_var(connection_string_env(), s.connection_string("listen", NEW_KEY, None));
+    s.state
+        .publish("entra-logs", None, (0..100).map(diagnostic_body).collect());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let report = dir.path().join("report.json");
+    let spec = consumer_group_spec(NS, "entra-logs", "late-group", &s.endpoint());
+    let config = eventhub_config(spec, dir.path(), &out, Some(&report));
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(Collector::new(config).run(stop.clone()));
+
+    // 1. Wrong key: a clear error in the report, nothing delivered, the collector keeps running.
+    wait_for(
+        || report_error(&report).is_some_and(|e| e.contains("401") && e.contains("InvalidSignature")),
+        Duration::from_secs(40),
+    )
+    .await;
+    eprintln!("reported: {:?}", report_error(&report));
+    assert!(delivered_ids(&[&out]).is_empty());
+    assert!(!handle.is_finished(), "the collector retries instead of exiting");
+
+    // 2. Key rotated on the hub: the collector connects, then finds the group missing.
+    s.state.add_policy("listen", NEW_KEY, Rights::LISTEN);
+    wait_for(
+        || {
+            report_error(&report)
+                .is_some_and(|e| e.contains("ConsumerGroups/late-group") && e.contains("could not be found"))
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    eprintln!("reported: {:?}", report_error(&report));
+
+    // 3. Group created: events flow and the error clears.
+    s.state.add_group("entra-logs", "late-group");
+    wait_for(|| delivered_ids(&[&out]).len() == 100, Duration::from_secs(60)).await;
+    wait_for(|| report_error(&report).is_none(), Duration::from_secs(30)).await;
+    stop.cancel();
+    handle.await.unwrap().expect("collector ran");
+}
