@@ -744,6 +744,12 @@ fn write_snake<'v>(
 
 /// `path` is the dotted join of `parts` or lies below it.
 fn under_parts(path: &str, parts: &[&str]) -> bool {
+    // Most paths differ at the first byte.
+    if let Some(first) = parts.first() {
+        if !first.is_empty() && path.as_bytes().first() != first.as_bytes().first() {
+            return false;
+        }
+    }
     let mut rest = path;
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
@@ -762,7 +768,11 @@ fn under_parts(path: &str, parts: &[&str]) -> bool {
 
 /// `path` is `key` or lies below it.
 fn under(path: &str, key: &str) -> bool {
-    path.len() >= key.len() && path.starts_with(key) && (path.len() == key.len() || path.as_bytes()[key.len()] == b'.')
+    let (p, k) = (path.as_bytes(), key.as_bytes());
+    p.len() >= k.len()
+        && p.first() == k.first()
+        && p[..k.len()] == *k
+        && (p.len() == k.len() || p[k.len()] == b'.')
 }
 
 /// Path order in which `.` sorts before every other byte, so that all paths below a prefix
