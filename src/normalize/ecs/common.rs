@@ -260,28 +260,45 @@ impl<'a> Doc<'a> {
             }
         }
         let mut entries = std::mem::take(&mut self.entries);
-        // Sort indices (cheap to move) by the first 16 bytes of the path first, which decides
-        // nearly every comparison; ties by index keep the last write last.
-        let mut order: Vec<(u128, u32)> = entries
+        let n = entries.len();
+        // Sort numbers that hold the first 14 bytes of the path (ordered like the path) above
+        // the entry's index: plain integer sorting, which decides nearly every comparison.
+        // Paths that share those 14 bytes are then ordered by their full text (ties by index
+        // keep the last write last).
+        let mut order: Vec<u128> = entries
             .iter()
             .enumerate()
-            .map(|(i, (p, _))| (path_key(p), i as u32))
+            .map(|(i, (p, _))| path_key(p) | (i as u128 & 0xFFFF))
             .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| cmp_path(&entries[a.1 as usize].0, &entries[b.1 as usize].0))
-                .then(a.1.cmp(&b.1))
-        });
-        let mut out: Vec<(Path, Val<'a>)> = Vec::with_capacity(entries.len());
-        let mut last_key = None;
-        for (key, i) in order {
-            let (p, v) = std::mem::replace(&mut entries[i as usize], (Cow::Borrowed(""), Val::Str("")));
+        order.sort_unstable();
+        let index = |k: u128| (k & 0xFFFF) as usize;
+        if n > 0xFFFF {
+            // Indices do not fit: sort by path text, stably (not seen in practice).
+            order = (0..n as u128).collect();
+            order.sort_by(|a, b| cmp_path(&entries[*a as usize].0, &entries[*b as usize].0));
+        } else {
+            let mut i = 0;
+            while i < n {
+                let mut j = i + 1;
+                while j < n && order[j] >> 16 == order[i] >> 16 {
+                    j += 1;
+                }
+                if j - i > 1 {
+                    order[i..j].sort_by(|a, b| {
+                        cmp_path(&entries[index(*a)].0, &entries[index(*b)].0).then(index(*a).cmp(&index(*b)))
+                    });
+                }
+                i = j;
+            }
+        }
+        let index = |k: u128| if n > 0xFFFF { k as usize } else { index(k) };
+        let mut out: Vec<(Path, Val<'a>)> = Vec::with_capacity(n);
+        for k in order {
+            let (p, v) = std::mem::replace(&mut entries[index(k)], (Cow::Borrowed(""), Val::Str("")));
             match out.last_mut() {
-                // Equal paths have equal keys: compare the text only then.
-                Some(last) if last_key == Some(key) && last.0 == p => last.1 = v,
+                Some(last) if last.0 == p => last.1 = v,
                 _ => out.push((p, v)),
             }
-            last_key = Some(key);
         }
         out
     }
@@ -787,20 +804,15 @@ fn cmp_path(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// A path byte as it sorts: `.` first, then every other byte in its order (one to one).
 fn path_byte(b: u8) -> u8 {
-    if b == b'.' {
-        0
-    } else if b < b'.' {
-        b + 1
-    } else {
-        b
-    }
+    // Branch-free: bytes below `.` move up by one, `.` becomes 0.
+    (b + u8::from(b < b'.')) * u8::from(b != b'.')
 }
 
-/// The first 16 bytes of a path as a number ordered like [`cmp_path`] (zero padded): a smaller
-/// key means a smaller path; equal keys need [`cmp_path`].
+/// The first 14 bytes of a path as a number ordered like [`cmp_path`] (zero padded, the low 16
+/// bits zero): a smaller key means a smaller path; equal keys need [`cmp_path`].
 fn path_key(path: &str) -> u128 {
     let mut bytes = [0u8; 16];
-    for (slot, &b) in bytes.iter_mut().zip(path.as_bytes()) {
+    for (slot, &b) in bytes[..14].iter_mut().zip(path.as_bytes()) {
         *slot = path_byte(b);
     }
     u128::from_be_bytes(bytes)
