@@ -58,7 +58,10 @@ pub struct Doc<'a> {
 pub enum Val<'a> {
     Str(&'a str),
     /// A short list of strings (`event.type`), kept inline: `len` items of `items`.
-    Strs { items: [&'a str; 3], len: u8 },
+    Strs {
+        items: [&'a str; 3],
+        len: u8,
+    },
     /// A list of strings, borrowed where they come from the record (`related.*`).
     List(Vec<Cow<'a, str>>),
     Json(Value),
@@ -171,13 +174,8 @@ impl<'a> Doc<'a> {
             len @ 1..=3 => {
                 let mut items = [""; 3];
                 items[..len].copy_from_slice(values);
-                self.entries.push((
-                    path.into_path(),
-                    Val::Strs {
-                        items,
-                        len: len as u8,
-                    },
-                ));
+                self.entries
+                    .push((path.into_path(), Val::Strs { items, len: len as u8 }));
             }
             _ => {
                 let list = values.iter().map(|v| Value::String((*v).to_string())).collect();
@@ -786,10 +784,7 @@ fn under_parts(path: &str, parts: &[&str]) -> bool {
 /// `path` is `key` or lies below it.
 fn under(path: &str, key: &str) -> bool {
     let (p, k) = (path.as_bytes(), key.as_bytes());
-    p.len() >= k.len()
-        && p.first() == k.first()
-        && p[..k.len()] == *k
-        && (p.len() == k.len() || p[k.len()] == b'.')
+    p.len() >= k.len() && p.first() == k.first() && p[..k.len()] == *k && (p.len() == k.len() || p[k.len()] == b'.')
 }
 
 /// Path order in which `.` sorts before every other byte, so that all paths below a prefix
@@ -874,7 +869,7 @@ impl Default for Doc<'_> {
 
 fn push_unique<'a>(list: &mut Vec<Cow<'a, str>>, value: Option<Cow<'a, str>>) {
     if let Some(v) = value {
-        if !v.is_empty() && !list.iter().any(|x| *x == v) {
+        if !v.is_empty() && !list.contains(&v) {
             list.push(v);
         }
     }
@@ -995,7 +990,9 @@ fn fast_timestamp(text: &str) -> Option<String> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -1029,9 +1026,9 @@ fn fast_timestamp(text: &str) -> Option<String> {
     out.push_str(&text[..19]);
     let (width, value) = if nanos == 0 {
         (0, 0)
-    } else if nanos % 1_000_000 == 0 {
+    } else if nanos.is_multiple_of(1_000_000) {
         (3, nanos / 1_000_000)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         (6, nanos / 1_000)
     } else {
         (9, nanos)
@@ -1666,12 +1663,51 @@ mod tests {
     #[test]
     fn fast_timestamps_match_chrono() {
         let mut cases: Vec<String> = Vec::new();
-        for date in ["2025-01-01", "2024-02-29", "2025-02-29", "2100-02-29", "2000-02-29", "2025-04-31", "2025-13-01",
-            "2025-00-10", "2025-12-00", "0000-01-01", "9999-12-31", "2025-1-01", "2025/01/01", "2025-01-0x"] {
-            for time in ["10:03:19", "23:59:59", "24:00:00", "10:60:00", "10:00:60", "1:00:00", "10:0a:00"] {
-                for frac in ["", ".", ".5", ".123", ".1234567", ".120000", ".000001", ".000000000", ".123456789",
-                    ".1234567891", ".0001000", ".x"] {
-                    for zone in ["", "Z", "z", "+00:00", "-00:00", "+02:00", "+0000", " ", "Zx", "+00:00:00"] {
+        for date in [
+            "2025-01-01",
+            "2024-02-29",
+            "2025-02-29",
+            "2100-02-29",
+            "2000-02-29",
+            "2025-04-31",
+            "2025-13-01",
+            "2025-00-10",
+            "2025-12-00",
+            "0000-01-01",
+            "9999-12-31",
+            "2025-1-01",
+            "2025/01/01",
+            "2025-01-0x",
+        ] {
+            for time in [
+                "10:03:19", "23:59:59", "24:00:00", "10:60:00", "10:00:60", "1:00:00", "10:0a:00",
+            ] {
+                for frac in [
+                    "",
+                    ".",
+                    ".5",
+                    ".123",
+                    ".1234567",
+                    ".120000",
+                    ".000001",
+                    ".000000000",
+                    ".123456789",
+                    ".1234567891",
+                    ".0001000",
+                    ".x",
+                ] {
+                    for zone in [
+                        "",
+                        "Z",
+                        "z",
+                        "+00:00",
+                        "-00:00",
+                        "+02:00",
+                        "+0000",
+                        " ",
+                        "Zx",
+                        "+00:00:00",
+                    ] {
                         cases.push(format!("{date}T{time}{frac}{zone}"));
                     }
                 }

@@ -9,9 +9,8 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::common::{
-    basename, boolean, id_text, int, os_type, put_severity, put_techniques, put_tenant, put_url, registry_hive, s,
-    s_any, string_list, technique_ids, timestamp, Doc,
-    join,
+    basename, boolean, id_text, int, join, os_type, put_severity, put_techniques, put_tenant, put_url, registry_hive,
+    s, s_any, string_list, technique_ids, timestamp, Doc,
 };
 use crate::normalize::recognize::DEFENDER_TABLES;
 
@@ -127,10 +126,7 @@ fn put_initiating_process<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value) 
     doc.put_string(join(prefix, "executable"), path);
     doc.put_str(join(prefix, "command_line"), s(p, "InitiatingProcessCommandLine"));
     doc.put_i64(join(prefix, "pid"), int(p.get("InitiatingProcessId")));
-    doc.put_string(
-        join(prefix, "start"),
-        timestamp(p.get("InitiatingProcessCreationTime")),
-    );
+    doc.put_string(join(prefix, "start"), timestamp(p.get("InitiatingProcessCreationTime")));
     put_hashes(
         doc,
         prefix,

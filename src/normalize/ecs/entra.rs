@@ -7,8 +7,8 @@
 use serde_json::Value;
 
 use super::common::{
-    change_type, duration_ns, int, outcome_word, put_entra_geo, put_severity, put_tenant, put_url, put_user, s, s_any,
-    sp, timestamp, Doc, join,
+    change_type, duration_ns, int, join, outcome_word, put_entra_geo, put_severity, put_tenant, put_url, put_user, s,
+    s_any, sp, timestamp, Doc,
 };
 
 const MODULE: &str = "azure";

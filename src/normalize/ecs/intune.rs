@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::common::{change_type, int, os_type, outcome_word, put_tenant, put_user, s, s_any, timestamp, Doc, join};
+use super::common::{change_type, int, join, os_type, outcome_word, put_tenant, put_user, s, s_any, timestamp, Doc};
 
 const MODULE: &str = "microsoft_intune";
 const SERVICE: &str = "Microsoft Intune";
