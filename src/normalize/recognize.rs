@@ -148,16 +148,14 @@ fn diagnostic(record: &Value, category: &str) -> Recognized {
     let provider = record
         .get("resourceId")
         .and_then(Value::as_str)
-        .map(|r| r.rsplit("/providers/").next().unwrap_or("").to_ascii_lowercase())
-        .or_else(|| {
-            record
-                .get("ResourceProvider")
-                .and_then(Value::as_str)
-                .map(str::to_ascii_lowercase)
-        });
-    let provider = provider.as_deref().unwrap_or("");
-    let intune_provider = provider.starts_with("microsoft.intune");
-    let entra_provider = provider.starts_with("microsoft.aadiam");
+        .map(|r| r.rsplit("/providers/").next().unwrap_or(""))
+        .or_else(|| record.get("ResourceProvider").and_then(Value::as_str))
+        .unwrap_or("");
+    let starts_ci = |prefix: &str| {
+        provider.len() >= prefix.len() && provider.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    let intune_provider = starts_ci("microsoft.intune");
+    let entra_provider = starts_ci("microsoft.aadiam");
     if category == "AuditLogs" {
         // Both services emit `AuditLogs`; Intune's properties are PascalCase with an Actor.
         let props = record.get("properties");

@@ -258,28 +258,45 @@ impl<'a> Doc<'a> {
             }
         }
         let mut entries = std::mem::take(&mut self.entries);
-        // Sort indices (cheap to move) by the first 16 bytes of the path first, which decides
-        // nearly every comparison; ties by index keep the last write last.
-        let mut order: Vec<(u128, u32)> = entries
+        let n = entries.len();
+        // Sort numbers that hold the first 14 bytes of the path (ordered like the path) above
+        // the entry's index: plain integer sorting, which decides nearly every comparison.
+        // Paths that share those 14 bytes are then ordered by their full text (ties by index
+        // keep the last write last).
+        let mut order: Vec<u128> = entries
             .iter()
             .enumerate()
-            .map(|(i, (p, _))| (path_key(p), i as u32))
+            .map(|(i, (p, _))| path_key(p) | (i as u128 & 0xFFFF))
             .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| cmp_path(&entries[a.1 as usize].0, &entries[b.1 as usize].0))
-                .then(a.1.cmp(&b.1))
-        });
-        let mut out: Vec<(Path, Val<'a>)> = Vec::with_capacity(entries.len());
-        let mut last_key = None;
-        for (key, i) in order {
-            let (p, v) = std::mem::replace(&mut entries[i as usize], (Cow::Borrowed(""), Val::Str("")));
+        order.sort_unstable();
+        let index = |k: u128| (k & 0xFFFF) as usize;
+        if n > 0xFFFF {
+            // Indices do not fit: sort by path text, stably (not seen in practice).
+            order = (0..n as u128).collect();
+            order.sort_by(|a, b| cmp_path(&entries[*a as usize].0, &entries[*b as usize].0));
+        } else {
+            let mut i = 0;
+            while i < n {
+                let mut j = i + 1;
+                while j < n && order[j] >> 16 == order[i] >> 16 {
+                    j += 1;
+                }
+                if j - i > 1 {
+                    order[i..j].sort_by(|a, b| {
+                        cmp_path(&entries[index(*a)].0, &entries[index(*b)].0).then(index(*a).cmp(&index(*b)))
+                    });
+                }
+                i = j;
+            }
+        }
+        let index = |k: u128| if n > 0xFFFF { k as usize } else { index(k) };
+        let mut out: Vec<(Path, Val<'a>)> = Vec::with_capacity(n);
+        for k in order {
+            let (p, v) = std::mem::replace(&mut entries[index(k)], (Cow::Borrowed(""), Val::Str("")));
             match out.last_mut() {
-                // Equal paths have equal keys: compare the text only then.
-                Some(last) if last_key == Some(key) && last.0 == p => last.1 = v,
+                Some(last) if last.0 == p => last.1 = v,
                 _ => out.push((p, v)),
             }
-            last_key = Some(key);
         }
         out
     }
@@ -742,6 +759,12 @@ fn write_snake<'v>(
 
 /// `path` is the dotted join of `parts` or lies below it.
 fn under_parts(path: &str, parts: &[&str]) -> bool {
+    // Most paths differ at the first byte.
+    if let Some(first) = parts.first() {
+        if !first.is_empty() && path.as_bytes().first() != first.as_bytes().first() {
+            return false;
+        }
+    }
     let mut rest = path;
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
@@ -760,7 +783,8 @@ fn under_parts(path: &str, parts: &[&str]) -> bool {
 
 /// `path` is `key` or lies below it.
 fn under(path: &str, key: &str) -> bool {
-    path.len() >= key.len() && path.starts_with(key) && (path.len() == key.len() || path.as_bytes()[key.len()] == b'.')
+    let (p, k) = (path.as_bytes(), key.as_bytes());
+    p.len() >= k.len() && p.first() == k.first() && p[..k.len()] == *k && (p.len() == k.len() || p[k.len()] == b'.')
 }
 
 /// Path order in which `.` sorts before every other byte, so that all paths below a prefix
@@ -775,20 +799,15 @@ fn cmp_path(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// A path byte as it sorts: `.` first, then every other byte in its order (one to one).
 fn path_byte(b: u8) -> u8 {
-    if b == b'.' {
-        0
-    } else if b < b'.' {
-        b + 1
-    } else {
-        b
-    }
+    // Branch-free: bytes below `.` move up by one, `.` becomes 0.
+    (b + u8::from(b < b'.')) * u8::from(b != b'.')
 }
 
-/// The first 16 bytes of a path as a number ordered like [`cmp_path`] (zero padded): a smaller
-/// key means a smaller path; equal keys need [`cmp_path`].
+/// The first 14 bytes of a path as a number ordered like [`cmp_path`] (zero padded, the low 16
+/// bits zero): a smaller key means a smaller path; equal keys need [`cmp_path`].
 fn path_key(path: &str) -> u128 {
     let mut bytes = [0u8; 16];
-    for (slot, &b) in bytes.iter_mut().zip(path.as_bytes()) {
+    for (slot, &b) in bytes[..14].iter_mut().zip(path.as_bytes()) {
         *slot = path_byte(b);
     }
     u128::from_be_bytes(bytes)
@@ -850,7 +869,7 @@ impl Default for Doc<'_> {
 
 fn push_unique<'a>(list: &mut Vec<Cow<'a, str>>, value: Option<Cow<'a, str>>) {
     if let Some(v) = value {
-        if !v.is_empty() && !list.iter().any(|x| *x == v) {
+        if !v.is_empty() && !list.contains(&v) {
             list.push(v);
         }
     }
@@ -1007,9 +1026,9 @@ fn fast_timestamp(text: &str) -> Option<String> {
     out.push_str(&text[..19]);
     let (width, value) = if nanos == 0 {
         (0, 0)
-    } else if nanos % 1_000_000 == 0 {
+    } else if nanos.is_multiple_of(1_000_000) {
         (3, nanos / 1_000_000)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         (6, nanos / 1_000)
     } else {
         (9, nanos)

@@ -4,6 +4,8 @@
 //! column names (values untouched), plus `m365_defender.event.category` and
 //! `m365_defender.event.operation_name` from the envelope.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::common::{
@@ -145,12 +147,29 @@ fn put_initiating_process<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value) 
 
 /// `user.*` from the account columns with a given prefix (`InitiatingProcessAccount`, `Account`).
 fn put_account<'a>(doc: &mut Doc<'a>, p: &'a Value, prefix: &'a str) {
-    let col = |suffix: &str| format!("{prefix}{suffix}");
-    let name = s(p, &col("Name"));
-    let upn = s(p, &col("Upn"));
+    // Column names as literals for the two prefixes in use: no allocation per lookup.
+    let cols: [Cow<'static, str>; 5] = match prefix {
+        "Account" => [
+            "AccountName".into(),
+            "AccountUpn".into(),
+            "AccountDomain".into(),
+            "AccountSid".into(),
+            "AccountObjectId".into(),
+        ],
+        "InitiatingProcessAccount" => [
+            "InitiatingProcessAccountName".into(),
+            "InitiatingProcessAccountUpn".into(),
+            "InitiatingProcessAccountDomain".into(),
+            "InitiatingProcessAccountSid".into(),
+            "InitiatingProcessAccountObjectId".into(),
+        ],
+        _ => ["Name", "Upn", "Domain", "Sid", "ObjectId"].map(|suffix| Cow::Owned(format!("{prefix}{suffix}"))),
+    };
+    let name = s(p, &cols[0]);
+    let upn = s(p, &cols[1]);
     doc.put_str("user.name", name.or(upn));
-    doc.put_str("user.domain", s(p, &col("Domain")));
-    doc.put_str("user.id", s(p, &col("Sid")).or_else(|| s(p, &col("ObjectId"))));
+    doc.put_str("user.domain", s(p, &cols[2]));
+    doc.put_str("user.id", s(p, &cols[3]).or_else(|| s(p, &cols[4])));
     doc.put_str("user.email", upn.filter(|u| u.contains('@')));
     doc.relate_user(name.or(upn));
     if name.is_some() {
