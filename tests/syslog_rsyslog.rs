@@ -322,7 +322,11 @@ async fn tls_with_generated_ca_and_client_certificate() {
         &SecretSource::Environment,
     )
     .unwrap();
-    let _ = anonymous.send(&[Event::detached("{\"anonymous\":true}", "x")]).await;
+    let refused = anonymous.send(&[Event::detached("{\"anonymous\":true}", "x")]).await;
+    assert!(
+        matches!(&refused, SendOutcome::Retry { reason, .. } if reason.contains("TLS")),
+        "a refused client certificate is a failed send, not a delivery: {refused:?}"
+    );
 
     let with_cert = SyslogDestination::new(
         "mtls",
