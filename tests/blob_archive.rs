@@ -38,6 +38,10 @@ enum Injected {
     BusyBefore,
     /// Forwarded (Azurite stores the object), then answered 500.
     LostAnswer,
+    /// 403 `AuthenticationFailed`, nothing forwarded (retried: credentials can be rotated).
+    AuthFailed,
+    /// 400 `InvalidHeaderValue`, nothing forwarded (the events are dead-lettered).
+    BadRequest,
 }
 
 #[derive(Clone)]
@@ -62,6 +66,24 @@ async fn forward(State(p): State<Proxy>, method: Method, uri: Uri, headers: Head
             StatusCode::SERVICE_UNAVAILABLE,
             [("retry-after", "0"), ("x-ms-error-code", "ServerBusy")],
             "<Error><Code>ServerBusy</Code><Message>injected</Message></Error>",
+        )
+            .into_response();
+    }
+    if injected == Injected::AuthFailed {
+        *p.injected.lock().unwrap().entry("auth_failed").or_default() += 1;
+        return (
+            StatusCode::FORBIDDEN,
+            [("x-ms-error-code", "AuthenticationFailed")],
+            "<Error><Code>AuthenticationFailed</Code><Message>Server failed to authenticate the request.</Message></Error>",
+        )
+            .into_response();
+    }
+    if injected == Injected::BadRequest {
+        *p.injected.lock().unwrap().entry("bad_request").or_default() += 1;
+        return (
+            StatusCode::BAD_REQUEST,
+            [("x-ms-error-code", "InvalidHeaderValue")],
+            "<Error><Code>InvalidHeaderValue</Code><Message>injected</Message></Error>",
         )
             .into_response();
     }
@@ -375,4 +397,149 @@ async fn archive_with_entra_sends_a_storage_bearer_token() {
         .sum();
     assert_eq!(total, 30);
     assert!(!entra.state.issued.lock().unwrap().is_empty());
+}
+
+/// Log lines of every test of this binary, captured at DEBUG (TRACE for siembridge).
+fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug,siembridge=trace"))
+            .with_writer(move || LogWriter(writer.clone()))
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn dead_letters(dir: &Path) -> String {
+    std::fs::read_dir(dir.join("dead-letter"))
+        .map(|d| {
+            d.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Account key, SAS signature and Entra client secret, through 403s, 503s, 400s (dead letters)
+/// and token endpoint failures: none of them appears in the captured logs, the dead letters, the
+/// errors or the run summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_logs_dead_letters_or_errors() {
+    siembridge::tls::install_crypto_provider();
+    let logs = captured_logs().clone();
+    let Some(az) = azurite::start() else { return };
+    let fault: Fault = Arc::new(|n| match n % 6 {
+        1 => Injected::AuthFailed,
+        2 => Injected::BusyBefore,
+        3 if n < 10 => Injected::BadRequest,
+        _ => Injected::Pass,
+    });
+    let mut evidence = String::new();
+
+    // Account key (connection string) and SAS token.
+    let sas = azurite::account_sas("rwdlac");
+    let sas_sig = percent_encoding::percent_decode_str(sas.split("sig=").nth(1).unwrap())
+        .decode_utf8()
+        .unwrap()
+        .to_string();
+    for (i, creds) in [
+        BlobCredentials {
+            connection_string: Some(secret("leak-cs", "connectionString", &az.connection_string())),
+            ..Default::default()
+        },
+        BlobCredentials {
+            sas_token: Some(secret("leak-sas", "sasToken", &sas)),
+            ..Default::default()
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let records = write_records(dir.path(), 200);
+        let (url, injected) = proxy(&az, fault.clone()).await;
+        let dest = destination(&url, creds, &format!("leak{i}"));
+        let config = common::replay_config(dir.path(), &records, "leak", BTreeMap::from([("archive".into(), dest)]));
+        let summary = run(config).await;
+        assert!(summary.fully_checkpointed);
+        let injected = injected.lock().unwrap().clone();
+        assert!(
+            injected.contains_key("auth_failed") && injected.contains_key("bad_request"),
+            "{injected:?}"
+        );
+        let dead = dead_letters(dir.path());
+        assert!(
+            dead.contains("InvalidHeaderValue"),
+            "the 400 dead-lettered its events with the reason"
+        );
+        evidence.push_str(&dead);
+        evidence.push_str(&format!("{summary:?}"));
+    }
+
+    // Entra client secret: token endpoint failures first, then a wrong secret.
+    let client_secret = "leak-check-client-secret-7f3a9c";
+    let entra = common::entra::Entra::start(
+        "11111111-2222-3333-4444-555555555555",
+        "66666666-7777-8888-9999-aaaaaaaaaaaa",
+        client_secret,
+    )
+    .await;
+    entra.state.fail_next.store(2, Ordering::SeqCst);
+    for (name, value) in [
+        ("leak-entra-ok", client_secret),
+        ("leak-entra-bad", "wrong-secret-0b1d2e"),
+    ] {
+        let creds = BlobCredentials {
+            entra: Some(EntraCredentials {
+                tenant_id: "11111111-2222-3333-4444-555555555555".into(),
+                client_id: "66666666-7777-8888-9999-aaaaaaaaaaaa".into(),
+                client_secret: Some(secret(name, "clientSecret", value)),
+                authority_host: Some(entra.authority.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let service = BlobService::from_credentials(
+            &az.account_url(),
+            &creds,
+            &siembridge::config::SecretSource::Environment,
+        )
+        .unwrap();
+        // Azurite takes no bearer token over plain HTTP: the call fails after the token request.
+        let err = service.create_container("entra").await.unwrap_err();
+        evidence.push_str(&format!("{err} {err:?} {service:?}\n"));
+    }
+
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    evidence.push_str(&logs);
+    assert!(logs.contains("archive write failed"), "failures were logged");
+    for (what, value) in [
+        ("account key", azurite::ACCOUNT_KEY),
+        ("SAS signature", sas_sig.as_str()),
+        ("SAS token", sas.as_str()),
+        ("client secret", client_secret),
+        ("wrong client secret", "wrong-secret-0b1d2e"),
+    ] {
+        assert!(!evidence.contains(value), "{what} leaked");
+    }
+    println!(
+        "secrets check: {} bytes of logs, dead letters and errors searched; no account key, SAS or client secret",
+        evidence.len()
+    );
 }

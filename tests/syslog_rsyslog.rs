@@ -322,7 +322,11 @@ async fn tls_with_generated_ca_and_client_certificate() {
         &SecretSource::Environment,
     )
     .unwrap();
-    let _ = anonymous.send(&[Event::detached("{\"anonymous\":true}", "x")]).await;
+    let refused = anonymous.send(&[Event::detached("{\"anonymous\":true}", "x")]).await;
+    assert!(
+        matches!(&refused, SendOutcome::Retry { reason, .. } if reason.contains("TLS")),
+        "a refused client certificate is a failed send, not a delivery: {refused:?}"
+    );
 
     let with_cert = SyslogDestination::new(
         "mtls",
@@ -540,4 +544,68 @@ async fn cef_and_leef_payloads_keep_their_escaping_through_rsyslog() {
     }
     println!("syslog cef/leef: {cef} CEF and {leef} LEEF messages parsed back from rsyslog");
     assert_eq!((cef, leef), (N, N));
+}
+
+/// The receiver goes away between two batches and comes back on the same port: the closed
+/// pooled connection is noticed before the write, the send is retried (not lost into a dead
+/// socket), and after the restart every event is there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_restart_is_noticed_and_nothing_is_lost() {
+    siembridge::tls::install_crypto_provider();
+    let Some(first) = rsyslog::start(Listeners {
+        tcp: true,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let port = first.tcp_port.unwrap();
+    let d = SyslogDestination::new(
+        "restart",
+        &spec(SyslogTransport::Tcp, port, SyslogPayload::Json, None),
+        &SecretSource::Environment,
+    )
+    .unwrap();
+    let batch = |from: usize| -> Vec<Event> {
+        (from..from + 100)
+            .map(|i| Event::detached_with_id(format!("{{\"seq\":{i}}}"), "s", &i.to_string()))
+            .collect()
+    };
+    assert_eq!(d.send(&batch(0)).await, SendOutcome::Delivered);
+    assert_eq!(first.wait_for(100, Duration::from_secs(10)).len(), 100);
+    let first_lines = first.lines();
+    drop(first); // killed
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let while_down = d.send(&batch(100)).await;
+    assert!(matches!(while_down, SendOutcome::Retry { .. }), "{while_down:?}");
+
+    let Some(second) = rsyslog::start(Listeners {
+        tcp: true,
+        tcp_port: Some(port),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    assert_eq!(d.send(&batch(100)).await, SendOutcome::Delivered);
+    let second_lines = second.wait_for(100, Duration::from_secs(10));
+    let mut seqs: Vec<u64> = first_lines
+        .iter()
+        .chain(&second_lines)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(&parse(l).msg).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    seqs.sort();
+    println!(
+        "syslog restart: {} before, {} after the restart, {} distinct of 200",
+        first_lines.len(),
+        second_lines.len(),
+        {
+            let mut d = seqs.clone();
+            d.dedup();
+            d.len()
+        }
+    );
+    assert_eq!(seqs, (0..200).collect::<Vec<u64>>());
 }

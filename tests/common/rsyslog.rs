@@ -27,6 +27,8 @@ pub struct Listeners {
     pub tcp: bool,
     pub udp: bool,
     pub tls: Option<TlsMaterial>,
+    /// Listen on this TCP port instead of a free one (a restarted receiver).
+    pub tcp_port: Option<u16>,
 }
 
 /// A running rsyslogd.
@@ -84,7 +86,7 @@ pub fn start(listeners: Listeners) -> Option<Rsyslog> {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = d.join("out.log");
-    let tcp_port = (listeners.tcp || listeners.tls.is_some()).then(free_tcp_port);
+    let tcp_port = (listeners.tcp || listeners.tls.is_some()).then(|| listeners.tcp_port.unwrap_or_else(free_tcp_port));
     let udp_port = listeners.udp.then(free_udp_port);
     let mut conf = String::new();
     let mut global = format!("workDirectory=\"{}\" maxMessageSize=\"256k\"", d.display());

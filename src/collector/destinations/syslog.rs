@@ -52,6 +52,9 @@ const UDP_MAX: usize = 65_507;
 const POOL_MAX: usize = 8;
 /// Time allowed for a TCP connect plus the TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a new TLS session is given to be refused (client certificate checked after the
+/// client's handshake in TLS 1.3).
+const TLS_SETTLE: Duration = Duration::from_millis(200);
 
 /// An open stream to the receiver.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -189,7 +192,21 @@ impl SyslogDestination {
                     .await
                     .map_err(|_| format!("TLS handshake with {}:{} timed out", self.host, self.port))?
                     .map_err(|e| format!("TLS handshake with {}:{}: {e}", self.host, self.port))?;
-                Ok(Box::new(tls))
+                let mut stream: Box<dyn Stream> = Box::new(tls);
+                // In TLS 1.3 the client finishes its handshake before the server has checked the
+                // client certificate: a refusal arrives as an alert just after. Wait for it
+                // briefly, once per connection, so a refused certificate is an error rather than
+                // a batch written into a session the receiver is about to drop.
+                let mut buf = [0u8; 64];
+                match tokio::time::timeout(TLS_SETTLE, stream.read(&mut buf)).await {
+                    Err(_) | Ok(Ok(1..)) => Ok(stream),
+                    Ok(Ok(0)) => Err(format!(
+                        "TLS session with {}:{} closed by the receiver right after the handshake (client \
+                         certificate refused?)",
+                        self.host, self.port
+                    )),
+                    Ok(Err(e)) => Err(format!("TLS session with {}:{}: {e}", self.host, self.port)),
+                }
             }
         }
     }
