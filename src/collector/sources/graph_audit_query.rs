@@ -81,6 +81,8 @@ pub struct AuditLogQueryReader {
     overlap: chrono::TimeDelta,
     interval: Duration,
     status: Arc<SourceStatus>,
+    /// When the next window may start once caught up.
+    next_poll: tokio::time::Instant,
 }
 
 impl AuditLogQueryReader {
@@ -146,6 +148,7 @@ impl AuditLogQueryReader {
             overlap: chrono::TimeDelta::minutes(i64::from(spec.polling.overlap_minutes)),
             interval: Duration::from_secs(u64::from(spec.polling.interval_seconds.max(1))),
             status: ctx.status,
+            next_poll: tokio::time::Instant::now(),
         })
     }
 
@@ -166,8 +169,10 @@ impl AuditLogQueryReader {
 
     /// One step of the current window; a batch when a page of records was read.
     async fn step(&mut self) -> Result<Option<SourceBatch>, SourceError> {
-        let now = Utc::now();
         let Some((start, end, phase)) = self.window.take() else {
+            // Caught up: one query per poll interval, not one after the other.
+            tokio::time::sleep_until(self.next_poll).await;
+            let now = Utc::now();
             let start = self.cursor - self.overlap;
             let end = (start + MAX_WINDOW).min(now);
             if end - start < chrono::TimeDelta::seconds(1) {
@@ -256,6 +261,9 @@ impl AuditLogQueryReader {
                     Some(next) => self.window = Some((start, end, Phase::Records { next })),
                     None => {
                         self.cursor = self.cursor.max(end);
+                        if Utc::now() - self.cursor < chrono::TimeDelta::seconds(self.interval.as_secs() as i64 + 1) {
+                            self.next_poll = tokio::time::Instant::now() + self.interval;
+                        }
                         let keep_from = (self.cursor - self.overlap - chrono::TimeDelta::hours(1)).timestamp();
                         self.ids.prune_before(keep_from);
                         self.publish_progress();
