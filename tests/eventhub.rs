@@ -200,7 +200,6 @@ async fn standin_enforces_epochs_reader_limits_and_authorization() {
     assert!(stolen, "the older epoch reader was not disconnected");
     assert_eq!(s.state.steals.load(Ordering::Relaxed), 1);
     assert_eq!(s.state.overlaps("entra-logs"), 0);
-    drop(stream);
     rb.close().await.unwrap();
 
     // Five non-epoch readers per partition and group; the sixth is refused. (One SDK client
