@@ -689,7 +689,12 @@ fn put_token(message: &Message<Body<Value>>, state: &HubState, conn: &Conn) -> (
                 Some(e) if e.valid(&token, EVENTHUBS_SCOPE) => {
                     let ttl = e.expires_in.load(Ordering::Relaxed).max(1) as i64;
                     Ok(Grant {
-                        audience: strip_scheme(&name).to_ascii_lowercase(),
+                        // Entra tokens carry roles, not an entity scope: valid namespace-wide.
+                        audience: strip_scheme(&name)
+                            .split('/')
+                            .next()
+                            .unwrap_or_default()
+                            .to_ascii_lowercase(),
                         rights: Rights::MANAGE,
                         expires_ms: now_ms() + ttl * 1000,
                     })
