@@ -200,7 +200,6 @@ async fn standin_enforces_epochs_reader_limits_and_authorization() {
     assert!(stolen, "the older epoch reader was not disconnected");
     assert_eq!(s.state.steals.load(Ordering::Relaxed), 1);
     assert_eq!(s.state.overlaps("entra-logs"), 0);
-    drop(stream);
     rb.close().await.unwrap();
 
     // Five non-epoch readers per partition and group; the sixth is refused. (One SDK client
@@ -396,4 +395,52 @@ async fn wrong_key_and_unknown_group_are_reported_and_recover_when_fixed() {
     wait_for(|| report_error(&report).is_none(), Duration::from_secs(30)).await;
     stop.cancel();
     handle.await.unwrap().expect("collector ran");
+}
+
+/// Entra app credentials: tokens come from siembridge's own provider (pointed at the Entra
+/// stand-in) through the SDK's TokenCredential; short-lived tokens are renewed on the
+/// connection (the stand-in detaches links whose token expired).
+#[tokio::test]
+async fn entra_credentials_read_the_hub_and_survive_token_expiry() {
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_BALANCE_INTERVAL_MS", "200");
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_OWNERSHIP_EXPIRY_MS", "3000");
+    const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+    const APP: &str = "bbbbbbbb-0000-0000-0000-000000000002";
+    let entra = common::entra::Entra::start(TENANT, APP, "app-secret").await;
+    entra.state.expires_in.store(4, Ordering::Relaxed);
+    let s = standin(2).await;
+    *s.state.entra.lock().unwrap() = Some(entra.state.clone());
+    let secret = siembridge::api::SecretKeySelector {
+        name: "entra-app".into(),
+        key: "client-secret".into(),
+    };
+    std::env::set_var(siembridge::config::SecretSource::env_var_name(&secret), "app-secret");
+    let mut spec = consumer_group_spec(NS, "entra-logs", "siem", &s.endpoint());
+    spec.credentials = siembridge::api::EventHubCredentials {
+        connection_string: None,
+        entra: Some(siembridge::api::EntraCredentials {
+            tenant_id: TENANT.into(),
+            client_id: APP.into(),
+            client_secret: Some(secret),
+            authority_host: Some(entra.authority.clone()),
+            ..Default::default()
+        }),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(Collector::new(eventhub_config(spec, dir.path(), &out, None)).run(stop.clone()));
+    s.state
+        .publish("entra-logs", None, (0..200).map(diagnostic_body).collect());
+    wait_for(|| delivered_ids(&[&out]).len() == 200, Duration::from_secs(60)).await;
+    // Past several token lifetimes, new events still flow.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    s.state
+        .publish("entra-logs", None, (200..400).map(diagnostic_body).collect());
+    wait_for(|| delivered_ids(&[&out]).len() == 400, Duration::from_secs(60)).await;
+    stop.cancel();
+    handle.await.unwrap().expect("collector ran");
+    let issued = entra.state.issued.lock().unwrap().len();
+    eprintln!("entra tokens issued: {issued}");
+    assert!(issued >= 2, "tokens were renewed");
 }

@@ -67,6 +67,9 @@ impl Rights {
     };
 }
 
+/// An event to append: body, partition key, application properties.
+type NewEvent = (Bytes, Option<String>, Option<ApplicationProperties>);
+
 /// One stored event.
 #[derive(Clone, Debug)]
 pub struct StoredEvent {
@@ -106,7 +109,7 @@ impl Partition {
         self.log.read().unwrap().len()
     }
 
-    fn append(&self, events: Vec<(Bytes, Option<String>, Option<ApplicationProperties>)>) {
+    fn append(&self, events: Vec<NewEvent>) {
         if events.is_empty() {
             return;
         }
@@ -272,8 +275,7 @@ impl HubState {
             Some(p) => hub.partitions[p].append(bodies.into_iter().map(|b| (b, None, None)).collect()),
             None => {
                 let n = hub.partitions.len();
-                let mut per: Vec<Vec<(Bytes, Option<String>, Option<ApplicationProperties>)>> =
-                    (0..n).map(|_| Vec::new()).collect();
+                let mut per: Vec<Vec<NewEvent>> = (0..n).map(|_| Vec::new()).collect();
                 for b in bodies {
                     let p = hub.round_robin.fetch_add(1, Ordering::Relaxed) % n;
                     per[p].push((b, None, None));
@@ -433,11 +435,17 @@ impl Conn {
     /// Whether a valid token covers `ns/hub` with the needed right.
     fn allows(&self, resource: &str, need: fn(&Rights) -> bool) -> bool {
         let now = now_ms();
-        let resource = resource.to_ascii_lowercase();
+        // Compare entity paths: clients sign for the host they dial (an emulator address).
+        let path = |s: &str| -> String {
+            s.to_ascii_lowercase()
+                .split_once('/')
+                .map(|(_, p)| p.trim_matches('/').to_string())
+                .unwrap_or_default()
+        };
+        let resource = path(resource);
         self.grants.lock().unwrap().iter().any(|g| {
-            g.expires_ms > now
-                && need(&g.rights)
-                && (resource.starts_with(g.audience.trim_end_matches('/')) || g.audience.is_empty())
+            let scope = path(&g.audience);
+            g.expires_ms > now && need(&g.rights) && (scope.is_empty() || resource.starts_with(&scope))
         })
     }
 }
@@ -681,7 +689,12 @@ fn put_token(message: &Message<Body<Value>>, state: &HubState, conn: &Conn) -> (
                 Some(e) if e.valid(&token, EVENTHUBS_SCOPE) => {
                     let ttl = e.expires_in.load(Ordering::Relaxed).max(1) as i64;
                     Ok(Grant {
-                        audience: strip_scheme(&name).to_ascii_lowercase(),
+                        // Entra tokens carry roles, not an entity scope: valid namespace-wide.
+                        audience: strip_scheme(&name)
+                            .split('/')
+                            .next()
+                            .unwrap_or_default()
+                            .to_ascii_lowercase(),
                         rights: Rights::MANAGE,
                         expires_ms: now_ms() + ttl * 1000,
                     })
@@ -893,7 +906,7 @@ async fn serve_publisher(
     }
 }
 
-fn event_of(m: Message<Body<Value>>) -> (Bytes, Option<String>, Option<ApplicationProperties>) {
+fn event_of(m: Message<Body<Value>>) -> NewEvent {
     let body = match m.body {
         Body::Data(batch) => {
             let mut out = Vec::new();

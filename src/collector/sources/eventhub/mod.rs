@@ -10,7 +10,8 @@
 //!   compare-and-write. It reads only partitions whose record names it, and stops reading one as
 //!   soon as a renewal fails, the record expires locally, or the service detaches the link as
 //!   stolen (`amqp:link:stolen`, a newer epoch reader): lost ownership, never an error loop.
-//! - **Readers**: one task per owned partition opens an epoch receiver (owner level 0, as the
+//! - **Readers**: one task per owned partition, on an AMQP connection of its own (so stopping one
+//!   cannot disturb the others' links), opens an epoch receiver (owner level 0, as the
 //!   Azure SDK processors do) from the checkpoint (exclusive offset) or the configured start
 //!   position, and sends batches into a small channel. The pipeline takes a batch only when it
 //!   has room, so a full channel stops the reader from polling, and the SDK only grants AMQP
@@ -773,9 +774,15 @@ async fn read_partition(
     let end = {
         let mut stream = std::pin::pin!(receiver.stream_events());
         loop {
+            let attached = progress.healthy.load(std::sync::atomic::Ordering::Relaxed);
             let first = tokio::select! {
                 _ = stop.cancelled() => break ReaderEnd::Stopped,
                 e = stream.next() => e,
+                // An idle partition whose link stays up for a while is healthy too.
+                _ = tokio::time::sleep(Duration::from_secs(2)), if !attached => {
+                    progress.healthy.store(true, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
             };
             let mut units = Vec::new();
             let mut failure = None;

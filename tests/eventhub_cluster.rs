@@ -1,0 +1,142 @@
+//! Two collector processes sharing an Event Hub through Leases of a real API server, when
+//! `KUBECONFIG` points at one (kind, k3d, a test cluster). Without it the test prints
+//! `skipped: KUBECONFIG not set` and returns. The hub is the local AMQP stand-in; only the
+//! ownership and checkpoint store is the cluster's.
+//!
+//! Run: `KUBECONFIG=... cargo test --test eventhub_cluster -- --nocapture`.
+
+mod common;
+#[path = "common/eventhub_collector.rs"]
+mod eventhub_collector;
+#[path = "common/eventhubs.rs"]
+mod eventhubs;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::Client;
+use siembridge::config::CheckpointConfig;
+
+use eventhub_collector::*;
+use eventhubs::{EventHubsStandIn, Rights};
+
+const NS: &str = "contoso-ns.servicebus.windows.net";
+const KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHM=";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_share_partitions_through_leases() {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        println!("skipped: KUBECONFIG not set");
+        return;
+    }
+    siembridge::tls::install_crypto_provider();
+    let client = Client::try_default()
+        .await
+        .expect("KUBECONFIG is set but no client can be made");
+    let namespace = format!("sb-eh-{}", std::process::id());
+    let ns: Api<Namespace> = Api::all(client.clone());
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap(),
+    )
+    .await
+    .expect("namespace created");
+
+    let s = EventHubsStandIn::start(NS).await;
+    s.state.add_hub("entra-logs", 4, &["siem"]);
+    s.state.add_policy("listen", KEY, Rights::LISTEN);
+    s.state
+        .publish("entra-logs", None, (0..20_000).map(diagnostic_body).collect());
+    let dir = tempfile::tempdir().unwrap();
+    let mut children = Vec::new();
+    for name in ["pod-a", "pod-b"] {
+        let spec = consumer_group_spec(NS, "entra-logs", "siem", &s.endpoint());
+        let mut config = eventhub_config(spec, dir.path(), &dir.path().join(format!("{name}.ndjson")), None);
+        config.checkpoint = CheckpointConfig::Kubernetes {
+            namespace: namespace.clone(),
+            lease_prefix: "sb-cg-entra".into(),
+        };
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+        children.push(
+            Command::new(env!("CARGO_BIN_EXE_siembridge"))
+                .args(["collector", "--config"])
+                .arg(&path)
+                .env(
+                    connection_string_env(),
+                    s.connection_string("listen", KEY, Some("entra-logs")),
+                )
+                .env("SIEMBRIDGE_OWNER_ID", name)
+                .env("SIEMBRIDGE_EVENTHUB_BALANCE_INTERVAL_MS", "500")
+                .env("SIEMBRIDGE_EVENTHUB_OWNERSHIP_EXPIRY_MS", "5000")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap())
+                .spawn()
+                .expect("collector starts"),
+        );
+    }
+    let outs = [dir.path().join("pod-a.ndjson"), dir.path().join("pod-b.ndjson")];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ids = delivered_ids(&[&outs[0], &outs[1]]);
+        if ids.len() == 20_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} of 20000 delivered", ids.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Both pods hold two partitions each, in Leases with checkpoints.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = leases.list(&ListParams::default()).await.unwrap();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for l in &list.items {
+            let holder = l
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.clone())
+                .unwrap_or_default();
+            *counts.entry(holder).or_default() += 1;
+        }
+        let checkpointed = list
+            .items
+            .iter()
+            .filter(|l| {
+                l.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("siembridge.io/sequence-number"))
+            })
+            .count();
+        if counts.get("pod-a") == Some(&2) && counts.get("pod-b") == Some(&2) && checkpointed == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leases not balanced: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for c in &children {
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let list = leases.list(&ListParams::default()).await.unwrap();
+    assert!(list.items.iter().all(|l| l
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .unwrap_or_default()
+        .is_empty()));
+    let ids = delivered_ids(&[&outs[0], &outs[1]]);
+    assert_eq!(
+        ids.values().filter(|c| **c > 1).count(),
+        0,
+        "no duplicates without failures"
+    );
+    let _ = ns.delete(&namespace, &DeleteParams::default()).await;
+}
