@@ -122,8 +122,11 @@ pub fn start(listeners: Listeners) -> Option<Rsyslog> {
     }
     if let Some(port) = udp_port {
         conf.push_str("module(load=\"imudp\")\n");
+        // UDP has no flow control: a burst of datagrams larger than the default socket buffer is
+        // dropped by the kernel while a loaded machine has not scheduled rsyslog yet (seen in CI:
+        // 186 of 200). A receiver sized for its burst is what a syslog-over-UDP setup needs.
         conf.push_str(&format!(
-            "input(type=\"imudp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"out\")\n"
+            "input(type=\"imudp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"out\" rcvbufSize=\"16m\")\n"
         ));
     }
     conf.push_str("template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n");
