@@ -496,7 +496,28 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
     }
     drop(tx);
     for (p, v) in held {
-        match shared.ownership.write(&p, Some(&v), OwnershipClaim::release()).await {
+        // Another replica may have written a hand-over request on the record meanwhile (a new
+        // version): release against the current version while the record is still ours.
+        let mut outcome = shared.ownership.write(&p, Some(&v), OwnershipClaim::release()).await;
+        for _ in 0..3 {
+            if !matches!(outcome, Err(OwnershipError::Conflict { .. })) {
+                break;
+            }
+            let current = match shared.ownership.list().await {
+                Ok(records) => records.into_iter().find(|r| r.partition == p),
+                Err(_) => None,
+            };
+            match current {
+                Some(r) if r.owner == shared.identity.as_str() => {
+                    outcome = shared
+                        .ownership
+                        .write(&p, Some(&r.version), OwnershipClaim::release())
+                        .await;
+                }
+                _ => break,
+            }
+        }
+        match outcome {
             Ok(_) => tracing::info!(partition = %p, "partition released"),
             Err(e) => tracing::warn!(partition = %p, error = %e, "partition could not be released"),
         }
