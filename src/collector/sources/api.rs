@@ -380,6 +380,27 @@ fn strip_query(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
+/// What the scheduler of a polled source needs of one of its streams (a content type, an
+/// endpoint).
+pub trait PolledStream {
+    /// Mid-way through a window: pages or blobs are left to read now.
+    fn in_window(&self) -> bool;
+    /// When the stream is due for its next poll.
+    fn next_poll(&self) -> Instant;
+    /// How far the stream has read.
+    fn cursor(&self) -> chrono::DateTime<chrono::Utc>;
+}
+
+/// The stream to serve next: the ready one (mid-window or due) furthest behind, so the backfills
+/// of several streams advance together; `Err(when)` if none is ready, `when` being the earliest
+/// poll (or `now + idle` without streams).
+pub fn next_stream<S: PolledStream>(streams: &[S], now: Instant, idle: Duration) -> Result<usize, Instant> {
+    (0..streams.len())
+        .filter(|&i| streams[i].in_window() || streams[i].next_poll() <= now)
+        .min_by_key(|&i| streams[i].cursor())
+        .ok_or_else(|| streams.iter().map(|s| s.next_poll()).min().unwrap_or(now + idle))
+}
+
 /// `2026-11-22T10:00:00Z` (whole seconds) for query parameters.
 pub fn query_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -118,6 +118,18 @@ struct EndpointCursor {
     next_poll: Instant,
 }
 
+impl super::api::PolledStream for EndpointCursor {
+    fn in_window(&self) -> bool {
+        self.window.is_some()
+    }
+    fn next_poll(&self) -> Instant {
+        self.next_poll
+    }
+    fn cursor(&self) -> DateTime<Utc> {
+        self.cursor
+    }
+}
+
 /// The Graph source.
 pub struct GraphReader {
     clients: BTreeMap<Family, ApiClient>,
@@ -395,25 +407,13 @@ impl Source for GraphReader {
 
     async fn next_batch(&mut self) -> Result<Option<SourceBatch>, SourceError> {
         loop {
-            let now = Instant::now();
-            let ready = (0..self.streams.len())
-                .filter(|&i| self.streams[i].window.is_some() || self.streams[i].next_poll <= now)
-                .min_by_key(|&i| self.streams[i].cursor);
-            match ready {
-                Some(i) => {
+            match super::api::next_stream(&self.streams, Instant::now(), self.interval) {
+                Ok(i) => {
                     if let Some(batch) = self.advance(i).await? {
                         return Ok(Some(batch));
                     }
                 }
-                None => {
-                    let wake = self
-                        .streams
-                        .iter()
-                        .map(|s| s.next_poll)
-                        .min()
-                        .unwrap_or(now + self.interval);
-                    tokio::time::sleep_until(wake.into()).await;
-                }
+                Err(wake) => tokio::time::sleep_until(wake.into()).await,
             }
         }
     }

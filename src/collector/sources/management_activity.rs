@@ -67,6 +67,18 @@ struct ContentCursor {
     next_poll: Instant,
 }
 
+impl super::api::PolledStream for ContentCursor {
+    fn in_window(&self) -> bool {
+        self.window.is_some()
+    }
+    fn next_poll(&self) -> Instant {
+        self.next_poll
+    }
+    fn cursor(&self) -> DateTime<Utc> {
+        self.cursor
+    }
+}
+
 #[derive(Debug)]
 struct Window {
     end: DateTime<Utc>,
@@ -522,26 +534,13 @@ impl Source for ManagementActivityReader {
             self.subscribe().await?;
         }
         loop {
-            let now = Instant::now();
-            // The ready stream furthest behind goes first: backfills advance together.
-            let ready = (0..self.streams.len())
-                .filter(|&i| self.streams[i].window.is_some() || self.streams[i].next_poll <= now)
-                .min_by_key(|&i| self.streams[i].cursor);
-            match ready {
-                Some(i) => {
+            match super::api::next_stream(&self.streams, Instant::now(), self.interval) {
+                Ok(i) => {
                     if let Some(batch) = self.advance(i).await? {
                         return Ok(Some(batch));
                     }
                 }
-                None => {
-                    let wake = self
-                        .streams
-                        .iter()
-                        .map(|s| s.next_poll)
-                        .min()
-                        .unwrap_or(now + self.interval);
-                    tokio::time::sleep_until(wake.into()).await;
-                }
+                Err(wake) => tokio::time::sleep_until(wake.into()).await,
             }
         }
     }
