@@ -410,6 +410,7 @@ impl Router {
             self.units += 1;
             // The unit is held open by one guard delivery until every record is routed.
             let position = unit.position.clone();
+            let unit_id = unit.id;
             let mut index_in_unit = 0usize;
             let guard = tracker.register_with_state(unit.position, unit.state, 1);
             let decoded = decode(&unit.payload);
@@ -447,8 +448,10 @@ impl Router {
                 let category = category_from(&recognized, &value);
                 // Stable across restarts and replays of the same unit: destinations that can
                 // (Elasticsearch `_id`, Splunk, blob names) use it to drop re-deliveries.
-                let record_id = stable_record_id(&batch.origin, &value)
-                    .unwrap_or_else(|| format!("{}/{}#{}", batch.stream, position, index_in_unit));
+                let record_id = stable_record_id(&batch.origin, &value).unwrap_or_else(|| match &unit_id {
+                    Some(id) => format!("{id}/{index_in_unit}"),
+                    None => format!("{}/{}#{}", batch.stream, position, index_in_unit),
+                });
                 index_in_unit += 1;
                 let event_id: Arc<str> = Arc::from(record_id.as_str());
                 let mut bodies: [Option<Result<Bytes, String>>; 3] = [None, None, None];

@@ -321,6 +321,7 @@ impl GraphReader {
                     payload,
                     position: rfc3339(s.cursor),
                     state: Some(Arc::new(serde_json::json!({"ids": s.ids.to_state()}))),
+                    id: None,
                 });
             }
             None => {
@@ -332,6 +333,7 @@ impl GraphReader {
                     payload,
                     position: rfc3339(s.cursor),
                     state: Some(Arc::new(serde_json::json!({"ids": s.ids.to_state()}))),
+                    id: None,
                 });
                 if Utc::now() - s.cursor < chrono::TimeDelta::seconds(self.interval.as_secs() as i64 + 1) {
                     s.next_poll = Instant::now() + self.interval;

@@ -276,6 +276,7 @@ impl AuditLogQueryReader {
                         payload,
                         position: rfc3339(self.cursor),
                         state: Some(Arc::new(serde_json::json!({"ids": self.ids.to_state()}))),
+                        id: None,
                     }],
                 }))
             }

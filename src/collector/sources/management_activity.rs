@@ -415,6 +415,7 @@ impl ManagementActivityReader {
                         payload,
                         position: rfc3339(s.cursor),
                         state: Some(state_of(s)),
+                        id: None,
                     });
                 }
                 Err(why) => {
@@ -441,6 +442,7 @@ impl ManagementActivityReader {
                     payload: Bytes::from_static(b"[]"),
                     position: rfc3339(s.cursor),
                     state: Some(state_of(s)),
+                    id: None,
                 });
                 if Utc::now() - s.cursor < chrono::TimeDelta::seconds(interval.as_secs() as i64 + 1) {
                     s.next_poll = Instant::now() + interval;

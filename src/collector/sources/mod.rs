@@ -69,6 +69,10 @@ pub struct SourceUnit {
     pub position: String,
     /// Source state to save with the position, if the source keeps one.
     pub state: Option<Arc<serde_json::Value>>,
+    /// Stable, globally unique id of the unit (Event Hubs: `namespace/hub/partition/sequence`);
+    /// a record without an id of its own gets `{id}/{index in the unit}`. `None`: the runtime
+    /// uses `{stream}/{position}#{index}`.
+    pub id: Option<Arc<str>>,
 }
 
 /// Units of one stream, in order.

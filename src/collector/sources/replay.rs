@@ -216,6 +216,7 @@ impl ReplayReader {
                                 payload: Bytes::new(),
                                 position: format!("{path}@{line_no}"),
                                 state: None,
+                                id: None,
                             }));
                         }
                         continue;
@@ -224,6 +225,7 @@ impl ReplayReader {
                         payload: Bytes::from(line),
                         position: format!("{path}@{line_no}"),
                         state: None,
+                        id: None,
                     }
                 }
                 Some(OpenFile::Document { path, units, index }) => match units.next() {
@@ -237,6 +239,7 @@ impl ReplayReader {
                             payload,
                             position: format!("{path}@{index}"),
                             state: None,
+                            id: None,
                         }
                     }
                 },

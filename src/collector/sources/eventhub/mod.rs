@@ -301,18 +301,83 @@ fn is_stolen(e: &azure_messaging_eventhubs::EventHubsError) -> bool {
     matches!(e.kind, SdkErrorKind::ConsumerDisconnected(_)) || describe_error(e).contains("link:stolen")
 }
 
+/// How long a hand-over waits for the checkpoint to reach the last event read before naming
+/// the new owner anyway (the new owner then re-reads from the checkpoint: duplicates, no loss).
+const HAND_OVER_WAIT: Duration = Duration::from_secs(30);
+
+/// A partition being handed over: its reader is stopping or stopped, the record is still ours
+/// (renewed, the request kept) until the checkpoint has caught up.
+struct HandOver {
+    to: String,
+    /// The reader, until it has ended.
+    reader: Option<RunningReader>,
+    /// Offset of the last event the pipeline took (the checkpoint must reach it).
+    last: Option<String>,
+    deadline: Instant,
+}
+
+/// What this replica holds and runs.
+#[derive(Default)]
+struct Local {
+    /// Partitions this replica holds a record for: partition -> version.
+    held: BTreeMap<String, String>,
+    readers: HashMap<String, RunningReader>,
+    handing: HashMap<String, HandOver>,
+    /// Readers told to stop (ownership lost), not ended yet; nothing new starts on their
+    /// partitions until they have.
+    stopping: Vec<(String, RunningReader)>,
+    /// Where a reader restarted on a partition held throughout resumes: the last event the
+    /// pipeline took (a restart from the checkpoint would re-read what is still being delivered).
+    resume: HashMap<String, String>,
+    /// Partitions lost to another reader: not claimed again before this time.
+    cooldown: HashMap<String, Instant>,
+}
+
+impl Local {
+    /// The partition's previous reader, if any, is still running.
+    fn busy(&self, partition: &str) -> bool {
+        self.readers.contains_key(partition)
+            || self.handing.contains_key(partition)
+            || self.stopping.iter().any(|(p, _)| p == partition)
+    }
+
+    /// Remember where a reader of a partition still held got to.
+    fn remember(&mut self, partition: &str, last: &Mutex<Option<String>>) {
+        if !self.held.contains_key(partition) {
+            return;
+        }
+        if let Some(last) = last.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            self.resume.insert(partition.to_string(), last);
+        }
+    }
+
+    /// Stop every reader and wait for them (shutdown, fence); where a held partition's reader
+    /// got to is remembered.
+    async fn stop_all(&mut self) {
+        let readers: Vec<(String, RunningReader)> = self
+            .readers
+            .drain()
+            .chain(self.handing.drain().filter_map(|(p, h)| h.reader.map(|r| (p, r))))
+            .chain(self.stopping.drain(..))
+            .collect();
+        for (_, r) in &readers {
+            r.stop.cancel();
+        }
+        for (p, r) in readers {
+            let _ = r.task.await;
+            self.remember(&p, &r.last);
+        }
+    }
+}
+
 async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: CancellationToken) {
     let expiry = chrono::Duration::from_std(shared.settings.expiry).unwrap_or(chrono::Duration::seconds(60));
     let mut client: Option<Arc<ConsumerClient>> = None;
     let mut partitions: Vec<String> = Vec::new();
-    let mut readers: HashMap<String, RunningReader> = HashMap::new();
-    // Partitions this replica holds a record for: partition -> version.
-    let mut held: BTreeMap<String, String> = BTreeMap::new();
+    let mut local = Local::default();
     let mut last_renewed = Instant::now();
     // Reader restarts after a failure, per partition: (attempt, not before).
     let mut backoff: HashMap<String, (u32, Instant)> = HashMap::new();
-    // Partitions lost to another reader: not claimed again before this time.
-    let mut cooldown: HashMap<String, Instant> = HashMap::new();
     let mut connect_attempt = 0u32;
     let mut last_progress = Instant::now() - Duration::from_secs(3600);
     let mut next_connect = Instant::now();
@@ -359,23 +424,38 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
             }
         }
 
-        // Reap readers that ended.
-        let ended: Vec<String> = readers
+        // Reap readers told to stop.
+        let mut i = 0;
+        while i < local.stopping.len() {
+            if local.stopping[i].1.task.is_finished() {
+                let (p, r) = local.stopping.swap_remove(i);
+                let _ = r.task.await;
+                local.remember(&p, &r.last);
+            } else {
+                i += 1;
+            }
+        }
+        // Reap readers that ended by themselves.
+        let ended: Vec<String> = local
+            .readers
             .iter()
             .filter(|(_, r)| r.task.is_finished())
             .map(|(p, _)| p.clone())
             .collect();
         for p in ended {
-            let Some(r) = readers.remove(&p) else { continue };
-            match r.task.await {
+            let Some(mut r) = local.readers.remove(&p) else { continue };
+            let end = (&mut r.task).await;
+            match end {
                 Ok(ReaderEnd::Lost(why)) => {
                     tracing::warn!(partition = %p, reason = %why, "partition taken by another reader; giving it up");
-                    cooldown.insert(p.clone(), Instant::now() + shared.settings.expiry);
-                    if let Some(v) = held.remove(&p) {
+                    local.cooldown.insert(p.clone(), Instant::now() + shared.settings.expiry);
+                    local.resume.remove(&p);
+                    if let Some(v) = local.held.remove(&p) {
                         let _ = shared.ownership.write(&p, Some(&v), OwnershipClaim::release()).await;
                     }
                 }
                 Ok(ReaderEnd::Failed(why)) => {
+                    local.remember(&p, &r.last);
                     let entry = backoff.entry(p.clone()).or_insert((0, Instant::now()));
                     entry.0 += 1;
                     let wait = backoff_delay(entry.0);
@@ -398,24 +478,15 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
                         next_connect = next_connect.max(Instant::now() + wait);
                     }
                 }
-                Ok(ReaderEnd::Stopped) | Err(_) => {}
+                Ok(ReaderEnd::Stopped) | Err(_) => local.remember(&p, &r.last),
             }
         }
 
         if !partitions.is_empty() {
             match shared.ownership.list().await {
                 Ok(records) => {
-                    last_renewed = balance_cycle(
-                        &shared,
-                        &partitions,
-                        records,
-                        expiry,
-                        &mut held,
-                        &mut readers,
-                        &cooldown,
-                        last_renewed,
-                    )
-                    .await;
+                    last_renewed =
+                        balance_cycle(&shared, &partitions, records, expiry, &mut local, last_renewed).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list partition ownership");
@@ -424,24 +495,23 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
             }
             // Fence: without a successful renewal for most of the expiry, others may own our
             // partitions already.
-            if last_renewed.elapsed() > shared.settings.expiry.mul_f32(0.8) && !readers.is_empty() {
+            if last_renewed.elapsed() > shared.settings.expiry.mul_f32(0.8) && !local.readers.is_empty() {
                 tracing::warn!("ownership not renewed in time; stopping every reader");
-                for (_, r) in readers.drain() {
-                    r.stop.cancel();
-                    let _ = r.task.await;
-                }
-                held.clear();
+                // The records stay in `held`: the next listing tells which are still ours
+                // (nobody else read those, so they resume where this replica got to).
+                local.stop_all().await;
             }
-            // Start readers of owned partitions.
-            if client.is_some() {
-                for p in held.keys() {
-                    if readers.contains_key(p) {
+            // Start readers of owned partitions (only while ownership is fresh).
+            if client.is_some() && last_renewed.elapsed() <= shared.settings.expiry.mul_f32(0.8) {
+                let startable: Vec<String> = local.held.keys().filter(|p| !local.busy(p)).cloned().collect();
+                for p in startable {
+                    if backoff.get(&p).is_some_and(|(_, at)| Instant::now() < *at) {
                         continue;
                     }
-                    if backoff.get(p).is_some_and(|(_, at)| Instant::now() < *at) {
-                        continue;
-                    }
-                    readers.insert(p.clone(), start_reader(p.clone(), shared.clone(), tx.clone()));
+                    let resume = local.resume.remove(&p);
+                    local
+                        .readers
+                        .insert(p.clone(), start_reader(p, resume, shared.clone(), tx.clone()));
                 }
             }
             // Per-partition progress for the report (and the operator's lag): every 10 s.
@@ -449,7 +519,7 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
                 if last_progress.elapsed() >= Duration::from_secs(10).max(shared.settings.interval) {
                     last_progress = Instant::now();
                     let mut progress = BTreeMap::new();
-                    for (p, r) in readers.iter() {
+                    for (p, r) in local.readers.iter() {
                         let mut report = crate::config::PartitionReport {
                             owner: shared.identity.clone(),
                             read_sequence_number: *r.last_sequence.lock().unwrap_or_else(|x| x.into_inner()),
@@ -469,18 +539,19 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
                     shared.health.set_partitions(progress);
                 }
             }
-            let owned: BTreeSet<String> = readers.keys().cloned().collect();
+            let owned: BTreeSet<String> = local.readers.keys().cloned().collect();
             shared.status.lock().unwrap_or_else(|p| p.into_inner()).owned = owned;
             // A reader that delivers clears its backoff; with none failing, the error clears.
             backoff.retain(|p, _| {
-                !readers
+                !local
+                    .readers
                     .get(p)
                     .is_some_and(|r| r.healthy.load(std::sync::atomic::Ordering::Relaxed))
             });
             if client.is_some() && backoff.is_empty() {
                 shared.set_error(None);
             }
-            cooldown.retain(|_, until| Instant::now() < *until);
+            local.cooldown.retain(|_, until| Instant::now() < *until);
         }
 
         tokio::select! {
@@ -490,12 +561,9 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
     }
 
     // Shutdown: stop readers, then release what we hold.
-    for (_, r) in readers.drain() {
-        r.stop.cancel();
-        let _ = r.task.await;
-    }
+    local.stop_all().await;
     drop(tx);
-    for (p, v) in held {
+    for (p, v) in std::mem::take(&mut local.held) {
         // Another replica may have written a hand-over request on the record meanwhile (a new
         // version): release against the current version while the record is still ours.
         let mut outcome = shared.ownership.write(&p, Some(&v), OwnershipClaim::release()).await;
@@ -529,16 +597,15 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
     }
 }
 
-/// One balancing cycle; returns when ownership was last renewed successfully.
-#[allow(clippy::too_many_arguments)]
+/// One balancing cycle; returns when ownership was last renewed successfully. Never waits on a
+/// reader or a checkpoint: a slow stop must not delay the renewals that keep the other
+/// partitions ours.
 async fn balance_cycle(
     shared: &Arc<Shared>,
     partitions: &[String],
     records: Vec<crate::collector::checkpoint::ownership::Ownership>,
     expiry: chrono::Duration,
-    held: &mut BTreeMap<String, String>,
-    readers: &mut HashMap<String, RunningReader>,
-    cooldown: &HashMap<String, Instant>,
+    local: &mut Local,
     mut last_renewed: Instant,
 ) -> Instant {
     let me = shared.identity.as_str();
@@ -551,13 +618,18 @@ async fn balance_cycle(
         .map(|r| r.partition.clone())
         .collect();
     // Partitions we read but no longer own (taken after expiry, or by a hand-over we made).
-    let gone: Vec<String> = held.keys().filter(|p| !in_store.contains(*p)).cloned().collect();
+    let gone: Vec<String> = local.held.keys().filter(|p| !in_store.contains(*p)).cloned().collect();
     for p in gone {
-        held.remove(&p);
-        if let Some(r) = readers.remove(&p) {
+        local.held.remove(&p);
+        local.resume.remove(&p);
+        let reader = local
+            .readers
+            .remove(&p)
+            .or_else(|| local.handing.remove(&p).and_then(|h| h.reader));
+        if let Some(r) = reader {
             tracing::warn!(partition = %p, "partition ownership lost; stopping its reader");
             r.stop.cancel();
-            let _ = r.task.await;
+            local.stopping.push((p, r));
         }
     }
     let mut renew_failed = false;
@@ -568,7 +640,11 @@ async fn balance_cycle(
             .await
         {
             Ok(rec) => {
-                held.insert(p.clone(), rec.version);
+                if !local.held.contains_key(p) {
+                    // Handed to us by its previous owner: start from the checkpoint.
+                    local.resume.remove(p);
+                }
+                local.held.insert(p.clone(), rec.version);
             }
             Err(OwnershipError::Conflict { .. }) => {
                 // Usually a hand-over request written meanwhile; the next listing tells whether
@@ -581,45 +657,110 @@ async fn balance_cycle(
             }
         }
     }
-    if !renew_failed {
-        last_renewed = Instant::now();
-    }
-    for (p, version, to) in &plan.hand_over {
-        // Stop reading, let the checkpoint catch up, then name the new owner.
-        let last = match readers.remove(p) {
-            Some(r) => {
-                r.stop.cancel();
-                let _ = r.task.await;
-                let last = r.last.lock().unwrap_or_else(|x| x.into_inner()).clone();
-                last
-            }
-            None => None,
-        };
-        if let Some(last) = last {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                match shared.checkpoints.load(p).await {
-                    Ok(Some(cp)) if cp.position == last => break,
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+    // Hand-overs the plan no longer asks for (the requester left or got enough): read on.
+    let wanted: BTreeSet<&str> = plan.hand_over.iter().map(|(p, _, _)| p.as_str()).collect();
+    let dropped: Vec<String> = local
+        .handing
+        .keys()
+        .filter(|p| !wanted.contains(p.as_str()))
+        .cloned()
+        .collect();
+    for p in dropped {
+        if let Some(h) = local.handing.remove(&p) {
+            match h.reader {
+                Some(r) => local.stopping.push((p, r)),
+                None => {
+                    if let Some(last) = h.last {
+                        local.resume.insert(p, last);
+                    }
                 }
             }
         }
-        match shared
-            .ownership
-            .write(p, Some(version), OwnershipClaim::owner(to))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(partition = %p, to = %to, "partition handed over");
-                held.remove(p);
+    }
+    for (p, version, to) in &plan.hand_over {
+        // Stop reading; once the reader has ended and the checkpoint has reached the last
+        // event the pipeline took, name the new owner. Until then keep renewing the record
+        // (with the request) so that nobody takes it as expired.
+        if !local.handing.contains_key(p) {
+            let reader = local.readers.remove(p);
+            if let Some(r) = &reader {
+                r.stop.cancel();
             }
-            Err(e) => {
-                tracing::warn!(partition = %p, error = %e, "hand-over failed; keeping the partition");
+            let last = local.resume.remove(p);
+            local.handing.insert(
+                p.clone(),
+                HandOver {
+                    to: to.clone(),
+                    reader,
+                    last,
+                    deadline: Instant::now() + HAND_OVER_WAIT,
+                },
+            );
+        }
+        let Some(h) = local.handing.get_mut(p) else { continue };
+        h.to.clone_from(to);
+        if h.reader.as_ref().is_some_and(|r| r.task.is_finished()) {
+            if let Some(mut r) = h.reader.take() {
+                let _ = (&mut r.task).await;
+                if let Some(last) = r.last.lock().unwrap_or_else(|x| x.into_inner()).clone() {
+                    h.last = Some(last);
+                }
+            }
+        }
+        let caught_up = h.reader.is_none()
+            && match &h.last {
+                None => true,
+                Some(last) => matches!(shared.checkpoints.load(p).await, Ok(Some(cp)) if cp.position == *last),
+            };
+        let late = Instant::now() >= h.deadline;
+        if caught_up || late {
+            match shared
+                .ownership
+                .write(p, Some(version), OwnershipClaim::owner(to))
+                .await
+            {
+                Ok(_) => {
+                    if caught_up {
+                        tracing::info!(partition = %p, to = %to, "partition handed over");
+                    } else {
+                        tracing::warn!(partition = %p, to = %to, "partition handed over before its checkpoint caught up; the new owner re-reads from the checkpoint");
+                    }
+                    local.held.remove(p);
+                    if let Some(h) = local.handing.remove(p) {
+                        if let Some(r) = h.reader {
+                            local.stopping.push((p.clone(), r));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %p, error = %e, "hand-over failed; the next cycle decides");
+                }
+            }
+        } else {
+            let keep = OwnershipClaim {
+                owner: me,
+                requested_by: Some(to),
+                keep_renewed: false,
+            };
+            match shared.ownership.write(p, Some(version), keep).await {
+                Ok(rec) => {
+                    local.held.insert(p.clone(), rec.version);
+                }
+                Err(OwnershipError::Conflict { .. }) => {
+                    tracing::debug!(partition = %p, "hand-over renewal raced another write");
+                }
+                Err(e) => {
+                    renew_failed = true;
+                    tracing::warn!(partition = %p, error = %e, "cannot renew partition ownership");
+                }
             }
         }
     }
+    if !renew_failed {
+        last_renewed = Instant::now();
+    }
     for (p, expected) in &plan.claim {
-        if cooldown.contains_key(p) {
+        if local.cooldown.contains_key(p) {
             continue;
         }
         match shared
@@ -629,7 +770,9 @@ async fn balance_cycle(
         {
             Ok(rec) => {
                 tracing::info!(partition = %p, owner = %me, "partition claimed");
-                held.insert(p.clone(), rec.version);
+                // Someone else may have read it since: start from the checkpoint.
+                local.resume.remove(p);
+                local.held.insert(p.clone(), rec.version);
             }
             Err(OwnershipError::Conflict { .. }) => {}
             Err(e) => tracing::warn!(partition = %p, error = %e, "cannot claim partition"),
@@ -653,13 +796,21 @@ fn backoff_delay(attempt: u32) -> Duration {
     Duration::from_secs(secs.min(30))
 }
 
-fn start_reader(partition: String, shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>) -> RunningReader {
+/// Start reading a partition: after `resume` (the last event this replica's pipeline took, when
+/// it held the partition throughout), else after the checkpoint or at the configured start.
+fn start_reader(
+    partition: String,
+    resume: Option<String>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<SourceBatch>,
+) -> RunningReader {
     let stop = CancellationToken::new();
     let last = Arc::new(Mutex::new(None));
     let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let last_sequence = Arc::new(Mutex::new(None));
     let task = tokio::spawn(read_partition(
         partition,
+        resume,
         shared,
         tx,
         stop.clone(),
@@ -725,7 +876,9 @@ async fn start_position(shared: &Shared, partition: &str) -> Result<StartPositio
     })
 }
 
-fn unit_of(event: ReceivedEventData) -> Option<SourceUnit> {
+/// One event as a unit; `scope` is `namespace/hub/partition`, the unit id adds the sequence
+/// number (the offset when the service gave none), so records get ids unique across hubs.
+fn unit_of(event: ReceivedEventData, scope: &str) -> Option<SourceUnit> {
     let offset = event.offset().clone()?;
     let sequence = event.sequence_number();
     let enqueued = event
@@ -739,10 +892,15 @@ fn unit_of(event: ReceivedEventData) -> Option<SourceUnit> {
     if let Some(t) = enqueued {
         state.insert("enqueuedTime".into(), t.into());
     }
+    let id: Arc<str> = match sequence {
+        Some(s) => format!("{scope}/{s}").into(),
+        None => format!("{scope}/@{offset}").into(),
+    };
     Some(SourceUnit {
         payload,
         position: offset,
         state: Some(Arc::new(serde_json::Value::Object(state))),
+        id: Some(id),
     })
 }
 
@@ -750,14 +908,21 @@ fn unit_of(event: ReceivedEventData) -> Option<SourceUnit> {
 /// closes that connection, so transfers still in flight cannot upset other partitions' links.
 async fn read_partition(
     partition: String,
+    resume: Option<String>,
     shared: Arc<Shared>,
     tx: mpsc::Sender<SourceBatch>,
     stop: CancellationToken,
     progress: ReaderProgress,
 ) -> ReaderEnd {
-    let start = match start_position(&shared, &partition).await {
-        Ok(s) => s,
-        Err(e) => return ReaderEnd::Failed(e),
+    let start = match resume {
+        Some(offset) => StartPosition {
+            location: StartLocation::Offset(offset),
+            inclusive: false,
+        },
+        None => match start_position(&shared, &partition).await {
+            Ok(s) => s,
+            Err(e) => return ReaderEnd::Failed(e),
+        },
     };
     tracing::info!(partition = %partition, start = ?start.location, "reading partition");
     let options = OpenReceiverOptions {
@@ -792,6 +957,10 @@ async fn read_partition(
         }
     };
     let max_batch = (shared.spec.prefetch as usize).clamp(1, MAX_BATCH);
+    let scope = format!(
+        "{}/{}/{}",
+        shared.spec.event_hub.fully_qualified_namespace, shared.hub, partition
+    );
     let end = {
         let mut stream = std::pin::pin!(receiver.stream_events());
         loop {
@@ -810,7 +979,7 @@ async fn read_partition(
             let mut push = |item: Option<azure_messaging_eventhubs::Result<ReceivedEventData>>,
                             units: &mut Vec<SourceUnit>| match item {
                 Some(Ok(ev)) => {
-                    if let Some(u) = unit_of(ev) {
+                    if let Some(u) = unit_of(ev, &scope) {
                         units.push(u);
                     }
                     true
