@@ -9,8 +9,9 @@
 
 #[path = "common/azurite.rs"]
 mod azurite;
+#[path = "common/python.rs"]
+mod python;
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
@@ -57,36 +58,9 @@ async def main():
 asyncio.run(main())
 "#;
 
-/// `$SIEMBRIDGE_TEST_PYTHON`, else the venv `e2e/test-all.sh` creates, else `python3`.
-fn python() -> String {
-    if let Ok(p) = std::env::var("SIEMBRIDGE_TEST_PYTHON") {
-        return p;
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/.venv/bin/python");
-    if venv.exists() {
-        return venv.display().to_string();
-    }
-    "python3".into()
-}
-
 /// Whether the SDK is importable; outside CI its absence skips the test.
 fn sdk_available(python: &str) -> bool {
-    let ok = Command::new(python)
-        .args(["-c", "import azure.eventhub.extensions.checkpointstoreblobaio, aiohttp"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        let msg = format!(
-            "{python} cannot import azure-eventhub-checkpointstoreblob-aio: run e2e/test-all.sh and export \
-             SIEMBRIDGE_TEST_PYTHON=$PWD/e2e/.venv/bin/python"
-        );
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
-    }
-    ok
+    python::can_import(python, "azure.eventhub.extensions.checkpointstoreblobaio, aiohttp")
 }
 
 fn run_sdk(python: &str, conn: &str, container: &str, mode: &str) -> Value {
@@ -105,7 +79,7 @@ fn run_sdk(python: &str, conn: &str, container: &str, mode: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_and_siembridge_read_each_others_checkpoints_and_ownership() {
     siembridge::tls::install_crypto_provider();
-    let python = python();
+    let python = python::python();
     if !sdk_available(&python) {
         return;
     }
@@ -236,4 +210,75 @@ async fn first_checkpoint_creates_the_container_and_the_blob() {
         store.save("2", &bad).await.is_err(),
         "an Event Hubs checkpoint needs a sequence number"
     );
+}
+
+/// The ownership blobs as the balancer's records: create once, compare-and-write on the ETag, a
+/// hand-over request that does not renew the owner's claim, release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_records_compare_and_write_on_the_etag() {
+    use siembridge::collector::checkpoint::ownership::{OwnershipClaim, OwnershipError, PartitionOwnership};
+    siembridge::tls::install_crypto_provider();
+    let Some(az) = azurite::start() else { return };
+    let service = BlobService::from_connection_string(&SecretValue::new(az.connection_string()), None).unwrap();
+    let store = BlobCheckpointStore::new(service, "balancer", FQNS, HUB, CG);
+    assert!(store.list().await.unwrap().is_empty(), "no container yet: no records");
+
+    let a = store
+        .write("5", None, OwnershipClaim::owner("replica-a"))
+        .await
+        .unwrap();
+    assert_eq!(a.owner, "replica-a");
+    assert!(
+        matches!(
+            store.write("5", None, OwnershipClaim::owner("replica-b")).await,
+            Err(OwnershipError::Conflict { .. })
+        ),
+        "a second create loses"
+    );
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].partition.as_str(), listed[0].owner.as_str()),
+        ("5", "replica-a")
+    );
+    assert_eq!(listed[0].version, a.version);
+    let renewed_at = listed[0].renewed;
+
+    // A request keeps the owner's renewal time although Last-Modified moves.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let asked = store
+        .write("5", Some(&a.version), OwnershipClaim::request("replica-a", "replica-b"))
+        .await
+        .unwrap();
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed[0].requested_by.as_deref(), Some("replica-b"));
+    assert_eq!(listed[0].owner, "replica-a");
+    assert!(
+        (listed[0].renewed - renewed_at).num_milliseconds().abs() < 1000,
+        "request must not renew: {} vs {renewed_at}",
+        listed[0].renewed
+    );
+    assert!(
+        matches!(
+            store
+                .write("5", Some(&a.version), OwnershipClaim::owner("replica-a"))
+                .await,
+            Err(OwnershipError::Conflict { .. })
+        ),
+        "a stale ETag loses"
+    );
+    // The owner hands over; the record names the requester, without the request.
+    let handed = store
+        .write("5", Some(&asked.version), OwnershipClaim::owner("replica-b"))
+        .await
+        .unwrap();
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed[0].owner, "replica-b");
+    assert_eq!(listed[0].requested_by, None);
+    assert!(listed[0].renewed > renewed_at);
+    store
+        .write("5", Some(&handed.version), OwnershipClaim::release())
+        .await
+        .unwrap();
+    assert_eq!(store.list().await.unwrap()[0].owner, "", "released");
 }

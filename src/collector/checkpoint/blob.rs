@@ -17,15 +17,17 @@
 //! unconditional Set Blob Metadata, as in the SDKs, and an upload of the empty blob when it does
 //! not exist yet.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::json;
 
+use super::ownership::{Ownership, OwnershipClaim, OwnershipError, PartitionOwnership as OwnershipStore};
 use super::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::api::{BlobCheckpointStore as BlobCheckpointStoreSpec, EventHubRef};
-use crate::collector::azure_blob::{BlobError, BlobService, Condition};
+use crate::collector::azure_blob::{BlobError, BlobItem, BlobService, Condition};
 use crate::config::SecretSource;
 
 /// Who owns a partition, as the ownership blob says.
@@ -43,9 +45,9 @@ pub struct PartitionOwnership {
 }
 
 /// Checkpoints and ownership of one consumer group in one container.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct BlobCheckpointStore {
-    service: BlobService,
+    service: Arc<BlobService>,
     container: String,
     /// `<fqns>/<hub>/<consumer group>/`, lower-cased.
     prefix: String,
@@ -61,7 +63,7 @@ impl BlobCheckpointStore {
         consumer_group: &str,
     ) -> Self {
         BlobCheckpointStore {
-            service,
+            service: Arc::new(service),
             container: container.to_string(),
             prefix: format!("{fully_qualified_namespace}/{hub}/{consumer_group}/").to_lowercase(),
         }
@@ -308,6 +310,149 @@ impl CheckpointStore for BlobCheckpointStore {
 
     fn describe(&self) -> String {
         format!("azureBlob:{}/{}", self.container, self.prefix.trim_end_matches('/'))
+    }
+
+    fn partition_ownership(&self) -> Option<Arc<dyn OwnershipStore>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+/// Metadata of siembridge's load balancer beside the SDKs' `ownerid`: a replica asking for the
+/// partition, and the owner's last renewal when a request was written after it (`Last-Modified`
+/// moves with every write; the request must not keep a dead owner's claim alive). The SDKs
+/// ignore both and drop them when they claim.
+const REQUESTED_BY: &str = "siembridgerequestedby";
+const RENEWED_AT: &str = "siembridgerenewedat";
+
+fn ownership_record(partition: String, item: &BlobItem) -> Ownership {
+    let renewed = item
+        .metadata
+        .get(RENEWED_AT)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .or_else(|| item.last_modified.map(chrono::DateTime::<chrono::Utc>::from))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH);
+    Ownership {
+        partition,
+        owner: item.metadata.get("ownerid").cloned().unwrap_or_default(),
+        renewed,
+        requested_by: item.metadata.get(REQUESTED_BY).filter(|r| !r.is_empty()).cloned(),
+        version: item.etag.clone(),
+    }
+}
+
+/// The ownership blobs as the Event Hubs balancer's records: ETag for the version, `ownerid`
+/// for the owner, `Last-Modified` for the renewal, so replicas of siembridge share partitions
+/// through the same blobs the Azure SDK processors use.
+#[async_trait]
+impl OwnershipStore for BlobCheckpointStore {
+    async fn list(&self) -> Result<Vec<Ownership>, OwnershipError> {
+        let prefix = format!("{}ownership/", self.prefix);
+        let items = match self.service.list_blobs(&self.container, &prefix).await {
+            Err(e) if e.code() == "ContainerNotFound" => return Ok(Vec::new()),
+            other => other.map_err(|e| self.ownership_error(e))?,
+        };
+        Ok(items
+            .iter()
+            .map(|item| ownership_record(item.name.rsplit('/').next().unwrap_or_default().to_string(), item))
+            .collect())
+    }
+
+    async fn write(
+        &self,
+        partition: &str,
+        expected: Option<&str>,
+        claim: OwnershipClaim<'_>,
+    ) -> Result<Ownership, OwnershipError> {
+        let conflict = || OwnershipError::Conflict {
+            partition: partition.to_string(),
+        };
+        let blob = self.ownership_blob(partition);
+        let kept_renewal = match (claim.keep_renewed, expected) {
+            (true, Some(etag)) => {
+                let current = self
+                    .service
+                    .blob_properties(&self.container, &blob)
+                    .await
+                    .map_err(|e| self.ownership_error(e))?
+                    .ok_or_else(conflict)?;
+                if current.etag != etag {
+                    return Err(conflict());
+                }
+                let renewed = ownership_record(partition.to_string(), &current).renewed;
+                Some(renewed.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            }
+            _ => None,
+        };
+        let mut metadata: Vec<(&str, &str)> = vec![("ownerid", claim.owner)];
+        if let Some(r) = claim.requested_by {
+            metadata.push((REQUESTED_BY, r));
+        }
+        if let Some(t) = &kept_renewal {
+            metadata.push((RENEWED_AT, t));
+        }
+        let mut created_container = false;
+        let written = loop {
+            let outcome = match expected {
+                Some(etag) => {
+                    self.service
+                        .set_metadata(&self.container, &blob, &metadata, &Condition::IfMatch(etag.to_string()))
+                        .await
+                }
+                None => {
+                    self.service
+                        .put_block_blob(
+                            &self.container,
+                            &blob,
+                            Bytes::new(),
+                            "application/octet-stream",
+                            &metadata,
+                            &Condition::IfNotExists,
+                        )
+                        .await
+                }
+            };
+            match outcome {
+                Err(e) if e.code() == "ContainerNotFound" && !created_container => {
+                    created_container = true;
+                    self.ensure_container().await.map_err(|e| OwnershipError::Store {
+                        store: CheckpointStore::describe(self),
+                        message: e.to_string(),
+                    })?;
+                }
+                other => break other,
+            }
+        };
+        match written {
+            Ok(etag) => Ok(Ownership {
+                partition: partition.to_string(),
+                owner: claim.owner.to_string(),
+                renewed: kept_renewal
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_else(chrono::Utc::now),
+                requested_by: claim.requested_by.map(str::to_string),
+                version: etag,
+            }),
+            Err(e) if e.is_precondition_failed() || e.is_conflict() || (expected.is_some() && e.is_not_found()) => {
+                Err(conflict())
+            }
+            Err(e) => Err(self.ownership_error(e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        CheckpointStore::describe(self)
+    }
+}
+
+impl BlobCheckpointStore {
+    fn ownership_error(&self, e: BlobError) -> OwnershipError {
+        OwnershipError::Store {
+            store: CheckpointStore::describe(self),
+            message: e.to_string(),
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 //!
 //! Stores: [`FileOwnership`] here (standalone mode, several processes on one machine share a
 //! directory: an exclusive `flock` around read-compare-write), the Lease store in
-//! [`super::lease`].
+//! [`super::lease`], the Azure SDK ownership blobs in [`super::blob`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -443,12 +443,16 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
             .map(|(p, _)| p.clone())
             .collect();
         for p in ended {
-            let Some(mut r) = local.readers.remove(&p) else { continue };
+            let Some(mut r) = local.readers.remove(&p) else {
+                continue;
+            };
             let end = (&mut r.task).await;
             match end {
                 Ok(ReaderEnd::Lost(why)) => {
                     tracing::warn!(partition = %p, reason = %why, "partition taken by another reader; giving it up");
-                    local.cooldown.insert(p.clone(), Instant::now() + shared.settings.expiry);
+                    local
+                        .cooldown
+                        .insert(p.clone(), Instant::now() + shared.settings.expiry);
                     local.resume.remove(&p);
                     if let Some(v) = local.held.remove(&p) {
                         let _ = shared.ownership.write(&p, Some(&v), OwnershipClaim::release()).await;
@@ -485,8 +489,7 @@ async fn run_balancer(shared: Arc<Shared>, tx: mpsc::Sender<SourceBatch>, stop: 
         if !partitions.is_empty() {
             match shared.ownership.list().await {
                 Ok(records) => {
-                    last_renewed =
-                        balance_cycle(&shared, &partitions, records, expiry, &mut local, last_renewed).await;
+                    last_renewed = balance_cycle(&shared, &partitions, records, expiry, &mut local, last_renewed).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list partition ownership");
