@@ -226,13 +226,15 @@ async fn collector_process_memory_stays_bounded_under_a_stalled_receiver() {
     config.telemetry.listen = Some(format!("127.0.0.1:{metrics_port}"));
     let config_path = dir.path().join("c.yaml");
     std::fs::write(&config_path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_siembridge"))
-        .args(["collector", "--config"])
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::child::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_siembridge"))
+            .args(["collector", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let body = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await

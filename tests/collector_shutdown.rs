@@ -1,6 +1,9 @@
 //! SIGTERM drains and checkpoints: after a graceful stop the checkpoint covers exactly what the
 //! destination received, so a restart neither loses nor repeats a record.
 
+#[path = "common/child.rs"]
+mod child;
+
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,13 +74,15 @@ fn sigterm_drains_and_checkpoints_what_was_delivered() {
     };
     let cfg = dir.path().join("c.yaml");
     std::fs::write(&cfg, serde_yaml::to_string(&config).unwrap()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_siembridge"))
-        .args(["collector", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = child::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_siembridge"))
+            .args(["collector", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -21,7 +21,7 @@ mod python;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eventhub_collector::*;
@@ -91,16 +91,7 @@ fn id(partition: usize, index: u64) -> u64 {
 }
 
 /// Collector processes, SIGKILLed if the test fails before it stops them.
-struct Procs(Vec<(String, Child, PathBuf)>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, child, _) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+struct Procs(Vec<(String, common::child::Reaped, PathBuf)>);
 
 fn log_tail(p: &Path) -> String {
     let text = std::fs::read_to_string(p).unwrap_or_default();
@@ -189,7 +180,7 @@ async fn collectors_share_partitions_and_resume_through_sdk_blob_checkpoints() {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("collector starts");
-        procs.0.push((name.to_string(), child, out));
+        procs.0.push((name.to_string(), common::child::Reaped(child), out));
     }
 
     // Every event after the SDK's checkpoint, and none before it, exactly once.

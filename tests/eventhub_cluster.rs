@@ -62,7 +62,7 @@ async fn two_collectors_share_partitions_through_leases() {
         };
         let path = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-        children.push(
+        children.push(common::child::Reaped(
             Command::new(env!("CARGO_BIN_EXE_siembridge"))
                 .args(["collector", "--config"])
                 .arg(&path)
@@ -77,7 +77,7 @@ async fn two_collectors_share_partitions_through_leases() {
                 .stderr(std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap())
                 .spawn()
                 .expect("collector starts"),
-        );
+        ));
     }
     let outs = [dir.path().join("pod-a.ndjson"), dir.path().join("pod-b.ndjson")];
     let deadline = Instant::now() + Duration::from_secs(120);

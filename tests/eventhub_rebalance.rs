@@ -14,7 +14,7 @@ mod eventhubs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ const EVENTS: u64 = 300_000;
 
 struct Proc {
     name: String,
-    child: Child,
+    child: common::child::Reaped,
     out: PathBuf,
     log: PathBuf,
 }
@@ -39,18 +39,20 @@ fn spawn(name: &str, dir: &Path, config: &siembridge::config::CollectorConfig, c
     let cfg_path = dir.join(format!("{name}.yaml"));
     std::fs::write(&cfg_path, serde_yaml::to_string(config).unwrap()).unwrap();
     let log = dir.join(format!("{name}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_siembridge"))
-        .args(["collector", "--config"])
-        .arg(&cfg_path)
-        .env(connection_string_env(), connection_string)
-        .env("SIEMBRIDGE_OWNER_ID", name)
-        .env("SIEMBRIDGE_EVENTHUB_BALANCE_INTERVAL_MS", "300")
-        .env("SIEMBRIDGE_EVENTHUB_OWNERSHIP_EXPIRY_MS", "3000")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("collector starts");
+    let child = common::child::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_siembridge"))
+            .args(["collector", "--config"])
+            .arg(&cfg_path)
+            .env(connection_string_env(), connection_string)
+            .env("SIEMBRIDGE_OWNER_ID", name)
+            .env("SIEMBRIDGE_EVENTHUB_BALANCE_INTERVAL_MS", "300")
+            .env("SIEMBRIDGE_EVENTHUB_OWNERSHIP_EXPIRY_MS", "3000")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("collector starts"),
+    );
     Proc {
         name: name.into(),
         child,

@@ -1,6 +1,7 @@
 //! Scaffolding shared by the collector tests. Each test binary uses a part of it.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod entra;
 pub mod graph;
 pub mod o365;
