@@ -183,11 +183,54 @@ pub struct TelemetryConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum ReportTarget {
-    /// Key `report.json` of a ConfigMap the collector may update.
+    /// A ConfigMap the collector may update: each replica writes its own key
+    /// ([`report_key`]), the operator merges them ([`CollectorReport::merge`]).
     #[serde(rename_all = "camelCase")]
     ConfigMap { namespace: String, name: String },
     /// A JSON file (standalone mode).
     File { path: String },
+}
+
+/// Reports older than this, next to a newer one, are from replicas that are gone.
+pub const REPORT_STALE_SECONDS: i64 = 300;
+
+/// Key of a replica's report in the report ConfigMap: `report-<reporter>.json`, the reporter
+/// (pod name) reduced to the characters a ConfigMap key allows.
+pub fn report_key(reporter: &str) -> String {
+    let clean: String = reporter
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(200)
+        .collect();
+    format!("report-{clean}.json")
+}
+
+/// Whether a ConfigMap key holds a replica's report (`report.json` from older collectors, or
+/// `report-<reporter>.json`).
+pub fn is_report_key(key: &str) -> bool {
+    key == "report.json" || (key.starts_with("report-") && key.ends_with(".json"))
+}
+
+fn report_time(t: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(t).ok()
+}
+
+/// The later of two optional RFC 3339 times.
+fn later(a: Option<String>, b: &Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => match (report_time(&a), report_time(b)) {
+            (Some(x), Some(y)) if y > x => Some(b.clone()),
+            _ => Some(a),
+        },
+        (None, b) => b.clone(),
+        (a, None) => a,
+    }
 }
 
 /// Progress a collector publishes; the operator turns it into LogSource and ConsumerGroup status.
@@ -207,6 +250,71 @@ pub struct CollectorReport {
     /// Per partition this collector reads (Event Hubs), by partition id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub partitions: BTreeMap<String, PartitionReport>,
+}
+
+impl CollectorReport {
+    /// One report from the reports of a collector's replicas: counters add up, a destination is
+    /// healthy when every replica finds it so, errors and cursors come from the newest report
+    /// that has them, partitions from the replica that reported them last. Reports more than
+    /// [`REPORT_STALE_SECONDS`] older than the newest are left out (replicas that are gone).
+    pub fn merge(mut reports: Vec<CollectorReport>) -> Option<CollectorReport> {
+        let newest = reports.iter().filter_map(|r| report_time(&r.time)).max();
+        if let Some(newest) = newest {
+            let horizon = newest - chrono::Duration::seconds(REPORT_STALE_SECONDS);
+            reports.retain(|r| report_time(&r.time).is_none_or(|t| t >= horizon));
+        }
+        // Oldest first, so that the newest report's values are applied last.
+        reports.sort_by_key(|r| report_time(&r.time));
+        let mut iter = reports.into_iter();
+        let mut merged = iter.next()?;
+        let mut reporters = vec![merged.reporter.clone()];
+        for r in iter {
+            reporters.push(r.reporter.clone());
+            merged.time = r.time.clone();
+            for (name, ls) in r.log_sources {
+                let m = merged.log_sources.entry(name).or_default();
+                m.events_forwarded += ls.events_forwarded;
+                m.last_event_time = later(m.last_event_time.take(), &ls.last_event_time);
+                m.cursors.extend(ls.cursors);
+                m.lag_seconds = m.lag_seconds.max(ls.lag_seconds);
+                if ls.source_error.is_some() {
+                    m.source_error = ls.source_error;
+                }
+                m.throttled |= ls.throttled;
+                for range in ls.data_loss {
+                    if !m.data_loss.contains(&range) {
+                        m.data_loss.push(range);
+                    }
+                }
+                m.backfill_percent = match (m.backfill_percent, ls.backfill_percent) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            for (name, d) in r.destinations {
+                match merged.destinations.get_mut(&name) {
+                    None => {
+                        merged.destinations.insert(name, d);
+                    }
+                    Some(m) => {
+                        m.healthy &= d.healthy;
+                        m.events_sent += d.events_sent;
+                        m.events_dead_lettered += d.events_dead_lettered;
+                        m.queue_depth += d.queue_depth;
+                        m.last_success_time = later(m.last_success_time.take(), &d.last_success_time);
+                        if d.last_error.is_some() {
+                            m.last_error = d.last_error;
+                        }
+                    }
+                }
+            }
+            merged.partitions.extend(r.partitions);
+        }
+        reporters.sort();
+        reporters.dedup();
+        merged.reporter = reporters.join(",");
+        Some(merged)
+    }
 }
 
 /// Progress of one Event Hubs partition as its current reader sees it.
@@ -259,4 +367,93 @@ pub struct DestinationReport {
     pub last_success_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(name: &str, time: &str, forwarded: u64, partitions: &[(&str, i64)]) -> CollectorReport {
+        CollectorReport {
+            reporter: name.into(),
+            time: time.into(),
+            log_sources: BTreeMap::from([(
+                "entra".to_string(),
+                LogSourceReport {
+                    events_forwarded: forwarded,
+                    last_event_time: Some(time.into()),
+                    ..Default::default()
+                },
+            )]),
+            destinations: BTreeMap::from([(
+                "siem".to_string(),
+                DestinationReport {
+                    healthy: true,
+                    events_sent: forwarded,
+                    ..Default::default()
+                },
+            )]),
+            partitions: partitions
+                .iter()
+                .map(|(p, last)| {
+                    (
+                        p.to_string(),
+                        PartitionReport {
+                            owner: name.into(),
+                            last_enqueued_sequence_number: Some(*last),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn replicas_reports_add_up_and_keep_every_partition() {
+        let a = replica("pod-a", "2026-05-01T12:00:10Z", 100, &[("0", 10), ("1", 11)]);
+        let mut b = replica("pod-b", "2026-05-01T12:00:05Z", 50, &[("2", 12), ("3", 13)]);
+        b.destinations.get_mut("siem").unwrap().healthy = false;
+        b.destinations.get_mut("siem").unwrap().last_error = Some("503".into());
+        b.log_sources.get_mut("entra").unwrap().source_error = Some("unauthorized".into());
+        let m = CollectorReport::merge(vec![a, b]).unwrap();
+        assert_eq!(m.reporter, "pod-a,pod-b");
+        assert_eq!(m.time, "2026-05-01T12:00:10Z");
+        let ls = &m.log_sources["entra"];
+        assert_eq!(ls.events_forwarded, 150);
+        assert_eq!(ls.last_event_time.as_deref(), Some("2026-05-01T12:00:10Z"));
+        assert_eq!(ls.source_error.as_deref(), Some("unauthorized"));
+        let d = &m.destinations["siem"];
+        assert!(!d.healthy, "unhealthy when one replica finds it so");
+        assert_eq!((d.events_sent, d.last_error.as_deref()), (150, Some("503")));
+        let owners: Vec<(&str, &str)> = m
+            .partitions
+            .iter()
+            .map(|(p, r)| (p.as_str(), r.owner.as_str()))
+            .collect();
+        assert_eq!(
+            owners,
+            vec![("0", "pod-a"), ("1", "pod-a"), ("2", "pod-b"), ("3", "pod-b")]
+        );
+    }
+
+    #[test]
+    fn gone_replicas_are_left_out_and_the_newest_reader_of_a_partition_wins() {
+        let gone = replica("pod-old", "2026-05-01T11:00:00Z", 1000, &[("0", 5)]);
+        let before = replica("pod-a", "2026-05-01T12:00:00Z", 10, &[("0", 8)]);
+        let now = replica("pod-b", "2026-05-01T12:00:20Z", 20, &[("0", 9)]);
+        let m = CollectorReport::merge(vec![now, gone, before]).unwrap();
+        assert_eq!(m.reporter, "pod-a,pod-b");
+        assert_eq!(m.log_sources["entra"].events_forwarded, 30);
+        assert_eq!(m.partitions["0"].owner, "pod-b");
+        assert_eq!(m.partitions["0"].last_enqueued_sequence_number, Some(9));
+        assert!(CollectorReport::merge(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn report_keys() {
+        assert!(is_report_key("report.json"));
+        assert!(is_report_key(&report_key("pod-a")));
+        assert!(!is_report_key("collector.yaml"));
+    }
 }

@@ -713,9 +713,32 @@ async fn consumer_group_runs_one_collector_with_its_replicas_and_secrets() {
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let lease = |name: &str, holder: &str| {
         json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name, "namespace": NS,
+                "annotations": {"siembridge.io/sequence-number": "100", "siembridge.io/offset": "4096"}},
             "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30, "renewTime": now}})
     };
+    // Each replica reports the partitions it reads under its own key of the report ConfigMap.
+    let replica_report = |pod: &str, partition: &str, last: i64| {
+        json!({"reporter": pod, "time": "2026-11-22T10:00:00Z",
+            "logSources": {"intune": {"eventsForwarded": 10}},
+            "partitions": {partition: {"owner": pod, "lastEnqueuedSequenceNumber": last}}})
+        .to_string()
+    };
+    let mut report_cm = ConfigMap {
+        data: Some(BTreeMap::from([
+            (
+                "report-sb-cg-intune-hub-7d9f-a.json".to_string(),
+                replica_report("sb-cg-intune-hub-7d9f-a", "0", 150),
+            ),
+            (
+                "report-sb-cg-intune-hub-7d9f-b.json".to_string(),
+                replica_report("sb-cg-intune-hub-7d9f-b", "1", 130),
+            ),
+        ])),
+        ..Default::default()
+    };
+    report_cm.metadata.name = Some("sb-cg-intune-hub-report".into());
+    report_cm.metadata.namespace = Some(NS.into());
     let leases = vec![
         lease("sb-cg-intune-hub-1", "sb-cg-intune-hub-7d9f-b"),
         lease("sb-cg-intune-hub-0", "sb-cg-intune-hub-7d9f-a"),
@@ -731,7 +754,7 @@ async fn consumer_group_runs_one_collector_with_its_replicas_and_secrets() {
             vec![cg.clone()],
             vec![stdout_destination()],
             vec![secret("hub-listen", "connection-string", "7")],
-            vec![],
+            vec![report_cm],
             vec![],
         ),
         stub(true),
@@ -764,6 +787,10 @@ async fn consumer_group_runs_one_collector_with_its_replicas_and_secrets() {
     assert_eq!(status["partitions"][0]["id"], "0");
     assert_eq!(status["partitions"][0]["owner"], "sb-cg-intune-hub-7d9f-a");
     assert_eq!(status["partitions"].as_array().unwrap().len(), 2);
+    // Lag from both replicas' reports, not only the last one written.
+    assert_eq!(status["partitions"][0]["lagEvents"], 50, "{status}");
+    assert_eq!(status["partitions"][1]["lagEvents"], 30, "{status}");
+    assert_eq!(status["maxLagEvents"], 50, "{status}");
 }
 
 #[tokio::test]

@@ -39,8 +39,6 @@ pub const COLLECTOR_APP: &str = "siembridge-collector";
 pub const CONFIG_HASH_ANNOTATION: &str = "siembridge.io/config-hash";
 /// Key of the rendered configuration in the collector ConfigMap.
 pub const CONFIG_KEY: &str = "collector.yaml";
-/// Key of the collector's progress report in its report ConfigMap.
-pub const REPORT_KEY: &str = "report.json";
 /// Directory the collector ConfigMap is mounted at.
 pub const CONFIG_MOUNT_DIR: &str = "/etc/siembridge";
 /// User and group the collector runs as (the distroless `nonroot` user).

@@ -88,14 +88,20 @@ impl Stores {
     pub fn report(&self, namespace: &str, collector: &str) -> Option<CollectorReport> {
         let name = super::builders::report_config_map_name(collector);
         let cm = self.config_maps.get(&ObjectRef::new(&name).within(namespace))?;
-        let raw = cm.data.as_ref()?.get(super::builders::REPORT_KEY)?;
-        match serde_json::from_str(raw) {
-            Ok(report) => Some(report),
-            Err(error) => {
-                tracing::warn!(%error, configmap = name, "collector report is not valid JSON; ignored");
-                None
-            }
-        }
+        let reports = cm
+            .data
+            .as_ref()?
+            .iter()
+            .filter(|(key, _)| crate::config::is_report_key(key))
+            .filter_map(|(key, raw)| match serde_json::from_str(raw) {
+                Ok(report) => Some(report),
+                Err(error) => {
+                    tracing::warn!(%error, configmap = name, key = %key, "collector report is not valid JSON; ignored");
+                    None
+                }
+            })
+            .collect();
+        CollectorReport::merge(reports)
     }
 
     /// The Deployment of a collector, as last seen.
