@@ -444,3 +444,59 @@ async fn entra_credentials_read_the_hub_and_survive_token_expiry() {
     eprintln!("entra tokens issued: {issued}");
     assert!(issued >= 2, "tokens were renewed");
 }
+
+/// Keeps the id of every event it is sent.
+#[derive(Default)]
+struct IdCapture(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl siembridge::collector::destinations::Destination for IdCapture {
+    async fn send(
+        &self,
+        batch: &[siembridge::collector::destinations::Event],
+    ) -> siembridge::collector::destinations::SendOutcome {
+        self.0.lock().unwrap().extend(batch.iter().map(|e| e.id.to_string()));
+        siembridge::collector::destinations::SendOutcome::Delivered
+    }
+}
+
+/// Records without an id of their own are identified by namespace, hub, partition, sequence
+/// number and index in the event, so destinations that dedupe on ids drop re-deliveries.
+#[tokio::test]
+async fn records_are_identified_by_namespace_hub_partition_sequence_and_index() {
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_BALANCE_INTERVAL_MS", "200");
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_OWNERSHIP_EXPIRY_MS", "3000");
+    let s = standin(2).await;
+    set_connection_string(&s, KEY);
+    let two_records = |n: u64| {
+        bytes::Bytes::from(format!(
+            "{{\"records\":[{{\"time\":\"2026-01-01T10:00:05Z\",\"category\":\"SignInLogs\",\"correlationId\":\"{n}a\"}},\
+             {{\"time\":\"2026-01-01T10:00:06Z\",\"category\":\"SignInLogs\",\"correlationId\":\"{n}b\"}}]}}"
+        ))
+    };
+    s.state
+        .publish("entra-logs", Some(0), (0..3).map(two_records).collect());
+    s.state
+        .publish("entra-logs", Some(1), (3..5).map(two_records).collect());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = consumer_group_spec(NS, "entra-logs", "siem", &s.endpoint());
+    let config = eventhub_config(spec, dir.path(), &dir.path().join("unused.ndjson"), None);
+    let capture = std::sync::Arc::new(IdCapture::default());
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(
+        Collector::new(config)
+            .with_destination("file", capture.clone())
+            .run(stop.clone()),
+    );
+    wait_for(|| capture.0.lock().unwrap().len() >= 10, Duration::from_secs(60)).await;
+    stop.cancel();
+    handle.await.unwrap().expect("collector ran");
+    let mut ids = capture.0.lock().unwrap().clone();
+    ids.sort();
+    let mut expected: Vec<String> = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+        .iter()
+        .flat_map(|(p, seq)| (0..2).map(move |i| format!("{NS}/entra-logs/{p}/{seq}/{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+}
