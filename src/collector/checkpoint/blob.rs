@@ -153,51 +153,34 @@ impl BlobCheckpointStore {
         owner_id: &str,
         etag: Option<&str>,
     ) -> Result<Option<PartitionOwnership>, CheckpointError> {
-        let blob = self.ownership_blob(partition_id);
-        let metadata = [("ownerid", owner_id)];
-        let written = match etag {
-            Some(etag) => {
-                self.service
-                    .set_metadata(&self.container, &blob, &metadata, &Condition::IfMatch(etag.to_string()))
-                    .await
+        let written = match OwnershipStore::write(self, partition_id, etag, OwnershipClaim::owner(owner_id)).await {
+            Ok(record) => record,
+            Err(OwnershipError::Conflict { .. }) => {
+                tracing::debug!(partition = partition_id, owner = owner_id, "ownership claim lost");
+                return Ok(None);
             }
-            None => {
-                self.service
-                    .put_block_blob(
-                        &self.container,
-                        &blob,
-                        Bytes::new(),
-                        "application/octet-stream",
-                        &metadata,
-                        &Condition::IfNotExists,
-                    )
-                    .await
+            Err(e) => {
+                return Err(CheckpointError::Io {
+                    store: format!("azureBlob:{}", self.container),
+                    source: std::io::Error::other(e),
+                })
             }
         };
-        match written {
-            Ok(etag) => {
-                let last_modified = self
-                    .service
-                    .blob_properties(&self.container, &blob)
-                    .await
-                    .ok()
-                    .flatten()
-                    .filter(|p| p.etag == etag)
-                    .and_then(|p| p.last_modified)
-                    .or_else(|| Some(SystemTime::now()));
-                Ok(Some(PartitionOwnership {
-                    partition_id: partition_id.to_string(),
-                    owner_id: owner_id.to_string(),
-                    etag,
-                    last_modified,
-                }))
-            }
-            Err(e) if e.is_precondition_failed() || e.is_conflict() || (etag.is_some() && e.is_not_found()) => {
-                tracing::debug!(partition = partition_id, owner = owner_id, status = ?e.status(), "ownership claim lost");
-                Ok(None)
-            }
-            Err(e) => Err(self.err(e)),
-        }
+        let last_modified = self
+            .service
+            .blob_properties(&self.container, &self.ownership_blob(partition_id))
+            .await
+            .ok()
+            .flatten()
+            .filter(|p| p.etag == written.version)
+            .and_then(|p| p.last_modified)
+            .or_else(|| Some(SystemTime::now()));
+        Ok(Some(PartitionOwnership {
+            partition_id: partition_id.to_string(),
+            owner_id: owner_id.to_string(),
+            etag: written.version,
+            last_modified,
+        }))
     }
 }
 

@@ -180,6 +180,45 @@ pub fn split_by_size(sizes: &[usize], limit: usize, overhead: usize, per_event: 
     ranges
 }
 
+/// A batch of which some events were refused before sending (`outcomes[i]` set) and the others
+/// encoded (item `k`, of `sizes[k]` bytes, being event `sendable[k]`), sent as JSON arrays of at
+/// most `limit` bytes by `post` (given the range of items to send). Once a request is throttled the rest is not sent (it waits with the
+/// throttled part: `Retry`).
+pub async fn send_json_chunks<F, Fut>(
+    mut outcomes: Vec<Option<EventOutcome>>,
+    sendable: &[usize],
+    sizes: &[usize],
+    limit: usize,
+    mut post: F,
+) -> SendOutcome
+where
+    F: FnMut(Range<usize>) -> Fut,
+    Fut: std::future::Future<Output = (Vec<EventOutcome>, Option<Duration>)>,
+{
+    let mut after = None;
+    for range in split_by_size(sizes, limit, 2, 1) {
+        if after.is_some() {
+            break;
+        }
+        let (chunk, chunk_after) = post(range.clone()).await;
+        after = chunk_after;
+        for (k, o) in range.zip(chunk) {
+            outcomes[sendable[k]] = Some(o);
+        }
+    }
+    uniform(
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or(EventOutcome::Retry {
+                    reason: "not sent: the receiver asked to wait".into(),
+                })
+            })
+            .collect(),
+        after,
+    )
+}
+
 /// Per-event outcomes that are all the same keep a batch-level form, so the health report gets
 /// the reason and a retry the server's `Retry-After` (events all to retry count as the same, with
 /// the first reason).

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::StatusCode;
 
-use super::http_client::{self, excerpt, request_error, split_by_size, uniform};
+use super::http_client::{self, excerpt, request_error, send_json_chunks};
 use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{RetrySpec, SekoiaSpec};
 use crate::config::SecretSource;
@@ -141,29 +141,7 @@ impl Destination for SekoiaDestination {
             }
         }
         let sizes: Vec<usize> = encoded.iter().map(String::len).collect();
-        let mut after = None;
-        for range in split_by_size(&sizes, CHUNK_BYTES, 2, 1) {
-            // Once throttled, the rest waits with the throttled part (unsent: `Retry`).
-            if after.is_some() {
-                break;
-            }
-            let (chunk_outcomes, chunk_after) = self.post(&encoded[range.clone()]).await;
-            after = chunk_after;
-            for (k, o) in range.zip(chunk_outcomes) {
-                outcomes[sendable[k]] = Some(o);
-            }
-        }
-        uniform(
-            outcomes
-                .into_iter()
-                .map(|o| {
-                    o.unwrap_or(EventOutcome::Retry {
-                        reason: "not sent: the receiver asked to wait".into(),
-                    })
-                })
-                .collect(),
-            after,
-        )
+        send_json_chunks(outcomes, &sendable, &sizes, CHUNK_BYTES, |r| self.post(&encoded[r])).await
     }
 }
 

@@ -16,7 +16,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::StatusCode;
 
 use super::document::facts;
-use super::http_client::{self, excerpt, request_error, split_by_size, uniform};
+use super::http_client::{self, excerpt, request_error, send_json_chunks};
 use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{RetrySpec, SentinelSpec};
 use crate::collector::auth::{default_scope, AuthError, CloudEndpoints, TokenProvider};
@@ -219,29 +219,10 @@ impl Destination for SentinelDestination {
             }
         }
         let sizes: Vec<usize> = rows.iter().map(Vec::len).collect();
-        let mut after = None;
-        for range in split_by_size(&sizes, MAX_REQUEST_BYTES, 2, 1) {
-            // Once throttled, the rest waits with the throttled part (unsent: `Retry`).
-            if after.is_some() {
-                break;
-            }
-            let (chunk, chunk_after) = self.send_rows(&rows[range.clone()]).await;
-            after = chunk_after;
-            for (k, o) in range.zip(chunk) {
-                outcomes[sendable[k]] = Some(o);
-            }
-        }
-        uniform(
-            outcomes
-                .into_iter()
-                .map(|o| {
-                    o.unwrap_or(EventOutcome::Retry {
-                        reason: "not sent: the receiver asked to wait".into(),
-                    })
-                })
-                .collect(),
-            after,
-        )
+        send_json_chunks(outcomes, &sendable, &sizes, MAX_REQUEST_BYTES, |r| {
+            self.send_rows(&rows[r])
+        })
+        .await
     }
 }
 
