@@ -500,3 +500,39 @@ async fn records_are_identified_by_namespace_hub_partition_sequence_and_index() 
     expected.sort();
     assert_eq!(ids, expected);
 }
+
+/// An Event Hub that does not exist (yet): a clear error naming it in the report, retries with
+/// backoff, and events flow once it is created.
+#[tokio::test]
+async fn unknown_hub_is_reported_and_read_once_created() {
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_BALANCE_INTERVAL_MS", "200");
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_OWNERSHIP_EXPIRY_MS", "3000");
+    let s = standin(2).await;
+    set_connection_string(&s, KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let report = dir.path().join("report.json");
+    let spec = consumer_group_spec(NS, "intune-logs", "siem", &s.endpoint());
+    let config = eventhub_config(spec, dir.path(), &out, Some(&report));
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(Collector::new(config).run(stop.clone()));
+
+    wait_for(
+        || {
+            report_error(&report)
+                .is_some_and(|e| e.contains("'contoso-ns.servicebus.windows.net/intune-logs' could not be found"))
+        },
+        Duration::from_secs(40),
+    )
+    .await;
+    eprintln!("reported: {:?}", report_error(&report));
+    assert!(!handle.is_finished(), "the collector retries instead of exiting");
+
+    s.state.add_hub("intune-logs", 2, &["siem"]);
+    s.state
+        .publish("intune-logs", None, (0..50).map(diagnostic_body).collect());
+    wait_for(|| delivered_ids(&[&out]).len() == 50, Duration::from_secs(60)).await;
+    wait_for(|| report_error(&report).is_none(), Duration::from_secs(30)).await;
+    stop.cancel();
+    handle.await.unwrap().expect("collector ran");
+}
