@@ -572,49 +572,70 @@ static ESCAPE: [u8; 256] = {
 };
 
 /// Write a JSON string: the bytes `serde_json` writes for it, without going through a
-/// serializer (runs of plain bytes are copied at once).
+/// serializer. Most strings need no escape: they are checked eight bytes at a time and copied
+/// at once.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
+    if any_escape(bytes) {
+        write_escaped(out, bytes);
+    } else {
+        out.extend_from_slice(bytes);
+    }
+    out.push(b'"');
+}
+
+/// The eight bytes at `i` as a little-endian word (`i + 8 <= b.len()`).
+#[inline(always)]
+fn word_at(b: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// Whether any byte of `b` needs escaping in a JSON string.
+#[inline(always)]
+fn any_escape(b: &[u8]) -> bool {
+    let n = b.len();
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 <= n {
+            if needs_escape(word_at(b, i)) {
+                return true;
+            }
+            i += 8;
+        }
+        // The tail as the last eight bytes (overlapping bytes already found clean).
+        i < n && needs_escape(word_at(b, n - 8))
+    } else if n >= 4 {
+        // Two overlapping four-byte halves.
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        needs_escape(u64::from(lo) | (u64::from(hi) << 32))
+    } else {
+        b.iter().any(|&c| ESCAPE[c as usize] != 0)
+    }
+}
+
+/// Write the content of a JSON string that has bytes to escape (serde_json's escapes).
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        // Eight bytes at a time while none needs escaping (the usual case).
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            if !needs_escape(u64::from_le_bytes(word)) {
-                i += 8;
-                continue;
-            }
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if esc == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
         } else {
-            // The tail, padded with a byte that needs no escape.
-            let mut word = [b'a'; 8];
-            word[..bytes.len() - i].copy_from_slice(&bytes[i..]);
-            if !needs_escape(u64::from_le_bytes(word)) {
-                break;
-            }
+            out.extend_from_slice(&[b'\\', esc]);
         }
-        let stop = (i + 8).min(bytes.len());
-        while i < stop {
-            let b = bytes[i];
-            let esc = ESCAPE[b as usize];
-            if esc != 0 {
-                out.extend_from_slice(&bytes[start..i]);
-                if esc == b'u' {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
-                } else {
-                    out.extend_from_slice(&[b'\\', esc]);
-                }
-                start = i + 1;
-            }
-            i += 1;
-        }
+        start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// Write a JSON array of strings.
@@ -1769,6 +1790,21 @@ mod tests {
             let mut out = Vec::new();
             write_value(&mut out, x);
             assert_eq!(out, serde_json::to_vec(x).expect("serialize"));
+        }
+    }
+
+    #[test]
+    fn strings_of_every_short_length_escape_like_serde_json() {
+        for len in 0..24 {
+            for pos in 0..len {
+                for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', 'é', 'a'] {
+                    let mut text: String = "abcdefghijklmnopqrstuvwxyz".chars().take(len).collect();
+                    text.replace_range(pos..pos + 1, &special.to_string());
+                    let mut out = Vec::new();
+                    write_str(&mut out, &text);
+                    assert_eq!(out, serde_json::to_vec(&text).expect("serialize"), "{text:?}");
+                }
+            }
         }
     }
 
