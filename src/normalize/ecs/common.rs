@@ -406,21 +406,15 @@ impl<'a> Doc<'a> {
                     let extra: Vec<(&str, &Value)> = extras.iter().map(|(k, v)| (k.as_str(), v)).collect();
                     SNAKE_CACHE.with(|cache| match cache.try_borrow_mut() {
                         Ok(mut cache) => {
-                            let mut scratch = SnakeScratch {
-                                arena: String::with_capacity(1024),
-                                keys: Vec::with_capacity(64),
-                                cache: &mut cache,
-                            };
-                            write_snake(out, source, *depth, &extra, &mut scratch);
+                            let mut keys = Vec::with_capacity(64);
+                            write_snake(out, source, *depth, &extra, &mut keys, &mut cache);
+                            // Forms past the capacity were made for this document only.
+                            cache.forms.truncate(SnakeCache::CAPACITY);
                         }
                         // Not reentrant; a fresh cache keeps it correct if it ever were.
                         Err(_) => {
-                            let mut scratch = SnakeScratch {
-                                arena: String::new(),
-                                keys: Vec::new(),
-                                cache: &mut SnakeCache::default(),
-                            };
-                            write_snake(out, source, *depth, &extra, &mut scratch);
+                            let mut keys = Vec::new();
+                            write_snake(out, source, *depth, &extra, &mut keys, &mut SnakeCache::default());
                         }
                     });
                 }
@@ -486,65 +480,68 @@ pub fn merge_into(doc: &mut Value, path: &str, incoming: Value) {
     }
 }
 
-/// A key either borrowed or stored in the scratch buffer of converted keys.
-#[derive(Clone, Copy)]
-enum KeyRef<'a> {
-    Str(&'a str),
-    Arena(usize, usize),
+/// An object key as a vendor copy writes it: its JSON text with the colon (escaped once), its
+/// text, and its first 16 bytes as a number that orders like the text (zero padded).
+struct KeyForm {
+    json: Box<[u8]>,
+    text: Box<str>,
+    prefix: u128,
 }
 
-impl<'a> KeyRef<'a> {
-    fn get<'b>(&'b self, arena: &'b str) -> &'b str
-    where
-        'a: 'b,
-    {
-        match self {
-            KeyRef::Str(s) => s,
-            KeyRef::Arena(a, b) => &arena[*a..*b],
+impl KeyForm {
+    fn new(text: &str) -> Self {
+        let mut json = Vec::with_capacity(text.len() + 3);
+        write_str(&mut json, text);
+        json.push(b':');
+        let mut bytes = [0u8; 16];
+        let n = text.len().min(16);
+        bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
+        KeyForm {
+            json: json.into_boxed_slice(),
+            text: text.into(),
+            prefix: u128::from_be_bytes(bytes),
         }
     }
 }
 
-/// Buffers reused by every object of a [`write_snake`] walk: converted keys and the key
-/// lists of the objects being written (each level works on its own tail of both).
-struct SnakeScratch<'v, 'c> {
-    arena: String,
-    keys: Vec<(KeyRef<'v>, &'v Value)>,
-    cache: &'c mut SnakeCache,
-}
-
-/// The snake_case forms of keys already converted on this thread (`None`: the key is
-/// unchanged). Microsoft records repeat a small set of field names, so after the first records
-/// a conversion is a hash lookup and a copy. Bounded: keys past [`SnakeCache::CAPACITY`] are
-/// converted every time.
+/// The key forms of keys already seen on this thread, snake_cased (`snake`) or as they are
+/// (`raw`). Microsoft records repeat a small set of field names, so after the first records a
+/// key costs a hash lookup. Bounded: forms past [`SnakeCache::CAPACITY`] are made for one
+/// document at a time (the caller truncates `forms` back after each document).
 #[derive(Default)]
 struct SnakeCache {
-    map: std::collections::HashMap<Box<str>, Option<Box<str>>, foldhash::fast::RandomState>,
+    snake: std::collections::HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    raw: std::collections::HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    forms: Vec<KeyForm>,
 }
 
 impl SnakeCache {
     const CAPACITY: usize = 4096;
 
-    /// Append the converted form of `key` to `arena` (nothing when it is unchanged).
-    fn convert(&mut self, key: &str, arena: &mut String) {
-        if let Some(hit) = self.map.get(key) {
-            if let Some(converted) = hit {
-                arena.push_str(converted);
-            }
-            return;
+    /// The index in `forms` of the form of `key`, snake_cased or not.
+    fn form(&mut self, key: &str, convert: bool) -> u32 {
+        let map = if convert { &self.snake } else { &self.raw };
+        if let Some(&i) = map.get(key) {
+            return i;
         }
-        let start = arena.len();
-        let converted: Option<Box<str>> = match snake_into(key, arena) {
-            Some(fixed) => {
-                arena.push_str(fixed);
-                Some(fixed.into())
-            }
-            None if arena.len() == start => None,
-            None => Some(arena[start..].into()),
+        let form = if convert {
+            KeyForm::new(&snake(key))
+        } else {
+            KeyForm::new(key)
         };
-        if self.map.len() < Self::CAPACITY {
-            self.map.insert(key.into(), converted);
+        let i = self.forms.len() as u32;
+        self.forms.push(form);
+        if self.forms.len() <= Self::CAPACITY {
+            let map = if convert { &mut self.snake } else { &mut self.raw };
+            map.insert(key.into(), i);
         }
+        i
+    }
+
+    /// Whether form `a` sorts before form `b` (`Equal`: same text).
+    fn cmp(&self, a: (u128, u32), b: (u128, u32)) -> std::cmp::Ordering {
+        a.0.cmp(&b.0)
+            .then_with(|| self.forms[a.1 as usize].text.cmp(&self.forms[b.1 as usize].text))
     }
 }
 
@@ -700,13 +697,15 @@ pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value) {
 
 /// Write `v` as JSON with object keys snake_cased `depth` levels deep, in the order a
 /// `serde_json::Map` of the converted keys would have (later duplicates win), `extras`
-/// merged into the top-level object (they win).
+/// merged into the top-level object (they win). `keys` is scratch shared by every level
+/// (each works on its own tail): sort prefix, form index, value.
 fn write_snake<'v>(
     out: &mut Vec<u8>,
     v: &'v Value,
     depth: usize,
     extras: &[(&'v str, &'v Value)],
-    scratch: &mut SnakeScratch<'v, '_>,
+    keys: &mut Vec<(u128, u32, &'v Value)>,
+    cache: &mut SnakeCache,
 ) {
     if depth == 0 && extras.is_empty() {
         write_value(out, v);
@@ -714,55 +713,45 @@ fn write_snake<'v>(
     }
     match v {
         Value::Object(m) => {
-            let base = scratch.keys.len();
-            let arena_base = scratch.arena.len();
+            let base = keys.len();
             for (k, x) in m {
-                if depth == 0 {
-                    scratch.keys.push((KeyRef::Str(k), x));
-                    continue;
-                }
-                let start = scratch.arena.len();
-                scratch.cache.convert(k, &mut scratch.arena);
-                let key = if scratch.arena.len() == start {
-                    KeyRef::Str(k)
-                } else {
-                    KeyRef::Arena(start, scratch.arena.len())
-                };
-                scratch.keys.push((key, x));
+                let i = cache.form(k, depth > 0);
+                keys.push((cache.forms[i as usize].prefix, i, x));
             }
             for (k, x) in extras {
-                scratch.keys.push((KeyRef::Str(k), *x));
+                let i = cache.form(k, false);
+                keys.push((cache.forms[i as usize].prefix, i, *x));
             }
             // Converted keys mostly keep the order of the originals (and stay distinct): sort
             // and look for duplicates only when not.
-            let ordered = {
-                let arena = scratch.arena.as_str();
-                let keys = &mut scratch.keys[base..];
-                let ordered = keys.windows(2).all(|w| w[0].0.get(arena) < w[1].0.get(arena));
-                if !ordered {
-                    keys.sort_by(|a, b| a.0.get(arena).cmp(b.0.get(arena)));
-                }
-                ordered
-            };
-            let end = scratch.keys.len();
+            let ordered = keys[base..]
+                .windows(2)
+                .all(|w| cache.cmp((w[0].0, w[0].1), (w[1].0, w[1].1)).is_lt());
+            if !ordered {
+                // Stable: of equal keys the later stays last, and wins below.
+                let forms = &cache.forms;
+                keys[base..].sort_by(|a, b| {
+                    a.0.cmp(&b.0)
+                        .then_with(|| forms[a.1 as usize].text.cmp(&forms[b.1 as usize].text))
+                });
+            }
+            let end = keys.len();
             out.push(b'{');
             let mut first = true;
             for i in base..end {
-                let (k, x) = scratch.keys[i];
-                if !ordered && i + 1 < end && scratch.keys[i + 1].0.get(&scratch.arena) == k.get(&scratch.arena) {
+                let (prefix, form, x) = keys[i];
+                if !ordered && i + 1 < end && cache.cmp((prefix, form), (keys[i + 1].0, keys[i + 1].1)).is_eq() {
                     continue;
                 }
                 if !first {
                     out.push(b',');
                 }
                 first = false;
-                write_str(out, k.get(&scratch.arena));
-                out.push(b':');
-                write_snake(out, x, depth.saturating_sub(1), &[], scratch);
+                out.extend_from_slice(&cache.forms[form as usize].json);
+                write_snake(out, x, depth.saturating_sub(1), &[], keys, cache);
             }
             out.push(b'}');
-            scratch.keys.truncate(base);
-            scratch.arena.truncate(arena_base);
+            keys.truncate(base);
         }
         Value::Array(a) => {
             out.push(b'[');
@@ -770,7 +759,7 @@ fn write_snake<'v>(
                 if i > 0 {
                     out.push(b',');
                 }
-                write_snake(out, x, depth, &[], scratch);
+                write_snake(out, x, depth, &[], keys, cache);
             }
             out.push(b']');
         }
@@ -1854,6 +1843,30 @@ mod tests {
         assert!(under_parts("event.kind.x", &["event", "kind"]));
         assert!(!under_parts("event.kinds", &["event", "kind"]));
         assert!(!under_parts("eventkind", &["event", "kind"]));
+    }
+
+    #[test]
+    fn vendor_copies_past_the_key_cache_capacity_match_the_built_document() {
+        let mut record = Map::new();
+        for i in 0..SnakeCache::CAPACITY + 300 {
+            record.insert(
+                format!("fieldNumber{i}"),
+                json!({"innerKey": i, "IPAddress": "192.0.2.1"}),
+            );
+        }
+        record.insert("user_id".into(), json!("u"));
+        record.insert("UserId".into(), json!("v"));
+        let record = Value::Object(record);
+        for _ in 0..2 {
+            let mut doc = Doc::new();
+            doc.put_str("a.b", Some("x"));
+            let mut out = Vec::new();
+            doc.write_json(&mut out, Some((Cow::Borrowed("v"), &record, 2)));
+            let mut built = Doc::new();
+            built.put_str("a.b", Some("x"));
+            built.merge(Cow::Borrowed("v"), snake_keys(&record, 2));
+            assert_eq!(out, serde_json::to_vec(&built.finish()).expect("serialize"));
+        }
     }
 
     #[test]
