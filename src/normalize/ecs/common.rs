@@ -814,13 +814,44 @@ fn path_byte(b: u8) -> u8 {
 }
 
 /// The first 14 bytes of a path as a number ordered like [`cmp_path`] (zero padded, the low 16
-/// bits zero): a smaller key means a smaller path; equal keys need [`cmp_path`].
+/// bits zero): a smaller key means a smaller path; equal keys need [`cmp_path`]. Every byte is
+/// mapped with [`path_byte`] at once (bit tricks on the 16 bytes as one number).
 fn path_key(path: &str) -> u128 {
-    let mut bytes = [0u8; 16];
-    for (slot, &b) in bytes[..14].iter_mut().zip(path.as_bytes()) {
-        *slot = path_byte(b);
-    }
-    u128::from_be_bytes(bytes)
+    const L: u128 = u128::from_be_bytes([1; 16]);
+    const H: u128 = L * 0x80;
+    let b = path.as_bytes();
+    let n = b.len();
+    let x = if n >= 16 {
+        let mut w = [0u8; 16];
+        w.copy_from_slice(&b[..16]);
+        u128::from_be_bytes(w)
+    } else if n >= 8 {
+        // The first and the last eight bytes, overlapping.
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[..8]);
+        let head = u128::from(u64::from_be_bytes(w)) << 64;
+        w.copy_from_slice(&b[n - 8..]);
+        head | (u128::from(u64::from_be_bytes(w)) << (8 * (16 - n)))
+    } else if n >= 4 {
+        let head = u128::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])) << 96;
+        let tail = u128::from(u32::from_be_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]));
+        head | (tail << (8 * (16 - n)))
+    } else {
+        b.iter()
+            .enumerate()
+            .fold(0u128, |acc, (i, &c)| acc | (u128::from(c) << (8 * (15 - i))))
+    };
+    // The bytes that count: the first 14 of the path.
+    let kept = n.min(14);
+    let mask = if kept == 0 { 0 } else { !0u128 << (8 * (16 - kept)) };
+    let x = x & mask;
+    // High bit of each byte: byte >= '.' (exact per byte: no borrow crosses bytes).
+    let ge = (((x | H) - L * u128::from(b'.')) | x) & H;
+    let below = !ge & H & mask;
+    // High bit of each byte: byte == '.'.
+    let y = x ^ (L * u128::from(b'.'));
+    let dot = !((((y & !H) + !H) | y) & H) & H & mask;
+    (x + (below >> 7)) & !((dot >> 7) * 0xFF)
 }
 
 /// Build nested objects from writes sorted with [`cmp_path`]; `start` is the byte offset of
@@ -1809,6 +1840,32 @@ mod tests {
                     "{b} at {pos}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn path_keys_map_every_byte_like_path_byte() {
+        fn reference(path: &str) -> u128 {
+            let mut bytes = [0u8; 16];
+            for (slot, &b) in bytes[..14].iter_mut().zip(path.as_bytes()) {
+                *slot = path_byte(b);
+            }
+            u128::from_be_bytes(bytes)
+        }
+        for len in 0..20 {
+            for pos in 0..len.max(1) {
+                for b in 0..0x80u8 {
+                    let mut text: Vec<u8> = (0..len).map(|i| b"event.category.x"[i % 16]).collect();
+                    if pos < len {
+                        text[pos] = b;
+                    }
+                    let text = String::from_utf8(text).expect("ascii");
+                    assert_eq!(path_key(&text), reference(&text), "{text:?}");
+                }
+            }
+        }
+        for text in ["é.a", "aé", "source.géo.city_name", "\u{7f}.\u{80}x"] {
+            assert_eq!(path_key(text), reference(text), "{text:?}");
         }
     }
 
