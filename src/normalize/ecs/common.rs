@@ -247,8 +247,9 @@ impl<'a> Doc<'a> {
         self.entries.iter().any(|(p, _)| under_parts(p, path))
     }
 
-    /// Add `related.*` and return the writes sorted by path, the last of equal paths only.
-    fn sorted_entries(&mut self) -> Vec<(Path, Val<'a>)> {
+    /// Add `related.*` and return the indices of the writes in `entries`, sorted by path, the
+    /// last of equal paths only.
+    fn sorted_order(&mut self) -> Vec<usize> {
         let user = std::mem::take(&mut self.related_user);
         let ip = std::mem::take(&mut self.related_ip);
         let hosts = std::mem::take(&mut self.related_hosts);
@@ -257,7 +258,7 @@ impl<'a> Doc<'a> {
                 self.entries.push((Cow::Borrowed(path), Val::List(list)));
             }
         }
-        let mut entries = std::mem::take(&mut self.entries);
+        let entries = &self.entries;
         let n = entries.len();
         // Sort numbers that hold the first 14 bytes of the path (ordered like the path) above
         // the entry's index: plain integer sorting, which decides nearly every comparison.
@@ -270,7 +271,8 @@ impl<'a> Doc<'a> {
             .collect();
         order.sort_unstable();
         let index = |k: u128| (k & 0xFFFF) as usize;
-        if n > 0xFFFF {
+        let wide = n > 0xFFFF;
+        if wide {
             // Indices do not fit: sort by path text, stably (not seen in practice).
             order = (0..n as u128).collect();
             order.sort_by(|a, b| cmp_path(&entries[*a as usize].0, &entries[*b as usize].0));
@@ -289,16 +291,33 @@ impl<'a> Doc<'a> {
                 i = j;
             }
         }
-        let index = |k: u128| if n > 0xFFFF { k as usize } else { index(k) };
-        let mut out: Vec<(Path, Val<'a>)> = Vec::with_capacity(n);
+        let mut out: Vec<usize> = Vec::with_capacity(n);
+        let mut last_prefix = None;
         for k in order {
-            let (p, v) = std::mem::replace(&mut entries[index(k)], (Cow::Borrowed(""), Val::Str("")));
+            let (i, prefix) = if wide {
+                (k as usize, None)
+            } else {
+                (index(k), Some(k >> 16))
+            };
+            // Equal paths are adjacent, and have equal sort prefixes.
             match out.last_mut() {
-                Some(last) if last.0 == p => last.1 = v,
-                _ => out.push((p, v)),
+                Some(last) if (wide || prefix == last_prefix) && entries[*last].0 == entries[i].0 => *last = i,
+                _ => out.push(i),
             }
+            last_prefix = prefix;
         }
         out
+    }
+
+    /// Add `related.*` and return the writes sorted by path, the last of equal paths only.
+    fn sorted_entries(&mut self) -> Vec<(Path, Val<'a>)> {
+        let order = self.sorted_order();
+        order.into_iter().map(|i| self.take_entry(i)).collect()
+    }
+
+    /// Move a write out of `entries` (an empty one is left in its place).
+    fn take_entry(&mut self, i: usize) -> (Path, Val<'a>) {
+        std::mem::replace(&mut self.entries[i], (Cow::Borrowed(""), Val::Str("")))
     }
 
     /// Finish the document: write `related.*` and build the nested objects.
@@ -317,39 +336,57 @@ impl<'a> Doc<'a> {
     /// [`Doc::finish`] with the vendor copy merged, without building it: `vendor` is written
     /// from the record (keys snake_cased `depth` levels deep).
     pub fn write_json(mut self, out: &mut Vec<u8>, vendor: Option<(Path, &Value, usize)>) {
-        let mut entries = self.sorted_entries();
+        // The writes in path order, as indices in `entries`; `VENDOR` stands for the copy.
+        const VENDOR: usize = usize::MAX;
+        let mut order = self.sorted_order();
         // Cases the streaming writer does not handle go through `build` (same output).
-        let slow = entries
-            .windows(2)
-            .any(|w| w[0].1.is_object() && w[1].0 != w[0].0 && under(&w[1].0, &w[0].0))
-            || vendor.as_ref().is_some_and(|(path, _, _)| {
-                entries
-                    .iter()
-                    .any(|(p, _)| under(p, path) && (p.len() <= path.len() + 1 || p[path.len() + 1..].contains('.')))
-            });
+        let slow = {
+            let entries = &self.entries;
+            order.windows(2).any(|w| {
+                let (a, b) = (&entries[w[0]], &entries[w[1]]);
+                a.1.is_object() && b.0 != a.0 && under(&b.0, &a.0)
+            }) || vendor.as_ref().is_some_and(|(path, _, _)| {
+                order.iter().any(|&i| {
+                    let p = &entries[i].0;
+                    under(p, path) && (p.len() <= path.len() + 1 || p[path.len() + 1..].contains('.'))
+                })
+            })
+        };
         if slow {
+            let entries = order.into_iter().map(|i| self.take_entry(i)).collect();
             return self.write_json_slow(out, entries, vendor);
         }
         let mut vendor_at: Option<usize> = None;
         let mut extras: Vec<(String, Value)> = Vec::new();
         if let Some((path, _, _)) = &vendor {
             // Writes directly below the copy (Defender's envelope fields) are merged into it.
-            let pos = entries.partition_point(|(p, _)| cmp_path(p, path) == std::cmp::Ordering::Less);
+            let entries = &self.entries;
+            let pos = order.partition_point(|&i| cmp_path(&entries[i].0, path) == std::cmp::Ordering::Less);
             let mut end = pos;
-            while entries.get(end).is_some_and(|(p, _)| under(p, path)) {
+            while order.get(end).is_some_and(|&i| under(&entries[i].0, path)) {
                 end += 1;
             }
-            for (p, v) in entries.drain(pos..end) {
+            for i in order.drain(pos..end) {
+                let (p, v) = self.take_entry(i);
                 extras.push((p[path.len() + 1..].to_string(), v.into_value()));
             }
-            entries.insert(pos, (path.clone(), Val::Json(Value::Null)));
+            order.insert(pos, VENDOR);
             vendor_at = Some(pos);
         }
+        let entries = &self.entries;
+        let vendor_path: &str = vendor.as_ref().map_or("", |(p, _, _)| p);
+        let path_at = |i: usize| -> &str {
+            if i == VENDOR {
+                vendor_path
+            } else {
+                &entries[i].0
+            }
+        };
         // A non-object leaf that also has writes below it gives way to them (as in `build`).
         let mut i = 0;
-        while i + 1 < entries.len() {
-            if vendor_at != Some(i) && under(&entries[i + 1].0, &entries[i].0) {
-                entries.remove(i);
+        while i + 1 < order.len() {
+            if vendor_at != Some(i) && under(path_at(order[i + 1]), path_at(order[i])) {
+                order.remove(i);
                 if let Some(v) = vendor_at.as_mut() {
                     if *v > i {
                         *v -= 1;
@@ -367,7 +404,8 @@ impl<'a> Doc<'a> {
         let mut ends: Vec<usize> = Vec::with_capacity(8);
         let mut first = true;
         out.push(b'{');
-        for (idx, (path, value)) in entries.iter().enumerate() {
+        for (idx, &ei) in order.iter().enumerate() {
+            let path = path_at(ei);
             let p = path.as_bytes();
             // Segments shared with the previous path stay open (nested: the deepest shared
             // one decides).
@@ -385,14 +423,14 @@ impl<'a> Doc<'a> {
             ends.truncate(shared);
             // Open the remaining parents.
             let mut seg_start = if shared > 0 { ends[shared - 1] } else { 0 };
-            while let Some(dot) = p[seg_start..].iter().position(|&b| b == b'.') {
+            while let Some(dot) = find_dot(p, seg_start) {
                 if !first {
                     out.push(b',');
                 }
-                write_str(out, &path[seg_start..seg_start + dot]);
+                write_str(out, &path[seg_start..dot]);
                 out.extend_from_slice(b":{");
                 first = true;
-                seg_start += dot + 1;
+                seg_start = dot + 1;
                 ends.push(seg_start);
             }
             if !first {
@@ -418,7 +456,7 @@ impl<'a> Doc<'a> {
                         }
                     });
                 }
-                _ => value.write(out),
+                _ => entries[ei].1.write(out),
             }
             prev = p;
         }
@@ -589,6 +627,35 @@ fn word_at(b: &[u8], i: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&b[i..i + 8]);
     u64::from_le_bytes(w)
+}
+
+/// The offset of the first `.` in `b` at or after `from` (eight bytes at a time).
+fn find_dot(b: &[u8], from: usize) -> Option<usize> {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    // High bit of each byte of `w` that is a dot (exact per byte: no carry crosses bytes).
+    let dots = |w: u64| {
+        let x = w ^ (L * u64::from(b'.'));
+        !((((x & !H) + !H) | x) & H) & H
+    };
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let d = dots(word_at(b, i));
+        if d != 0 {
+            return Some(i + (d.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    if i >= b.len() {
+        return None;
+    }
+    if b.len() >= 8 {
+        // The last eight bytes, without those before `i`.
+        let start = b.len() - 8;
+        let d = dots(word_at(b, start)) & (!0u64 << (8 * (i - start)));
+        return (d != 0).then(|| start + (d.trailing_zeros() / 8) as usize);
+    }
+    b[i..].iter().position(|&c| c == b'.').map(|k| i + k)
 }
 
 /// Whether any byte of `b` needs escaping in a JSON string.
@@ -1866,6 +1933,27 @@ mod tests {
         }
         for text in ["é.a", "aé", "source.géo.city_name", "\u{7f}.\u{80}x"] {
             assert_eq!(path_key(text), reference(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn dots_are_found_from_any_offset() {
+        for text in [
+            "",
+            ".",
+            "a",
+            "a.b",
+            "event.category",
+            "abcdefgh.ijklmnop.q",
+            "source.geo.city_name",
+            "x/.y..z",
+            "é.a/b",
+        ] {
+            let b = text.as_bytes();
+            for from in 0..=b.len() {
+                let expected = b[from..].iter().position(|&c| c == b'.').map(|k| from + k);
+                assert_eq!(find_dot(b, from), expected, "{text:?} from {from}");
+            }
         }
     }
 
