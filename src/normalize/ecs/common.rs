@@ -259,54 +259,11 @@ impl<'a> Doc<'a> {
             }
         }
         let entries = &self.entries;
-        let n = entries.len();
-        // Sort numbers that hold the first 14 bytes of the path (ordered like the path) above
-        // the entry's index: plain integer sorting, which decides nearly every comparison.
-        // Paths that share those 14 bytes are then ordered by their full text (ties by index
-        // keep the last write last).
-        let mut order: Vec<u128> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, (p, _))| path_key(p) | (i as u128 & 0xFFFF))
-            .collect();
-        order.sort_unstable();
-        let index = |k: u128| (k & 0xFFFF) as usize;
-        let wide = n > 0xFFFF;
-        if wide {
-            // Indices do not fit: sort by path text, stably (not seen in practice).
-            order = (0..n as u128).collect();
-            order.sort_by(|a, b| cmp_path(&entries[*a as usize].0, &entries[*b as usize].0));
-        } else {
-            let mut i = 0;
-            while i < n {
-                let mut j = i + 1;
-                while j < n && order[j] >> 16 == order[i] >> 16 {
-                    j += 1;
-                }
-                if j - i > 1 {
-                    order[i..j].sort_by(|a, b| {
-                        cmp_path(&entries[index(*a)].0, &entries[index(*b)].0).then(index(*a).cmp(&index(*b)))
-                    });
-                }
-                i = j;
-            }
-        }
-        let mut out: Vec<usize> = Vec::with_capacity(n);
-        let mut last_prefix = None;
-        for k in order {
-            let (i, prefix) = if wide {
-                (k as usize, None)
-            } else {
-                (index(k), Some(k >> 16))
-            };
-            // Equal paths are adjacent, and have equal sort prefixes.
-            match out.last_mut() {
-                Some(last) if (wide || prefix == last_prefix) && entries[*last].0 == entries[i].0 => *last = i,
-                _ => out.push(i),
-            }
-            last_prefix = prefix;
-        }
-        out
+        ORDER_CACHE.with(|cache| match cache.try_borrow_mut() {
+            Ok(mut cache) => cache.order(entries),
+            // Not reentrant; computing the order directly keeps it correct if it ever were.
+            Err(_) => path_order(entries),
+        })
     }
 
     /// Add `related.*` and return the writes sorted by path, the last of equal paths only.
@@ -482,6 +439,131 @@ impl<'a> Doc<'a> {
         build(&mut root, entries, 0);
         write_value(out, &Value::Object(root));
     }
+}
+
+/// The indices of `entries` sorted by path, the last of equal paths only.
+fn path_order(entries: &[(Path, Val<'_>)]) -> Vec<usize> {
+    let n = entries.len();
+    // Sort numbers that hold the first 14 bytes of the path (ordered like the path) above
+    // the entry's index: plain integer sorting, which decides nearly every comparison.
+    // Paths that share those 14 bytes are then ordered by their full text (ties by index
+    // keep the last write last).
+    let mut order: Vec<u128> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| path_key(p) | (i as u128 & 0xFFFF))
+        .collect();
+    order.sort_unstable();
+    let index = |k: u128| (k & 0xFFFF) as usize;
+    let wide = n > 0xFFFF;
+    if wide {
+        // Indices do not fit: sort by path text, stably (not seen in practice).
+        order = (0..n as u128).collect();
+        order.sort_by(|a, b| cmp_path(&entries[*a as usize].0, &entries[*b as usize].0));
+    } else {
+        let mut i = 0;
+        while i < n {
+            let mut j = i + 1;
+            while j < n && order[j] >> 16 == order[i] >> 16 {
+                j += 1;
+            }
+            if j - i > 1 {
+                order[i..j].sort_by(|a, b| {
+                    cmp_path(&entries[index(*a)].0, &entries[index(*b)].0).then(index(*a).cmp(&index(*b)))
+                });
+            }
+            i = j;
+        }
+    }
+    let mut out: Vec<usize> = Vec::with_capacity(n);
+    let mut last_prefix = None;
+    for k in order {
+        let (i, prefix) = if wide {
+            (k as usize, None)
+        } else {
+            (index(k), Some(k >> 16))
+        };
+        // Equal paths are adjacent, and have equal sort prefixes.
+        match out.last_mut() {
+            Some(last) if (wide || prefix == last_prefix) && entries[*last].0 == entries[i].0 => *last = i,
+            _ => out.push(i),
+        }
+        last_prefix = prefix;
+    }
+    out
+}
+
+/// How a path of a document is recognised in [`OrderCache`]: literal paths by their address
+/// (a `'static` text never changes), computed ones by their text.
+enum PathId {
+    Static(usize, usize),
+    Owned(Box<str>),
+}
+
+impl PathId {
+    fn of(path: &Path) -> Self {
+        match path {
+            Cow::Borrowed(s) => PathId::Static(s.as_ptr() as usize, s.len()),
+            Cow::Owned(s) => PathId::Owned(s.as_str().into()),
+        }
+    }
+
+    fn is(&self, path: &Path) -> bool {
+        match (self, path) {
+            (PathId::Static(ptr, len), Cow::Borrowed(s)) => *ptr == s.as_ptr() as usize && *len == s.len(),
+            (PathId::Owned(text), Cow::Owned(s)) => **text == **s,
+            _ => false,
+        }
+    }
+}
+
+/// The path order ([`path_order`]) of the document shapes seen on this thread. Records of a
+/// category mostly write the same paths in the same sequence, so after the first ones the
+/// order is a hash of the sequence, a check and a copy instead of a sort. Bounded: cleared
+/// when [`OrderCache::CAPACITY`] shapes are held.
+#[derive(Default)]
+struct OrderCache {
+    shapes: std::collections::HashMap<u64, (Vec<PathId>, Vec<usize>), foldhash::fast::RandomState>,
+}
+
+impl OrderCache {
+    const CAPACITY: usize = 512;
+
+    fn order(&mut self, entries: &[(Path, Val<'_>)]) -> Vec<usize> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
+        for (p, _) in entries {
+            match p {
+                Cow::Borrowed(s) => {
+                    h.write_usize(s.as_ptr() as usize);
+                    h.write_usize(s.len());
+                }
+                Cow::Owned(s) => {
+                    h.write_u8(0xFF);
+                    h.write(s.as_bytes());
+                }
+            }
+        }
+        let key = h.finish();
+        if let Some((ids, order)) = self.shapes.get(&key) {
+            if ids.len() == entries.len() && ids.iter().zip(entries).all(|(id, (p, _))| id.is(p)) {
+                return order.clone();
+            }
+        }
+        let order = path_order(entries);
+        if self.shapes.len() >= Self::CAPACITY {
+            self.shapes.clear();
+        }
+        self.shapes.insert(
+            key,
+            (entries.iter().map(|(p, _)| PathId::of(p)).collect(), order.clone()),
+        );
+        order
+    }
+}
+
+thread_local! {
+    static ORDER_CACHE: std::cell::RefCell<OrderCache> = std::cell::RefCell::new(OrderCache::default());
 }
 
 /// Merge `incoming` at a dotted path of a built document; entries already there win (the
@@ -2011,6 +2093,26 @@ mod tests {
             built.put_str("a.b", Some("x"));
             built.merge(Cow::Borrowed("v"), snake_keys(&record, 2));
             assert_eq!(out, serde_json::to_vec(&built.finish()).expect("serialize"));
+        }
+    }
+
+    #[test]
+    fn documents_of_a_cached_shape_keep_their_own_paths() {
+        // Same sequence of writes, computed paths with other texts: each sorts by its own.
+        for (x, y) in [("b.z", "a.z"), ("a.z", "b.z"), ("b.z", "a.z"), ("a.z", "a.z")] {
+            let mut doc = Doc::new();
+            doc.put_str("m.n", Some("1"));
+            doc.put_str(x.to_string(), Some("2"));
+            doc.put_str(y.to_string(), Some("3"));
+            doc.put_str("c", Some("4"));
+            let mut built = Doc::new();
+            built.put_str("m.n", Some("1"));
+            built.put_str(x.to_string(), Some("2"));
+            built.put_str(y.to_string(), Some("3"));
+            built.put_str("c", Some("4"));
+            let mut out = Vec::new();
+            doc.write_json(&mut out, None);
+            assert_eq!(out, serde_json::to_vec(&built.finish()).expect("serialize"), "{x} {y}");
         }
     }
 
