@@ -764,24 +764,46 @@ fn any_escape(b: &[u8]) -> bool {
     }
 }
 
-/// Write the content of a JSON string that has bytes to escape (serde_json's escapes).
+/// Write the content of a JSON string that has bytes to escape (serde_json's escapes): runs
+/// between escaped bytes are found eight bytes at a time and copied at once.
 fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc = ESCAPE[b as usize];
-        if esc == 0 {
+    let mut i = 0;
+    while i < bytes.len() {
+        if i + 8 <= bytes.len() {
+            let mask = escape_mask(word_at(bytes, i));
+            if mask == 0 {
+                i += 8;
+                continue;
+            }
+            i += (mask.trailing_zeros() / 8) as usize;
+        } else if ESCAPE[bytes[i] as usize] == 0 {
+            i += 1;
             continue;
         }
+        let b = bytes[i];
         out.extend_from_slice(&bytes[start..i]);
+        let esc = ESCAPE[b as usize];
         if esc == b'u' {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
         } else {
             out.extend_from_slice(&[b'\\', esc]);
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// The high bit of each of eight bytes that needs escaping: a control character, `"` or `\`
+/// (exact per byte: no carry or borrow crosses bytes, so the lowest set bit is the first).
+fn escape_mask(w: u64) -> u64 {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| !((((x & !H) + !H) | x) & H) & H;
+    let at_least_space = (((w | H) - L * 0x20) | w) & H;
+    (!at_least_space & H) | zero(w ^ (L * u64::from(b'"'))) | zero(w ^ (L * u64::from(b'\\')))
 }
 
 /// Write a JSON array of strings.
@@ -1972,6 +1994,26 @@ mod tests {
                     let mut out = Vec::new();
                     write_str(&mut out, &text);
                     assert_eq!(out, serde_json::to_vec(&text).expect("serialize"), "{text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn escape_masks_mark_exactly_the_escaped_bytes() {
+        for pos in 0..8 {
+            for b in 0..=255u8 {
+                for fill in [b'a', b'"', 0x01, 0xFF, b'\\'] {
+                    let mut word = [fill; 8];
+                    word[pos] = b;
+                    let mask = escape_mask(u64::from_le_bytes(word));
+                    for (k, &x) in word.iter().enumerate() {
+                        assert_eq!(
+                            mask >> (8 * k + 7) & 1 == 1,
+                            ESCAPE[x as usize] != 0,
+                            "{word:?} byte {k}"
+                        );
+                    }
                 }
             }
         }
