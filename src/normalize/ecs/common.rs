@@ -250,6 +250,13 @@ impl<'a> Doc<'a> {
     /// Add `related.*` and return the indices of the writes in `entries`, sorted by path, the
     /// last of equal paths only.
     fn sorted_order(&mut self) -> Vec<usize> {
+        self.sorted_shape().0
+    }
+
+    /// [`Doc::sorted_order`], with the key of the document's shape in [`ORDER_CACHE`] and the
+    /// skeleton cached for it, if any (`None`: not cached).
+    #[allow(clippy::type_complexity)]
+    fn sorted_shape(&mut self) -> (Vec<usize>, Option<(u64, Option<std::rc::Rc<Skeleton>>)>) {
         let user = std::mem::take(&mut self.related_user);
         let ip = std::mem::take(&mut self.related_ip);
         let hosts = std::mem::take(&mut self.related_hosts);
@@ -260,9 +267,12 @@ impl<'a> Doc<'a> {
         }
         let entries = &self.entries;
         ORDER_CACHE.with(|cache| match cache.try_borrow_mut() {
-            Ok(mut cache) => cache.order(entries),
+            Ok(mut cache) => {
+                let (order, key, skeleton) = cache.order(entries);
+                (order, Some((key, skeleton)))
+            }
             // Not reentrant; computing the order directly keeps it correct if it ever were.
-            Err(_) => path_order(entries),
+            Err(_) => (path_order(entries), None),
         })
     }
 
@@ -293,9 +303,7 @@ impl<'a> Doc<'a> {
     /// [`Doc::finish`] with the vendor copy merged, without building it: `vendor` is written
     /// from the record (keys snake_cased `depth` levels deep).
     pub fn write_json(mut self, out: &mut Vec<u8>, vendor: Option<(Path, &Value, usize)>) {
-        // The writes in path order, as indices in `entries`; `VENDOR` stands for the copy.
-        const VENDOR: usize = usize::MAX;
-        let mut order = self.sorted_order();
+        let (order, cached) = self.sorted_shape();
         // Cases the streaming writer does not handle go through `build` (same output).
         let slow = {
             let entries = &self.entries;
@@ -313,92 +321,43 @@ impl<'a> Doc<'a> {
             let entries = order.into_iter().map(|i| self.take_entry(i)).collect();
             return self.write_json_slow(out, entries, vendor);
         }
-        let mut vendor_at: Option<usize> = None;
-        let mut extras: Vec<(String, Value)> = Vec::new();
-        if let Some((path, _, _)) = &vendor {
-            // Writes directly below the copy (Defender's envelope fields) are merged into it.
-            let entries = &self.entries;
-            let pos = order.partition_point(|&i| cmp_path(&entries[i].0, path) == std::cmp::Ordering::Less);
-            let mut end = pos;
-            while order.get(end).is_some_and(|&i| under(&entries[i].0, path)) {
-                end += 1;
-            }
-            for i in order.drain(pos..end) {
-                let (p, v) = self.take_entry(i);
-                extras.push((p[path.len() + 1..].to_string(), v.into_value()));
-            }
-            order.insert(pos, VENDOR);
-            vendor_at = Some(pos);
-        }
-        let entries = &self.entries;
-        let vendor_path: &str = vendor.as_ref().map_or("", |(p, _, _)| p);
-        let path_at = |i: usize| -> &str {
-            if i == VENDOR {
-                vendor_path
-            } else {
-                &entries[i].0
+        // What the document writes around its values depends on its paths only: made once
+        // per document shape.
+        let vendor_path = vendor.as_ref().map(|(p, _, _)| &**p);
+        let skeleton = match cached
+            .as_ref()
+            .and_then(|(_, s)| s.clone())
+            .filter(|s| s.vendor_path.as_deref() == vendor_path)
+        {
+            Some(s) => s,
+            None => {
+                let s = std::rc::Rc::new(Skeleton::new(&self.entries, order, vendor_path));
+                if let Some((key, _)) = cached {
+                    ORDER_CACHE.with(|c| {
+                        if let Ok(mut c) = c.try_borrow_mut() {
+                            c.keep_skeleton(key, s.clone());
+                        }
+                    });
+                }
+                s
             }
         };
-        // A non-object leaf that also has writes below it gives way to them (as in `build`).
-        let mut i = 0;
-        while i + 1 < order.len() {
-            if vendor_at != Some(i) && under(path_at(order[i + 1]), path_at(order[i])) {
-                order.remove(i);
-                if let Some(v) = vendor_at.as_mut() {
-                    if *v > i {
-                        *v -= 1;
-                    }
-                }
-                continue;
-            }
-            i += 1;
-        }
-        // Objects open for the previous entry are its parent segments; each entry closes those
-        // it does not share and opens its own (paths are sorted, so each object is opened once).
-        let mut prev: &[u8] = b"";
-        // The open objects are the parent segments of the previous path: `ends[k]` is the
-        // offset just past the dot closing segment k.
-        let mut ends: Vec<usize> = Vec::with_capacity(8);
-        let mut first = true;
-        out.push(b'{');
-        for (idx, &ei) in order.iter().enumerate() {
-            let path = path_at(ei);
-            let p = path.as_bytes();
-            // Segments shared with the previous path stay open (nested: the deepest shared
-            // one decides).
-            let mut shared = ends.len();
-            while let Some(&end) = ends.get(shared.wrapping_sub(1)) {
-                if p.len() >= end && p[..end] == prev[..end] {
-                    break;
-                }
-                shared -= 1;
-            }
-            for _ in shared..ends.len() {
-                out.push(b'}');
-                first = false;
-            }
-            ends.truncate(shared);
-            // Open the remaining parents.
-            let mut seg_start = if shared > 0 { ends[shared - 1] } else { 0 };
-            while let Some(dot) = find_dot(p, seg_start) {
-                if !first {
-                    out.push(b',');
-                }
-                write_str(out, &path[seg_start..dot]);
-                out.extend_from_slice(b":{");
-                first = true;
-                seg_start = dot + 1;
-                ends.push(seg_start);
-            }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            write_str(out, &path[seg_start..]);
-            out.push(b':');
-            match (&vendor, vendor_at == Some(idx)) {
-                (Some((_, source, depth)), true) => {
-                    let extra: Vec<(&str, &Value)> = extras.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        // Writes directly below the copy (Defender's envelope fields) are merged into it.
+        let extra_values: Vec<Value> = skeleton
+            .extras
+            .iter()
+            .map(|(i, _)| self.take_entry(*i).1.into_value())
+            .collect();
+        let extra: Vec<(&str, &Value)> = skeleton
+            .extras
+            .iter()
+            .zip(&extra_values)
+            .map(|((_, k), v)| (&**k, v))
+            .collect();
+        for &(ei, from, to) in &skeleton.items {
+            out.extend_from_slice(&skeleton.bytes[from as usize..to as usize]);
+            match &vendor {
+                Some((_, source, depth)) if ei == Skeleton::VENDOR => {
                     SNAKE_CACHE.with(|cache| match cache.try_borrow_mut() {
                         Ok(mut cache) => {
                             let mut keys = Vec::with_capacity(64);
@@ -413,14 +372,14 @@ impl<'a> Doc<'a> {
                         }
                     });
                 }
-                _ => entries[ei].1.write(out),
+                _ => {
+                    if let Some((_, v)) = self.entries.get(ei) {
+                        v.write(out);
+                    }
+                }
             }
-            prev = p;
         }
-        for _ in 0..ends.len() {
-            out.push(b'}');
-        }
-        out.push(b'}');
+        out.extend_from_slice(&skeleton.bytes[skeleton.tail as usize..]);
     }
 
     fn write_json_slow(
@@ -493,6 +452,126 @@ fn path_order(entries: &[(Path, Val<'_>)]) -> Vec<usize> {
     out
 }
 
+/// What a document writes around its values, given its paths in order and its vendor path:
+/// the bytes before each value (closing and opening objects, commas, keys) and after the last.
+struct Skeleton {
+    vendor_path: Option<Box<str>>,
+    /// Writes merged into the vendor copy: entry index, key below the copy.
+    extras: Vec<(usize, Box<str>)>,
+    /// Per value in order: entry index ([`Skeleton::VENDOR`]: the vendor copy) and the range of
+    /// `bytes` written before it.
+    items: Vec<(usize, u32, u32)>,
+    bytes: Vec<u8>,
+    /// Where the closing bytes start in `bytes`.
+    tail: u32,
+}
+
+impl Skeleton {
+    const VENDOR: usize = usize::MAX;
+
+    fn new(entries: &[(Path, Val<'_>)], mut order: Vec<usize>, vendor_path: Option<&str>) -> Self {
+        const VENDOR: usize = Skeleton::VENDOR;
+        let mut vendor_at: Option<usize> = None;
+        let mut extras: Vec<(usize, Box<str>)> = Vec::new();
+        if let Some(path) = vendor_path {
+            let pos = order.partition_point(|&i| cmp_path(&entries[i].0, path) == std::cmp::Ordering::Less);
+            let mut end = pos;
+            while order.get(end).is_some_and(|&i| under(&entries[i].0, path)) {
+                end += 1;
+            }
+            for i in order.drain(pos..end) {
+                extras.push((i, entries[i].0[path.len() + 1..].into()));
+            }
+            order.insert(pos, VENDOR);
+            vendor_at = Some(pos);
+        }
+        let path_at = |i: usize| -> &str {
+            if i == VENDOR {
+                vendor_path.unwrap_or("")
+            } else {
+                &entries[i].0
+            }
+        };
+        // A non-object leaf that also has writes below it gives way to them (as in `build`).
+        let mut i = 0;
+        while i + 1 < order.len() {
+            if vendor_at != Some(i) && under(path_at(order[i + 1]), path_at(order[i])) {
+                order.remove(i);
+                if let Some(v) = vendor_at.as_mut() {
+                    if *v > i {
+                        *v -= 1;
+                    }
+                }
+                continue;
+            }
+            i += 1;
+        }
+        // Objects open for the previous entry are its parent segments; each entry closes those
+        // it does not share and opens its own (paths are sorted, so each object is opened once).
+        let mut bytes: Vec<u8> = Vec::with_capacity(order.len() * 16);
+        let mut items = Vec::with_capacity(order.len());
+        let mut prev: &[u8] = b"";
+        // The open objects are the parent segments of the previous path: `ends[k]` is the
+        // offset just past the dot closing segment k.
+        let mut ends: Vec<usize> = Vec::with_capacity(8);
+        let mut first = true;
+        bytes.push(b'{');
+        // Where the bytes before the next value start: just past the previous value.
+        let mut mark = 0u32;
+        for &ei in &order {
+            let path = path_at(ei);
+            let p = path.as_bytes();
+            // Segments shared with the previous path stay open (nested: the deepest shared
+            // one decides).
+            let mut shared = ends.len();
+            while let Some(&end) = ends.get(shared.wrapping_sub(1)) {
+                if p.len() >= end && p[..end] == prev[..end] {
+                    break;
+                }
+                shared -= 1;
+            }
+            for _ in shared..ends.len() {
+                bytes.push(b'}');
+                first = false;
+            }
+            ends.truncate(shared);
+            // Open the remaining parents.
+            let mut seg_start = if shared > 0 { ends[shared - 1] } else { 0 };
+            while let Some(dot) = find_dot(p, seg_start) {
+                if !first {
+                    bytes.push(b',');
+                }
+                write_str(&mut bytes, &path[seg_start..dot]);
+                bytes.extend_from_slice(b":{");
+                first = true;
+                seg_start = dot + 1;
+                ends.push(seg_start);
+            }
+            if !first {
+                bytes.push(b',');
+            }
+            first = false;
+            write_str(&mut bytes, &path[seg_start..]);
+            bytes.push(b':');
+            items.push((ei, mark, bytes.len() as u32));
+            mark = bytes.len() as u32;
+            prev = p;
+        }
+        let tail = mark;
+        for _ in 0..ends.len() {
+            bytes.push(b'}');
+        }
+        bytes.push(b'}');
+        Skeleton {
+            vendor_path: vendor_path.map(Into::into),
+            extras,
+            items,
+            bytes,
+            tail,
+        }
+    }
+}
+
 /// How a path of a document is recognised in [`OrderCache`]: literal paths by their address
 /// (a `'static` text never changes), computed ones by their text.
 enum PathId {
@@ -523,13 +602,21 @@ impl PathId {
 /// when [`OrderCache::CAPACITY`] shapes are held.
 #[derive(Default)]
 struct OrderCache {
-    shapes: std::collections::HashMap<u64, (Vec<PathId>, Vec<usize>), foldhash::fast::RandomState>,
+    shapes: std::collections::HashMap<u64, Shape, foldhash::fast::RandomState>,
+}
+
+/// A document shape: its paths, their order, and the skeleton of its JSON once written.
+struct Shape {
+    ids: Vec<PathId>,
+    order: Vec<usize>,
+    skeleton: Option<std::rc::Rc<Skeleton>>,
 }
 
 impl OrderCache {
     const CAPACITY: usize = 512;
 
-    fn order(&mut self, entries: &[(Path, Val<'_>)]) -> Vec<usize> {
+    /// The order of `entries`, the key of their shape, and its skeleton if one is kept.
+    fn order(&mut self, entries: &[(Path, Val<'_>)]) -> (Vec<usize>, u64, Option<std::rc::Rc<Skeleton>>) {
         use std::hash::{BuildHasher, Hasher};
         let mut h = foldhash::fast::FixedState::default().build_hasher();
         for (p, _) in entries {
@@ -545,20 +632,29 @@ impl OrderCache {
             }
         }
         let key = h.finish();
-        if let Some((ids, order)) = self.shapes.get(&key) {
-            if ids.len() == entries.len() && ids.iter().zip(entries).all(|(id, (p, _))| id.is(p)) {
-                return order.clone();
+        if let Some(shape) = self.shapes.get(&key) {
+            if shape.ids.len() == entries.len() && shape.ids.iter().zip(entries).all(|(id, (p, _))| id.is(p)) {
+                return (shape.order.clone(), key, shape.skeleton.clone());
             }
         }
         let order = path_order(entries);
         if self.shapes.len() >= Self::CAPACITY {
             self.shapes.clear();
         }
-        self.shapes.insert(
-            key,
-            (entries.iter().map(|(p, _)| PathId::of(p)).collect(), order.clone()),
-        );
-        order
+        let shape = Shape {
+            ids: entries.iter().map(|(p, _)| PathId::of(p)).collect(),
+            order: order.clone(),
+            skeleton: None,
+        };
+        self.shapes.insert(key, shape);
+        (order, key, None)
+    }
+
+    /// Keep the skeleton of the shape with this key (the one [`OrderCache::order`] just gave).
+    fn keep_skeleton(&mut self, key: u64, skeleton: std::rc::Rc<Skeleton>) {
+        if let Some(shape) = self.shapes.get_mut(&key) {
+            shape.skeleton = Some(skeleton);
+        }
     }
 }
 
@@ -2155,6 +2251,45 @@ mod tests {
             let mut out = Vec::new();
             doc.write_json(&mut out, None);
             assert_eq!(out, serde_json::to_vec(&built.finish()).expect("serialize"), "{x} {y}");
+        }
+    }
+
+    #[test]
+    fn cached_skeletons_write_each_document_own_values() {
+        for round in 0..3 {
+            let record = json!({"EventTime": format!("t{round}"), "nested": {"InnerKey": round}, "a": "\"q\""});
+            let fill = |doc: &mut Doc<'_>| {
+                doc.put_str("event.kind", Some("alert"));
+                doc.put_i64("event.severity", Some(round));
+                doc.put_str("m365_defender.event.extra_field", Some("x"));
+                doc.put_str("user.name", Some("u"));
+                doc.relate_user(Some("u"));
+                doc.put_str("zeta", if round == 1 { Some("only once") } else { None });
+            };
+            let mut doc = Doc::new();
+            fill(&mut doc);
+            let mut out = Vec::new();
+            doc.write_json(&mut out, Some((Cow::Borrowed("m365_defender.event"), &record, 1)));
+            let mut built = Doc::new();
+            fill(&mut built);
+            built.merge(Cow::Borrowed("m365_defender.event"), snake_keys(&record, 1));
+            assert_eq!(
+                String::from_utf8(out).expect("utf-8"),
+                serde_json::to_string(&built.finish()).expect("serialize"),
+                "round {round}"
+            );
+            // The same paths without a vendor copy.
+            let mut doc = Doc::new();
+            fill(&mut doc);
+            let mut out = Vec::new();
+            doc.write_json(&mut out, None);
+            let mut built = Doc::new();
+            fill(&mut built);
+            assert_eq!(
+                out,
+                serde_json::to_vec(&built.finish()).expect("serialize"),
+                "round {round}"
+            );
         }
     }
 
