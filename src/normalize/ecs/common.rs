@@ -530,8 +530,8 @@ impl Skeleton {
                 }
                 shared -= 1;
             }
-            for _ in shared..ends.len() {
-                bytes.push(b'}');
+            if shared < ends.len() {
+                bytes.extend(std::iter::repeat_n(b'}', ends.len() - shared));
                 first = false;
             }
             ends.truncate(shared);
@@ -558,10 +558,7 @@ impl Skeleton {
             prev = p;
         }
         let tail = mark;
-        for _ in 0..ends.len() {
-            bytes.push(b'}');
-        }
-        bytes.push(b'}');
+        bytes.extend(std::iter::repeat_n(b'}', ends.len() + 1));
         Skeleton {
             vendor_path: vendor_path.map(Into::into),
             extras,
