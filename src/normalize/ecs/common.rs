@@ -247,8 +247,16 @@ impl<'a> Doc<'a> {
         self.entries.iter().any(|(p, _)| under_parts(p, path))
     }
 
-    /// Add `related.*` and return the writes sorted by path, the last of equal paths only.
-    fn sorted_entries(&mut self) -> Vec<(Path, Val<'a>)> {
+    /// Add `related.*` and return the indices of the writes in `entries`, sorted by path, the
+    /// last of equal paths only.
+    fn sorted_order(&mut self) -> Vec<usize> {
+        self.sorted_shape().0
+    }
+
+    /// [`Doc::sorted_order`], with the key of the document's shape in [`ORDER_CACHE`] and the
+    /// skeleton cached for it, if any (`None`: not cached).
+    #[allow(clippy::type_complexity)]
+    fn sorted_shape(&mut self) -> (Vec<usize>, Option<(u64, Option<std::rc::Rc<Skeleton>>)>) {
         let user = std::mem::take(&mut self.related_user);
         let ip = std::mem::take(&mut self.related_ip);
         let hosts = std::mem::take(&mut self.related_hosts);
@@ -257,48 +265,26 @@ impl<'a> Doc<'a> {
                 self.entries.push((Cow::Borrowed(path), Val::List(list)));
             }
         }
-        let mut entries = std::mem::take(&mut self.entries);
-        let n = entries.len();
-        // Sort numbers that hold the first 14 bytes of the path (ordered like the path) above
-        // the entry's index: plain integer sorting, which decides nearly every comparison.
-        // Paths that share those 14 bytes are then ordered by their full text (ties by index
-        // keep the last write last).
-        let mut order: Vec<u128> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, (p, _))| path_key(p) | (i as u128 & 0xFFFF))
-            .collect();
-        order.sort_unstable();
-        let index = |k: u128| (k & 0xFFFF) as usize;
-        if n > 0xFFFF {
-            // Indices do not fit: sort by path text, stably (not seen in practice).
-            order = (0..n as u128).collect();
-            order.sort_by(|a, b| cmp_path(&entries[*a as usize].0, &entries[*b as usize].0));
-        } else {
-            let mut i = 0;
-            while i < n {
-                let mut j = i + 1;
-                while j < n && order[j] >> 16 == order[i] >> 16 {
-                    j += 1;
-                }
-                if j - i > 1 {
-                    order[i..j].sort_by(|a, b| {
-                        cmp_path(&entries[index(*a)].0, &entries[index(*b)].0).then(index(*a).cmp(&index(*b)))
-                    });
-                }
-                i = j;
+        let entries = &self.entries;
+        ORDER_CACHE.with(|cache| match cache.try_borrow_mut() {
+            Ok(mut cache) => {
+                let (order, key, skeleton) = cache.order(entries);
+                (order, Some((key, skeleton)))
             }
-        }
-        let index = |k: u128| if n > 0xFFFF { k as usize } else { index(k) };
-        let mut out: Vec<(Path, Val<'a>)> = Vec::with_capacity(n);
-        for k in order {
-            let (p, v) = std::mem::replace(&mut entries[index(k)], (Cow::Borrowed(""), Val::Str("")));
-            match out.last_mut() {
-                Some(last) if last.0 == p => last.1 = v,
-                _ => out.push((p, v)),
-            }
-        }
-        out
+            // Not reentrant; computing the order directly keeps it correct if it ever were.
+            Err(_) => (path_order(entries), None),
+        })
+    }
+
+    /// Add `related.*` and return the writes sorted by path, the last of equal paths only.
+    fn sorted_entries(&mut self) -> Vec<(Path, Val<'a>)> {
+        let order = self.sorted_order();
+        order.into_iter().map(|i| self.take_entry(i)).collect()
+    }
+
+    /// Move a write out of `entries` (an empty one is left in its place).
+    fn take_entry(&mut self, i: usize) -> (Path, Val<'a>) {
+        std::mem::replace(&mut self.entries[i], (Cow::Borrowed(""), Val::Str("")))
     }
 
     /// Finish the document: write `related.*` and build the nested objects.
@@ -317,121 +303,83 @@ impl<'a> Doc<'a> {
     /// [`Doc::finish`] with the vendor copy merged, without building it: `vendor` is written
     /// from the record (keys snake_cased `depth` levels deep).
     pub fn write_json(mut self, out: &mut Vec<u8>, vendor: Option<(Path, &Value, usize)>) {
-        let mut entries = self.sorted_entries();
+        let (order, cached) = self.sorted_shape();
         // Cases the streaming writer does not handle go through `build` (same output).
-        let slow = entries
-            .windows(2)
-            .any(|w| w[0].1.is_object() && w[1].0 != w[0].0 && under(&w[1].0, &w[0].0))
-            || vendor.as_ref().is_some_and(|(path, _, _)| {
-                entries
-                    .iter()
-                    .any(|(p, _)| under(p, path) && (p.len() <= path.len() + 1 || p[path.len() + 1..].contains('.')))
-            });
+        let slow = {
+            let entries = &self.entries;
+            order.windows(2).any(|w| {
+                let (a, b) = (&entries[w[0]], &entries[w[1]]);
+                a.1.is_object() && b.0 != a.0 && under(&b.0, &a.0)
+            }) || vendor.as_ref().is_some_and(|(path, _, _)| {
+                order.iter().any(|&i| {
+                    let p = &entries[i].0;
+                    under(p, path) && (p.len() <= path.len() + 1 || p[path.len() + 1..].contains('.'))
+                })
+            })
+        };
         if slow {
+            let entries = order.into_iter().map(|i| self.take_entry(i)).collect();
             return self.write_json_slow(out, entries, vendor);
         }
-        let mut vendor_at: Option<usize> = None;
-        let mut extras: Vec<(String, Value)> = Vec::new();
-        if let Some((path, _, _)) = &vendor {
-            // Writes directly below the copy (Defender's envelope fields) are merged into it.
-            let pos = entries.partition_point(|(p, _)| cmp_path(p, path) == std::cmp::Ordering::Less);
-            let mut end = pos;
-            while entries.get(end).is_some_and(|(p, _)| under(p, path)) {
-                end += 1;
-            }
-            for (p, v) in entries.drain(pos..end) {
-                extras.push((p[path.len() + 1..].to_string(), v.into_value()));
-            }
-            entries.insert(pos, (path.clone(), Val::Json(Value::Null)));
-            vendor_at = Some(pos);
-        }
-        // A non-object leaf that also has writes below it gives way to them (as in `build`).
-        let mut i = 0;
-        while i + 1 < entries.len() {
-            if vendor_at != Some(i) && under(&entries[i + 1].0, &entries[i].0) {
-                entries.remove(i);
-                if let Some(v) = vendor_at.as_mut() {
-                    if *v > i {
-                        *v -= 1;
-                    }
-                }
-                continue;
-            }
-            i += 1;
-        }
-        // Objects open for the previous entry are its parent segments; each entry closes those
-        // it does not share and opens its own (paths are sorted, so each object is opened once).
-        let mut prev: &[u8] = b"";
-        // The open objects are the parent segments of the previous path: `ends[k]` is the
-        // offset just past the dot closing segment k.
-        let mut ends: Vec<usize> = Vec::with_capacity(8);
-        let mut first = true;
-        out.push(b'{');
-        for (idx, (path, value)) in entries.iter().enumerate() {
-            let p = path.as_bytes();
-            // Segments shared with the previous path stay open (nested: the deepest shared
-            // one decides).
-            let mut shared = ends.len();
-            while let Some(&end) = ends.get(shared.wrapping_sub(1)) {
-                if p.len() >= end && p[..end] == prev[..end] {
-                    break;
-                }
-                shared -= 1;
-            }
-            for _ in shared..ends.len() {
-                out.push(b'}');
-                first = false;
-            }
-            ends.truncate(shared);
-            // Open the remaining parents.
-            let mut seg_start = if shared > 0 { ends[shared - 1] } else { 0 };
-            while let Some(dot) = p[seg_start..].iter().position(|&b| b == b'.') {
-                if !first {
-                    out.push(b',');
-                }
-                write_str(out, &path[seg_start..seg_start + dot]);
-                out.extend_from_slice(b":{");
-                first = true;
-                seg_start += dot + 1;
-                ends.push(seg_start);
-            }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            write_str(out, &path[seg_start..]);
-            out.push(b':');
-            match (&vendor, vendor_at == Some(idx)) {
-                (Some((_, source, depth)), true) => {
-                    let extra: Vec<(&str, &Value)> = extras.iter().map(|(k, v)| (k.as_str(), v)).collect();
-                    SNAKE_CACHE.with(|cache| match cache.try_borrow_mut() {
-                        Ok(mut cache) => {
-                            let mut scratch = SnakeScratch {
-                                arena: String::with_capacity(1024),
-                                keys: Vec::with_capacity(64),
-                                cache: &mut cache,
-                            };
-                            write_snake(out, source, *depth, &extra, &mut scratch);
-                        }
-                        // Not reentrant; a fresh cache keeps it correct if it ever were.
-                        Err(_) => {
-                            let mut scratch = SnakeScratch {
-                                arena: String::new(),
-                                keys: Vec::new(),
-                                cache: &mut SnakeCache::default(),
-                            };
-                            write_snake(out, source, *depth, &extra, &mut scratch);
+        // What the document writes around its values depends on its paths only: made once
+        // per document shape.
+        let vendor_path = vendor.as_ref().map(|(p, _, _)| &**p);
+        let skeleton = match cached
+            .as_ref()
+            .and_then(|(_, s)| s.clone())
+            .filter(|s| s.vendor_path.as_deref() == vendor_path)
+        {
+            Some(s) => s,
+            None => {
+                let s = std::rc::Rc::new(Skeleton::new(&self.entries, order, vendor_path));
+                if let Some((key, _)) = cached {
+                    ORDER_CACHE.with(|c| {
+                        if let Ok(mut c) = c.try_borrow_mut() {
+                            c.keep_skeleton(key, s.clone());
                         }
                     });
                 }
-                _ => value.write(out),
+                s
             }
-            prev = p;
+        };
+        // Writes directly below the copy (Defender's envelope fields) are merged into it.
+        let extra_values: Vec<Value> = skeleton
+            .extras
+            .iter()
+            .map(|(i, _)| self.take_entry(*i).1.into_value())
+            .collect();
+        let extra: Vec<(&str, &Value)> = skeleton
+            .extras
+            .iter()
+            .zip(&extra_values)
+            .map(|((_, k), v)| (&**k, v))
+            .collect();
+        for &(ei, from, to) in &skeleton.items {
+            out.extend_from_slice(&skeleton.bytes[from as usize..to as usize]);
+            match &vendor {
+                Some((_, source, depth)) if ei == Skeleton::VENDOR => {
+                    SNAKE_CACHE.with(|cache| match cache.try_borrow_mut() {
+                        Ok(mut cache) => {
+                            let mut keys = Vec::with_capacity(64);
+                            write_snake(out, source, *depth, &extra, &mut keys, &mut cache);
+                            // Forms past the capacity were made for this document only.
+                            cache.forms.truncate(SnakeCache::CAPACITY);
+                        }
+                        // Not reentrant; a fresh cache keeps it correct if it ever were.
+                        Err(_) => {
+                            let mut keys = Vec::new();
+                            write_snake(out, source, *depth, &extra, &mut keys, &mut SnakeCache::default());
+                        }
+                    });
+                }
+                _ => {
+                    if let Some((_, v)) = self.entries.get(ei) {
+                        v.write(out);
+                    }
+                }
+            }
         }
-        for _ in 0..ends.len() {
-            out.push(b'}');
-        }
-        out.push(b'}');
+        out.extend_from_slice(&skeleton.bytes[skeleton.tail as usize..]);
     }
 
     fn write_json_slow(
@@ -450,6 +398,265 @@ impl<'a> Doc<'a> {
         build(&mut root, entries, 0);
         write_value(out, &Value::Object(root));
     }
+}
+
+/// The indices of `entries` sorted by path, the last of equal paths only.
+fn path_order(entries: &[(Path, Val<'_>)]) -> Vec<usize> {
+    let n = entries.len();
+    // Sort numbers that hold the first 14 bytes of the path (ordered like the path) above
+    // the entry's index: plain integer sorting, which decides nearly every comparison.
+    // Paths that share those 14 bytes are then ordered by their full text (ties by index
+    // keep the last write last).
+    let mut order: Vec<u128> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| path_key(p) | (i as u128 & 0xFFFF))
+        .collect();
+    order.sort_unstable();
+    let index = |k: u128| (k & 0xFFFF) as usize;
+    let wide = n > 0xFFFF;
+    if wide {
+        // Indices do not fit: sort by path text, stably (not seen in practice).
+        order = (0..n as u128).collect();
+        order.sort_by(|a, b| cmp_path(&entries[*a as usize].0, &entries[*b as usize].0));
+    } else {
+        let mut i = 0;
+        while i < n {
+            let mut j = i + 1;
+            while j < n && order[j] >> 16 == order[i] >> 16 {
+                j += 1;
+            }
+            if j - i > 1 {
+                order[i..j].sort_by(|a, b| {
+                    cmp_path(&entries[index(*a)].0, &entries[index(*b)].0).then(index(*a).cmp(&index(*b)))
+                });
+            }
+            i = j;
+        }
+    }
+    let mut out: Vec<usize> = Vec::with_capacity(n);
+    let mut last_prefix = None;
+    for k in order {
+        let (i, prefix) = if wide {
+            (k as usize, None)
+        } else {
+            (index(k), Some(k >> 16))
+        };
+        // Equal paths are adjacent, and have equal sort prefixes.
+        match out.last_mut() {
+            Some(last) if (wide || prefix == last_prefix) && entries[*last].0 == entries[i].0 => *last = i,
+            _ => out.push(i),
+        }
+        last_prefix = prefix;
+    }
+    out
+}
+
+/// What a document writes around its values, given its paths in order and its vendor path:
+/// the bytes before each value (closing and opening objects, commas, keys) and after the last.
+struct Skeleton {
+    vendor_path: Option<Box<str>>,
+    /// Writes merged into the vendor copy: entry index, key below the copy.
+    extras: Vec<(usize, Box<str>)>,
+    /// Per value in order: entry index ([`Skeleton::VENDOR`]: the vendor copy) and the range of
+    /// `bytes` written before it.
+    items: Vec<(usize, u32, u32)>,
+    bytes: Vec<u8>,
+    /// Where the closing bytes start in `bytes`.
+    tail: u32,
+}
+
+impl Skeleton {
+    const VENDOR: usize = usize::MAX;
+
+    fn new(entries: &[(Path, Val<'_>)], mut order: Vec<usize>, vendor_path: Option<&str>) -> Self {
+        const VENDOR: usize = Skeleton::VENDOR;
+        let mut vendor_at: Option<usize> = None;
+        let mut extras: Vec<(usize, Box<str>)> = Vec::new();
+        if let Some(path) = vendor_path {
+            let pos = order.partition_point(|&i| cmp_path(&entries[i].0, path) == std::cmp::Ordering::Less);
+            let mut end = pos;
+            while order.get(end).is_some_and(|&i| under(&entries[i].0, path)) {
+                end += 1;
+            }
+            for i in order.drain(pos..end) {
+                extras.push((i, entries[i].0[path.len() + 1..].into()));
+            }
+            order.insert(pos, VENDOR);
+            vendor_at = Some(pos);
+        }
+        let path_at = |i: usize| -> &str {
+            if i == VENDOR {
+                vendor_path.unwrap_or("")
+            } else {
+                &entries[i].0
+            }
+        };
+        // A non-object leaf that also has writes below it gives way to them (as in `build`).
+        let mut i = 0;
+        while i + 1 < order.len() {
+            if vendor_at != Some(i) && under(path_at(order[i + 1]), path_at(order[i])) {
+                order.remove(i);
+                if let Some(v) = vendor_at.as_mut() {
+                    if *v > i {
+                        *v -= 1;
+                    }
+                }
+                continue;
+            }
+            i += 1;
+        }
+        // Objects open for the previous entry are its parent segments; each entry closes those
+        // it does not share and opens its own (paths are sorted, so each object is opened once).
+        let mut bytes: Vec<u8> = Vec::with_capacity(order.len() * 16);
+        let mut items = Vec::with_capacity(order.len());
+        let mut prev: &[u8] = b"";
+        // The open objects are the parent segments of the previous path: `ends[k]` is the
+        // offset just past the dot closing segment k.
+        let mut ends: Vec<usize> = Vec::with_capacity(8);
+        let mut first = true;
+        bytes.push(b'{');
+        // Where the bytes before the next value start: just past the previous value.
+        let mut mark = 0u32;
+        for &ei in &order {
+            let path = path_at(ei);
+            let p = path.as_bytes();
+            // Segments shared with the previous path stay open (nested: the deepest shared
+            // one decides).
+            let mut shared = ends.len();
+            while let Some(&end) = ends.get(shared.wrapping_sub(1)) {
+                if p.len() >= end && p[..end] == prev[..end] {
+                    break;
+                }
+                shared -= 1;
+            }
+            if shared < ends.len() {
+                bytes.extend(std::iter::repeat_n(b'}', ends.len() - shared));
+                first = false;
+            }
+            ends.truncate(shared);
+            // Open the remaining parents.
+            let mut seg_start = if shared > 0 { ends[shared - 1] } else { 0 };
+            while let Some(dot) = find_dot(p, seg_start) {
+                if !first {
+                    bytes.push(b',');
+                }
+                write_str(&mut bytes, &path[seg_start..dot]);
+                bytes.extend_from_slice(b":{");
+                first = true;
+                seg_start = dot + 1;
+                ends.push(seg_start);
+            }
+            if !first {
+                bytes.push(b',');
+            }
+            first = false;
+            write_str(&mut bytes, &path[seg_start..]);
+            bytes.push(b':');
+            items.push((ei, mark, bytes.len() as u32));
+            mark = bytes.len() as u32;
+            prev = p;
+        }
+        let tail = mark;
+        bytes.extend(std::iter::repeat_n(b'}', ends.len() + 1));
+        Skeleton {
+            vendor_path: vendor_path.map(Into::into),
+            extras,
+            items,
+            bytes,
+            tail,
+        }
+    }
+}
+
+/// How a path of a document is recognised in [`OrderCache`]: literal paths by their address
+/// (a `'static` text never changes), computed ones by their text.
+enum PathId {
+    Static(usize, usize),
+    Owned(Box<str>),
+}
+
+impl PathId {
+    fn of(path: &Path) -> Self {
+        match path {
+            Cow::Borrowed(s) => PathId::Static(s.as_ptr() as usize, s.len()),
+            Cow::Owned(s) => PathId::Owned(s.as_str().into()),
+        }
+    }
+
+    fn is(&self, path: &Path) -> bool {
+        match (self, path) {
+            (PathId::Static(ptr, len), Cow::Borrowed(s)) => *ptr == s.as_ptr() as usize && *len == s.len(),
+            (PathId::Owned(text), Cow::Owned(s)) => **text == **s,
+            _ => false,
+        }
+    }
+}
+
+/// The path order ([`path_order`]) of the document shapes seen on this thread. Records of a
+/// category mostly write the same paths in the same sequence, so after the first ones the
+/// order is a hash of the sequence, a check and a copy instead of a sort. Bounded: cleared
+/// when [`OrderCache::CAPACITY`] shapes are held.
+#[derive(Default)]
+struct OrderCache {
+    shapes: std::collections::HashMap<u64, Shape, foldhash::fast::RandomState>,
+}
+
+/// A document shape: its paths, their order, and the skeleton of its JSON once written.
+struct Shape {
+    ids: Vec<PathId>,
+    order: Vec<usize>,
+    skeleton: Option<std::rc::Rc<Skeleton>>,
+}
+
+impl OrderCache {
+    const CAPACITY: usize = 512;
+
+    /// The order of `entries`, the key of their shape, and its skeleton if one is kept.
+    fn order(&mut self, entries: &[(Path, Val<'_>)]) -> (Vec<usize>, u64, Option<std::rc::Rc<Skeleton>>) {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
+        for (p, _) in entries {
+            match p {
+                Cow::Borrowed(s) => {
+                    h.write_usize(s.as_ptr() as usize);
+                    h.write_usize(s.len());
+                }
+                Cow::Owned(s) => {
+                    h.write_u8(0xFF);
+                    h.write(s.as_bytes());
+                }
+            }
+        }
+        let key = h.finish();
+        if let Some(shape) = self.shapes.get(&key) {
+            if shape.ids.len() == entries.len() && shape.ids.iter().zip(entries).all(|(id, (p, _))| id.is(p)) {
+                return (shape.order.clone(), key, shape.skeleton.clone());
+            }
+        }
+        let order = path_order(entries);
+        if self.shapes.len() >= Self::CAPACITY {
+            self.shapes.clear();
+        }
+        let shape = Shape {
+            ids: entries.iter().map(|(p, _)| PathId::of(p)).collect(),
+            order: order.clone(),
+            skeleton: None,
+        };
+        self.shapes.insert(key, shape);
+        (order, key, None)
+    }
+
+    /// Keep the skeleton of the shape with this key (the one [`OrderCache::order`] just gave).
+    fn keep_skeleton(&mut self, key: u64, skeleton: std::rc::Rc<Skeleton>) {
+        if let Some(shape) = self.shapes.get_mut(&key) {
+            shape.skeleton = Some(skeleton);
+        }
+    }
+}
+
+thread_local! {
+    static ORDER_CACHE: std::cell::RefCell<OrderCache> = std::cell::RefCell::new(OrderCache::default());
 }
 
 /// Merge `incoming` at a dotted path of a built document; entries already there win (the
@@ -486,65 +693,68 @@ pub fn merge_into(doc: &mut Value, path: &str, incoming: Value) {
     }
 }
 
-/// A key either borrowed or stored in the scratch buffer of converted keys.
-#[derive(Clone, Copy)]
-enum KeyRef<'a> {
-    Str(&'a str),
-    Arena(usize, usize),
+/// An object key as a vendor copy writes it: its JSON text with the colon (escaped once), its
+/// text, and its first 16 bytes as a number that orders like the text (zero padded).
+struct KeyForm {
+    json: Box<[u8]>,
+    text: Box<str>,
+    prefix: u128,
 }
 
-impl<'a> KeyRef<'a> {
-    fn get<'b>(&'b self, arena: &'b str) -> &'b str
-    where
-        'a: 'b,
-    {
-        match self {
-            KeyRef::Str(s) => s,
-            KeyRef::Arena(a, b) => &arena[*a..*b],
+impl KeyForm {
+    fn new(text: &str) -> Self {
+        let mut json = Vec::with_capacity(text.len() + 3);
+        write_str(&mut json, text);
+        json.push(b':');
+        let mut bytes = [0u8; 16];
+        let n = text.len().min(16);
+        bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
+        KeyForm {
+            json: json.into_boxed_slice(),
+            text: text.into(),
+            prefix: u128::from_be_bytes(bytes),
         }
     }
 }
 
-/// Buffers reused by every object of a [`write_snake`] walk: converted keys and the key
-/// lists of the objects being written (each level works on its own tail of both).
-struct SnakeScratch<'v, 'c> {
-    arena: String,
-    keys: Vec<(KeyRef<'v>, &'v Value)>,
-    cache: &'c mut SnakeCache,
-}
-
-/// The snake_case forms of keys already converted on this thread (`None`: the key is
-/// unchanged). Microsoft records repeat a small set of field names, so after the first records
-/// a conversion is a hash lookup and a copy. Bounded: keys past [`SnakeCache::CAPACITY`] are
-/// converted every time.
+/// The key forms of keys already seen on this thread, snake_cased (`snake`) or as they are
+/// (`raw`). Microsoft records repeat a small set of field names, so after the first records a
+/// key costs a hash lookup. Bounded: forms past [`SnakeCache::CAPACITY`] are made for one
+/// document at a time (the caller truncates `forms` back after each document).
 #[derive(Default)]
 struct SnakeCache {
-    map: std::collections::HashMap<Box<str>, Option<Box<str>>, foldhash::fast::RandomState>,
+    snake: std::collections::HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    raw: std::collections::HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    forms: Vec<KeyForm>,
 }
 
 impl SnakeCache {
     const CAPACITY: usize = 4096;
 
-    /// Append the converted form of `key` to `arena` (nothing when it is unchanged).
-    fn convert(&mut self, key: &str, arena: &mut String) {
-        if let Some(hit) = self.map.get(key) {
-            if let Some(converted) = hit {
-                arena.push_str(converted);
-            }
-            return;
+    /// The index in `forms` of the form of `key`, snake_cased or not.
+    fn form(&mut self, key: &str, convert: bool) -> u32 {
+        let map = if convert { &self.snake } else { &self.raw };
+        if let Some(&i) = map.get(key) {
+            return i;
         }
-        let start = arena.len();
-        let converted: Option<Box<str>> = match snake_into(key, arena) {
-            Some(fixed) => {
-                arena.push_str(fixed);
-                Some(fixed.into())
-            }
-            None if arena.len() == start => None,
-            None => Some(arena[start..].into()),
+        let form = if convert {
+            KeyForm::new(&snake(key))
+        } else {
+            KeyForm::new(key)
         };
-        if self.map.len() < Self::CAPACITY {
-            self.map.insert(key.into(), converted);
+        let i = self.forms.len() as u32;
+        self.forms.push(form);
+        if self.forms.len() <= Self::CAPACITY {
+            let map = if convert { &mut self.snake } else { &mut self.raw };
+            map.insert(key.into(), i);
         }
+        i
+    }
+
+    /// Whether form `a` sorts before form `b` (`Equal`: same text).
+    fn cmp(&self, a: (u128, u32), b: (u128, u32)) -> std::cmp::Ordering {
+        a.0.cmp(&b.0)
+            .then_with(|| self.forms[a.1 as usize].text.cmp(&self.forms[b.1 as usize].text))
     }
 }
 
@@ -572,49 +782,121 @@ static ESCAPE: [u8; 256] = {
 };
 
 /// Write a JSON string: the bytes `serde_json` writes for it, without going through a
-/// serializer (runs of plain bytes are copied at once).
+/// serializer. Most strings need no escape: they are checked eight bytes at a time and copied
+/// at once.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
+    if any_escape(bytes) {
+        write_escaped(out, bytes);
+    } else {
+        out.extend_from_slice(bytes);
+    }
+    out.push(b'"');
+}
+
+/// The eight bytes at `i` as a little-endian word (`i + 8 <= b.len()`).
+#[inline(always)]
+fn word_at(b: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// The offset of the first `.` in `b` at or after `from` (eight bytes at a time).
+fn find_dot(b: &[u8], from: usize) -> Option<usize> {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    // High bit of each byte of `w` that is a dot (exact per byte: no carry crosses bytes).
+    let dots = |w: u64| {
+        let x = w ^ (L * u64::from(b'.'));
+        !((((x & !H) + !H) | x) & H) & H
+    };
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let d = dots(word_at(b, i));
+        if d != 0 {
+            return Some(i + (d.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    if i >= b.len() {
+        return None;
+    }
+    if b.len() >= 8 {
+        // The last eight bytes, without those before `i`.
+        let start = b.len() - 8;
+        let d = dots(word_at(b, start)) & (!0u64 << (8 * (i - start)));
+        return (d != 0).then(|| start + (d.trailing_zeros() / 8) as usize);
+    }
+    b[i..].iter().position(|&c| c == b'.').map(|k| i + k)
+}
+
+/// Whether any byte of `b` needs escaping in a JSON string.
+#[inline(always)]
+fn any_escape(b: &[u8]) -> bool {
+    let n = b.len();
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 <= n {
+            if needs_escape(word_at(b, i)) {
+                return true;
+            }
+            i += 8;
+        }
+        // The tail as the last eight bytes (overlapping bytes already found clean).
+        i < n && needs_escape(word_at(b, n - 8))
+    } else if n >= 4 {
+        // Two overlapping four-byte halves.
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        needs_escape(u64::from(lo) | (u64::from(hi) << 32))
+    } else {
+        b.iter().any(|&c| ESCAPE[c as usize] != 0)
+    }
+}
+
+/// Write the content of a JSON string that has bytes to escape (serde_json's escapes): runs
+/// between escaped bytes are found eight bytes at a time and copied at once.
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        // Eight bytes at a time while none needs escaping (the usual case).
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            if !needs_escape(u64::from_le_bytes(word)) {
+        if i + 8 <= bytes.len() {
+            let mask = escape_mask(word_at(bytes, i));
+            if mask == 0 {
                 i += 8;
                 continue;
             }
-        } else {
-            // The tail, padded with a byte that needs no escape.
-            let mut word = [b'a'; 8];
-            word[..bytes.len() - i].copy_from_slice(&bytes[i..]);
-            if !needs_escape(u64::from_le_bytes(word)) {
-                break;
-            }
-        }
-        let stop = (i + 8).min(bytes.len());
-        while i < stop {
-            let b = bytes[i];
-            let esc = ESCAPE[b as usize];
-            if esc != 0 {
-                out.extend_from_slice(&bytes[start..i]);
-                if esc == b'u' {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
-                } else {
-                    out.extend_from_slice(&[b'\\', esc]);
-                }
-                start = i + 1;
-            }
+            i += (mask.trailing_zeros() / 8) as usize;
+        } else if ESCAPE[bytes[i] as usize] == 0 {
             i += 1;
+            continue;
         }
+        let b = bytes[i];
+        out.extend_from_slice(&bytes[start..i]);
+        let esc = ESCAPE[b as usize];
+        if esc == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
+        } else {
+            out.extend_from_slice(&[b'\\', esc]);
+        }
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+}
+
+/// The high bit of each of eight bytes that needs escaping: a control character, `"` or `\`
+/// (exact per byte: no carry or borrow crosses bytes, so the lowest set bit is the first).
+fn escape_mask(w: u64) -> u64 {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| !((((x & !H) + !H) | x) & H) & H;
+    let at_least_space = (((w | H) - L * 0x20) | w) & H;
+    (!at_least_space & H) | zero(w ^ (L * u64::from(b'"'))) | zero(w ^ (L * u64::from(b'\\')))
 }
 
 /// Write a JSON array of strings.
@@ -679,13 +961,15 @@ pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value) {
 
 /// Write `v` as JSON with object keys snake_cased `depth` levels deep, in the order a
 /// `serde_json::Map` of the converted keys would have (later duplicates win), `extras`
-/// merged into the top-level object (they win).
+/// merged into the top-level object (they win). `keys` is scratch shared by every level
+/// (each works on its own tail): sort prefix, form index, value.
 fn write_snake<'v>(
     out: &mut Vec<u8>,
     v: &'v Value,
     depth: usize,
     extras: &[(&'v str, &'v Value)],
-    scratch: &mut SnakeScratch<'v, '_>,
+    keys: &mut Vec<(u128, u32, &'v Value)>,
+    cache: &mut SnakeCache,
 ) {
     if depth == 0 && extras.is_empty() {
         write_value(out, v);
@@ -693,55 +977,45 @@ fn write_snake<'v>(
     }
     match v {
         Value::Object(m) => {
-            let base = scratch.keys.len();
-            let arena_base = scratch.arena.len();
+            let base = keys.len();
             for (k, x) in m {
-                if depth == 0 {
-                    scratch.keys.push((KeyRef::Str(k), x));
-                    continue;
-                }
-                let start = scratch.arena.len();
-                scratch.cache.convert(k, &mut scratch.arena);
-                let key = if scratch.arena.len() == start {
-                    KeyRef::Str(k)
-                } else {
-                    KeyRef::Arena(start, scratch.arena.len())
-                };
-                scratch.keys.push((key, x));
+                let i = cache.form(k, depth > 0);
+                keys.push((cache.forms[i as usize].prefix, i, x));
             }
             for (k, x) in extras {
-                scratch.keys.push((KeyRef::Str(k), *x));
+                let i = cache.form(k, false);
+                keys.push((cache.forms[i as usize].prefix, i, *x));
             }
             // Converted keys mostly keep the order of the originals (and stay distinct): sort
             // and look for duplicates only when not.
-            let ordered = {
-                let arena = scratch.arena.as_str();
-                let keys = &mut scratch.keys[base..];
-                let ordered = keys.windows(2).all(|w| w[0].0.get(arena) < w[1].0.get(arena));
-                if !ordered {
-                    keys.sort_by(|a, b| a.0.get(arena).cmp(b.0.get(arena)));
-                }
-                ordered
-            };
-            let end = scratch.keys.len();
+            let ordered = keys[base..]
+                .windows(2)
+                .all(|w| cache.cmp((w[0].0, w[0].1), (w[1].0, w[1].1)).is_lt());
+            if !ordered {
+                // Stable: of equal keys the later stays last, and wins below.
+                let forms = &cache.forms;
+                keys[base..].sort_by(|a, b| {
+                    a.0.cmp(&b.0)
+                        .then_with(|| forms[a.1 as usize].text.cmp(&forms[b.1 as usize].text))
+                });
+            }
+            let end = keys.len();
             out.push(b'{');
             let mut first = true;
             for i in base..end {
-                let (k, x) = scratch.keys[i];
-                if !ordered && i + 1 < end && scratch.keys[i + 1].0.get(&scratch.arena) == k.get(&scratch.arena) {
+                let (prefix, form, x) = keys[i];
+                if !ordered && i + 1 < end && cache.cmp((prefix, form), (keys[i + 1].0, keys[i + 1].1)).is_eq() {
                     continue;
                 }
                 if !first {
                     out.push(b',');
                 }
                 first = false;
-                write_str(out, k.get(&scratch.arena));
-                out.push(b':');
-                write_snake(out, x, depth.saturating_sub(1), &[], scratch);
+                out.extend_from_slice(&cache.forms[form as usize].json);
+                write_snake(out, x, depth.saturating_sub(1), &[], keys, cache);
             }
             out.push(b'}');
-            scratch.keys.truncate(base);
-            scratch.arena.truncate(arena_base);
+            keys.truncate(base);
         }
         Value::Array(a) => {
             out.push(b'[');
@@ -749,7 +1023,7 @@ fn write_snake<'v>(
                 if i > 0 {
                     out.push(b',');
                 }
-                write_snake(out, x, depth, &[], scratch);
+                write_snake(out, x, depth, &[], keys, cache);
             }
             out.push(b']');
         }
@@ -804,13 +1078,44 @@ fn path_byte(b: u8) -> u8 {
 }
 
 /// The first 14 bytes of a path as a number ordered like [`cmp_path`] (zero padded, the low 16
-/// bits zero): a smaller key means a smaller path; equal keys need [`cmp_path`].
+/// bits zero): a smaller key means a smaller path; equal keys need [`cmp_path`]. Every byte is
+/// mapped with [`path_byte`] at once (bit tricks on the 16 bytes as one number).
 fn path_key(path: &str) -> u128 {
-    let mut bytes = [0u8; 16];
-    for (slot, &b) in bytes[..14].iter_mut().zip(path.as_bytes()) {
-        *slot = path_byte(b);
-    }
-    u128::from_be_bytes(bytes)
+    const L: u128 = u128::from_be_bytes([1; 16]);
+    const H: u128 = L * 0x80;
+    let b = path.as_bytes();
+    let n = b.len();
+    let x = if n >= 16 {
+        let mut w = [0u8; 16];
+        w.copy_from_slice(&b[..16]);
+        u128::from_be_bytes(w)
+    } else if n >= 8 {
+        // The first and the last eight bytes, overlapping.
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[..8]);
+        let head = u128::from(u64::from_be_bytes(w)) << 64;
+        w.copy_from_slice(&b[n - 8..]);
+        head | (u128::from(u64::from_be_bytes(w)) << (8 * (16 - n)))
+    } else if n >= 4 {
+        let head = u128::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])) << 96;
+        let tail = u128::from(u32::from_be_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]));
+        head | (tail << (8 * (16 - n)))
+    } else {
+        b.iter()
+            .enumerate()
+            .fold(0u128, |acc, (i, &c)| acc | (u128::from(c) << (8 * (15 - i))))
+    };
+    // The bytes that count: the first 14 of the path.
+    let kept = n.min(14);
+    let mask = if kept == 0 { 0 } else { !0u128 << (8 * (16 - kept)) };
+    let x = x & mask;
+    // High bit of each byte: byte >= '.' (exact per byte: no borrow crosses bytes).
+    let ge = (((x | H) - L * u128::from(b'.')) | x) & H;
+    let below = !ge & H & mask;
+    // High bit of each byte: byte == '.'.
+    let y = x ^ (L * u128::from(b'.'));
+    let dot = !((((y & !H) + !H) | y) & H) & H & mask;
+    (x + (below >> 7)) & !((dot >> 7) * 0xFF)
 }
 
 /// Build nested objects from writes sorted with [`cmp_path`]; `start` is the byte offset of
@@ -1773,6 +2078,41 @@ mod tests {
     }
 
     #[test]
+    fn strings_of_every_short_length_escape_like_serde_json() {
+        for len in 0..24 {
+            for pos in 0..len {
+                for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', 'é', 'a'] {
+                    let mut text: String = "abcdefghijklmnopqrstuvwxyz".chars().take(len).collect();
+                    text.replace_range(pos..pos + 1, &special.to_string());
+                    let mut out = Vec::new();
+                    write_str(&mut out, &text);
+                    assert_eq!(out, serde_json::to_vec(&text).expect("serialize"), "{text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn escape_masks_mark_exactly_the_escaped_bytes() {
+        for pos in 0..8 {
+            for b in 0..=255u8 {
+                for fill in [b'a', b'"', 0x01, 0xFF, b'\\'] {
+                    let mut word = [fill; 8];
+                    word[pos] = b;
+                    let mask = escape_mask(u64::from_le_bytes(word));
+                    for (k, &x) in word.iter().enumerate() {
+                        assert_eq!(
+                            mask >> (8 * k + 7) & 1 == 1,
+                            ESCAPE[x as usize] != 0,
+                            "{word:?} byte {k}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn escape_test_finds_every_escaped_byte() {
         for pos in 0..8 {
             for b in 0..=255u8 {
@@ -1783,6 +2123,53 @@ mod tests {
                     ESCAPE[b as usize] != 0,
                     "{b} at {pos}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn path_keys_map_every_byte_like_path_byte() {
+        fn reference(path: &str) -> u128 {
+            let mut bytes = [0u8; 16];
+            for (slot, &b) in bytes[..14].iter_mut().zip(path.as_bytes()) {
+                *slot = path_byte(b);
+            }
+            u128::from_be_bytes(bytes)
+        }
+        for len in 0..20 {
+            for pos in 0..len.max(1) {
+                for b in 0..0x80u8 {
+                    let mut text: Vec<u8> = (0..len).map(|i| b"event.category.x"[i % 16]).collect();
+                    if pos < len {
+                        text[pos] = b;
+                    }
+                    let text = String::from_utf8(text).expect("ascii");
+                    assert_eq!(path_key(&text), reference(&text), "{text:?}");
+                }
+            }
+        }
+        for text in ["é.a", "aé", "source.géo.city_name", "\u{7f}.\u{80}x"] {
+            assert_eq!(path_key(text), reference(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn dots_are_found_from_any_offset() {
+        for text in [
+            "",
+            ".",
+            "a",
+            "a.b",
+            "event.category",
+            "abcdefgh.ijklmnop.q",
+            "source.geo.city_name",
+            "x/.y..z",
+            "é.a/b",
+        ] {
+            let b = text.as_bytes();
+            for from in 0..=b.len() {
+                let expected = b[from..].iter().position(|&c| c == b'.').map(|k| from + k);
+                assert_eq!(find_dot(b, from), expected, "{text:?} from {from}");
             }
         }
     }
@@ -1818,6 +2205,89 @@ mod tests {
         assert!(under_parts("event.kind.x", &["event", "kind"]));
         assert!(!under_parts("event.kinds", &["event", "kind"]));
         assert!(!under_parts("eventkind", &["event", "kind"]));
+    }
+
+    #[test]
+    fn vendor_copies_past_the_key_cache_capacity_match_the_built_document() {
+        let mut record = Map::new();
+        for i in 0..SnakeCache::CAPACITY + 300 {
+            record.insert(
+                format!("fieldNumber{i}"),
+                json!({"innerKey": i, "IPAddress": "192.0.2.1"}),
+            );
+        }
+        record.insert("user_id".into(), json!("u"));
+        record.insert("UserId".into(), json!("v"));
+        let record = Value::Object(record);
+        for _ in 0..2 {
+            let mut doc = Doc::new();
+            doc.put_str("a.b", Some("x"));
+            let mut out = Vec::new();
+            doc.write_json(&mut out, Some((Cow::Borrowed("v"), &record, 2)));
+            let mut built = Doc::new();
+            built.put_str("a.b", Some("x"));
+            built.merge(Cow::Borrowed("v"), snake_keys(&record, 2));
+            assert_eq!(out, serde_json::to_vec(&built.finish()).expect("serialize"));
+        }
+    }
+
+    #[test]
+    fn documents_of_a_cached_shape_keep_their_own_paths() {
+        // Same sequence of writes, computed paths with other texts: each sorts by its own.
+        for (x, y) in [("b.z", "a.z"), ("a.z", "b.z"), ("b.z", "a.z"), ("a.z", "a.z")] {
+            let mut doc = Doc::new();
+            doc.put_str("m.n", Some("1"));
+            doc.put_str(x.to_string(), Some("2"));
+            doc.put_str(y.to_string(), Some("3"));
+            doc.put_str("c", Some("4"));
+            let mut built = Doc::new();
+            built.put_str("m.n", Some("1"));
+            built.put_str(x.to_string(), Some("2"));
+            built.put_str(y.to_string(), Some("3"));
+            built.put_str("c", Some("4"));
+            let mut out = Vec::new();
+            doc.write_json(&mut out, None);
+            assert_eq!(out, serde_json::to_vec(&built.finish()).expect("serialize"), "{x} {y}");
+        }
+    }
+
+    #[test]
+    fn cached_skeletons_write_each_document_own_values() {
+        for round in 0..3 {
+            let record = json!({"EventTime": format!("t{round}"), "nested": {"InnerKey": round}, "a": "\"q\""});
+            let fill = |doc: &mut Doc<'_>| {
+                doc.put_str("event.kind", Some("alert"));
+                doc.put_i64("event.severity", Some(round));
+                doc.put_str("m365_defender.event.extra_field", Some("x"));
+                doc.put_str("user.name", Some("u"));
+                doc.relate_user(Some("u"));
+                doc.put_str("zeta", if round == 1 { Some("only once") } else { None });
+            };
+            let mut doc = Doc::new();
+            fill(&mut doc);
+            let mut out = Vec::new();
+            doc.write_json(&mut out, Some((Cow::Borrowed("m365_defender.event"), &record, 1)));
+            let mut built = Doc::new();
+            fill(&mut built);
+            built.merge(Cow::Borrowed("m365_defender.event"), snake_keys(&record, 1));
+            assert_eq!(
+                String::from_utf8(out).expect("utf-8"),
+                serde_json::to_string(&built.finish()).expect("serialize"),
+                "round {round}"
+            );
+            // The same paths without a vendor copy.
+            let mut doc = Doc::new();
+            fill(&mut doc);
+            let mut out = Vec::new();
+            doc.write_json(&mut out, None);
+            let mut built = Doc::new();
+            fill(&mut built);
+            assert_eq!(
+                out,
+                serde_json::to_vec(&built.finish()).expect("serialize"),
+                "round {round}"
+            );
+        }
     }
 
     #[test]
