@@ -124,7 +124,7 @@ def _receive(conn, group, partition, starting_position, expected):
                 on_error=on_error,
                 partition_id=partition,
                 starting_position=starting_position,
-                max_wait_time=5,
+                max_wait_time=1,
             )
     finally:
         timer.cancel()

@@ -13,6 +13,15 @@
 //! senders on `<hub>` or `<hub>/Partitions/<p>` (including the batch format `0x80013700`) so
 //! official producers can publish. Tests publish in-process with [`HubState::publish`] too.
 //!
+//! Wire details as the service (Microsoft.Azure.Amqp) has them, which clients other than the
+//! Rust SDK rely on (tests/eventhub_python.rs drives the Python SDK): every described list goes
+//! out with all its fields (fe2o3 drops trailing nulls, see [`full_field_frames`]), `begin`
+//! carries an explicit `handle-max`, `$cbs`/`$management` requests without `reply-to` are
+//! answered on the receiving link attached from the same node, received transfers are settled
+//! at once and sent ones go pre-settled, a SAS token covers every entity under its resource URI
+//! (the Python consumer signs for `<hub>/consumergroups/<cg>`), and one partition key always
+//! lands on one partition.
+//!
 //! For the rebalance tests it records, per partition, how many times two links were sending at
 //! the same time (`overlaps`, must stay 0 for a correct load balancer) and how many readers were
 //! detached by a newer epoch (`steals`).
