@@ -13,6 +13,15 @@
 //! senders on `<hub>` or `<hub>/Partitions/<p>` (including the batch format `0x80013700`) so
 //! official producers can publish. Tests publish in-process with [`HubState::publish`] too.
 //!
+//! Wire details as the service (Microsoft.Azure.Amqp) has them, which clients other than the
+//! Rust SDK rely on (tests/eventhub_python.rs drives the Python SDK): every described list goes
+//! out with all its fields (fe2o3 drops trailing nulls, see [`full_field_frames`]), `begin`
+//! carries an explicit `handle-max`, `$cbs`/`$management` requests without `reply-to` are
+//! answered on the receiving link attached from the same node, received transfers are settled
+//! at once and sent ones go pre-settled, a SAS token covers every entity under its resource URI
+//! (the Python consumer signs for `<hub>/consumergroups/<cg>`), and one partition key always
+//! lands on one partition.
+//!
 //! For the rebalance tests it records, per partition, how many times two links were sending at
 //! the same time (`overlaps`, must stay 0 for a correct load balancer) and how many readers were
 //! detached by a newer epoch (`steals`).
@@ -28,9 +37,12 @@ use bytes::Bytes;
 use fe2o3_amqp::acceptor::sasl_acceptor::SaslServerFrame;
 use fe2o3_amqp::acceptor::{
     ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SaslAcceptor, SessionAcceptor,
+    SupportedReceiverSettleModes, SupportedSenderSettleModes,
 };
 use fe2o3_amqp::link::delivery::Sendable;
-use fe2o3_amqp::types::definitions::{AmqpError, Error as AmqpLinkError, ErrorCondition, LinkError, Role};
+use fe2o3_amqp::types::definitions::{
+    AmqpError, Error as AmqpLinkError, ErrorCondition, LinkError, ReceiverSettleMode, Role, SenderSettleMode,
+};
 use fe2o3_amqp::types::messaging::{
     AmqpValue, ApplicationProperties, Body, Data, Message, MessageAnnotations, Properties,
 };
@@ -107,6 +119,11 @@ impl Partition {
     /// Events stored.
     pub fn len(&self) -> usize {
         self.log.read().unwrap().len()
+    }
+
+    /// A copy of the events stored.
+    pub fn events(&self) -> Vec<StoredEvent> {
+        self.log.read().unwrap().clone()
     }
 
     fn append(&self, events: Vec<NewEvent>) {
@@ -428,11 +445,13 @@ struct Grant {
 #[derive(Default)]
 struct Conn {
     grants: Mutex<Vec<Grant>>,
+    /// Reply links by their target address, and by `node:<node>` for requests without `reply-to`.
     replies: Mutex<HashMap<String, mpsc::Sender<Message<Body<Value>>>>>,
 }
 
 impl Conn {
-    /// Whether a valid token covers `ns/hub` with the needed right.
+    /// Whether a valid token covers the entity `ns/path` with the needed right: SAS tokens are
+    /// valid for every entity under their resource URI (case-insensitive, whole path segments).
     fn allows(&self, resource: &str, need: fn(&Rights) -> bool) -> bool {
         let now = now_ms();
         // Compare entity paths: clients sign for the host they dial (an emulator address).
@@ -445,7 +464,9 @@ impl Conn {
         let resource = path(resource);
         self.grants.lock().unwrap().iter().any(|g| {
             let scope = path(&g.audience);
-            g.expires_ms > now && need(&g.rights) && (scope.is_empty() || resource.starts_with(&scope))
+            g.expires_ms > now
+                && need(&g.rights)
+                && (scope.is_empty() || resource == scope || resource.starts_with(&format!("{scope}/")))
         })
     }
 }
@@ -463,11 +484,17 @@ async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<HubState>) {
         .container_id("eventhubs-standin")
         .sasl_acceptor(CbsSasl)
         .build();
-    let Ok(mut connection) = acceptor.accept(stream).await else {
+    // fe2o3 writes to one end; `full_field_frames` carries its frames to the client.
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    tokio::spawn(full_field_frames(stream, theirs));
+    let Ok(mut connection) = acceptor.accept(ours).await else {
         return;
     };
     let conn = Arc::new(Conn::default());
-    let session_acceptor = SessionAcceptor::new();
+    // An explicit handle-max as Microsoft.Azure.Amqp sends (`AmqpSessionSettings.HandleMax`,
+    // 256 Ki - 1); fe2o3 leaves the spec default (2^32 - 1) out of `begin`, and the Python SDK
+    // then compares against the missing value.
+    let session_acceptor = SessionAcceptor::builder().handle_max(256 * 1024 - 1u32).build();
     while let Some(incoming) = connection.next_incoming_session().await {
         let Ok(session) = session_acceptor
             .accept_incoming_session(incoming, &mut connection)
@@ -485,7 +512,23 @@ async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<HubState>) {
 }
 
 async fn serve_session(mut session: ListenerSessionHandle, state: Arc<HubState>, conn: Arc<Conn>) {
-    let link_acceptor = LinkAcceptor::builder().max_message_size(1024 * 1024u64).build();
+    // Settlement as the service does it, whatever modes the client asks for. What it receives
+    // (events, requests) it settles at once (`rcv-settle-mode` first): the Python SDK's producer
+    // asks for `second` and waits for a settled disposition. What it sends (events, replies) goes
+    // pre-settled (`snd-settle-mode` settled): the position is the client's, so the Python SDK's
+    // consumer asks for `unsettled` yet never sends a disposition.
+    let receiving = LinkAcceptor::builder()
+        .max_message_size(1024 * 1024u64)
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
+        .build();
+    let sending = LinkAcceptor::builder()
+        .max_message_size(1024 * 1024u64)
+        .supported_sender_settle_modes(SupportedSenderSettleModes::Settled)
+        .fallback_sender_settle_mode(SenderSettleMode::Settled)
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
+        .build();
     while let Some(attach) = session.next_incoming_attach().await {
         let role = attach.role.clone();
         let source_address = attach
@@ -524,6 +567,10 @@ async fn serve_session(mut session: ListenerSessionHandle, state: Arc<HubState>,
                 _ => None,
             })
         });
+        let link_acceptor = match role {
+            Role::Sender => &receiving,
+            Role::Receiver => &sending,
+        };
         let link = match link_acceptor.accept_incoming_attach(attach, &mut session).await {
             Ok(l) => l,
             Err(_) => continue,
@@ -543,7 +590,13 @@ async fn serve_session(mut session: ListenerSessionHandle, state: Arc<HubState>,
                 let node = strip_node(&source_address, &state.namespace);
                 if node == "$cbs" || node == "$management" {
                     let (tx, mut rx) = mpsc::channel::<Message<Body<Value>>>(64);
-                    conn.replies.lock().unwrap().insert(target_address.clone(), tx.clone());
+                    let keys = [target_address.clone(), format!("node:{node}")];
+                    {
+                        let mut replies = conn.replies.lock().unwrap();
+                        for k in &keys {
+                            replies.insert(k.clone(), tx.clone());
+                        }
+                    }
                     let conn = conn.clone();
                     tokio::spawn(async move {
                         let mut sender = sender;
@@ -566,8 +619,10 @@ async fn serve_session(mut session: ListenerSessionHandle, state: Arc<HubState>,
                         // Forget this link; a reply it could not carry goes to its successor.
                         {
                             let mut replies = conn.replies.lock().unwrap();
-                            if replies.get(&target_address).is_some_and(|t| t.same_channel(&tx)) {
-                                replies.remove(&target_address);
+                            for k in &keys {
+                                if replies.get(k).is_some_and(|t| t.same_channel(&tx)) {
+                                    replies.remove(k);
+                                }
                             }
                         }
                         rx.close();
@@ -617,11 +672,15 @@ async fn serve_requests(mut receiver: fe2o3_amqp::link::Receiver, node: String, 
         let _ = receiver.accept(&delivery).await;
         let message = delivery.into_message();
         let message_id = message.properties.as_ref().and_then(|p| p.message_id.clone());
+        // Without `reply-to` (uamqp-c and the Python SDK's pyamqp send none; both links of the
+        // pair are attached with the node as address) the service answers on the connection's
+        // receiving link from that node.
         let reply_to = message
             .properties
             .as_ref()
             .and_then(|p| p.reply_to.clone())
-            .unwrap_or_default();
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| format!("node:{node}"));
         let (status, description, body) = if node == "$cbs" {
             put_token(&message, &state, &conn)
         } else {
@@ -883,6 +942,7 @@ async fn serve_publisher(
         let format = *delivery.message_format();
         let _ = receiver.accept(&delivery).await;
         let message = delivery.into_message();
+        let outer_key = partition_key(&message);
         let mut events = Vec::new();
         if format == Some(BATCH_FORMAT) {
             if let Body::Data(batch) = &message.body {
@@ -899,14 +959,44 @@ async fn serve_publisher(
         } else {
             events.push(event_of(message));
         }
-        let p = partition.unwrap_or_else(|| hub.round_robin.fetch_add(1, Ordering::Relaxed) % hub.partitions.len());
+        // A partition key picks the partition (the same key always the same one); without
+        // one the service spreads sends round robin.
+        let key = outer_key.or_else(|| events.iter().find_map(|e| e.1.clone()));
+        let p = partition.unwrap_or_else(|| match &key {
+            Some(k) => key_partition(k, hub.partitions.len()),
+            None => hub.round_robin.fetch_add(1, Ordering::Relaxed) % hub.partitions.len(),
+        });
         if let Some(part) = hub.partitions.get(p) {
             part.append(events);
         }
     }
 }
 
+/// The partition a key maps to: a stable hash (FNV-1a) of the key modulo the partition count.
+/// The service's own hash differs; what clients rely on is that one key stays on one partition.
+fn key_partition(key: &str, partitions: usize) -> usize {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % partitions.max(1) as u64) as usize
+}
+
+/// `x-opt-partition-key` of a message.
+fn partition_key<B>(m: &Message<B>) -> Option<String> {
+    m.message_annotations.as_ref().and_then(|a| {
+        a.0.iter().find_map(|(k, v)| match (k, v) {
+            (fe2o3_amqp::types::messaging::annotations::OwnedKey::Symbol(s), Value::String(p))
+                if s.as_str() == "x-opt-partition-key" =>
+            {
+                Some(p.clone())
+            }
+            _ => None,
+        })
+    })
+}
+
 fn event_of(m: Message<Body<Value>>) -> NewEvent {
+    let key = partition_key(&m);
     let body = match m.body {
         Body::Data(batch) => {
             let mut out = Vec::new();
@@ -922,16 +1012,6 @@ fn event_of(m: Message<Body<Value>>) -> NewEvent {
         },
         _ => Bytes::new(),
     };
-    let key = m.message_annotations.as_ref().and_then(|a| {
-        a.0.iter().find_map(|(k, v)| match (k, v) {
-            (fe2o3_amqp::types::messaging::annotations::OwnedKey::Symbol(s), Value::String(p))
-                if s.as_str() == "x-opt-partition-key" =>
-            {
-                Some(p.clone())
-            }
-            _ => None,
-        })
-    });
     (body, key, m.application_properties)
 }
 
@@ -993,7 +1073,12 @@ async fn serve_reader(
             .await;
         return;
     };
-    let resource = format!("{}/{}", state.namespace, hub.name);
+    // The entity the link reads: a token scoped to the hub or to `<hub>/ConsumerGroups/<cg>`
+    // (the Python SDK signs for the consumer group) covers it.
+    let resource = format!(
+        "{}/{}/ConsumerGroups/{group}/Partitions/{pid}",
+        state.namespace, hub.name
+    );
     if !conn.allows(&resource, |r| r.listen) {
         let _ = sender
             .close_with_error(refuse(
@@ -1155,4 +1240,181 @@ fn message_of(event: &StoredEvent, partition: usize) -> Message<Data> {
         builder = builder.application_properties(p.clone());
     }
     builder.data(Binary::from(event.body.to_vec())).build()
+}
+
+/// Pump between the client's socket and fe2o3: client bytes go through unchanged, every frame
+/// fe2o3 writes goes out with its described lists in full length.
+///
+/// AMQP 1.0 lets an encoder drop trailing null fields of a described list and fe2o3 does; the
+/// service does not: Microsoft.Azure.Amqp (the broker library behind Event Hubs) writes every
+/// field of every performative, source, target, error and outcome (`DescribedList.EncodeValue`
+/// writes `FieldCount` entries). Clients rely on that: the Python SDK's pure-Python AMQP stack
+/// reads `open` field 9 and `close` error field 2 by position and assumes a list8/list32 body.
+async fn full_field_frames(client: tokio::net::TcpStream, server: tokio::io::DuplexStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+    let (mut client_read, client_write) = client.into_split();
+    let (server_read, mut server_write) = tokio::io::split(server);
+    let upstream = async move {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        let _ = server_write.shutdown().await;
+    };
+    let downstream = async move {
+        let mut from = BufReader::new(server_read);
+        let mut to = BufWriter::new(client_write);
+        loop {
+            if from.buffer().is_empty() && to.flush().await.is_err() {
+                break;
+            }
+            let mut head = [0u8; 8];
+            if from.read_exact(&mut head).await.is_err() {
+                break;
+            }
+            if &head[..4] == b"AMQP" {
+                // Protocol header (SASL or AMQP).
+                if to.write_all(&head).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let mut frame = head.to_vec();
+            frame.resize(size.max(8), 0);
+            if from.read_exact(&mut frame[8..]).await.is_err() {
+                break;
+            }
+            let frame = pad_frame(frame);
+            if to.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.flush().await;
+        let _ = to.into_inner().shutdown().await;
+    };
+    tokio::join!(upstream, downstream);
+}
+
+/// A frame with its performative's described lists padded to full length (unchanged if it
+/// cannot be parsed; empty frames stay empty).
+fn pad_frame(frame: Vec<u8>) -> Vec<u8> {
+    let body_at = frame[4] as usize * 4;
+    if body_at < 8 || body_at >= frame.len() || frame[5] > 1 {
+        return frame;
+    }
+    let mut out = frame[..body_at].to_vec();
+    match pad_value(&frame, body_at, &mut out) {
+        Some(end) => {
+            out.extend_from_slice(&frame[end..]);
+            let size = out.len() as u32;
+            out[..4].copy_from_slice(&size.to_be_bytes());
+            out
+        }
+        None => frame,
+    }
+}
+
+/// Number of fields of the described lists a broker sends, by descriptor code (AMQP 1.0).
+fn full_field_count(code: u64) -> Option<usize> {
+    Some(match code {
+        0x10 => 10, // open
+        0x11 => 8,  // begin
+        0x12 => 14, // attach
+        0x13 => 11, // flow
+        0x14 => 11, // transfer
+        0x15 => 6,  // disposition
+        0x16 => 3,  // detach
+        0x17 => 1,  // end
+        0x18 => 1,  // close
+        0x1d => 3,  // error
+        0x23 => 2,  // received
+        0x24 => 0,  // accepted
+        0x25 => 1,  // rejected
+        0x26 => 0,  // released
+        0x27 => 3,  // modified
+        0x28 => 11, // source
+        0x29 => 7,  // target
+        0x40 => 1,  // sasl-mechanisms
+        0x42 => 1,  // sasl-challenge
+        0x44 => 2,  // sasl-outcome
+        _ => return None,
+    })
+}
+
+/// Length of the encoded value at `at` (constructor included).
+fn encoded_len(buf: &[u8], at: usize) -> Option<usize> {
+    let code = *buf.get(at)?;
+    let width = |n: usize| -> Option<usize> {
+        let bytes = buf.get(at + 1..at + 1 + n)?;
+        Some(bytes.iter().fold(0usize, |acc, b| acc << 8 | *b as usize))
+    };
+    let len = match code {
+        0x00 => {
+            let descriptor = encoded_len(buf, at + 1)?;
+            1 + descriptor + encoded_len(buf, at + 1 + descriptor)?
+        }
+        _ => match code >> 4 {
+            0x4 => 1,
+            0x5 => 2,
+            0x6 => 3,
+            0x7 => 5,
+            0x8 => 9,
+            0x9 => 17,
+            0xa | 0xc | 0xe => 2 + width(1)?,
+            0xb | 0xd | 0xf => 5 + width(4)?,
+            _ => return None,
+        },
+    };
+    (at + len <= buf.len()).then_some(len)
+}
+
+/// Copy the value at `at` to `out`, writing described lists of known types in full length;
+/// returns where the value ends.
+fn pad_value(buf: &[u8], at: usize, out: &mut Vec<u8>) -> Option<usize> {
+    let end = at + encoded_len(buf, at)?;
+    let copy = |out: &mut Vec<u8>| {
+        out.extend_from_slice(&buf[at..end]);
+        Some(end)
+    };
+    if buf[at] != 0x00 {
+        return copy(out);
+    }
+    let (code, descriptor_len) = match buf.get(at + 1)? {
+        0x53 => (*buf.get(at + 2)? as u64, 2),
+        0x44 => (0, 1),
+        0x80 => (u64::from_be_bytes(buf.get(at + 2..at + 10)?.try_into().ok()?), 9),
+        _ => return copy(out),
+    };
+    let Some(fields) = full_field_count(code) else {
+        return copy(out);
+    };
+    let list = at + 1 + descriptor_len;
+    let (count, mut item) = match buf[list] {
+        0x45 => (0, list + 1),
+        0xc0 => (*buf.get(list + 2)? as usize, list + 3),
+        0xd0 => (
+            u32::from_be_bytes(buf.get(list + 5..list + 9)?.try_into().ok()?) as usize,
+            list + 9,
+        ),
+        _ => return copy(out),
+    };
+    let mut items = Vec::new();
+    for _ in 0..count {
+        item = pad_value(buf, item, &mut items)?;
+    }
+    if item != end {
+        return None;
+    }
+    let total = count.max(fields);
+    items.resize(items.len() + (total - count), 0x40);
+    out.extend_from_slice(&buf[at..list]);
+    if total == 0 {
+        out.push(0x45);
+    } else if items.len() < 255 && total < 256 {
+        out.extend_from_slice(&[0xc0, items.len() as u8 + 1, total as u8]);
+    } else {
+        out.push(0xd0);
+        out.extend_from_slice(&(items.len() as u32 + 4).to_be_bytes());
+        out.extend_from_slice(&(total as u32).to_be_bytes());
+    }
+    out.extend_from_slice(&items);
+    Some(end)
 }
