@@ -13,6 +13,8 @@
 mod common;
 #[path = "common/eventhubs.rs"]
 mod eventhubs;
+#[path = "common/python.rs"]
+mod python;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,18 +42,6 @@ const SETUP: &str = "run e2e/test-all.sh once (it creates e2e/.venv with azure-e
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `$SIEMBRIDGE_TEST_PYTHON`, else the venv `e2e/test-all.sh` creates, else `python3`.
-fn python() -> String {
-    if let Ok(p) = std::env::var("SIEMBRIDGE_TEST_PYTHON") {
-        return p;
-    }
-    let venv = repo().join("e2e/.venv/bin/python");
-    if venv.exists() {
-        return venv.display().to_string();
-    }
-    "python3".into()
 }
 
 /// Skip (outside CI) or fail (in CI) when Python or the SDK is missing.
@@ -182,7 +172,7 @@ async fn read_with_rust_sdk(s: &EventHubsStandIn, partition: usize, n: usize) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_publishes_to_and_reads_from_the_standin() {
     siembridge::tls::install_crypto_provider();
-    let python = python();
+    let python = python::python();
     let s = EventHubsStandIn::start(NS).await;
     s.state.add_hub(HUB, 4, &["siem"]);
     s.state.add_policy("listen", KEY, Rights::LISTEN);
