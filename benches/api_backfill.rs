@@ -30,7 +30,10 @@ fn env(name: &str, default: usize) -> usize {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let blobs = env("API_BENCH_BLOBS", 400);
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, as
+    // a quick smoke test of the same code.
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let blobs = env("API_BENCH_BLOBS", if bench_mode { 400 } else { 20 });
     let per_blob = env("API_BENCH_RECORDS", 25);
     let rpm = env("API_BENCH_RPM", 60_000) as u32;
     let dir = tempfile::tempdir().expect("temp dir");

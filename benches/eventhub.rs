@@ -68,10 +68,13 @@ fn peak_rss_mb() -> f64 {
 
 fn main() {
     siembridge::tls::install_crypto_provider();
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, as
+    // a quick smoke test of the same code.
+    let bench_mode = std::env::args().any(|a| a == "--bench");
     let n: u64 = std::env::var("BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+        .unwrap_or(if bench_mode { 200_000 } else { 5_000 });
     let bodies: Vec<Bytes> = (0..n).map(eventhub_collector::diagnostic_body).collect();
     let total_bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
 

@@ -59,10 +59,13 @@ fn main() {
         .collect();
     let avg = records.iter().map(Vec::len).sum::<usize>() / records.len();
     println!("mix: {} records, average {} bytes", records.len(), avg);
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, as
+    // a quick smoke test of the same code.
+    let bench_mode = std::env::args().any(|a| a == "--bench");
     let secs: f64 = std::env::var("SIEMBRIDGE_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+        .unwrap_or(if bench_mode { 3.0 } else { 0.2 });
     let ctx = EcsContext {
         event_id: Some("bench"),
         ..Default::default()
