@@ -401,6 +401,21 @@ pub fn next_stream<S: PolledStream>(streams: &[S], now: Instant, idle: Duration)
         .ok_or_else(|| streams.iter().map(|s| s.next_poll()).min().unwrap_or(now + idle))
 }
 
+/// Wait until a stream is ready and return it ([`next_stream`], sleeping while none is).
+pub async fn due_stream<S: PolledStream>(streams: &[S], idle: Duration) -> usize {
+    loop {
+        match next_stream(streams, Instant::now(), idle) {
+            Ok(i) => return i,
+            Err(wake) => tokio::time::sleep_until(wake.into()).await,
+        }
+    }
+}
+
+/// `2026-11-22T10:00:00.000Z` (milliseconds): stream cursors in checkpoints and status.
+pub fn cursor_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// `2026-11-22T10:00:00Z` (whole seconds) for query parameters.
 pub fn query_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

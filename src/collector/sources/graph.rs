@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::api::{
-    parse_time, query_time, throttled_by_status, ApiClient, ApiResponse, RateBudget, RecentIds, RetryPolicy,
+    cursor_time, parse_time, query_time, throttled_by_status, ApiClient, ApiResponse, RateBudget, RecentIds,
+    RetryPolicy,
 };
 use super::{RecordOrigin, Source, SourceBatch, SourceContext, SourceError, SourceStatus, SourceUnit};
 use crate::api::{GraphBudget, GraphEndpoint, GraphSource, LostRange, SignInEventType};
@@ -285,8 +286,8 @@ impl GraphReader {
                 let s = &mut self.streams[i];
                 self.status.data_loss(LostRange {
                     stream: s.stream.clone(),
-                    from: rfc3339(s.cursor),
-                    to: rfc3339(end),
+                    from: cursor_time(s.cursor),
+                    to: cursor_time(end),
                     reason: format!("Graph window could not be read: {e}"),
                 });
                 s.window = None;
@@ -319,7 +320,7 @@ impl GraphReader {
                 s.window = Some((end, next));
                 units.push(SourceUnit {
                     payload,
-                    position: rfc3339(s.cursor),
+                    position: cursor_time(s.cursor),
                     state: Some(Arc::new(serde_json::json!({"ids": s.ids.to_state()}))),
                     id: None,
                 });
@@ -331,7 +332,7 @@ impl GraphReader {
                 s.ids.prune_before(keep_from);
                 units.push(SourceUnit {
                     payload,
-                    position: rfc3339(s.cursor),
+                    position: cursor_time(s.cursor),
                     state: Some(Arc::new(serde_json::json!({"ids": s.ids.to_state()}))),
                     id: None,
                 });
@@ -397,10 +398,6 @@ pub(crate) fn dedupe(values: &[&RawValue], ids: &mut RecentIds, time_field: &str
     Bytes::from(out)
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 #[async_trait::async_trait]
 impl Source for GraphReader {
     fn kind(&self) -> &'static str {
@@ -409,13 +406,9 @@ impl Source for GraphReader {
 
     async fn next_batch(&mut self) -> Result<Option<SourceBatch>, SourceError> {
         loop {
-            match super::api::next_stream(&self.streams, Instant::now(), self.interval) {
-                Ok(i) => {
-                    if let Some(batch) = self.advance(i).await? {
-                        return Ok(Some(batch));
-                    }
-                }
-                Err(wake) => tokio::time::sleep_until(wake.into()).await,
+            let i = super::api::due_stream(&self.streams, self.interval).await;
+            if let Some(batch) = self.advance(i).await? {
+                return Ok(Some(batch));
             }
         }
     }

@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::api::{parse_time, query_time, throttled_by_status, ApiClient, RateBudget, RecentIds, RetryPolicy};
+use super::api::{
+    cursor_time, parse_time, query_time, throttled_by_status, ApiClient, RateBudget, RecentIds, RetryPolicy,
+};
 use super::graph::dedupe;
 use super::{RecordOrigin, Source, SourceBatch, SourceContext, SourceError, SourceStatus, SourceUnit};
 use crate::api::{ContentType, LostRange, ManagementActivitySource};
@@ -159,8 +161,8 @@ impl AuditLogQueryReader {
     fn lose_window(&mut self, end: DateTime<Utc>, why: String) {
         self.status.data_loss(LostRange {
             stream: STREAM.into(),
-            from: rfc3339(self.cursor),
-            to: rfc3339(end),
+            from: cursor_time(self.cursor),
+            to: cursor_time(end),
             reason: why,
         });
         self.cursor = self.cursor.max(end);
@@ -274,7 +276,7 @@ impl AuditLogQueryReader {
                     origin: RecordOrigin::Graph(STREAM.into()),
                     units: vec![SourceUnit {
                         payload,
-                        position: rfc3339(self.cursor),
+                        position: cursor_time(self.cursor),
                         state: Some(Arc::new(serde_json::json!({"ids": self.ids.to_state()}))),
                         id: None,
                     }],
@@ -293,10 +295,6 @@ impl AuditLogQueryReader {
             Some((now - self.cursor).num_seconds().max(0)),
         );
     }
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[async_trait::async_trait]

@@ -23,7 +23,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::api::{parse_time, ApiClient, ApiResponse, RateBudget, RecentIds, RetryPolicy};
+use super::api::{cursor_time, parse_time, ApiClient, ApiResponse, RateBudget, RecentIds, RetryPolicy};
 use super::{RecordOrigin, Source, SourceBatch, SourceContext, SourceError, SourceStatus, SourceUnit};
 use crate::api::{ContentType, LostRange, ManagementActivitySource};
 use crate::collector::auth::{default_scope, CloudEndpoints, TokenProvider};
@@ -172,15 +172,15 @@ impl ManagementActivityReader {
             let cursor = if cursor < oldest {
                 ctx.status.data_loss(LostRange {
                     stream: stream.to_string(),
-                    from: rfc3339(cursor),
-                    to: rfc3339(oldest),
+                    from: cursor_time(cursor),
+                    to: cursor_time(oldest),
                     reason: "the checkpoint is older than the 7-day retention of the Management Activity API".into(),
                 });
                 oldest
             } else {
                 cursor
             };
-            tracing::info!(collector = %ctx.collector, stream, cursor = %rfc3339(cursor), "content type starts");
+            tracing::info!(collector = %ctx.collector, stream, cursor = %cursor_time(cursor), "content type starts");
             streams.push(ContentCursor {
                 content_type: ct,
                 cursor,
@@ -358,8 +358,8 @@ impl ManagementActivityReader {
                     let from = s.cursor.max(start);
                     self.status.data_loss(LostRange {
                         stream: ct.to_string(),
-                        from: rfc3339(from),
-                        to: rfc3339(end),
+                        from: cursor_time(from),
+                        to: cursor_time(end),
                         reason: format!("content listing failed: {why}"),
                     });
                     Vec::new()
@@ -376,7 +376,7 @@ impl ManagementActivityReader {
                 .collect();
             pending.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.content_id.cmp(&b.0.content_id)));
             pending.dedup_by(|a, b| a.0.content_id == b.0.content_id);
-            tracing::debug!(stream = ct, from = %rfc3339(start), to = %rfc3339(end), blobs = pending.len(), "content window listed");
+            tracing::debug!(stream = ct, from = %cursor_time(start), to = %cursor_time(end), blobs = pending.len(), "content window listed");
             self.streams[i].window = Some(Window {
                 end,
                 pending: pending.into(),
@@ -413,7 +413,7 @@ impl ManagementActivityReader {
                     s.cursor = s.cursor.max(created);
                     units.push(SourceUnit {
                         payload,
-                        position: rfc3339(s.cursor),
+                        position: cursor_time(s.cursor),
                         state: Some(state_of(s)),
                         id: None,
                     });
@@ -421,8 +421,8 @@ impl ManagementActivityReader {
                 Err(why) => {
                     self.status.data_loss(LostRange {
                         stream: ct.clone(),
-                        from: rfc3339(created),
-                        to: rfc3339(created),
+                        from: cursor_time(created),
+                        to: cursor_time(created),
                         reason: format!("content blob {} could not be read: {why}", blob.content_id),
                     });
                     s.blobs.insert(&blob.content_id, at);
@@ -440,7 +440,7 @@ impl ManagementActivityReader {
                 s.blobs.prune_before(keep_from);
                 units.push(SourceUnit {
                     payload: Bytes::from_static(b"[]"),
-                    position: rfc3339(s.cursor),
+                    position: cursor_time(s.cursor),
                     state: Some(state_of(s)),
                     id: None,
                 });
@@ -516,10 +516,6 @@ fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// An answer that needs a human, as a source error naming the API's code.
 fn fatal(what: &str, r: &ApiResponse) -> SourceError {
     SourceError::Invalid(format!("Management Activity API, {what}: {}", r.error_summary()))
@@ -536,13 +532,9 @@ impl Source for ManagementActivityReader {
             self.subscribe().await?;
         }
         loop {
-            match super::api::next_stream(&self.streams, Instant::now(), self.interval) {
-                Ok(i) => {
-                    if let Some(batch) = self.advance(i).await? {
-                        return Ok(Some(batch));
-                    }
-                }
-                Err(wake) => tokio::time::sleep_until(wake.into()).await,
+            let i = super::api::due_stream(&self.streams, self.interval).await;
+            if let Some(batch) = self.advance(i).await? {
+                return Ok(Some(batch));
             }
         }
     }
