@@ -362,16 +362,16 @@ impl OwnershipStore for BlobCheckpointStore {
                 if current.etag != etag {
                     return Err(conflict());
                 }
-                let renewed = ownership_record(partition.to_string(), &current).renewed;
-                Some(renewed.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                Some(ownership_record(partition.to_string(), &current).renewed)
             }
             _ => None,
         };
+        let kept_text = kept_renewal.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         let mut metadata: Vec<(&str, &str)> = vec![("ownerid", claim.owner)];
         if let Some(r) = claim.requested_by {
             metadata.push((REQUESTED_BY, r));
         }
-        if let Some(t) = &kept_renewal {
+        if let Some(t) = &kept_text {
             metadata.push((RENEWED_AT, t));
         }
         let mut created_container = false;
@@ -410,11 +410,7 @@ impl OwnershipStore for BlobCheckpointStore {
             Ok(etag) => Ok(Ownership {
                 partition: partition.to_string(),
                 owner: claim.owner.to_string(),
-                renewed: kept_renewal
-                    .as_deref()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or_else(chrono::Utc::now),
+                renewed: kept_renewal.unwrap_or_else(chrono::Utc::now),
                 requested_by: claim.requested_by.map(str::to_string),
                 version: etag,
             }),

@@ -133,6 +133,16 @@ impl LeaseStore {
         self.api.get_opt(&self.lease_name(stream)).await
     }
 
+    /// Create the Lease, or replace it (the API server compares its `resourceVersion`: a stale
+    /// one is a 409 conflict).
+    async fn put(&self, lease: &Lease, creating: bool) -> Result<Lease, kube::Error> {
+        if creating {
+            self.api.create(&PostParams::default(), lease).await
+        } else {
+            self.api.replace(&lease.name_any(), &PostParams::default(), lease).await
+        }
+    }
+
     fn ownership_of(&self, lease: &Lease) -> Option<Ownership> {
         let partition = self.stream_of(lease)?;
         let spec = lease.spec.clone().unwrap_or_default();
@@ -218,14 +228,7 @@ impl CheckpointStore for LeaseStore {
                     a.remove(STATE);
                 }
             }
-            let result = if creating {
-                self.api.create(&PostParams::default(), &lease).await
-            } else {
-                self.api
-                    .replace(&lease.name_any(), &PostParams::default(), &lease)
-                    .await
-            };
-            match result {
+            match self.put(&lease, creating).await {
                 Ok(_) => return Ok(()),
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(io(&self.label(), e)),
@@ -302,14 +305,7 @@ impl PartitionOwnership for LeaseStore {
                 a.remove(REQUESTED_BY);
             }
         }
-        let result = if creating {
-            self.api.create(&PostParams::default(), &lease).await
-        } else {
-            self.api
-                .replace(&lease.name_any(), &PostParams::default(), &lease)
-                .await
-        };
-        match result {
+        match self.put(&lease, creating).await {
             Ok(l) => self
                 .ownership_of(&l)
                 .ok_or_else(|| store_error(self.label(), "written Lease has an unexpected name")),
