@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use kube::ResourceExt;
 
 use crate::api::{
-    CheckpointStoreKind, ConsumerGroup, InvalidSpec, LogSource, ReplaySource, Resources, SiemDestination, SourceKind,
+    CheckpointStoreKind, CollectorPodTemplate, ConsumerGroup, InvalidSpec, LogSource, ReplaySource, Resources,
+    SiemDestination, SourceKind,
 };
 use crate::config::{
     CheckpointConfig, CollectorConfig, DeadLetterConfig, ReportTarget, Route, SecretSource, SourceConfig,
@@ -71,6 +72,56 @@ pub struct RenderedCollector {
     pub replay_config_map: Option<String>,
     /// Resources of the collector container.
     pub resources: Option<Resources>,
+    /// The resource's `podTemplate` (overrides of the operator's collector pod defaults).
+    pub pod_template: Option<CollectorPodTemplate>,
+}
+
+/// The Entra app a collector signs in as with Azure workload identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadIdentity {
+    pub client_id: String,
+    pub tenant_id: String,
+}
+
+impl RenderedCollector {
+    /// The app of every credential with `workloadIdentity: true` in this collector's source and
+    /// destinations. A pod has one ServiceAccount and so one federated app: two different apps
+    /// are a spec error.
+    pub fn workload_identity(&self) -> Result<Option<WorkloadIdentity>, InvalidSpec> {
+        fn walk(value: &serde_json::Value, found: &mut Vec<WorkloadIdentity>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if map.get("workloadIdentity") == Some(&serde_json::Value::Bool(true)) {
+                        let text = |k: &str| map.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                        found.push(WorkloadIdentity {
+                            client_id: text("clientId"),
+                            tenant_id: text("tenantId"),
+                        });
+                    }
+                    map.values().for_each(|v| walk(v, found));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        if let Ok(source) = serde_json::to_value(&self.config.source) {
+            walk(&source, &mut found);
+        }
+        if let Ok(destinations) = serde_json::to_value(&self.config.destinations) {
+            walk(&destinations, &mut found);
+        }
+        found.dedup();
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            [a, b, ..] => Err(InvalidSpec::new(format!(
+                "workload identity with two apps in one collector ({} and {}): a pod has one \
+                 ServiceAccount, federated with one app",
+                a.client_id, b.client_id
+            ))),
+        }
+    }
 }
 
 /// Name of the collector of a ConsumerGroup.
@@ -174,17 +225,17 @@ pub fn render_consumer_group(
         telemetry: telemetry(target),
         report: Some(report(target, &namespace, &name)),
     };
-    Ok((
-        RenderedCollector {
-            name,
-            config,
-            replicas: cg.spec.replicas,
-            secret_names,
-            replay_config_map: None,
-            resources: cg.spec.resources.clone(),
-        },
-        skipped,
-    ))
+    let collector = RenderedCollector {
+        name,
+        config,
+        replicas: cg.spec.replicas,
+        secret_names,
+        replay_config_map: None,
+        resources: cg.spec.resources.clone(),
+        pod_template: cg.spec.pod_template.clone(),
+    };
+    collector.workload_identity()?;
+    Ok((collector, skipped))
 }
 
 /// Render the collector of a LogSource that runs its own (every kind but `eventHub`).
@@ -239,14 +290,17 @@ pub fn render_log_source(
         telemetry: telemetry(target),
         report: Some(report(target, &namespace, &name)),
     };
-    Ok(Some(RenderedCollector {
+    let collector = RenderedCollector {
         name,
         config,
         replicas: if ls.spec.suspend { 0 } else { 1 },
         secret_names,
         replay_config_map,
         resources: ls.spec.resources.clone(),
-    }))
+        pod_template: ls.spec.pod_template.clone(),
+    };
+    collector.workload_identity()?;
+    Ok(Some(collector))
 }
 
 /// A LogSource's route and the destinations it names, by name.

@@ -537,6 +537,7 @@ fn values_schema_rejects_bad_values() {
         (json!({"serviceMonitor": {"enabled": "yes"}}), "enabled"),
         (json!({"watchNamespace": "Not_A_Namespace"}), "watchNamespace"),
         (json!({"logFormat": "xml"}), "logFormat"),
+        (json!({"collectorPod": {"nodeSelectr": {"a": "b"}}}), "nodeSelectr"),
     ] {
         match helm_render(&values) {
             Ok(_) => panic!("values.schema.json accepted {values}"),
@@ -545,6 +546,37 @@ fn values_schema_rejects_bad_values() {
                 "the error for {values} names {needle}: {reason}"
             ),
         }
+    }
+}
+
+#[test]
+fn collector_pod_defaults_reach_the_operator_as_the_template_it_parses() {
+    let pod = json!({
+        "labels": {"team": "soc"},
+        "imagePullSecrets": [{"name": "registry-credentials"}],
+        "env": [{"name": "HTTPS_PROXY", "value": "http://proxy.contoso.example:3128"}],
+        "serviceAccountAnnotations": {"example.com/owner": "platform"}
+    });
+    let rendered = Rendered::of(json!({"collectorPod": pod}));
+    let (_, container) = rendered.operator();
+    let text = env_value(&container, "SIEMBRIDGE_COLLECTOR_POD_DEFAULTS").expect("collector pod defaults are passed");
+    let parsed = siembridge::operator::collector_pod_defaults(Some(&text)).unwrap();
+    assert_eq!(parsed.labels["team"], "soc");
+    assert_eq!(parsed.image_pull_secrets[0].name, "registry-credentials");
+    assert_eq!(
+        parsed.env[0].value.as_deref(),
+        Some("http://proxy.contoso.example:3128")
+    );
+    assert_eq!(parsed.service_account_annotations["example.com/owner"], "platform");
+    // No value, no variable: the operator's defaults are empty.
+    let (_, plain) = Rendered::of(json!({})).operator();
+    assert!(env_value(&plain, "SIEMBRIDGE_COLLECTOR_POD_DEFAULTS").is_none());
+    let rules: Vec<PolicyRule> = rendered.one::<ClusterRole>("ClusterRole").rules.unwrap_or_default();
+    for verb in ["create", "patch", "delete", "list"] {
+        assert!(
+            allows(&rules, "policy", "poddisruptionbudgets", verb),
+            "{verb} poddisruptionbudgets"
+        );
     }
 }
 

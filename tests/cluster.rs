@@ -222,6 +222,7 @@ async fn operator_runs_collectors_on_a_real_cluster() {
         Metrics::unregistered(),
         ControllerSettings {
             collector_image: siembridge::operator::default_collector_image(),
+            collector_pod_defaults: Default::default(),
             connectivity: Arc::new(TcpConnect::default()),
             instance: Some(format!("e2e-{run_id}")),
             watch_namespace: None,

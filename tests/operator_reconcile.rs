@@ -379,6 +379,7 @@ fn list_lines() -> Vec<String> {
         "/apis/rbac.authorization.k8s.io/v1/namespaces/soc/rolebindings",
         "/apis/rbac.authorization.k8s.io/v1/namespaces/soc/roles",
         "/api/v1/namespaces/soc/serviceaccounts",
+        "/apis/policy/v1/namespaces/soc/poddisruptionbudgets",
     ]
     .iter()
     .map(|p| format!("GET {p}"))
@@ -476,11 +477,11 @@ async fn replay_log_source_applies_its_collector_with_the_field_manager_and_repo
         "report data belongs to the collector"
     );
 
-    let event = calls[11].body.as_ref().unwrap();
+    let event = calls[12].body.as_ref().unwrap();
     assert_eq!(event["reason"], "CollectorCreated");
     assert_eq!(event["regarding"]["name"], "quickstart");
 
-    let status = &calls[12].body.as_ref().unwrap()["status"];
+    let status = &calls[13].body.as_ref().unwrap()["status"];
     assert_eq!(status["sourceType"], "replay");
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(condition(status, types::READY)["status"], "False");
@@ -697,8 +698,8 @@ async fn event_hub_log_source_deletes_a_collector_it_no_longer_needs() {
     expected.push("PATCH /apis/siembridge.io/v1alpha1/namespaces/soc/logsources/intune/status".into());
     assert_eq!(server.lines(), expected);
     let calls = server.calls();
-    assert_eq!(calls[6].body.as_ref().unwrap()["reason"], "CollectorDeleted");
-    let status = &calls[7].body.as_ref().unwrap()["status"];
+    assert_eq!(calls[7].body.as_ref().unwrap()["reason"], "CollectorDeleted");
+    let status = &calls[8].body.as_ref().unwrap()["status"];
     assert_eq!(status["sourceType"], "eventHub");
     assert!(condition(status, types::READY)["message"]
         .as_str()
@@ -762,6 +763,8 @@ async fn consumer_group_runs_one_collector_with_its_replicas_and_secrets() {
     let action = consumer_group::reconcile(Arc::new(cg), ctx).await.unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(120)));
     let mut expected = collector_apply_lines("sb-cg-intune-hub");
+    // Two replicas: a PodDisruptionBudget keeps one reading through a node drain.
+    expected.push("PATCH /apis/policy/v1/namespaces/soc/poddisruptionbudgets/sb-cg-intune-hub".into());
     expected.extend(list_lines());
     expected.push(EVENTS.into());
     expected.push(LEASES.into());
@@ -779,7 +782,7 @@ async fn consumer_group_runs_one_collector_with_its_replicas_and_secrets() {
         .unwrap()
         .to_string();
     assert!(config.contains("logSource: intune"), "{config}");
-    let status = &calls[13].body.as_ref().unwrap()["status"];
+    let status = &calls[15].body.as_ref().unwrap()["status"];
     assert_eq!(condition(status, types::READY)["status"], "True");
     assert_eq!(condition(status, types::BALANCED)["status"], "True", "{status}");
     assert_eq!(status["replicasSummary"], "2/2");

@@ -284,3 +284,90 @@ impl Default for BufferSpec {
 
 /// CPU and memory of the collector pods, as in a container's `resources`.
 pub type Resources = k8s_openapi::api::core::v1::ResourceRequirements;
+
+/// How the collector pods of a resource are shaped: scheduling, pulling, environment and the
+/// metadata platform tooling expects. The chart's `collectorPod` value gives the defaults of every
+/// collector pod; a resource's `podTemplate` overrides them field by field (maps are merged, the
+/// resource's keys winning; `env` is merged by name; every other list, when set, replaces the
+/// default). Labels the operator selects pods by cannot be overridden.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectorPodTemplate {
+    /// Extra labels of the collector pods.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Extra annotations of the collector pods.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// Pull secrets for a private registry (names of Secrets in the resource's namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<k8s_openapi::api::core::v1::LocalObjectReference>,
+    /// Node labels the pods must run on.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub node_selector: std::collections::BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    /// Node and pod affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<k8s_openapi::api::core::v1::Affinity>,
+    /// How replicas spread over zones or nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<k8s_openapi::api::core::v1::TopologySpreadConstraint>,
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Extra environment of the collector container, e.g. `HTTPS_PROXY` and `NO_PROXY`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<k8s_openapi::api::core::v1::EnvVar>,
+    /// CPU and memory of the collector container (the resource's own `resources` field, where it
+    /// has one, takes precedence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Annotations of the collector ServiceAccount (e.g. for cloud IAM bindings).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub service_account_annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl CollectorPodTemplate {
+    /// `self` (the defaults) overridden by `over` (a resource's `podTemplate`).
+    pub fn overridden_by(&self, over: Option<&CollectorPodTemplate>) -> CollectorPodTemplate {
+        let Some(over) = over else { return self.clone() };
+        fn map(
+            a: &std::collections::BTreeMap<String, String>,
+            b: &std::collections::BTreeMap<String, String>,
+        ) -> std::collections::BTreeMap<String, String> {
+            a.iter().chain(b).map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
+        fn list<T: Clone>(a: &[T], b: &[T]) -> Vec<T> {
+            if b.is_empty() {
+                a.to_vec()
+            } else {
+                b.to_vec()
+            }
+        }
+        let mut env = self.env.clone();
+        for e in &over.env {
+            match env.iter_mut().find(|x| x.name == e.name) {
+                Some(x) => *x = e.clone(),
+                None => env.push(e.clone()),
+            }
+        }
+        CollectorPodTemplate {
+            labels: map(&self.labels, &over.labels),
+            annotations: map(&self.annotations, &over.annotations),
+            image_pull_secrets: list(&self.image_pull_secrets, &over.image_pull_secrets),
+            node_selector: map(&self.node_selector, &over.node_selector),
+            tolerations: list(&self.tolerations, &over.tolerations),
+            affinity: over.affinity.clone().or_else(|| self.affinity.clone()),
+            topology_spread_constraints: list(&self.topology_spread_constraints, &over.topology_spread_constraints),
+            priority_class_name: over
+                .priority_class_name
+                .clone()
+                .or_else(|| self.priority_class_name.clone()),
+            env,
+            resources: over.resources.clone().or_else(|| self.resources.clone()),
+            service_account_annotations: map(&self.service_account_annotations, &over.service_account_annotations),
+        }
+    }
+}

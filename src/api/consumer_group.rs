@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{BlobCredentials, EntraCredentials, Resources, SecretKeySelector};
+use super::common::{BlobCredentials, CollectorPodTemplate, EntraCredentials, Resources, SecretKeySelector};
 
 /// Reads one consumer group of one Event Hub with `replicas` collector pods that share its
 /// partitions. LogSources of kind `eventHub` name it and take the categories they want.
@@ -17,6 +17,12 @@ use super::common::{BlobCredentials, EntraCredentials, Resources, SecretKeySelec
     doc = "One reader of one Azure Event Hub consumer group: collector pods that share the hub's partitions and keep their checkpoints.",
     namespaced,
     status = "ConsumerGroupStatus",
+    // `kubectl scale`, the HorizontalPodAutoscaler and KEDA drive `spec.replicas` through this.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     shortname = "cg",
     shortname = "sbcg",
     category = "siembridge",
@@ -55,6 +61,11 @@ pub struct ConsumerGroupSpec {
     /// CPU and memory of each collector pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// Shape of the collector pods (labels, annotations, pull secrets, scheduling, extra
+    /// environment such as a proxy, ServiceAccount annotations); it overrides the chart's
+    /// `collectorPod` defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<CollectorPodTemplate>,
 }
 
 impl ConsumerGroupSpec {
@@ -230,10 +241,18 @@ impl Default for LagThreshold {
 pub struct ConsumerGroupStatus {
     /// Conditions: `Ready`, `Progressing`, `Degraded`, `Balanced`, `Lagging`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Collector pods that exist (the scale subresource's `status.replicas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Label selector of the collector pods, as a string (the scale subresource's selector, used
+    /// by the HorizontalPodAutoscaler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Collector pods ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,

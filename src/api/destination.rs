@@ -548,6 +548,7 @@ impl FileSpec {
 pub struct SiemDestinationStatus {
     /// Conditions: `Ready` from a connectivity check of the destination.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use super::common::{BlobCredentials, EntraCredentials, Resources, SecretKeySelector};
+use super::common::{BlobCredentials, CollectorPodTemplate, EntraCredentials, Resources, SecretKeySelector};
 use super::InvalidSpec;
 
 /// A stream of Microsoft security or audit records delivered to one or more SiemDestinations.
@@ -33,7 +33,9 @@ use super::InvalidSpec;
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "[has(self.eventHub), has(self.managementActivityApi), has(self.graph), has(self.azureBlob), has(self.replay)].filter(x, x).size() == 1",
-     "message": "set exactly one of eventHub, managementActivityApi, graph, azureBlob, replay"}
+     "message": "set exactly one of eventHub, managementActivityApi, graph, azureBlob, replay"},
+    {"rule": "!has(self.eventHub) || (!has(self.podTemplate) && !has(self.resources))",
+     "message": "an eventHub LogSource is read by its ConsumerGroup's collector: set podTemplate and resources on the ConsumerGroup"}
 ]))]
 pub struct LogSourceSpec {
     /// Records read by a ConsumerGroup from an Event Hub (Entra and Intune diagnostic settings,
@@ -65,6 +67,11 @@ pub struct LogSourceSpec {
     /// CPU and memory of the collector pod of an API-polled or replay source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// Shape of the collector pod of an API-polled or replay source (labels, annotations, pull
+    /// secrets, scheduling, extra environment such as a proxy, ServiceAccount annotations); it
+    /// overrides the chart's `collectorPod` defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<CollectorPodTemplate>,
 }
 
 /// Which source kind a spec selects, borrowed from the spec.
@@ -465,6 +472,7 @@ pub struct LogSourceStatus {
     /// Conditions: `Ready`, `Progressing`, `Degraded`, `SourceConnected`, `DestinationsReady`,
     /// `Lagging`, `Throttled`, `DataLoss`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

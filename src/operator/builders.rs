@@ -12,12 +12,14 @@ use k8s_openapi::api::core::v1::{
     EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
+use crate::api::CollectorPodTemplate;
 use crate::config::{CheckpointConfig, SecretSource};
 use crate::render::{RenderedCollector, COLLECTOR_METRICS_PORT, POD_STATE_DIR, REPLAY_MOUNT_DIR};
 
@@ -43,6 +45,13 @@ pub const CONFIG_KEY: &str = "collector.yaml";
 pub const CONFIG_MOUNT_DIR: &str = "/etc/siembridge";
 /// User and group the collector runs as (the distroless `nonroot` user).
 pub const COLLECTOR_UID: i64 = 65532;
+/// Pod label the Azure workload identity webhook selects pods by (it then projects the
+/// federated token file and sets `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, ...).
+pub const WORKLOAD_IDENTITY_USE_LABEL: &str = "azure.workload.identity/use";
+/// ServiceAccount annotation naming the Entra app the pods' federated token is exchanged for.
+pub const WORKLOAD_IDENTITY_CLIENT_ID_ANNOTATION: &str = "azure.workload.identity/client-id";
+/// ServiceAccount annotation naming the app's tenant.
+pub const WORKLOAD_IDENTITY_TENANT_ID_ANNOTATION: &str = "azure.workload.identity/tenant-id";
 
 /// The resource a collector belongs to: labels and the controller owner reference.
 #[derive(Clone, Debug, PartialEq)]
@@ -157,27 +166,49 @@ pub struct CollectorChildren {
     /// reference (so it is garbage-collected), the collector owns `data`.
     pub report_config_map: ConfigMap,
     pub deployment: Deployment,
+    /// With more than one replica: at most one collector pod down at a time in a voluntary
+    /// disruption (node drain), so the others keep reading their partitions.
+    pub pod_disruption_budget: Option<PodDisruptionBudget>,
 }
 
 /// Build every child of a collector.
 ///
 /// `secret_versions` maps each Secret of `collector.secret_names` to its `resourceVersion`, so a
-/// rotation changes the pod template hash and rolls the pods.
+/// rotation changes the pod template hash and rolls the pods. `pod` is the operator's collector
+/// pod defaults already overridden by the resource's `podTemplate`.
 pub fn collector_children(
     collector: &RenderedCollector,
     owner: &CollectorOwner,
     image: &str,
+    pod: &CollectorPodTemplate,
     secret_versions: &BTreeMap<String, String>,
 ) -> Result<CollectorChildren, BuildError> {
     let config_yaml = serde_yaml::to_string(&collector.config)?;
     let hash = config_hash(&config_yaml, collector, secret_versions);
     Ok(CollectorChildren {
-        service_account: service_account(collector, owner),
+        service_account: service_account(collector, owner, pod),
         role: role(collector, owner),
         role_binding: role_binding(collector, owner),
         config_map: config_map(collector, owner, config_yaml),
         report_config_map: report_config_map(collector, owner),
-        deployment: deployment(collector, owner, image, &hash),
+        deployment: deployment(collector, owner, image, pod, &hash),
+        pod_disruption_budget: pod_disruption_budget(collector, owner),
+    })
+}
+
+/// `maxUnavailable: 1` over the collector's pods when it runs more than one.
+pub fn pod_disruption_budget(collector: &RenderedCollector, owner: &CollectorOwner) -> Option<PodDisruptionBudget> {
+    (collector.replicas > 1).then(|| PodDisruptionBudget {
+        metadata: owner.metadata(&collector.name, &collector.name),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&collector.name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
     })
 }
 
@@ -217,10 +248,25 @@ pub fn report_config_map(collector: &RenderedCollector, owner: &CollectorOwner) 
     }
 }
 
-/// The ServiceAccount collector pods run as.
-pub fn service_account(collector: &RenderedCollector, owner: &CollectorOwner) -> ServiceAccount {
+/// The ServiceAccount collector pods run as: the pod template's annotations, and with Azure
+/// workload identity the app it is federated with (federated credential subject
+/// `system:serviceaccount:<namespace>:<collector name>`).
+pub fn service_account(
+    collector: &RenderedCollector,
+    owner: &CollectorOwner,
+    pod: &CollectorPodTemplate,
+) -> ServiceAccount {
+    let mut metadata = owner.metadata(&collector.name, &collector.name);
+    let mut annotations = pod.service_account_annotations.clone();
+    if let Ok(Some(identity)) = collector.workload_identity() {
+        annotations.insert(WORKLOAD_IDENTITY_CLIENT_ID_ANNOTATION.into(), identity.client_id);
+        if !identity.tenant_id.is_empty() {
+            annotations.insert(WORKLOAD_IDENTITY_TENANT_ID_ANNOTATION.into(), identity.tenant_id);
+        }
+    }
+    metadata.annotations = (!annotations.is_empty()).then_some(annotations);
     ServiceAccount {
-        metadata: owner.metadata(&collector.name, &collector.name),
+        metadata,
         ..ServiceAccount::default()
     }
 }
@@ -303,7 +349,13 @@ pub fn default_resources() -> ResourceRequirements {
 }
 
 /// The Deployment running the collector pods.
-pub fn deployment(collector: &RenderedCollector, owner: &CollectorOwner, image: &str, config_hash: &str) -> Deployment {
+pub fn deployment(
+    collector: &RenderedCollector,
+    owner: &CollectorOwner,
+    image: &str,
+    pod: &CollectorPodTemplate,
+    config_hash: &str,
+) -> Deployment {
     let mut volumes = vec![
         Volume {
             name: "config".into(),
@@ -397,10 +449,21 @@ pub fn deployment(collector: &RenderedCollector, owner: &CollectorOwner, image: 
             "--log-format".into(),
             "json".into(),
         ]),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-        ]),
+        env: Some({
+            let mut env = vec![
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_NAMESPACE", "metadata.namespace"),
+            ];
+            // The pod template's environment (a proxy, say) may not replace what the collector
+            // relies on.
+            env.extend(
+                pod.env
+                    .iter()
+                    .filter(|e| e.name != "POD_NAME" && e.name != "POD_NAMESPACE")
+                    .cloned(),
+            );
+            env
+        }),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".into()),
             container_port: i32::from(COLLECTOR_METRICS_PORT),
@@ -409,7 +472,13 @@ pub fn deployment(collector: &RenderedCollector, owner: &CollectorOwner, image: 
         }]),
         liveness_probe: Some(health_probe(10)),
         readiness_probe: Some(health_probe(2)),
-        resources: Some(collector.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(
+            collector
+                .resources
+                .clone()
+                .or_else(|| pod.resources.clone())
+                .unwrap_or_else(default_resources),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -429,7 +498,14 @@ pub fn deployment(collector: &RenderedCollector, owner: &CollectorOwner, image: 
         volume_mounts: Some(mounts),
         ..Container::default()
     };
-    let pod_labels = owner.labels(&collector.name);
+    // The template's labels first: the ones the operator selects pods by always win.
+    let mut pod_labels = pod.labels.clone();
+    pod_labels.extend(owner.labels(&collector.name));
+    if matches!(collector.workload_identity(), Ok(Some(_))) {
+        pod_labels.insert(WORKLOAD_IDENTITY_USE_LABEL.into(), "true".into());
+    }
+    let mut pod_annotations = pod.annotations.clone();
+    pod_annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string());
     Deployment {
         metadata: owner.metadata(&collector.name, &collector.name),
         spec: DeploymentSpec {
@@ -450,10 +526,7 @@ pub fn deployment(collector: &RenderedCollector, owner: &CollectorOwner, image: 
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        config_hash.to_string(),
-                    )])),
+                    annotations: Some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -471,6 +544,13 @@ pub fn deployment(collector: &RenderedCollector, owner: &CollectorOwner, image: 
                     }),
                     containers: vec![container],
                     volumes: Some(volumes),
+                    image_pull_secrets: (!pod.image_pull_secrets.is_empty()).then(|| pod.image_pull_secrets.clone()),
+                    node_selector: (!pod.node_selector.is_empty()).then(|| pod.node_selector.clone()),
+                    tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
+                    affinity: pod.affinity.clone(),
+                    topology_spread_constraints: (!pod.topology_spread_constraints.is_empty())
+                        .then(|| pod.topology_spread_constraints.clone()),
+                    priority_class_name: pod.priority_class_name.clone(),
                     ..PodSpec::default()
                 }),
             },
@@ -536,7 +616,14 @@ mod tests {
     #[test]
     fn every_child_carries_labels_and_a_controller_owner_reference() {
         let (collector, owner) = rendered();
-        let children = collector_children(&collector, &owner, "img:1", &versions("1")).unwrap();
+        let children = collector_children(
+            &collector,
+            &owner,
+            "img:1",
+            &CollectorPodTemplate::default(),
+            &versions("1"),
+        )
+        .unwrap();
         let metas = [
             &children.service_account.metadata,
             &children.role.metadata,
@@ -570,7 +657,14 @@ mod tests {
     #[test]
     fn config_map_holds_the_rendered_config_as_yaml() {
         let (collector, owner) = rendered();
-        let children = collector_children(&collector, &owner, "img:1", &versions("1")).unwrap();
+        let children = collector_children(
+            &collector,
+            &owner,
+            "img:1",
+            &CollectorPodTemplate::default(),
+            &versions("1"),
+        )
+        .unwrap();
         let yaml = &children.config_map.data.as_ref().unwrap()[CONFIG_KEY];
         let parsed: crate::config::CollectorConfig = serde_yaml::from_str(yaml).unwrap();
         assert_eq!(parsed, collector.config);
@@ -584,6 +678,7 @@ mod tests {
             &collector,
             &owner,
             "ghcr.io/siembridge/siembridge:9.9.9",
+            &CollectorPodTemplate::default(),
             &versions("1"),
         )
         .unwrap()
@@ -678,7 +773,7 @@ mod tests {
             limits: Some(BTreeMap::from([("memory".to_string(), Quantity("2Gi".into()))])),
             ..ResourceRequirements::default()
         });
-        let d = deployment(&collector, &owner, "img", "h");
+        let d = deployment(&collector, &owner, "img", &CollectorPodTemplate::default(), "h");
         let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
         assert_eq!(
             c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
@@ -693,8 +788,11 @@ mod tests {
     #[test]
     fn config_hash_changes_with_the_config_and_with_a_secret_rotation_only() {
         let (collector, owner) = rendered();
-        let build =
-            |c: &RenderedCollector, v: &str| collector_children(c, &owner, "img", &versions(v)).unwrap().deployment;
+        let build = |c: &RenderedCollector, v: &str| {
+            collector_children(c, &owner, "img", &CollectorPodTemplate::default(), &versions(v))
+                .unwrap()
+                .deployment
+        };
         let first = hash_of(&build(&collector, "100"));
         assert_eq!(first.len(), 64);
         assert_eq!(first, hash_of(&build(&collector, "100")), "same inputs, same hash");
@@ -711,9 +809,15 @@ mod tests {
         assert_eq!(
             first,
             hash_of(
-                &collector_children(&collector, &owner, "other", &versions("100"))
-                    .unwrap()
-                    .deployment
+                &collector_children(
+                    &collector,
+                    &owner,
+                    "other",
+                    &CollectorPodTemplate::default(),
+                    &versions("100")
+                )
+                .unwrap()
+                .deployment
             )
         );
     }
@@ -772,5 +876,50 @@ mod tests {
         let value = label_value(&long);
         assert!(value.len() <= 63);
         assert_ne!(label_value(&format!("{long}b")), value);
+    }
+
+    #[test]
+    fn pod_template_overrides_defaults_but_not_the_selector_labels_or_pod_env() {
+        let (collector, owner) = rendered();
+        let defaults: CollectorPodTemplate = serde_json::from_value(serde_json::json!({
+            "labels": {"team": "soc", "app.kubernetes.io/instance": "stolen"},
+            "env": [{"name": "HTTPS_PROXY", "value": "http://a"}, {"name": "POD_NAME", "value": "x"}],
+            "tolerations": [{"key": "a", "operator": "Exists"}],
+            "resources": {"limits": {"memory": "1Gi"}}
+        }))
+        .unwrap();
+        let over: CollectorPodTemplate = serde_json::from_value(serde_json::json!({
+            "env": [{"name": "HTTPS_PROXY", "value": "http://b"}, {"name": "NO_PROXY", "value": ".svc"}],
+            "tolerations": [{"key": "b", "operator": "Exists"}]
+        }))
+        .unwrap();
+        let pod = defaults.overridden_by(Some(&over));
+        let d = deployment(&collector, &owner, "img", &pod, "h");
+        let labels = d.spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        assert_eq!(labels["team"], "soc");
+        assert_eq!(labels["app.kubernetes.io/instance"], collector.name);
+        let spec = d.spec.template.spec.unwrap();
+        let env = spec.containers[0].env.clone().unwrap();
+        let value = |n: &str| {
+            env.iter()
+                .filter(|e| e.name == n)
+                .map(|e| e.value.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(value("HTTPS_PROXY"), vec![Some("http://b".to_string())]);
+        assert_eq!(value("NO_PROXY"), vec![Some(".svc".to_string())]);
+        assert_eq!(value("POD_NAME"), vec![None], "the downward-API POD_NAME stays");
+        assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some("b"));
+        let limits = spec.containers[0].resources.clone().unwrap().limits.unwrap();
+        assert_eq!(limits["memory"].0, "1Gi");
+        assert!(
+            pod_disruption_budget(&collector, &owner).is_none(),
+            "one replica, no budget"
+        );
+        let two = RenderedCollector {
+            replicas: 2,
+            ..collector
+        };
+        assert!(pod_disruption_budget(&two, &owner).is_some());
     }
 }

@@ -6,6 +6,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
@@ -52,11 +53,14 @@ pub async fn run_collector(
     collector: &RenderedCollector,
 ) -> Result<(CollectorPods, Duration)> {
     let secret_versions = ctx.stores.secret_versions(namespace, &collector.secret_names);
-    let children = collector_children(collector, owner, &ctx.collector_image, &secret_versions)?;
+    let pod = ctx
+        .collector_pod_defaults
+        .overridden_by(collector.pod_template.as_ref());
+    let children = collector_children(collector, owner, &ctx.collector_image, &pod, &secret_versions)?;
     let created = ctx.is_new_collector(namespace, &collector.name);
     let deployment = apply_collector(&ctx.client, namespace, &children).await?;
     let keep = [collector.name.clone(), report_config_map_name(&collector.name)];
-    let deleted = delete_unwanted(&ctx.client, owner, &keep).await?;
+    let deleted = delete_unwanted(&ctx.client, owner, &keep, children.pod_disruption_budget.is_some()).await?;
     if created {
         ctx.publish(
             regarding,
@@ -85,7 +89,11 @@ pub async fn apply_collector(client: &Client, namespace: &str, children: &Collec
     apply(client, namespace, &children.role_binding).await?;
     apply(client, namespace, &children.config_map).await?;
     apply(client, namespace, &children.report_config_map).await?;
-    apply(client, namespace, &children.deployment).await
+    let deployment = apply(client, namespace, &children.deployment).await?;
+    if let Some(pdb) = &children.pod_disruption_budget {
+        apply(client, namespace, pdb).await?;
+    }
+    Ok(deployment)
 }
 
 async fn delete_unwanted_of<K>(client: &Client, owner: &CollectorOwner, keep: &[String]) -> Result<Vec<String>>
@@ -113,13 +121,21 @@ where
 
 /// Delete the children of `owner` (found by label) that are not named in `keep`: the
 /// collector name for every kind, and its report ConfigMap. `keep` empty deletes them all.
+/// A PodDisruptionBudget is kept only when `keep_budget` (the collector runs more than one pod).
 /// Returns `Kind/name` of what was deleted.
-pub async fn delete_unwanted(client: &Client, owner: &CollectorOwner, keep: &[String]) -> Result<Vec<String>> {
+pub async fn delete_unwanted(
+    client: &Client,
+    owner: &CollectorOwner,
+    keep: &[String],
+    keep_budget: bool,
+) -> Result<Vec<String>> {
     let mut deleted = Vec::new();
     deleted.extend(delete_unwanted_of::<Deployment>(client, owner, keep).await?);
     deleted.extend(delete_unwanted_of::<ConfigMap>(client, owner, keep).await?);
     deleted.extend(delete_unwanted_of::<RoleBinding>(client, owner, keep).await?);
     deleted.extend(delete_unwanted_of::<Role>(client, owner, keep).await?);
     deleted.extend(delete_unwanted_of::<ServiceAccount>(client, owner, keep).await?);
+    let budget_keep = if keep_budget { keep } else { &[] };
+    deleted.extend(delete_unwanted_of::<PodDisruptionBudget>(client, owner, budget_keep).await?);
     Ok(deleted)
 }

@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use kube::Client;
 use kube::{Resource, ResourceExt};
 
-use super::builders::CollectorOwner;
+use super::builders::{self, CollectorOwner};
 use super::children::{apply_params, run_collector};
 use super::context::{Context, Stores, BLOCKED_REQUEUE};
 use super::error::{Error, Result};
@@ -135,6 +135,14 @@ fn status_of(
     ConsumerGroupStatus {
         conditions: conditions::merge(&current.conditions, &desired, cg.metadata.generation, Timestamp::now()),
         observed_generation: cg.metadata.generation,
+        replicas: pods.map(|p| p.current),
+        selector: Some(
+            builders::selector_labels(&crate::render::consumer_group_collector_name(&cg.name_any()))
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         ready_replicas: pods.map(|p| p.ready),
         replicas_summary: pods.map(|p| format!("{}/{}", p.ready, p.desired)),
         partitions_summary: (!partitions.is_empty()).then(|| {

@@ -233,6 +233,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// Image of collector pods.
     pub collector_image: String,
+    /// Defaults of every collector pod (the chart's `collectorPod`), overridden per resource by
+    /// its `podTemplate`.
+    pub collector_pod_defaults: crate::api::CollectorPodTemplate,
     /// Connectivity check of destinations (a TCP connect; a stub in tests).
     pub connectivity: Arc<dyn ConnectivityCheck>,
     /// Last connectivity check per destination, so a destination is checked at most every
@@ -266,6 +269,7 @@ impl Context {
             stores,
             recorder,
             collector_image,
+            collector_pod_defaults: Default::default(),
             connectivity,
             checks: Mutex::new(HashMap::new()),
             announced: Mutex::new(std::collections::HashSet::new()),

@@ -64,7 +64,7 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
         Ok(Plan::ConsumerGroup(cg_name)) => {
             // Served by the ConsumerGroup's collector: a LogSource that used to poll an API
             // leaves no collector behind.
-            let deleted = delete_unwanted(&ctx.client, &owner, &[]).await?;
+            let deleted = delete_unwanted(&ctx.client, &owner, &[], false).await?;
             ctx.announce_deleted(&ls.object_ref(&()), &deleted).await;
             let (ready, message) = match ctx.stores.consumer_group(&namespace, cg_name) {
                 Some(cg) => {
@@ -224,6 +224,7 @@ mod tests {
             suspended: false,
             reader: Some(LogSourceReader::Own(CollectorPods {
                 desired: 1,
+                current: 1,
                 ready: 1,
                 updated: 1,
                 observed: true,

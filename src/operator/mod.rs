@@ -39,7 +39,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ConsumerGroup, LogSource, SiemDestination};
+use crate::api::{CollectorPodTemplate, ConsumerGroup, LogSource, SiemDestination};
 
 pub mod builders;
 pub mod children;
@@ -77,6 +77,22 @@ pub struct OperatorArgs {
     /// Watch only this namespace (needs only a namespaced Role); all namespaces when unset.
     #[arg(long, env = "SIEMBRIDGE_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// Defaults of every collector pod, as JSON in the shape of a resource's `podTemplate`
+    /// (the chart's `collectorPod` value): labels, annotations, imagePullSecrets, nodeSelector,
+    /// tolerations, affinity, topologySpreadConstraints, priorityClassName, env, resources,
+    /// serviceAccountAnnotations.
+    #[arg(long, env = "SIEMBRIDGE_COLLECTOR_POD_DEFAULTS")]
+    pub collector_pod_defaults: Option<String>,
+}
+
+/// The collector pod defaults of `--collector-pod-defaults`, checked at start-up.
+pub fn collector_pod_defaults(json: Option<&str>) -> anyhow::Result<CollectorPodTemplate> {
+    match json.map(str::trim).filter(|j| !j.is_empty()) {
+        None => Ok(CollectorPodTemplate::default()),
+        Some(j) => serde_json::from_str(j).context(
+            "SIEMBRIDGE_COLLECTOR_POD_DEFAULTS (--collector-pod-defaults) is not a valid collector pod template",
+        ),
+    }
 }
 
 /// `ghcr.io/siembridge/siembridge:<crate version>`.
@@ -96,6 +112,8 @@ pub struct ControllerSettings {
     /// Only this namespace is watched (the chart's `watchNamespace`, with a namespaced Role);
     /// every namespace when unset.
     pub watch_namespace: Option<String>,
+    /// Defaults of every collector pod.
+    pub collector_pod_defaults: CollectorPodTemplate,
 }
 
 /// An Api over the watched namespace, or over all namespaces.
@@ -161,6 +179,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         connectivity: Arc::new(TcpConnect::default()),
         instance: Some(identity),
         watch_namespace: args.watch_namespace.clone(),
+        collector_pod_defaults: collector_pod_defaults(args.collector_pod_defaults.as_deref())?,
     };
     let controllers = run_controllers(client, metrics, settings, stop.clone()).await;
     stop.cancel();
@@ -372,14 +391,16 @@ pub async fn run_controllers(
     }
     tracing::info!("caches filled; reconciling");
 
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         metrics,
         stores.clone(),
         settings.collector_image,
         settings.connectivity,
         settings.instance,
-    ));
+    );
+    ctx.collector_pod_defaults = settings.collector_pod_defaults;
+    let ctx = Arc::new(ctx);
     let config = watcher::Config::default();
 
     let s = stores.clone();

@@ -29,6 +29,8 @@ impl Blocked {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CollectorPods {
     pub desired: i32,
+    /// Pods that exist (the Deployment's `status.replicas`).
+    pub current: i32,
     pub ready: i32,
     pub updated: i32,
     /// Whether the Deployment controller has seen the current spec.
@@ -42,6 +44,7 @@ impl CollectorPods {
         let status = deployment.status.clone().unwrap_or_default();
         CollectorPods {
             desired,
+            current: status.replicas.unwrap_or(0),
             ready: status.ready_replicas.unwrap_or(0),
             updated: status.updated_replicas.unwrap_or(0),
             observed: status.observed_generation.is_some()
@@ -499,6 +502,7 @@ mod tests {
     fn ready_pods() -> CollectorPods {
         CollectorPods {
             desired: 1,
+            current: 1,
             ready: 1,
             updated: 1,
             observed: true,
@@ -570,6 +574,7 @@ mod tests {
             suspended: false,
             reader: Some(LogSourceReader::Own(CollectorPods {
                 desired: 1,
+                current: 1,
                 ready: 0,
                 updated: 1,
                 observed: false,
@@ -614,6 +619,7 @@ mod tests {
             blocked: None,
             pods: Some(CollectorPods {
                 desired: 0,
+                current: 0,
                 observed: true,
                 ..CollectorPods::default()
             }),
@@ -637,6 +643,7 @@ mod tests {
             blocked: None,
             pods: Some(CollectorPods {
                 desired: 2,
+                current: 2,
                 ready: 2,
                 updated: 2,
                 observed: true,
@@ -662,6 +669,7 @@ mod tests {
     fn balanced_needs_every_partition_owned_and_spread() {
         let pods = CollectorPods {
             desired: 2,
+            current: 2,
             ready: 2,
             updated: 2,
             observed: true,
