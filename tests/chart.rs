@@ -81,6 +81,7 @@ impl Rendered {
         let out = helm_render(&values).unwrap_or_else(|e| panic!("chart does not render with {values}: {e}"));
         assert_eq!(out.lint["total_charts_linted"], 1, "lint report: {}", out.lint);
         let mut objects = Vec::new();
+        let mut crds: Vec<CustomResourceDefinition> = Vec::new();
         for (template, text) in &out.manifests {
             for doc in serde_yaml::Deserializer::from_str(text) {
                 let value = Value::deserialize(doc).unwrap_or_else(|e| panic!("{template} is not YAML: {e}"));
@@ -89,17 +90,23 @@ impl Rendered {
                         value["kind"].is_string(),
                         "{template} renders an object without kind: {value}"
                     );
-                    objects.push(value);
+                    if value["kind"] == "CustomResourceDefinition" {
+                        crds.push(
+                            serde_json::from_value(value)
+                                .unwrap_or_else(|e| panic!("{template} renders a bad CRD: {e}")),
+                        );
+                    } else {
+                        objects.push(value);
+                    }
                 }
             }
         }
-        let crds = out
-            .crds
-            .iter()
-            .map(|(file, text)| {
-                serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{file} is not a CustomResourceDefinition: {e}"))
-            })
-            .collect();
+        // Helm's own crds/ folder is not used (the CRDs are templates, see templates/crds.yaml).
+        assert!(
+            out.crds.is_empty(),
+            "the chart's crds/ folder is not used: {:?}",
+            out.crds.keys()
+        );
         Rendered { objects, crds }
     }
 
@@ -595,12 +602,40 @@ fn chart_crds_are_the_generated_crds() {
     );
     for (_, yaml) in siembridge::crdgen::crds() {
         let generated: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crdgen output");
+        let shipped = r
+            .crds
+            .iter()
+            .find(|c| c.metadata.name == generated.metadata.name)
+            .expect("every generated CRD is shipped");
         assert!(
-            r.crds.contains(&generated),
-            "Helm ships a different {:?}; run `cargo run -- crdgen --out charts/siembridge/crds`",
+            shipped.spec == generated.spec,
+            "Helm ships a different {:?}; run `cargo run -- crdgen --out charts/siembridge/files/crds`",
             generated.metadata.name
         );
+        let annotations = shipped.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.get("helm.sh/resource-policy").map(String::as_str),
+            Some("keep"),
+            "kept on uninstall by default"
+        );
+        let labels = shipped.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get("app.kubernetes.io/name").map(String::as_str),
+            Some("siembridge")
+        );
     }
+    let unkept = Rendered::of(json!({"crds": {"keep": false}}));
+    assert_eq!(unkept.crds.len(), 3);
+    assert!(unkept.crds.iter().all(|c| !c
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .contains_key("helm.sh/resource-policy")));
+    assert!(
+        Rendered::of(json!({"crds": {"install": false}})).crds.is_empty(),
+        "crds.install=false ships none"
+    );
 }
 
 /// Dotted paths of the values a user sets one by one; free-form maps and objects stop the descent.

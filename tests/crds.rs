@@ -10,7 +10,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use serde_json::Value;
 
-const REGENERATE: &str = "run `cargo run -- crdgen --out crds && cargo run -- crdgen --out charts/siembridge/crds`";
+const REGENERATE: &str =
+    "run `cargo run -- crdgen --out crds && cargo run -- crdgen --out charts/siembridge/files/crds`";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,7 +52,7 @@ fn crds_folder_matches_crdgen() {
 
 #[test]
 fn chart_crds_folder_matches_crdgen() {
-    assert_folder_matches_crdgen("charts/siembridge/crds");
+    assert_folder_matches_crdgen("charts/siembridge/files/crds");
 }
 
 fn generated_crds() -> Vec<CustomResourceDefinition> {
