@@ -498,6 +498,24 @@ mod tests {
     }
 
     #[test]
+    fn replicas_dead_letters_add_up_apart_from_forwarded() {
+        let mut a = replica("pod-a", "2026-05-01T12:00:00Z", 10, &[]);
+        let mut b = replica("pod-b", "2026-05-01T12:00:10Z", 20, &[]);
+        for (r, dead, reason) in [(&mut a, 1, "HTTP 400: a"), (&mut b, 2, "HTTP 400: b")] {
+            let ls = r.log_sources.get_mut("entra").unwrap();
+            ls.events_dead_lettered = dead;
+            ls.last_dead_letter_reason = Some(reason.into());
+            ls.dead_letters_durable = true;
+        }
+        b.log_sources.get_mut("entra").unwrap().dead_letters_durable = false;
+        let m = CollectorReport::merge(vec![b, a]).unwrap();
+        let ls = &m.log_sources["entra"];
+        assert_eq!((ls.events_forwarded, ls.events_dead_lettered), (30, 3));
+        assert_eq!(ls.last_dead_letter_reason.as_deref(), Some("HTTP 400: b"), "the newest");
+        assert!(!ls.dead_letters_durable, "durable only when every replica's are");
+    }
+
+    #[test]
     fn report_keys() {
         assert!(is_report_key("report.json"));
         assert!(is_report_key(&report_key("pod-a")));

@@ -202,18 +202,28 @@ async fn dead_letters_show_in_status_printer_column_condition_and_event() {
         "plain: forwarded {:?}, dead-lettered {:?}, last reason {:?}",
         status.events_forwarded, status.events_dead_lettered, status.last_dead_letter_reason
     );
-    assert_eq!(status.events_forwarded, Some(40), "dead letters are not forwarded events");
+    assert_eq!(
+        status.events_forwarded,
+        Some(40),
+        "dead letters are not forwarded events"
+    );
     assert_eq!(
         status.last_dead_letter_reason.as_deref(),
         Some("HTTP 400: field poison is not allowed")
     );
     let (cstatus, reason, message) = condition(&ls, "DeadLettered").unwrap();
     assert_eq!((cstatus.as_str(), reason.as_str()), ("True", "RecordsDeadLettered"));
-    assert!(message.contains("2 record(s)") && message.contains("poison"), "{message}");
+    assert!(
+        message.contains("2 record(s)") && message.contains("poison"),
+        "{message}"
+    );
     let data_loss = condition(&ls, "DataLoss").unwrap();
     assert_eq!(data_loss.0, "False", "dead letters are not lost ranges");
 
-    let row = eventually("the Dead-Lettered printer column", || table_row(&client, &namespace, "plain")).await;
+    let row = eventually("the Dead-Lettered printer column", || {
+        table_row(&client, &namespace, "plain")
+    })
+    .await;
     println!("kubectl get logsource plain: {row:?}");
     assert_eq!(row.get("Dead-Lettered"), Some(&json!(2)));
     assert_eq!(row.get("Forwarded"), Some(&json!(40)));

@@ -189,7 +189,11 @@ fn delivered_ids(r: &Receiver) -> Vec<u64> {
         .flat_map(|b| {
             b.split(|c| *c == b'\n')
                 .filter(|l| !l.is_empty())
-                .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["id"].as_u64().unwrap())
+                .map(|l| {
+                    serde_json::from_slice::<serde_json::Value>(l).unwrap()["id"]
+                        .as_u64()
+                        .unwrap()
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -213,7 +217,9 @@ fn check_every_record_accounted_for(r: &Receiver, docs: &[Document]) {
                 .any(|(_, b)| needle.iter().any(|n| String::from_utf8_lossy(b).contains(n.as_str())))
         })
         .collect();
-    let lost: Vec<u64> = (1..=6).filter(|i| !unique.contains(i) && !dead_ids.contains(i)).collect();
+    let lost: Vec<u64> = (1..=6)
+        .filter(|i| !unique.contains(i) && !dead_ids.contains(i))
+        .collect();
     println!("delivered ids {unique:?}; dead-lettered ids {dead_ids:?}; lost {lost:?}; duplicated {duplicated}");
     assert!(lost.is_empty(), "lost {lost:?}");
     assert_eq!(unique, BTreeSet::from([1, 3]));
@@ -230,7 +236,11 @@ fn check_every_record_accounted_for(r: &Receiver, docs: &[Document]) {
         assert!(!d.reason.is_empty());
         if d.stage == "deliver" {
             assert_eq!(d.destination.as_deref(), Some("siem"));
-            assert!(d.reason.contains("HTTP 400") && d.reason.contains("poison"), "{}", d.reason);
+            assert!(
+                d.reason.contains("HTTP 400") && d.reason.contains("poison"),
+                "{}",
+                d.reason
+            );
         }
     }
 }
@@ -239,7 +249,10 @@ fn check_report(state: &Path, durable: bool, forwarded: u64) {
     let report = report(state);
     let ls = &report["logSources"]["entra"];
     println!("report: {ls}");
-    assert_eq!(ls["eventsForwarded"], forwarded, "dead letters are not forwarded events");
+    assert_eq!(
+        ls["eventsForwarded"], forwarded,
+        "dead letters are not forwarded events"
+    );
     assert_eq!(ls["eventsDeadLettered"], 3);
     assert_eq!(ls["deadLettersDurable"], durable);
     assert!(ls["lastDeadLetterReason"].as_str().is_some_and(|r| !r.is_empty()));
@@ -325,7 +338,10 @@ async fn an_http_dead_letter_destination_that_refuses_holds_the_checkpoint_until
     assert_eq!(ls["eventsDeadLettered"], 0);
     let error = ls["deadLetterError"].as_str().unwrap();
     assert!(error.contains("dlq") && error.contains("HTTP 422"), "{error}");
-    assert!(files_under(&state.join("sb-ls-entra/dead-letter")).is_empty(), "no silent fallback");
+    assert!(
+        files_under(&state.join("sb-ls-entra/dead-letter")).is_empty(),
+        "no silent fallback"
+    );
 
     // It takes them now: the next run resumes at the held record and the checkpoint passes all.
     // Record 3 came after the held record: it is read and delivered again (at least once).

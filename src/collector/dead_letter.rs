@@ -479,7 +479,12 @@ impl DeadLetters {
     /// records stay unacknowledged and the refusal is reported.
     pub(crate) fn refused(&self, destination: &str, events: &[&Event], reason: &str) {
         let message = format!("dead-letter destination {destination} refused a dead letter: {reason}");
-        tracing::error!(destination, events = events.len(), reason, "dead letters refused; their records stay unacknowledged");
+        tracing::error!(
+            destination,
+            events = events.len(),
+            reason,
+            "dead letters refused; their records stay unacknowledged"
+        );
         for e in events {
             self.fail(&e.log_source, &message);
         }
@@ -612,7 +617,11 @@ mod tests {
             ..letter(&stream, Stage::Deliver, big.as_bytes())
         };
         dl.submit(vec![held]);
-        assert_eq!(stream.watermark().as_deref(), Some("p1"), "the checkpoint must not pass p2");
+        assert_eq!(
+            stream.watermark().as_deref(),
+            Some("p1"),
+            "the checkpoint must not pass p2"
+        );
         let t = dl.tally("entra");
         assert_eq!(t.count, 1);
         assert!(t.error.unwrap().contains("full"), "the report says why");
@@ -656,6 +665,10 @@ mod tests {
             ack: stream.register("p2".into(), 1),
             ..letter(&stream, Stage::Deliver, b"{}")
         }]);
-        assert_eq!(stream.watermark().as_deref(), Some("p1"), "closed: held, not written elsewhere");
+        assert_eq!(
+            stream.watermark().as_deref(),
+            Some("p1"),
+            "closed: held, not written elsewhere"
+        );
     }
 }

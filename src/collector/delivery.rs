@@ -371,10 +371,7 @@ impl Sender {
             return;
         }
         tracing::warn!(destination = %name, events = records.len(), reason, "events dead-lettered");
-        self.settings
-            .metrics
-            .dead_lettered_deliver
-            .inc_by(records.len() as u64);
+        self.settings.metrics.dead_lettered_deliver.inc_by(records.len() as u64);
         self.health
             .events_dead_lettered
             .fetch_add(records.len() as u64, Ordering::Relaxed);

@@ -321,9 +321,15 @@ mod tests {
         };
         let after = with_progress(LogSourceStatus::default(), Some(&report));
         assert_eq!((after.events_forwarded, after.events_dead_lettered), (Some(7), Some(3)));
-        assert_eq!(after.last_dead_letter_reason.as_deref(), Some("normalization failed: x"));
+        assert_eq!(
+            after.last_dead_letter_reason.as_deref(),
+            Some("normalization failed: x")
+        );
         let note = dead_letter_news(&before, &after).unwrap();
-        assert!(note.starts_with("2 more record(s)") && note.contains("normalization failed"), "{note}");
+        assert!(
+            note.starts_with("2 more record(s)") && note.contains("normalization failed"),
+            "{note}"
+        );
         assert_eq!(dead_letter_news(&after, &after), None);
         // After a collector restart the count starts over: 1 new since then.
         let restarted = LogSourceStatus {

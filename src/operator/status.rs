@@ -741,7 +741,10 @@ mod tests {
         assert_eq!((dl.status, dl.reason), (Status::True, reasons::DEAD_LETTER_FAILED));
         assert!(dl.message.contains("full"));
         let durable = find(&conds, types::DEAD_LETTERS_DURABLE);
-        assert_eq!((durable.status, durable.reason), (Status::False, reasons::DEAD_LETTERS_IN_POD));
+        assert_eq!(
+            (durable.status, durable.reason),
+            (Status::False, reasons::DEAD_LETTERS_IN_POD)
+        );
         let conds = dead_letter_observation(None, Some("archive"), None);
         assert_eq!(find(&conds, types::DEAD_LETTERS_DURABLE).status, Status::True);
         assert_eq!(find(&conds, types::DEAD_LETTERED).status, Status::Unknown);
