@@ -98,6 +98,10 @@ pub struct Route {
     pub filter: Option<RecordFilter>,
     /// Names of the destinations (keys of [`CollectorConfig::destinations`]).
     pub destinations: Vec<String>,
+    /// The destination (a key of [`CollectorConfig::destinations`]) that takes this LogSource's
+    /// dead letters; unset: the collector's dead-letter files ([`DeadLetterConfig`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
 }
 
 /// Where checkpoints are kept.
@@ -146,7 +150,8 @@ impl SecretSource {
     }
 }
 
-/// The dead-letter sink: NDJSON files of rejected records with the reason.
+/// The local dead-letter sink: NDJSON files of records that could not be delivered, for the
+/// LogSources whose route names no dead-letter destination.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterConfig {
@@ -155,6 +160,14 @@ pub struct DeadLetterConfig {
     /// Size at which a dead-letter file is rotated.
     #[serde(default = "DeadLetterConfig::default_max_file_bytes")]
     pub max_file_bytes: u64,
+    /// Size of all dead-letter files of the directory together. When a write would pass it, the
+    /// records are not acknowledged (the checkpoint holds) and the LogSource reports why.
+    #[serde(default = "DeadLetterConfig::default_max_total_bytes")]
+    pub max_total_bytes: u64,
+    /// Whether the directory outlives the collector (a local disk in standalone mode) or not (a
+    /// pod's `emptyDir`); reported as `deadLettersDurable`.
+    #[serde(default = "DeadLetterConfig::default_durable")]
+    pub durable: bool,
 }
 
 impl DeadLetterConfig {
@@ -162,10 +175,20 @@ impl DeadLetterConfig {
         64 * 1024 * 1024
     }
 
+    fn default_max_total_bytes() -> u64 {
+        1024 * 1024 * 1024
+    }
+
+    fn default_durable() -> bool {
+        true
+    }
+
     pub fn in_dir(dir: impl Into<String>) -> Self {
         DeadLetterConfig {
             dir: dir.into(),
             max_file_bytes: Self::default_max_file_bytes(),
+            max_total_bytes: Self::default_max_total_bytes(),
+            durable: Self::default_durable(),
         }
     }
 }
@@ -274,6 +297,14 @@ impl CollectorReport {
             for (name, ls) in r.log_sources {
                 let m = merged.log_sources.entry(name).or_default();
                 m.events_forwarded += ls.events_forwarded;
+                m.events_dead_lettered += ls.events_dead_lettered;
+                if ls.last_dead_letter_reason.is_some() {
+                    m.last_dead_letter_reason = ls.last_dead_letter_reason;
+                }
+                if ls.dead_letter_error.is_some() {
+                    m.dead_letter_error = ls.dead_letter_error;
+                }
+                m.dead_letters_durable &= ls.dead_letters_durable;
                 m.last_event_time = later(m.last_event_time.take(), &ls.last_event_time);
                 m.cursors.extend(ls.cursors);
                 m.lag_seconds = m.lag_seconds.max(ls.lag_seconds);
@@ -338,7 +369,23 @@ pub struct PartitionReport {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogSourceReport {
+    /// Events delivered to every destination of the LogSource (dead letters not included).
     pub events_forwarded: u64,
+    /// Records dead-lettered durably: written (and synced) to the dead-letter files, or taken
+    /// by the dead-letter destination.
+    #[serde(default)]
+    pub events_dead_lettered: u64,
+    /// Reason of the newest dead letter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_dead_letter_reason: Option<String>,
+    /// Why the newest dead letter could not be written (sink full, dead-letter destination
+    /// refused it); its record stays unacknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_error: Option<String>,
+    /// Dead letters survive the collector: a dead-letter destination is named, or the files are
+    /// on a lasting disk (standalone). `false` for files on a pod's `emptyDir`.
+    #[serde(default)]
+    pub dead_letters_durable: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_time: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -448,6 +495,24 @@ mod tests {
         assert_eq!(m.partitions["0"].owner, "pod-b");
         assert_eq!(m.partitions["0"].last_enqueued_sequence_number, Some(9));
         assert!(CollectorReport::merge(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn replicas_dead_letters_add_up_apart_from_forwarded() {
+        let mut a = replica("pod-a", "2026-05-01T12:00:00Z", 10, &[]);
+        let mut b = replica("pod-b", "2026-05-01T12:00:10Z", 20, &[]);
+        for (r, dead, reason) in [(&mut a, 1, "HTTP 400: a"), (&mut b, 2, "HTTP 400: b")] {
+            let ls = r.log_sources.get_mut("entra").unwrap();
+            ls.events_dead_lettered = dead;
+            ls.last_dead_letter_reason = Some(reason.into());
+            ls.dead_letters_durable = true;
+        }
+        b.log_sources.get_mut("entra").unwrap().dead_letters_durable = false;
+        let m = CollectorReport::merge(vec![b, a]).unwrap();
+        let ls = &m.log_sources["entra"];
+        assert_eq!((ls.events_forwarded, ls.events_dead_lettered), (30, 3));
+        assert_eq!(ls.last_dead_letter_reason.as_deref(), Some("HTTP 400: b"), "the newest");
+        assert!(!ls.dead_letters_durable, "durable only when every replica's are");
     }
 
     #[test]

@@ -53,8 +53,14 @@ pub enum RenderTarget {
 
 /// Directory a replay ConfigMap is mounted at in collector pods.
 pub const REPLAY_MOUNT_DIR: &str = "/etc/siembridge/replay";
-/// Directory of writable state (dead letters) in collector pods.
+/// Directory of writable state (dead letters) in collector pods: an `emptyDir`, lost with the
+/// pod, so dead letters there are not durable (a LogSource's `deadLetter.destination` is).
 pub const POD_STATE_DIR: &str = "/var/lib/siembridge";
+/// `sizeLimit` of the pod's state `emptyDir`, in bytes; the dead-letter files stay under
+/// [`POD_DEAD_LETTER_BYTES`] so the kubelet never evicts the pod for them.
+pub const POD_STATE_BYTES: u64 = 1024 * 1024 * 1024;
+/// Cap of the dead-letter files in a collector pod.
+pub const POD_DEAD_LETTER_BYTES: u64 = 768 * 1024 * 1024;
 /// Port of `/metrics` and `/healthz` in collector pods.
 pub const COLLECTOR_METRICS_PORT: u16 = 9464;
 
@@ -315,25 +321,38 @@ fn route_for<'a>(
     if ls.spec.destinations.is_empty() {
         return Err(InvalidSpec::new("destinations is empty; name at least one SiemDestination").into());
     }
-    let mut dests = Vec::new();
-    let mut names = Vec::new();
-    for r in &ls.spec.destinations {
+    let find = |name: &str| -> Result<&'a SiemDestination, RenderError> {
         let d = destinations
             .iter()
-            .find(|d| d.name_any() == r.name && d.namespace().as_deref() == Some(namespace))
+            .find(|d| d.name_any() == name && d.namespace().as_deref() == Some(namespace))
             .or_else(|| {
                 destinations
                     .iter()
-                    .find(|d| d.name_any() == r.name && d.namespace().is_none())
+                    .find(|d| d.name_any() == name && d.namespace().is_none())
             })
-            .ok_or_else(|| RenderError::DestinationNotFound(r.name.clone(), namespace.to_string()))?;
+            .ok_or_else(|| RenderError::DestinationNotFound(name.to_string(), namespace.to_string()))?;
         d.spec.kind().map_err(|reason| RenderError::InvalidDestination {
-            name: r.name.clone(),
+            name: name.to_string(),
             reason,
         })?;
+        Ok(d)
+    };
+    let mut dests = Vec::new();
+    let mut names = Vec::new();
+    for r in &ls.spec.destinations {
+        let d = find(&r.name)?;
         if !names.contains(&r.name) {
             names.push(r.name.clone());
             dests.push((r.name.clone(), d));
+        }
+    }
+    // The dead-letter destination runs in the collector like the others (its own queue,
+    // retries, Secrets) but receives only dead letters, unless it is also in `destinations`.
+    let dead_letter = ls.spec.dead_letter.as_ref().map(|dl| dl.destination.clone());
+    if let Some(name) = &dead_letter {
+        let d = find(name)?;
+        if !dests.iter().any(|(n, _)| n == name) {
+            dests.push((name.clone(), d));
         }
     }
     let categories = match kind {
@@ -346,6 +365,7 @@ fn route_for<'a>(
             categories,
             filter: ls.spec.filter.clone(),
             destinations: names,
+            dead_letter,
         },
         dests,
     ))
@@ -396,7 +416,11 @@ fn secret_source(target: &RenderTarget) -> SecretSource {
 
 fn dead_letter(target: &RenderTarget, name: &str) -> DeadLetterConfig {
     match target {
-        RenderTarget::Cluster => DeadLetterConfig::in_dir(format!("{POD_STATE_DIR}/dead-letter")),
+        RenderTarget::Cluster => DeadLetterConfig {
+            max_total_bytes: POD_DEAD_LETTER_BYTES,
+            durable: false,
+            ..DeadLetterConfig::in_dir(format!("{POD_STATE_DIR}/dead-letter"))
+        },
         RenderTarget::Standalone { state_dir, .. } => {
             DeadLetterConfig::in_dir(state_dir.join(name).join("dead-letter").display().to_string())
         }

@@ -341,7 +341,7 @@ fn every_example_deserializes_and_renders_with_its_own_destinations() {
             assert!(
                 log_sources
                     .iter()
-                    .any(|ls| ls.spec.destinations.iter().any(|r| r.name == d.name_any())),
+                    .any(|ls| ls.spec.destination_names().any(|r| r == d.name_any())),
                 "{folder}: SiemDestination {} is not used by any LogSource of the example",
                 d.name_any()
             );

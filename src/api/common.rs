@@ -249,8 +249,9 @@ pub enum OverflowPolicy {
     /// wait too once their own buffers drain).
     #[default]
     Block,
-    /// Write events that do not fit to the dead-letter sink and acknowledge them, so the other
-    /// destinations keep flowing. Counted and reported as `DataLoss` for this destination.
+    /// Dead-letter events that do not fit (to the LogSource's `deadLetter` destination, else the
+    /// collector's dead-letter files), so the other destinations keep flowing. Counted in the
+    /// LogSource's `eventsDeadLettered` and its `DeadLettered` condition.
     DeadLetter,
 }
 

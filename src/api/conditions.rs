@@ -15,6 +15,8 @@ pub mod types {
     pub const THROTTLED: &str = "Throttled";
     pub const DATA_LOSS: &str = "DataLoss";
     pub const BALANCED: &str = "Balanced";
+    pub const DEAD_LETTERED: &str = "DeadLettered";
+    pub const DEAD_LETTERS_DURABLE: &str = "DeadLettersDurable";
 }
 
 /// Reasons, in CamelCase as the conventions ask.
@@ -42,6 +44,10 @@ pub mod reasons {
     pub const REACHABLE: &str = "Reachable";
     pub const PARTITIONS_UNOWNED: &str = "PartitionsUnowned";
     pub const UNBALANCED: &str = "Unbalanced";
+    pub const RECORDS_DEAD_LETTERED: &str = "RecordsDeadLettered";
+    pub const DEAD_LETTER_FAILED: &str = "DeadLetterFailed";
+    pub const DEAD_LETTER_DESTINATION: &str = "DeadLetterDestination";
+    pub const DEAD_LETTERS_IN_POD: &str = "DeadLettersInPod";
 }
 
 /// Condition status values.

@@ -25,6 +25,7 @@ use super::InvalidSpec;
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".status.sourceType"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Forwarded","type":"integer","jsonPath":".status.eventsForwarded"}"#,
+    printcolumn = r#"{"name":"Dead-Lettered","type":"integer","jsonPath":".status.eventsDeadLettered"}"#,
     printcolumn = r#"{"name":"Lag","type":"string","jsonPath":".status.lag"}"#,
     printcolumn = r#"{"name":"Last Event","type":"date","jsonPath":".status.lastEventTime","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
@@ -58,6 +59,12 @@ pub struct LogSourceSpec {
     /// SiemDestinations, in this namespace, that receive every record of this source.
     #[schemars(length(min = 1, max = 16))]
     pub destinations: Vec<DestinationRef>,
+    /// Where records go that cannot be delivered (rejected for good by a destination, not
+    /// decodable, not normalizable, or overflowing a `whenFull: deadLetter` buffer). Unset: local
+    /// files of the collector, which in a cluster are lost with the pod (`DeadLettersDurable`
+    /// is then `False`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterSpec>,
     /// Which records this source keeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<RecordFilter>,
@@ -128,6 +135,15 @@ impl LogSourceSpec {
         }
     }
 
+    /// Names of every SiemDestination this source uses: its `destinations` and its `deadLetter`
+    /// destination.
+    pub fn destination_names(&self) -> impl Iterator<Item = &str> {
+        self.destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .chain(self.dead_letter.as_ref().map(|d| d.destination.as_str()))
+    }
+
     /// Every Secret key this source reads itself (not those of its destinations).
     pub fn secret_refs(&self) -> Vec<&SecretKeySelector> {
         let mut refs = Vec::new();
@@ -142,6 +158,20 @@ impl LogSourceSpec {
         }
         refs
     }
+}
+
+/// Where a LogSource's dead letters go.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterSpec {
+    /// Name of a SiemDestination in this namespace (an `azureBlob` archive, a `file` on a
+    /// PersistentVolume, an `http` receiver, ...). Each dead letter is one JSON document sent to
+    /// it: `time`, `stage`, `reason`, `logSource`, `destination`, `id` and the original bytes
+    /// (`record` when they are JSON, else `recordBase64`). A record counts as done only once
+    /// this destination has taken its dead letter; if it refuses one, the record stays
+    /// unacknowledged (the checkpoint holds) and the refusal shows in `DeadLettered`.
+    #[schemars(length(min = 1, max = 253))]
+    pub destination: String,
 }
 
 /// A reference to a SiemDestination in the same namespace.
@@ -470,7 +500,7 @@ pub struct LostRange {
 #[serde(rename_all = "camelCase")]
 pub struct LogSourceStatus {
     /// Conditions: `Ready`, `Progressing`, `Degraded`, `SourceConnected`, `DestinationsReady`,
-    /// `Lagging`, `Throttled`, `DataLoss`.
+    /// `Lagging`, `Throttled`, `DataLoss`, `DeadLettered`, `DeadLettersDurable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -480,9 +510,16 @@ pub struct LogSourceStatus {
     /// The source kind set in the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_type: Option<String>,
-    /// Events delivered to every destination.
+    /// Events delivered to every destination (dead letters not included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events_forwarded: Option<i64>,
+    /// Records dead-lettered durably (written to the dead-letter files or taken by the
+    /// `deadLetter` destination), counted since the collectors started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_dead_lettered: Option<i64>,
+    /// Reason of the most recent dead letter (or of a dead letter that could not be written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_dead_letter_reason: Option<String>,
     /// Event time of the newest forwarded event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_time: Option<String>,

@@ -68,7 +68,14 @@ pub fn decode(payload: &[u8]) -> Decoded {
     match serde_json::from_str::<&RawValue>(trimmed) {
         Ok(value) => decode_value(value, None, &mut out),
         Err(whole_err) => {
-            if !trimmed.contains('\n') {
+            // NDJSON only when the first line is a value on its own: otherwise the payload is
+            // one broken document (a truncated envelope, an object cut short) and fails whole,
+            // so it is dead-lettered whole rather than as line fragments.
+            let first_line_is_value = trimmed
+                .lines()
+                .next()
+                .is_some_and(|l| serde_json::from_str::<&RawValue>(l.trim()).is_ok());
+            if !trimmed.contains('\n') || !first_line_is_value {
                 out.failures.push(Undecodable {
                     error: DecodeError::Malformed {
                         line: None,
@@ -214,6 +221,14 @@ mod tests {
         ));
         assert_eq!(d.failures[0].text, "{\"x\":");
         assert!(d.failures[0].error.to_string().contains("line 2"));
+    }
+
+    #[test]
+    fn truncated_pretty_printed_envelope_fails_whole_not_as_line_fragments() {
+        let d = decode(b"{\n  \"records\": [\n    {\"x\": 1},\n    {\"x\": 2}\n");
+        assert!(d.records.is_empty(), "no fragment may pass as a record");
+        assert_eq!(d.failures.len(), 1);
+        assert!(d.failures[0].text.ends_with("{\"x\": 2}"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::api::{BatchSpec, BufferSpec, OverflowPolicy, RetrySpec};
 use crate::collector::ack::ack_all;
-use crate::collector::dead_letter::{DeadLetter, DeadLetterSink, Stage};
+use crate::collector::dead_letter::{DeadLetters, Letter, Stage};
 use crate::collector::destinations::{Destination, Event, EventOutcome, SendOutcome};
 use crate::collector::metrics::DestinationMetrics;
 
@@ -26,7 +26,7 @@ pub struct DestinationHealth {
     pub healthy: AtomicBool,
     pub last_success_time: Mutex<Option<String>>,
     pub last_error: Mutex<Option<String>>,
-    /// Events delivered or dead-lettered, per LogSource.
+    /// Events delivered, per LogSource (dead letters are counted by [`DeadLetters`]).
     pub done_per_log_source: Mutex<HashMap<Arc<str>, u64>>,
 }
 
@@ -39,7 +39,7 @@ impl DestinationHealth {
         self.healthy.store(false, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
     }
-    fn done(&self, events: &[Event]) {
+    fn done(&self, events: &[&Event]) {
         let mut map = self.done_per_log_source.lock().unwrap_or_else(|p| p.into_inner());
         for e in events {
             match map.get_mut(&e.log_source) {
@@ -50,7 +50,7 @@ impl DestinationHealth {
             }
         }
     }
-    /// Events of a LogSource done at this destination.
+    /// Events of a LogSource delivered by this destination.
     pub fn done_for(&self, log_source: &str) -> u64 {
         self.done_per_log_source
             .lock()
@@ -82,7 +82,7 @@ pub struct DestinationQueue {
     policy: OverflowPolicy,
     metrics: DestinationMetrics,
     health: Arc<DestinationHealth>,
-    dead_letter: Arc<DeadLetterSink>,
+    dead_letter: Arc<DeadLetters>,
 }
 
 impl DestinationQueue {
@@ -99,17 +99,10 @@ impl DestinationQueue {
                 Ok(p) => p,
                 Err(_) => {
                     let reason = format!("buffer of destination {} is full ({} events)", self.name, self.capacity);
-                    dead_letter(
-                        &self.dead_letter,
-                        &self.name,
-                        Stage::Overflow,
-                        &reason,
-                        std::slice::from_ref(&event),
-                    );
+                    self.dead_letter
+                        .submit(vec![letter(&event, &self.name, Stage::Overflow, &reason)]);
                     self.metrics.dead_lettered_overflow.inc();
                     self.health.events_dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    self.health.done(std::slice::from_ref(&event));
-                    event.ack.ack();
                     return Ok(());
                 }
             },
@@ -139,6 +132,12 @@ impl DestinationQueue {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// A sender into this destination's queue for dead letters (no buffer slot: see
+    /// [`DeadLetters`]). The sender task ends only once every such sender is dropped too.
+    pub(crate) fn dead_letter_sender(&self) -> mpsc::UnboundedSender<Event> {
+        self.tx.clone()
+    }
 }
 
 /// Everything a destination's sender task needs.
@@ -150,7 +149,7 @@ pub struct DeliverySettings {
     pub buffer: BufferSpec,
     pub concurrency: u32,
     pub metrics: DestinationMetrics,
-    pub dead_letter: Arc<DeadLetterSink>,
+    pub dead_letter: Arc<DeadLetters>,
 }
 
 /// Start a destination: returns the queue the router writes to and the sender task, which ends
@@ -348,51 +347,52 @@ impl Sender {
             .events_sent
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         self.health.success();
-        self.health.done(events);
-        ack_all(events.iter().map(|e| &e.ack));
+        // Dead letters this destination took for a LogSource count as dead-lettered there, not
+        // as forwarded.
+        let (dead, forwarded): (Vec<&Event>, Vec<&Event>) = events.iter().partition(|e| e.dead_letter.is_some());
+        self.health.done(&forwarded);
+        ack_all(forwarded.iter().map(|e| &e.ack));
+        if !dead.is_empty() {
+            self.settings.dead_letter.delivered(&dead);
+        }
     }
 
+    /// Give up on events: dead-letter them (their acks wait for the dead letter to be safe).
     fn reject(&self, events: &[Event], reason: &str) {
         if events.is_empty() {
             return;
         }
-        tracing::warn!(destination = %self.settings.name, events = events.len(), reason, "events dead-lettered");
-        if dead_letter(
-            &self.settings.dead_letter,
-            &self.settings.name,
-            Stage::Deliver,
-            reason,
-            events,
-        ) {
-            self.settings.metrics.dead_lettered_deliver.inc_by(events.len() as u64);
-            self.health
-                .events_dead_lettered
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
-            self.health.done(events);
-            ack_all(events.iter().map(|e| &e.ack));
+        let name = &self.settings.name;
+        let (dead, records): (Vec<&Event>, Vec<&Event>) = events.iter().partition(|e| e.dead_letter.is_some());
+        if !dead.is_empty() {
+            self.settings.dead_letter.refused(name, &dead, reason);
         }
+        if records.is_empty() {
+            return;
+        }
+        tracing::warn!(destination = %name, events = records.len(), reason, "events dead-lettered");
+        self.settings.metrics.dead_lettered_deliver.inc_by(records.len() as u64);
+        self.health
+            .events_dead_lettered
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        let letters = records
+            .iter()
+            .map(|e| letter(e, name, Stage::Deliver, reason))
+            .collect();
+        self.settings.dead_letter.submit(letters);
     }
 }
 
-/// Write events to the dead-letter sink; false (and an error log) when the sink failed, in which
-/// case the events stay unacknowledged so the checkpoint does not pass them.
-fn dead_letter(sink: &DeadLetterSink, destination: &str, stage: Stage, reason: &str, events: &[Event]) -> bool {
-    let entries: Vec<DeadLetter<'_>> = events
-        .iter()
-        .map(|e| DeadLetter {
-            stage,
-            reason,
-            log_source: Some(&e.log_source),
-            destination: Some(destination),
-            record: &e.body,
-        })
-        .collect();
-    match sink.write(&entries) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(destination, error = %e, "dead-letter write failed; events stay unacknowledged");
-            false
-        }
+/// The dead letter of an event this destination gave up on.
+fn letter(e: &Event, destination: &str, stage: Stage, reason: &str) -> Letter {
+    Letter {
+        stage,
+        reason: reason.to_string(),
+        log_source: e.log_source.clone(),
+        destination: Some(Arc::from(destination)),
+        id: Some(e.id.clone()),
+        record: e.record.clone(),
+        ack: e.ack.clone(),
     }
 }
 

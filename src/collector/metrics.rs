@@ -23,6 +23,7 @@ pub struct CollectorMetrics {
     pub events_failed: IntCounterVec,
     pub events_retried: IntCounterVec,
     pub events_dead_lettered: IntCounterVec,
+    pub log_source_dead_lettered: IntCounterVec,
     pub batch_duration_seconds: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub destination_up: IntGaugeVec,
@@ -132,6 +133,12 @@ impl CollectorMetrics {
                 "siembridge_destination_events_dead_lettered_total",
                 "Events written to the dead-letter sink",
                 &["destination", "stage"],
+            )?,
+            log_source_dead_lettered: counter(
+                r,
+                "siembridge_collector_events_dead_lettered_total",
+                "Records of a LogSource dead-lettered durably (files synced, or taken by its dead-letter destination)",
+                &["logsource", "stage"],
             )?,
             batch_duration_seconds: batch,
             queue_depth: gauge(

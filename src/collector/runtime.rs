@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::collector::ack::StreamTracker;
 use crate::collector::checkpoint::{self, Checkpoint, CheckpointError, CheckpointStore};
-use crate::collector::dead_letter::{DeadLetter, DeadLetterSink, Stage};
+use crate::collector::dead_letter::{DeadLetters, Letter, Stage};
 use crate::collector::decode::decode;
 use crate::collector::delivery::{self, DeliverySettings, DestinationHealth, DestinationQueue};
 use crate::collector::destinations::{self, BuildError, Destination, Event};
@@ -132,7 +132,7 @@ impl Collector {
         }
         let metrics = CollectorMetrics::register(&self.registry)?;
         let store = checkpoint::open(&config.checkpoint, &config.source, &config.secrets).await?;
-        let dead_letter = Arc::new(DeadLetterSink::new(&config.dead_letter));
+        let dead_letter = Arc::new(dead_letters(config, &metrics)?);
 
         // Destinations (only those a route uses).
         let mut queues: Vec<DestinationQueue> = Vec::new();
@@ -159,6 +159,18 @@ impl Collector {
             senders.push(task);
             shapes.push(Shape::of(spec.format, spec.keep_original));
         }
+        for name in dead_letter.destinations() {
+            if let Some(&i) = index.get(name) {
+                dead_letter.attach(name, queues[i].dead_letter_sender());
+            }
+        }
+        // Dead-letter destinations drain last: the others may still dead-letter into them.
+        let (senders, dead_letter_senders): (Vec<_>, Vec<_>) = senders
+            .into_iter()
+            .zip(queues.iter())
+            .partition(|(_, q)| !dead_letter.destinations().any(|d| d == q.name()));
+        let mut senders: Vec<_> = senders.into_iter().map(|(s, _)| s).collect();
+        let mut dead_letter_senders: Vec<_> = dead_letter_senders.into_iter().map(|(s, _)| s).collect();
         let mut routes = Vec::new();
         for r in &config.routes {
             let mut dests = Vec::new();
@@ -218,6 +230,7 @@ impl Collector {
             collector: collector.clone(),
             routes: routes.clone(),
             destinations: health_of,
+            dead_letters: dead_letter.clone(),
             queue_depths: Mutex::default(),
             trackers: trackers.clone(),
             source_error: Mutex::default(),
@@ -320,7 +333,11 @@ impl Collector {
         tracing::info!(collector = %collector, units, records, elapsed_ms = router.started.elapsed().as_millis() as u64,
             "source {}; draining destinations", if source_finished { "finished" } else { "stopped" });
         drop(router); // closes the destination queues: senders finish what they hold
-        let drain = futures::future::join_all(senders.iter_mut());
+        let drain = async {
+            futures::future::join_all(senders.iter_mut()).await;
+            dead_letter.close();
+            futures::future::join_all(dead_letter_senders.iter_mut()).await;
+        };
         let drained = if source_finished {
             tokio::select! {
                 _ = drain => true,
@@ -329,9 +346,10 @@ impl Collector {
         } else {
             tokio::time::timeout(self.drain_timeout, drain).await.is_ok()
         };
+        dead_letter.close();
         if !drained {
             tracing::warn!(collector = %collector, "destinations did not drain in time; undelivered events will be read again on restart");
-            for s in &senders {
+            for s in senders.iter().chain(&dead_letter_senders) {
                 s.abort();
             }
         }
@@ -368,7 +386,7 @@ impl Collector {
 struct Router {
     routes: Vec<CompiledRoute>,
     queues: Vec<DestinationQueue>,
-    dead_letter: Arc<DeadLetterSink>,
+    dead_letter: Arc<DeadLetters>,
     metrics: CollectorMetrics,
     source_kind: &'static str,
     trackers: Arc<Mutex<BTreeMap<String, StreamTracker>>>,
@@ -419,24 +437,13 @@ impl Router {
                     .decode_errors
                     .with_label_values(&[self.source_kind])
                     .inc_by(decoded.failures.len() as u64);
-                let reasons: Vec<String> = decoded.failures.iter().map(|f| f.error.to_string()).collect();
-                let entries: Vec<DeadLetter<'_>> = decoded
-                    .failures
-                    .iter()
-                    .zip(&reasons)
-                    .map(|(f, reason)| DeadLetter {
-                        stage: Stage::Decode,
-                        reason,
-                        log_source: None,
-                        destination: None,
-                        record: f.text.as_bytes(),
-                    })
-                    .collect();
-                if let Err(e) = self.dead_letter.write(&entries) {
-                    // Keep the unit open: it must not be checkpointed past.
-                    tracing::error!(error = %e, "undecodable records could not be dead-lettered");
-                    continue;
-                }
+                let unit_name = unit_id
+                    .as_deref()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{}/{}", batch.stream, position));
+                let letters = decode_letters(&unit.payload, &decoded, &self.routes, &unit_name, &guard);
+                guard.stream().lock().add_pending(guard.seq(), letters.len() as u32);
+                self.dead_letter.submit(letters);
             }
             for raw in decoded.records {
                 self.records += 1;
@@ -455,6 +462,7 @@ impl Router {
                 index_in_unit += 1;
                 let event_id: Arc<str> = Arc::from(record_id.as_str());
                 let mut bodies: [Option<Result<Bytes, String>>; 3] = [None, None, None];
+                let record = Bytes::copy_from_slice(raw.get().as_bytes());
                 let mut routed = false;
                 for (ri, route) in self.routes.iter().enumerate() {
                     if !route.takes(&category) {
@@ -466,7 +474,7 @@ impl Router {
                     for &(di, shape) in &route.destinations {
                         let body = bodies[shape.slot()]
                             .get_or_insert_with(|| match shape {
-                                Shape::Raw => Ok(Bytes::copy_from_slice(raw.get().as_bytes())),
+                                Shape::Raw => Ok(record.clone()),
                                 Shape::Ecs | Shape::EcsWithOriginal => {
                                     let ctx = EcsContext {
                                         source: hint,
@@ -496,24 +504,24 @@ impl Router {
                                         body,
                                         id: event_id.clone(),
                                         log_source: route.log_source.clone(),
+                                        record: record.clone(),
                                         ack: guard.clone(),
+                                        dead_letter: None,
                                         _slot: None,
                                     })
                                     .await?;
                             }
                             Err(reason) => {
-                                let reason = format!("normalization failed: {reason}");
-                                let entry = DeadLetter {
+                                guard.stream().lock().add_pending(guard.seq(), 1);
+                                self.dead_letter.submit(vec![Letter {
                                     stage: Stage::Normalize,
-                                    reason: &reason,
-                                    log_source: Some(&route.log_source),
-                                    destination: Some(queue.name()),
-                                    record: raw.get().as_bytes(),
-                                };
-                                if self.dead_letter.write(&[entry]).is_err() {
-                                    guard.stream().lock().add_pending(guard.seq(), 1);
-                                    // never acked
-                                }
+                                    reason: format!("normalization failed: {reason}"),
+                                    log_source: route.log_source.clone(),
+                                    destination: Some(Arc::from(queue.name())),
+                                    id: Some(event_id.clone()),
+                                    record: record.clone(),
+                                    ack: guard.clone(),
+                                }]);
                                 self.metrics
                                     .events_dead_lettered
                                     .with_label_values(&[queue.name(), "normalize"])
@@ -533,6 +541,67 @@ impl Router {
         }
         Ok(())
     }
+}
+
+/// The collector's dead letters: files from its config, and the dead-letter destination of each
+/// route that names one.
+fn dead_letters(config: &CollectorConfig, metrics: &CollectorMetrics) -> Result<DeadLetters, CollectorError> {
+    let mut targets = HashMap::new();
+    for r in &config.routes {
+        if let Some(d) = &r.dead_letter {
+            if !config.destinations.contains_key(d) {
+                return Err(CollectorError::UnknownDestination {
+                    log_source: r.log_source.clone(),
+                    destination: d.clone(),
+                });
+            }
+            targets.insert(Arc::from(r.log_source.as_str()), Arc::from(d.as_str()));
+        }
+    }
+    Ok(DeadLetters::new(
+        &config.dead_letter,
+        targets,
+        Some(metrics.log_source_dead_lettered.clone()),
+    ))
+}
+
+/// The dead letters of a payload that failed to decode, in whole or in part. A payload nothing
+/// could be read from is one dead letter with every original byte (a truncated envelope is not
+/// cut into line fragments); otherwise each failed part is. Each goes to every LogSource of the
+/// collector: the router cannot tell which of them the bytes were meant for.
+fn decode_letters(
+    payload: &Bytes,
+    decoded: &crate::collector::decode::Decoded,
+    routes: &[CompiledRoute],
+    unit: &str,
+    guard: &crate::collector::ack::AckRef,
+) -> Vec<Letter> {
+    let parts: Vec<(String, Bytes)> = if decoded.records.is_empty() {
+        let mut reasons: Vec<String> = decoded.failures.iter().map(|f| f.error.to_string()).collect();
+        reasons.dedup();
+        vec![(reasons.join("; "), payload.clone())]
+    } else {
+        decoded
+            .failures
+            .iter()
+            .map(|f| (f.error.to_string(), Bytes::copy_from_slice(f.text.as_bytes())))
+            .collect()
+    };
+    let mut letters = Vec::new();
+    for (i, (reason, bytes)) in parts.into_iter().enumerate() {
+        for r in routes {
+            letters.push(Letter {
+                stage: Stage::Decode,
+                reason: reason.clone(),
+                log_source: r.log_source.clone(),
+                destination: None,
+                id: Some(Arc::from(format!("{unit}/undecodable/{i}").as_str())),
+                record: bytes.clone(),
+                ack: guard.clone(),
+            });
+        }
+    }
+    letters
 }
 
 /// Writes the watermark of every stream that moved.
@@ -591,6 +660,7 @@ struct ReportState {
     collector: String,
     routes: Vec<CompiledRoute>,
     destinations: Vec<(String, Arc<DestinationHealth>)>,
+    dead_letters: Arc<DeadLetters>,
     queue_depths: Mutex<Vec<u64>>,
     trackers: Arc<Mutex<BTreeMap<String, StreamTracker>>>,
     source_error: Mutex<Option<String>>,
@@ -629,10 +699,15 @@ impl ReportState {
                 .map(|(i, _)| self.destinations[*i].1.done_for(&r.log_source))
                 .min()
                 .unwrap_or(0);
+            let dead = self.dead_letters.tally(&r.log_source);
             report.log_sources.insert(
                 r.log_source.to_string(),
                 LogSourceReport {
                     events_forwarded: forwarded,
+                    events_dead_lettered: dead.count,
+                    last_dead_letter_reason: dead.last_reason,
+                    dead_letter_error: dead.error,
+                    dead_letters_durable: self.dead_letters.durable_for(&r.log_source),
                     cursors: cursors.clone(),
                     source_error: source_error.clone(),
                     throttled,

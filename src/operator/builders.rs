@@ -367,7 +367,11 @@ pub fn deployment(
         },
         Volume {
             name: "state".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
+            // Bounded: the dead-letter files stop below it (`POD_DEAD_LETTER_BYTES`).
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(crate::render::POD_STATE_BYTES.to_string())),
+                ..EmptyDirVolumeSource::default()
+            }),
             ..Volume::default()
         },
     ];

@@ -87,9 +87,8 @@ fn plan(
         }
         let refs = ls
             .spec
-            .destinations
-            .iter()
-            .filter_map(|d| destinations.iter().find(|x| x.name_any() == d.name))
+            .destination_names()
+            .filter_map(|d| destinations.iter().find(|x| x.name_any() == d))
             .flat_map(|d| d.spec.secret_refs());
         match stores.missing_secret_key(namespace, refs) {
             Some(message) => skipped.push((ls.name_any(), Blocked::new(reasons::SECRET_NOT_FOUND, message))),

@@ -54,7 +54,7 @@ pub async fn reconcile(dest: Arc<SiemDestination>, ctx: Arc<Context>) -> Result<
         .stores
         .log_sources_in(&namespace)
         .iter()
-        .filter(|ls| ls.spec.destinations.iter().any(|d| d.name == name))
+        .filter(|ls| ls.spec.destination_names().any(|d| d == name))
         .map(|ls| ls.name_any())
         .collect();
     used_by.sort();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::builders::CollectorOwner;
@@ -97,6 +98,10 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
             .unwrap_or_else(|| LagThreshold::default().seconds),
         None => LagThreshold::default().seconds,
     };
+    let current = ls.status.clone().unwrap_or_default();
+    let dead_lettered_before = conditions::find(&current.conditions, types::DEAD_LETTERED)
+        .filter(|c| c.status == "True" && c.observed_generation == ls.metadata.generation)
+        .map(|c| c.message.as_str());
     let observation = LogSourceObservation {
         blocked: plan.as_ref().err().cloned(),
         suspended: ls.spec.suspend,
@@ -104,15 +109,17 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
         destinations,
         report: source_report.as_ref(),
         lag_threshold_seconds,
+        dead_letter_destination: ls.spec.dead_letter.as_ref().map(|d| d.destination.as_str()),
+        dead_lettered_before,
     };
     let desired = log_source_conditions(&observation);
-    let current = ls.status.clone().unwrap_or_default();
     let conditions = conditions::merge(&current.conditions, &desired, ls.metadata.generation, Timestamp::now());
     let status = with_progress(
         LogSourceStatus {
             conditions,
             observed_generation: ls.metadata.generation,
             source_type: ls.spec.kind().ok().map(|k| k.name().to_string()),
+            last_dead_letter_reason: current.last_dead_letter_reason.clone(),
             ..Default::default()
         },
         source_report.as_ref(),
@@ -128,6 +135,10 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
             .await?;
         ctx.announce_ready_transition(&ls.object_ref(&()), &current.conditions, &status.conditions)
             .await;
+        if let Some(note) = dead_letter_news(&current, &status) {
+            ctx.publish(&ls.object_ref(&()), EventType::Warning, "DeadLettered", "Collect", note)
+                .await;
+        }
     }
     Ok(Action::requeue(action))
 }
@@ -137,12 +148,30 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
 fn with_progress(mut status: LogSourceStatus, report: Option<&LogSourceReport>) -> LogSourceStatus {
     let Some(r) = report else { return status };
     status.events_forwarded = Some(i64::try_from(r.events_forwarded).unwrap_or(i64::MAX));
+    status.events_dead_lettered = Some(i64::try_from(r.events_dead_lettered).unwrap_or(i64::MAX));
+    if r.last_dead_letter_reason.is_some() {
+        status.last_dead_letter_reason = r.last_dead_letter_reason.clone();
+    }
     status.last_event_time = r.last_event_time.clone();
     status.lag = r.lag_seconds.map(|s| format!("{s}s"));
     status.cursors = r.cursors.clone();
     status.backfill_percent = r.backfill_percent;
     status.data_loss = r.data_loss.clone();
     status
+}
+
+/// The note of a `DeadLettered` Event when the count grew since the last status (a collector
+/// restart resets it; growth from there is news again).
+fn dead_letter_news(before: &LogSourceStatus, after: &LogSourceStatus) -> Option<String> {
+    let now = after.events_dead_lettered.unwrap_or(0);
+    let then = before.events_dead_lettered.unwrap_or(0);
+    let new = if now >= then { now - then } else { now };
+    (new > 0).then(|| {
+        format!(
+            "{new} more record(s) dead-lettered ({now} since the collectors started); last reason: {}",
+            after.last_dead_letter_reason.as_deref().unwrap_or("unknown")
+        )
+    })
 }
 
 /// Render the collector, or say what blocks it.
@@ -152,8 +181,8 @@ fn plan(ls: &LogSource, stores: &Stores, namespace: &str) -> Result<Plan, Blocke
         .map_err(|e| Blocked::new(e.reason(), e.to_string()))?;
     // Secrets of the source and of its destinations: the collector mounts them all.
     let mut refs = ls.spec.secret_refs();
-    for d in &ls.spec.destinations {
-        if let Some(dest) = destinations.iter().find(|x| x.name_any() == d.name) {
+    for d in ls.spec.destination_names() {
+        if let Some(dest) = destinations.iter().find(|x| x.name_any() == d) {
             refs.extend(dest.spec.secret_refs());
         }
     }
@@ -236,6 +265,8 @@ mod tests {
             }],
             report: Some(report),
             lag_threshold_seconds: 600,
+            dead_letter_destination: None,
+            dead_lettered_before: None,
         })
     }
 
@@ -275,6 +306,38 @@ mod tests {
         assert_eq!(loss.status, Status::True);
         assert!(loss.message.contains("AF20051") && loss.message.contains("2026-11-15T10:00:00.000Z"));
         assert_eq!(find(&conds, types::SOURCE_CONNECTED).status, Status::True);
+    }
+
+    #[test]
+    fn dead_letters_show_apart_from_forwarded_and_growth_is_news() {
+        let report = LogSourceReport {
+            events_forwarded: 7,
+            events_dead_lettered: 3,
+            last_dead_letter_reason: Some("normalization failed: x".into()),
+            ..Default::default()
+        };
+        let before = LogSourceStatus {
+            events_dead_lettered: Some(1),
+            ..Default::default()
+        };
+        let after = with_progress(LogSourceStatus::default(), Some(&report));
+        assert_eq!((after.events_forwarded, after.events_dead_lettered), (Some(7), Some(3)));
+        assert_eq!(
+            after.last_dead_letter_reason.as_deref(),
+            Some("normalization failed: x")
+        );
+        let note = dead_letter_news(&before, &after).unwrap();
+        assert!(
+            note.starts_with("2 more record(s)") && note.contains("normalization failed"),
+            "{note}"
+        );
+        assert_eq!(dead_letter_news(&after, &after), None);
+        // After a collector restart the count starts over: 1 new since then.
+        let restarted = LogSourceStatus {
+            events_dead_lettered: Some(1),
+            ..after.clone()
+        };
+        assert!(dead_letter_news(&after, &restarted).unwrap().starts_with("1 more"));
     }
 
     #[test]

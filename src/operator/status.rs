@@ -111,6 +111,11 @@ pub struct LogSourceObservation<'a> {
     pub destinations: Vec<DestinationHealth>,
     pub report: Option<&'a LogSourceReport>,
     pub lag_threshold_seconds: i64,
+    /// `spec.deadLetter.destination`, if set.
+    pub dead_letter_destination: Option<&'a str>,
+    /// Message of a `DeadLettered=True` already set for this generation of the spec: it stays
+    /// `True` when a collector restart resets the counters.
+    pub dead_lettered_before: Option<&'a str>,
 }
 
 /// The conditions of a LogSource.
@@ -168,6 +173,7 @@ pub fn log_source_conditions(obs: &LogSourceObservation<'_>) -> Vec<DesiredCondi
             out.push(destinations_ready);
         }
         out.extend(report_conditions(obs.report, obs.lag_threshold_seconds));
+        out.extend(dead_letter_conditions(obs));
         return out;
     }
 
@@ -265,7 +271,70 @@ pub fn log_source_conditions(obs: &LogSourceObservation<'_>) -> Vec<DesiredCondi
     });
     out.push(destinations_ready);
     out.extend(report_conditions(obs.report, obs.lag_threshold_seconds));
+    out.extend(dead_letter_conditions(obs));
     out
+}
+
+/// `DeadLettered` from the report, and `DeadLettersDurable` from the spec.
+///
+/// `DeadLettered` is `True` once a record was dead-lettered (count and last reason in the
+/// message), or when a dead letter could not be written (`DeadLetterFailed`: its record is held
+/// unacknowledged). It stays `True` for the current generation of the spec even when a restarted
+/// collector reports 0 again; changing the spec (e.g. after fixing the cause) clears it.
+fn dead_letter_conditions(obs: &LogSourceObservation<'_>) -> Vec<DesiredCondition> {
+    let dead_lettered = match (obs.report, obs.dead_lettered_before) {
+        (Some(r), _) if r.dead_letter_error.is_some() => DesiredCondition::new(
+            types::DEAD_LETTERED,
+            true,
+            reasons::DEAD_LETTER_FAILED,
+            format!(
+                "a dead letter could not be written, its record is held unacknowledged: {}",
+                r.dead_letter_error.as_deref().unwrap_or_default()
+            ),
+        ),
+        (Some(r), _) if r.events_dead_lettered > 0 => DesiredCondition::new(
+            types::DEAD_LETTERED,
+            true,
+            reasons::RECORDS_DEAD_LETTERED,
+            format!(
+                "{} record(s) dead-lettered{}; last reason: {}",
+                r.events_dead_lettered,
+                match obs.dead_letter_destination {
+                    Some(d) => format!(" to SiemDestination {d:?}"),
+                    None => String::new(),
+                },
+                r.last_dead_letter_reason.as_deref().unwrap_or("unknown")
+            ),
+        ),
+        (_, Some(before)) => DesiredCondition::new(types::DEAD_LETTERED, true, reasons::RECORDS_DEAD_LETTERED, before),
+        (Some(_), None) => DesiredCondition::new(
+            types::DEAD_LETTERED,
+            false,
+            reasons::AS_EXPECTED,
+            "no record dead-lettered",
+        ),
+        (None, None) => DesiredCondition::new(
+            types::DEAD_LETTERED,
+            Status::Unknown,
+            reasons::AWAITING_REPORT,
+            "no report yet",
+        ),
+    };
+    let durable = match obs.dead_letter_destination {
+        Some(d) => DesiredCondition::new(
+            types::DEAD_LETTERS_DURABLE,
+            true,
+            reasons::DEAD_LETTER_DESTINATION,
+            format!("dead letters go to SiemDestination {d:?}"),
+        ),
+        None => DesiredCondition::new(
+            types::DEAD_LETTERS_DURABLE,
+            false,
+            reasons::DEAD_LETTERS_IN_POD,
+            "no spec.deadLetter.destination: dead letters are files in the collector pod, lost when it is replaced",
+        ),
+    };
+    vec![dead_lettered, durable]
 }
 
 /// `Lagging`, `Throttled` and `DataLoss` from a collector's report.
@@ -530,6 +599,8 @@ mod tests {
             destinations: healthy_destination(),
             report: Some(&report),
             lag_threshold_seconds: 600,
+            dead_letter_destination: None,
+            dead_lettered_before: None,
         });
         assert_eq!(find(&conds, types::READY).status, Status::True);
         assert_eq!(find(&conds, types::SOURCE_CONNECTED).status, Status::True);
@@ -548,6 +619,8 @@ mod tests {
             destinations: healthy_destination(),
             report: None,
             lag_threshold_seconds: 600,
+            dead_letter_destination: None,
+            dead_lettered_before: None,
         });
         let ready = find(&conds, types::READY);
         assert_eq!(ready.status, Status::False);
@@ -582,6 +655,8 @@ mod tests {
             destinations: healthy_destination(),
             report: Some(&report),
             lag_threshold_seconds: 600,
+            dead_letter_destination: None,
+            dead_lettered_before: None,
         });
         assert_eq!(find(&conds, types::READY).reason, reasons::DEPLOYMENT_PROGRESSING);
         assert_eq!(find(&conds, types::PROGRESSING).status, Status::True);
@@ -605,11 +680,79 @@ mod tests {
             }],
             report: None,
             lag_threshold_seconds: 600,
+            dead_letter_destination: None,
+            dead_lettered_before: None,
         });
         assert_eq!(find(&conds, types::READY).reason, reasons::DESTINATION_NOT_READY);
         let dr = find(&conds, types::DESTINATIONS_READY);
         assert_eq!(dr.status, Status::False);
         assert!(dr.message.contains("splunk.contoso.example"));
+    }
+
+    fn dead_letter_observation<'a>(
+        report: Option<&'a LogSourceReport>,
+        destination: Option<&'a str>,
+        before: Option<&'a str>,
+    ) -> Vec<DesiredCondition> {
+        log_source_conditions(&LogSourceObservation {
+            blocked: None,
+            suspended: false,
+            reader: Some(LogSourceReader::Own(ready_pods())),
+            destinations: healthy_destination(),
+            report,
+            lag_threshold_seconds: 600,
+            dead_letter_destination: destination,
+            dead_lettered_before: before,
+        })
+    }
+
+    #[test]
+    fn dead_letters_raise_dead_lettered_with_count_and_reason_and_it_stays_after_a_restart() {
+        let clean = LogSourceReport {
+            events_forwarded: 10,
+            ..Default::default()
+        };
+        let conds = dead_letter_observation(Some(&clean), None, None);
+        assert_eq!(find(&conds, types::DEAD_LETTERED).status, Status::False);
+        assert_eq!(find(&conds, types::DATA_LOSS).status, Status::False);
+
+        let report = LogSourceReport {
+            events_forwarded: 8,
+            events_dead_lettered: 2,
+            last_dead_letter_reason: Some("HTTP 400: mapper_parsing_exception".into()),
+            ..Default::default()
+        };
+        let conds = dead_letter_observation(Some(&report), Some("archive"), None);
+        let dl = find(&conds, types::DEAD_LETTERED);
+        assert_eq!((dl.status, dl.reason), (Status::True, reasons::RECORDS_DEAD_LETTERED));
+        assert!(dl.message.starts_with("2 record(s)"), "{}", dl.message);
+        assert!(dl.message.contains("mapper_parsing_exception") && dl.message.contains("archive"));
+
+        // A restarted collector reports 0 again: the condition keeps what it said.
+        let conds = dead_letter_observation(Some(&clean), Some("archive"), Some(dl.message.as_str()));
+        let again = find(&conds, types::DEAD_LETTERED);
+        assert_eq!(again.status, Status::True);
+        assert_eq!(again.message, dl.message);
+    }
+
+    #[test]
+    fn a_dead_letter_that_cannot_be_written_shows_and_durability_follows_the_spec() {
+        let report = LogSourceReport {
+            dead_letter_error: Some("dead-letter files in /var/lib/siembridge/dead-letter are full".into()),
+            ..Default::default()
+        };
+        let conds = dead_letter_observation(Some(&report), None, None);
+        let dl = find(&conds, types::DEAD_LETTERED);
+        assert_eq!((dl.status, dl.reason), (Status::True, reasons::DEAD_LETTER_FAILED));
+        assert!(dl.message.contains("full"));
+        let durable = find(&conds, types::DEAD_LETTERS_DURABLE);
+        assert_eq!(
+            (durable.status, durable.reason),
+            (Status::False, reasons::DEAD_LETTERS_IN_POD)
+        );
+        let conds = dead_letter_observation(None, Some("archive"), None);
+        assert_eq!(find(&conds, types::DEAD_LETTERS_DURABLE).status, Status::True);
+        assert_eq!(find(&conds, types::DEAD_LETTERED).status, Status::Unknown);
     }
 
     #[test]

@@ -11,9 +11,9 @@ use crate::api::{ConsumerGroup, LogSource, SiemDestination};
 fn log_source_names_secret(stores: &Stores, ls: &LogSource, secret: &str) -> bool {
     let namespace = ls.namespace().unwrap_or_default();
     ls.spec.secret_refs().iter().any(|s| s.name == secret)
-        || ls.spec.destinations.iter().any(|d| {
+        || ls.spec.destination_names().any(|d| {
             stores
-                .destination(&namespace, &d.name)
+                .destination(&namespace, d)
                 .is_some_and(|dest| dest.spec.secret_refs().iter().any(|s| s.name == secret))
         })
 }
@@ -25,7 +25,7 @@ pub fn log_sources_of_destination(stores: &Stores, dest: &SiemDestination) -> Ve
     stores
         .log_sources_in(&namespace)
         .iter()
-        .filter(|ls| ls.spec.destinations.iter().any(|d| d.name == name))
+        .filter(|ls| ls.spec.destination_names().any(|d| d == name))
         .map(ObjectRef::from_obj)
         .collect()
 }

@@ -1,4 +1,5 @@
-//! `file`: NDJSON appended to a file, rotated by size to `<path>.1`, `<path>.2`, ...
+//! `file`: NDJSON appended to a file, rotated by size to `<path>.1`, `<path>.2`, ...; each batch
+//! is synced to disk before it counts as delivered.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,6 +52,8 @@ impl FileDestination {
         if let Some((f, size)) = guard.as_mut() {
             f.write_all(buf)?;
             f.flush()?;
+            // Delivered means on disk: this file may be the dead-letter archive on a volume.
+            f.sync_data()?;
             *size += buf.len() as u64;
         }
         Ok(())

@@ -50,8 +50,14 @@ pub struct Event {
     pub id: Arc<str>,
     /// The LogSource it was routed for.
     pub log_source: Arc<str>,
+    /// The record as the source delivered it, for a dead letter (the same bytes as `body` for
+    /// `format: raw`).
+    pub record: Bytes,
     /// Acknowledgement of this delivery (delivered or dead-lettered).
     pub(crate) ack: AckRef,
+    /// Set on a dead letter on its way to a dead-letter destination: its delivery counts as
+    /// dead-lettered, and a refusal is not dead-lettered again.
+    pub(crate) dead_letter: Option<crate::collector::dead_letter::DeadLetterMark>,
     /// The slot it holds in the destination's bounded buffer, released when the event is dropped.
     pub(crate) _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -65,11 +71,14 @@ impl Event {
     /// An event outside a pipeline, with the stable id a source would give it.
     pub fn detached_with_id(body: impl Into<Bytes>, log_source: &str, id: &str) -> Self {
         let stream = crate::collector::ack::StreamTracker::new("detached", None);
+        let body = body.into();
         Event {
-            body: body.into(),
+            record: body.clone(),
+            body,
             id: Arc::from(id),
             log_source: Arc::from(log_source),
             ack: stream.register(String::new(), 1),
+            dead_letter: None,
             _slot: None,
         }
     }

@@ -180,7 +180,13 @@ impl ReplayReader {
                 .iter()
                 .map(|r| Bytes::copy_from_slice(r.get().as_bytes()))
                 .collect();
-            units.extend(decoded.failures.into_iter().map(|f| Bytes::from(f.text.into_bytes())));
+            if units.is_empty() && !decoded.failures.is_empty() {
+                // Nothing readable (not UTF-8, a truncated document): the file is one unit with
+                // its bytes unchanged, so its dead letter is the file as it is.
+                units.push(Bytes::from(bytes));
+            } else {
+                units.extend(decoded.failures.into_iter().map(|f| Bytes::from(f.text.into_bytes())));
+            }
             self.current = Some(OpenFile::Document {
                 path: name,
                 units: units.into_iter(),
@@ -220,6 +226,13 @@ impl ReplayReader {
                             }));
                         }
                         continue;
+                    }
+                    // The line without its terminator: the unit is the record's own bytes.
+                    if line.ends_with(b"\n") {
+                        line.pop();
+                        if line.ends_with(b"\r") {
+                            line.pop();
+                        }
                     }
                     SourceUnit {
                         payload: Bytes::from(line),

@@ -1,0 +1,255 @@
+//! Dead letters as the API server shows them, when `KUBECONFIG` points at one (otherwise the
+//! test prints `skipped: KUBECONFIG not set`): a collector report with dead letters becomes
+//! `status.eventsDeadLettered`, the `Dead-Lettered` printer column of `kubectl get`, the
+//! `DeadLettered` condition and a `DeadLettered` Event; a LogSource without a dead-letter
+//! destination is `DeadLettersDurable=False`, one with it `True`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use siembridge::api::{LogSource, SiemDestination};
+use siembridge::operator::connectivity::TcpConnect;
+use siembridge::operator::metrics::Metrics;
+use siembridge::operator::{run_controllers, ControllerSettings};
+use tokio_util::sync::CancellationToken;
+
+const MANAGER: &str = "siembridge-e2e-dead-letter";
+const WAIT: Duration = Duration::from_secs(120);
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (_, yaml) in siembridge::crdgen::crds() {
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
+        let name = crd.name_any();
+        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("cannot install CRD {name}: {e}"));
+        eventually(&format!("CRD {name} established"), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await.ok()?;
+                let ok = crd
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                ok.then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+fn condition(ls: &LogSource, type_: &str) -> Option<(String, String, String)> {
+    let c = ls.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// The cells of `kubectl get logsource NAME` (server-side table), by column name.
+async fn table_row(client: &Client, namespace: &str, name: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let request = http::Request::get(format!(
+        "/apis/siembridge.io/v1alpha1/namespaces/{namespace}/logsources/{name}"
+    ))
+    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .unwrap();
+    let table: serde_json::Value = client.request(request).await.ok()?;
+    let columns: Vec<String> = table["columnDefinitions"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    let cells = table["rows"][0]["cells"].as_array()?.clone();
+    Some(columns.into_iter().zip(cells).collect())
+}
+
+#[tokio::test]
+async fn dead_letters_show_in_status_printer_column_condition_and_event() {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        println!("skipped: KUBECONFIG not set");
+        return;
+    }
+    siembridge::operator::install_crypto_provider();
+    let client = Client::try_default().await.expect("a client from KUBECONFIG");
+    install_crds(&client).await;
+
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let namespace = format!("sb-e2e-{run_id}-dead-letter");
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))
+            .unwrap();
+    ns_api
+        .patch(&namespace, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&ns))
+        .await
+        .unwrap();
+
+    let stop = CancellationToken::new();
+    let controllers = tokio::spawn(run_controllers(
+        client.clone(),
+        Metrics::unregistered(),
+        ControllerSettings {
+            collector_image: siembridge::operator::default_collector_image(),
+            connectivity: Arc::new(TcpConnect::default()),
+            instance: Some(format!("e2e-{run_id}")),
+            watch_namespace: Some(namespace.clone()),
+        },
+        stop.clone(),
+    ));
+
+    let pp = PatchParams::apply(MANAGER).force();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let sample: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "sample-events"},
+        "data": {"events.json": "{\"records\": [{\"category\": \"SignInLogs\"}]}"}}))
+    .unwrap();
+    cms.patch("sample-events", &pp, &Patch::Apply(&sample)).await.unwrap();
+    let dests: Api<SiemDestination> = Api::namespaced(client.clone(), &namespace);
+    for name in ["console", "archive"] {
+        let d: SiemDestination = serde_json::from_value(json!({"apiVersion": "siembridge.io/v1alpha1",
+            "kind": "SiemDestination", "metadata": {"name": name}, "spec": {"stdout": {}}}))
+        .unwrap();
+        dests.patch(name, &pp, &Patch::Apply(&d)).await.unwrap();
+    }
+    let sources: Api<LogSource> = Api::namespaced(client.clone(), &namespace);
+    let plain: LogSource = serde_json::from_value(json!({"apiVersion": "siembridge.io/v1alpha1",
+        "kind": "LogSource", "metadata": {"name": "plain"},
+        "spec": {"replay": {"configMap": "sample-events"}, "destinations": [{"name": "console"}]}}))
+    .unwrap();
+    sources.patch("plain", &pp, &Patch::Apply(&plain)).await.unwrap();
+    let archived: LogSource = serde_json::from_value(json!({"apiVersion": "siembridge.io/v1alpha1",
+        "kind": "LogSource", "metadata": {"name": "archived"},
+        "spec": {"replay": {"configMap": "sample-events"}, "destinations": [{"name": "console"}],
+                 "deadLetter": {"destination": "archive"}}}))
+    .unwrap();
+    sources.patch("archived", &pp, &Patch::Apply(&archived)).await.unwrap();
+
+    // Durability follows the spec.
+    for (name, expected) in [("plain", "False"), ("archived", "True")] {
+        let (status, reason, message) = eventually(&format!("DeadLettersDurable on {name}"), || {
+            let sources = sources.clone();
+            async move { condition(&sources.get(name).await.ok()?, "DeadLettersDurable") }
+        })
+        .await;
+        println!("{name}: DeadLettersDurable={status} {reason}: {message}");
+        assert_eq!(status, expected, "{name}");
+    }
+
+    // The collector of `plain` reports two dead letters (no kubelet runs pods here: the test
+    // writes the report a collector pod would, into the ConfigMap the operator made for it).
+    let collector = siembridge::render::log_source_collector_name("plain");
+    let report_cm = format!("{collector}-report");
+    eventually("the report ConfigMap", || {
+        let cms = cms.clone();
+        let name = report_cm.clone();
+        async move { cms.get_opt(&name).await.ok()? }
+    })
+    .await;
+    let report = json!({
+        "reporter": "pod-a",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "logSources": {"plain": {
+            "eventsForwarded": 40,
+            "eventsDeadLettered": 2,
+            "lastDeadLetterReason": "HTTP 400: field poison is not allowed",
+            "deadLettersDurable": false
+        }},
+        "destinations": {}
+    });
+    let data = json!({"data": {"report-pod-a.json": report.to_string()}});
+    cms.patch(&report_cm, &PatchParams::default(), &Patch::Merge(&data))
+        .await
+        .unwrap();
+    // Nudge a reconcile instead of waiting for the periodic one.
+    let nudge = json!({"metadata": {"annotations": {"e2e.siembridge.io/nudge": run_id}}});
+    sources
+        .patch("plain", &PatchParams::default(), &Patch::Merge(&nudge))
+        .await
+        .unwrap();
+
+    let ls = eventually("eventsDeadLettered in status", || {
+        let sources = sources.clone();
+        async move {
+            let ls = sources.get("plain").await.ok()?;
+            (ls.status.as_ref()?.events_dead_lettered == Some(2)).then_some(ls)
+        }
+    })
+    .await;
+    let status = ls.status.as_ref().unwrap();
+    println!(
+        "plain: forwarded {:?}, dead-lettered {:?}, last reason {:?}",
+        status.events_forwarded, status.events_dead_lettered, status.last_dead_letter_reason
+    );
+    assert_eq!(
+        status.events_forwarded,
+        Some(40),
+        "dead letters are not forwarded events"
+    );
+    assert_eq!(
+        status.last_dead_letter_reason.as_deref(),
+        Some("HTTP 400: field poison is not allowed")
+    );
+    let (cstatus, reason, message) = condition(&ls, "DeadLettered").unwrap();
+    assert_eq!((cstatus.as_str(), reason.as_str()), ("True", "RecordsDeadLettered"));
+    assert!(
+        message.contains("2 record(s)") && message.contains("poison"),
+        "{message}"
+    );
+    let data_loss = condition(&ls, "DataLoss").unwrap();
+    assert_eq!(data_loss.0, "False", "dead letters are not lost ranges");
+
+    let row = eventually("the Dead-Lettered printer column", || {
+        table_row(&client, &namespace, "plain")
+    })
+    .await;
+    println!("kubectl get logsource plain: {row:?}");
+    assert_eq!(row.get("Dead-Lettered"), Some(&json!(2)));
+    assert_eq!(row.get("Forwarded"), Some(&json!(40)));
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    let note = eventually("a DeadLettered Event", || {
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("DeadLettered")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("plain")
+                })
+                .and_then(|e| e.note)
+        }
+    })
+    .await;
+    println!("Event: {note}");
+    assert!(note.contains("2 more record(s)") && note.contains("poison"), "{note}");
+
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), controllers).await;
+    let _ = ns_api.delete(&namespace, &DeleteParams::default()).await;
+}
