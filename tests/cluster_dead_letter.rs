@@ -115,6 +115,7 @@ async fn dead_letters_show_in_status_printer_column_condition_and_event() {
             connectivity: Arc::new(TcpConnect::default()),
             instance: Some(format!("e2e-{run_id}")),
             watch_namespace: Some(namespace.clone()),
+            collector_pod_defaults: Default::default(),
         },
         stop.clone(),
     ));
