@@ -265,10 +265,25 @@ async fn operator_runs_collectors_on_a_real_cluster() {
             let ready = eventually(&format!("conditions on LogSource {namespace}/{name}"), || {
                 let api = api.clone();
                 let name = name.clone();
+                let destinations: Api<SiemDestination> = Api::namespaced(client.clone(), namespace);
                 async move {
                     let ls = api.get(&name).await.ok()?;
-                    let conds = ls.status?.conditions;
-                    conds.into_iter().find(|c| c.type_ == "Ready")
+                    let ready = ls.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+                    // A LogSource applied before its destination says so until the operator sees
+                    // the destination: wait for that to pass.
+                    if ready.reason == "DestinationNotFound" {
+                        let existing: Vec<String> = destinations
+                            .list(&Default::default())
+                            .await
+                            .ok()?
+                            .iter()
+                            .map(|d| d.name_any())
+                            .collect();
+                        if ls.spec.destinations.iter().all(|d| existing.contains(&d.name)) {
+                            return None;
+                        }
+                    }
+                    Some(ready)
                 }
             })
             .await;

@@ -533,12 +533,15 @@ impl Router {
     }
 }
 
+/// Position and source state of the checkpoint last saved for a stream, and when.
+type SavedCheckpoint = (String, Option<Arc<serde_json::Value>>, Instant);
+
 /// Writes the watermark of every stream that moved.
 struct Checkpointer {
     store: Arc<dyn CheckpointStore>,
     trackers: Arc<Mutex<BTreeMap<String, StreamTracker>>>,
     /// Per stream, the position and source state last saved, and when.
-    saved: Mutex<HashMap<String, (String, Option<Arc<serde_json::Value>>, Instant)>>,
+    saved: Mutex<HashMap<String, SavedCheckpoint>>,
     /// Per stream whose last write failed: since when (RFC 3339) and why.
     failing: Mutex<BTreeMap<String, (String, String)>>,
     metrics: CollectorMetrics,

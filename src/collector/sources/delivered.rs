@@ -183,6 +183,9 @@ fn get_varint(r: &mut &[u8]) -> Option<u64> {
     None
 }
 
+/// Per bucket index, the digest and the items a re-scan found.
+type Rescanned<'a> = BTreeMap<i64, (Bucket, Vec<(&'a str, i64)>)>;
+
 /// What a re-scan after a restart found, compared with the restored digest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Verified {
@@ -315,7 +318,7 @@ impl DeliveredIds {
             return Verified::default();
         };
         let w = restored.width;
-        let mut found: BTreeMap<i64, (Bucket, Vec<(&'a str, i64)>)> = BTreeMap::new();
+        let mut found: Rescanned<'a> = BTreeMap::new();
         for (id, at) in items {
             let e = found.entry(at.div_euclid(w)).or_default();
             e.0.add(fingerprint(id));
