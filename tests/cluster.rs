@@ -229,7 +229,8 @@ async fn operator_runs_collectors_on_a_real_cluster() {
     ));
 
     // Every example folder in its own namespace.
-    let mut namespaces = Vec::new();
+    // Deleted at the end, also when the test fails.
+    let mut namespaces = cluster_env::Namespaces::default();
     let mut applied_examples = Vec::new();
     let examples = repo().join("examples");
     let mut folders: Vec<PathBuf> = std::fs::read_dir(&examples)
@@ -252,7 +253,7 @@ async fn operator_runs_collectors_on_a_real_cluster() {
         create_namespace(&client, &namespace).await;
         let n = apply_all(&client, &discovery, &namespace, &docs).await;
         println!("example {example}: {n} objects applied in {namespace}");
-        namespaces.push(namespace.clone());
+        namespaces.0.push(namespace.clone());
         applied_examples.push((namespace, docs));
     }
 
@@ -307,7 +308,7 @@ async fn operator_runs_collectors_on_a_real_cluster() {
     // Our own scenario: a replay LogSource delivering to an HTTP destination with a Secret.
     let namespace = format!("sb-e2e-{run_id}-own");
     create_namespace(&client, &namespace).await;
-    namespaces.push(namespace.clone());
+    namespaces.0.push(namespace.clone());
     let own: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(
         r#"
 apiVersion: v1
@@ -424,8 +425,5 @@ spec:
 
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), controllers).await;
-    let ns_api: Api<Namespace> = Api::all(client.clone());
-    for ns in namespaces {
-        let _ = ns_api.delete(&ns, &DeleteParams::default()).await;
-    }
+    drop(namespaces);
 }

@@ -46,20 +46,38 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        // Drop may run inside a runtime that this thread blocks: delete from a thread and a
-        // client of its own.
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            if let Ok(rt) = rt {
-                rt.block_on(async move {
-                    if let Ok(client) = Client::try_default().await {
-                        let api: Api<Namespace> = Api::all(client);
+        delete_namespaces(vec![self.name.clone()]);
+    }
+}
+
+/// Namespaces a test made under names of its own, deleted when dropped (also when it fails).
+#[derive(Default)]
+pub struct Namespaces(pub Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        delete_namespaces(std::mem::take(&mut self.0));
+    }
+}
+
+/// Delete `names`, blocking. Called from `Drop`, which may run inside a runtime this thread
+/// blocks: the deletes run on a thread, runtime and client of their own.
+pub fn delete_namespaces(names: Vec<String>) {
+    if names.is_empty() {
+        return;
+    }
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        if let Ok(rt) = rt {
+            rt.block_on(async move {
+                if let Ok(client) = Client::try_default().await {
+                    let api: Api<Namespace> = Api::all(client);
+                    for name in names {
                         let _ = api.delete(&name, &DeleteParams::default()).await;
                     }
-                });
-            }
-        })
-        .join();
-    }
+                }
+            });
+        }
+    })
+    .join();
 }
