@@ -22,6 +22,47 @@ if [ ! -x /usr/sbin/rsyslogd ] || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog rsyslog-openssl buildah lua5.4
 fi
 
+# A real Kubernetes API server for the cluster suites (tests/*cluster*.rs): KUBECONFIG when set,
+# else the control plane in ../shared/k8s (etcd, kube-apiserver, kube-controller-manager), which
+# up.sh starts or reuses. Only what this script started is stopped at the end.
+echo "== Kubernetes API server"
+k8s_dir="${K8S_DIR:-${TMPDIR:-/tmp}/siembridge-k8s}"
+k8s_running() { # any of the control plane's processes alive, per up.sh's pid files
+    local n pid
+    for n in etcd kube-apiserver kube-controller-manager; do
+        pid="$(cat "$k8s_dir/run/$n.pid" 2>/dev/null)" || continue
+        kill -0 "$pid" 2>/dev/null && return 0
+    done
+    return 1
+}
+if [ -n "${KUBECONFIG:-}" ]; then
+    echo "cluster suites use KUBECONFIG=$KUBECONFIG"
+elif [ -f ../shared/k8s/up.sh ]; then
+    # up.sh unpacks with xz, makes certificates with openssl and probes with curl.
+    if ! command -v xz >/dev/null || ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xz-utils openssl curl
+    fi
+    if k8s_running; then
+        started_k8s=""
+    else
+        started_k8s=yes
+        # Set before up.sh: a start that fails half-way is stopped too.
+        trap 'echo "== stopping the API server this run started"; bash ../shared/k8s/down.sh' EXIT
+    fi
+    k8s_env="$(bash ../shared/k8s/up.sh | tail -1)"
+    case "$k8s_env" in
+        "export KUBECONFIG="*) eval "$k8s_env" ;;
+        *) echo "../shared/k8s/up.sh did not start the API server (logs in $k8s_dir/logs)" >&2; exit 1 ;;
+    esac
+    export KUBECONFIG
+    echo "cluster suites use ${started_k8s:+a new }API server $KUBECONFIG"
+elif [ "${CI:-}" = "true" ]; then
+    echo "CI=true but no API server: set KUBECONFIG or put the control plane in ../shared/k8s" >&2
+    exit 1
+else
+    echo "no KUBECONFIG and no ../shared/k8s: the cluster suites will skip (saying so)"
+fi
+
 echo "== format and lint"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -1,6 +1,6 @@
 //! Two collector processes sharing an Event Hub through Leases of a real API server, when
-//! `KUBECONFIG` points at one (kind, k3d, a test cluster). Without it the test prints
-//! `skipped: KUBECONFIG not set` and returns. The hub is the local AMQP stand-in; only the
+//! `KUBECONFIG` points at one (`e2e/test-all.sh` starts one from `../shared/k8s`). Without it the
+//! test prints that it skipped, except under `CI=true` where it fails. The hub is the local AMQP stand-in; only the
 //! ownership and checkpoint store is the cluster's.
 //!
 //! Run: `KUBECONFIG=... cargo test --test eventhub_cluster -- --nocapture`.
@@ -16,9 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::Client;
+use kube::api::{Api, ListParams};
 use siembridge::config::CheckpointConfig;
 
 use eventhub_collector::*;
@@ -29,22 +27,11 @@ const KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHM=";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_collectors_share_partitions_through_leases() {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        println!("skipped: KUBECONFIG not set");
+    let Some(client) = common::cluster::client("eventhub_cluster").await else {
         return;
-    }
-    siembridge::tls::install_crypto_provider();
-    let client = Client::try_default()
-        .await
-        .expect("KUBECONFIG is set but no client can be made");
-    let namespace = format!("sb-eh-{}", std::process::id());
-    let ns: Api<Namespace> = Api::all(client.clone());
-    ns.create(
-        &PostParams::default(),
-        &serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap(),
-    )
-    .await
-    .expect("namespace created");
+    };
+    let test_ns = common::cluster::TestNamespace::create(&client, "sb-eh").await;
+    let namespace = test_ns.name.clone();
 
     let s = EventHubsStandIn::start(NS).await;
     s.state.add_hub("entra-logs", 4, &["siem"]);
@@ -138,5 +125,5 @@ async fn two_collectors_share_partitions_through_leases() {
         0,
         "no duplicates without failures"
     );
-    let _ = ns.delete(&namespace, &DeleteParams::default()).await;
+    drop(test_ns);
 }

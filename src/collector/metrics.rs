@@ -18,6 +18,7 @@ pub struct CollectorMetrics {
     pub events_dropped_unrouted: IntCounterVec,
     pub checkpoint_age_seconds: IntGaugeVec,
     pub checkpoints_written: IntCounterVec,
+    pub checkpoint_failures: IntCounterVec,
     pub events_sent: IntCounterVec,
     pub bytes_sent: IntCounterVec,
     pub events_failed: IntCounterVec,
@@ -102,6 +103,12 @@ impl CollectorMetrics {
                 r,
                 "siembridge_collector_checkpoints_written_total",
                 "Checkpoints written",
+                &["stream"],
+            )?,
+            checkpoint_failures: counter(
+                r,
+                "siembridge_collector_checkpoint_failures_total",
+                "Checkpoint writes the store refused or could not take (the checkpoint stays behind)",
                 &["stream"],
             )?,
             events_sent: counter(

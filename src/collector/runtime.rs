@@ -224,6 +224,7 @@ impl Collector {
             store: store.clone(),
             trackers: trackers.clone(),
             saved: Mutex::default(),
+            failing: Mutex::default(),
             metrics: metrics.clone(),
         });
         let state = Arc::new(ReportState {
@@ -232,10 +233,10 @@ impl Collector {
             destinations: health_of,
             dead_letters: dead_letter.clone(),
             queue_depths: Mutex::default(),
-            trackers: trackers.clone(),
             source_error: Mutex::default(),
             source_status: source_status.clone(),
             source_health: source_health.clone(),
+            checkpointer: checkpointer.clone(),
         });
         let reporter = Arc::new(ReportWriter::new(config.report.clone()));
 
@@ -360,15 +361,12 @@ impl Collector {
         checkpointer.flush().await;
         source.close().await;
         reporter.publish(&state.build()).await;
-        let mut fully = true;
-        let mut positions = BTreeMap::new();
-        for (id, t) in trackers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let inflight = t.lock();
-            fully &= inflight.open_units() == 0;
-            if let Some(w) = inflight.watermark() {
-                positions.insert(id.clone(), w.to_string());
-            }
+        let mut fully = checkpointer.failures().is_empty();
+        for t in trackers.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            fully &= t.lock().open_units() == 0;
         }
+        // What was saved, never an acknowledged position the store did not take.
+        let positions = checkpointer.positions();
         if let Some(e) = failure {
             return Err(e.into());
         }
@@ -604,11 +602,17 @@ fn decode_letters(
     letters
 }
 
+/// Position and source state of the checkpoint last saved for a stream, and when.
+type SavedCheckpoint = (String, Option<Arc<serde_json::Value>>, Instant);
+
 /// Writes the watermark of every stream that moved.
 struct Checkpointer {
     store: Arc<dyn CheckpointStore>,
     trackers: Arc<Mutex<BTreeMap<String, StreamTracker>>>,
-    saved: Mutex<HashMap<String, (String, Instant)>>,
+    /// Per stream, the position and source state last saved, and when.
+    saved: Mutex<HashMap<String, SavedCheckpoint>>,
+    /// Per stream whose last write failed: since when (RFC 3339) and why.
+    failing: Mutex<BTreeMap<String, (String, String)>>,
     metrics: CollectorMetrics,
 }
 
@@ -622,21 +626,33 @@ impl Checkpointer {
                 .filter_map(|(id, t)| {
                     let inflight = t.lock();
                     let w = inflight.watermark()?;
-                    let moved = saved.get(id).is_none_or(|(s, _)| s != w);
+                    let state = inflight.watermark_state();
+                    // The state moves without the position too: a Graph window's pages all carry
+                    // the window's start, each with more delivered ids in its state.
+                    let moved = saved.get(id).is_none_or(|(p, s, _)| {
+                        p != w
+                            || match (s, &state) {
+                                (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                                (None, None) => false,
+                                _ => true,
+                            }
+                    });
                     if !moved {
-                        self.metrics
-                            .checkpoint_age_seconds
-                            .with_label_values(&[id])
-                            .set(saved.get(id).map(|(_, at)| at.elapsed().as_secs() as i64).unwrap_or(0));
+                        self.metrics.checkpoint_age_seconds.with_label_values(&[id]).set(
+                            saved
+                                .get(id)
+                                .map(|(_, _, at)| at.elapsed().as_secs() as i64)
+                                .unwrap_or(0),
+                        );
                     }
-                    moved.then(|| (id.clone(), w.to_string(), inflight.watermark_state()))
+                    moved.then(|| (id.clone(), w.to_string(), state))
                 })
                 .collect()
         };
         for (id, position, state) in due {
             let cp = Checkpoint {
                 position: position.clone(),
-                state: state.map(|s| (*s).clone()),
+                state: state.as_ref().map(|s| (**s).clone()),
                 updated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             };
             match self.store.save(&id, &cp).await {
@@ -644,14 +660,58 @@ impl Checkpointer {
                     tracing::debug!(stream = %id, position = %position, "checkpoint written");
                     self.metrics.checkpoints_written.with_label_values(&[&id]).inc();
                     self.metrics.checkpoint_age_seconds.with_label_values(&[&id]).set(0);
+                    self.failing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                     self.saved
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(id, (position, Instant::now()));
+                        .insert(id, (position, state, Instant::now()));
                 }
-                Err(e) => tracing::error!(stream = %id, error = %e, "checkpoint could not be written"),
+                Err(e) => {
+                    self.metrics.checkpoint_failures.with_label_values(&[&id]).inc();
+                    let age = self
+                        .saved
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&id)
+                        .map(|(_, _, at)| at.elapsed());
+                    if let Some(age) = age {
+                        self.metrics
+                            .checkpoint_age_seconds
+                            .with_label_values(&[&id])
+                            .set(age.as_secs() as i64);
+                    }
+                    let message = e.to_string();
+                    let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+                    let known = failing.get(&id).is_some_and(|(_, m)| *m == message);
+                    if known {
+                        // Already logged, counted and in the report: no log line every second.
+                        tracing::debug!(stream = %id, error = %message, "checkpoint still not written");
+                    } else {
+                        tracing::error!(stream = %id, error = %message, "checkpoint could not be written; it stays at the last saved position");
+                        let since = failing
+                            .get(&id)
+                            .map(|(s, _)| s.clone())
+                            .unwrap_or_else(|| cp.updated.clone());
+                        failing.insert(id.clone(), (since, message));
+                    }
+                }
             }
         }
+    }
+
+    /// Position last saved per stream.
+    fn positions(&self) -> BTreeMap<String, String> {
+        let saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        saved.iter().map(|(id, (p, _, _))| (id.clone(), p.clone())).collect()
+    }
+
+    /// Streams whose checkpoint is not being written, as report lines.
+    fn failures(&self) -> Vec<String> {
+        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        failing
+            .iter()
+            .map(|(id, (since, why))| format!("checkpoint of {id} not written since {since}: {why}"))
+            .collect()
     }
 }
 
@@ -662,27 +722,26 @@ struct ReportState {
     destinations: Vec<(String, Arc<DestinationHealth>)>,
     dead_letters: Arc<DeadLetters>,
     queue_depths: Mutex<Vec<u64>>,
-    trackers: Arc<Mutex<BTreeMap<String, StreamTracker>>>,
     source_error: Mutex<Option<String>>,
     source_status: Arc<sources::SourceStatus>,
     source_health: Arc<SourceHealth>,
+    /// Cursors come from what it saved, never from acknowledged positions ahead of it.
+    checkpointer: Arc<Checkpointer>,
 }
 
 impl ReportState {
     fn build(&self) -> CollectorReport {
-        let cursors: BTreeMap<String, String> = self
-            .trackers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(|(id, t)| t.watermark().map(|w| (id.clone(), w)))
-            .collect();
+        let cursors = self.checkpointer.positions();
+        let checkpoint_failures = self.checkpointer.failures();
         let source_error = self
             .source_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .or_else(|| self.source_health.error());
+            .or_else(|| self.source_health.error())
+            .into_iter()
+            .chain(checkpoint_failures)
+            .reduce(|a, b| format!("{a}; {b}"));
         let depths = self.queue_depths.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let progress = self.source_status.snapshot();
         let throttled = self.source_status.is_throttled();

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod cluster;
 pub mod entra;
 pub mod graph;
 pub mod o365;

@@ -73,6 +73,7 @@ impl CheckpointStore for FileCheckpointStore {
     }
 
     async fn save(&self, stream: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        checkpoint.check_size(stream)?;
         let path = self.path_of(stream);
         let body = serde_json::to_vec_pretty(checkpoint).map_err(|e| CheckpointError::Corrupt {
             stream: stream.to_string(),

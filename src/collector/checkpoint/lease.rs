@@ -9,6 +9,10 @@
 //!   `siembridge.io/updated`, and for Event Hubs also `siembridge.io/offset`,
 //!   `siembridge.io/sequence-number`, `siembridge.io/enqueued-time` (what the operator shows).
 //!
+//! A checkpoint whose annotations would pass the API server's 256 KiB limit is refused here
+//! ([`CheckpointError::TooLarge`]) rather than sent; the API sources keep theirs far below it
+//! (a per-minute digest, [`crate::collector::sources::delivered`]).
+//!
 //! Every write is a replace carrying the `resourceVersion` read, so the API server refuses a
 //! stale write with 409 Conflict: ownership claims are compare-and-write; checkpoint writes
 //! re-read and retry. A checkpoint write is refused when another live holder owns the Lease
@@ -38,6 +42,8 @@ pub const OFFSET: &str = "siembridge.io/offset";
 pub const SEQUENCE_NUMBER: &str = "siembridge.io/sequence-number";
 pub const ENQUEUED_TIME: &str = "siembridge.io/enqueued-time";
 pub const REQUESTED_BY: &str = "siembridge.io/requested-by";
+/// What the API server accepts of an object's annotations, keys and values together.
+pub const ANNOTATIONS_LIMIT: usize = 256 * 1024;
 
 /// Checkpoints and ownership in Leases of one namespace.
 #[derive(Clone)]
@@ -193,6 +199,7 @@ impl CheckpointStore for LeaseStore {
     }
 
     async fn save(&self, stream: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        checkpoint.check_size(stream)?;
         for _ in 0..8 {
             let existing = self.get(stream).await.map_err(|e| io(&self.label(), e))?;
             let creating = existing.is_none();
@@ -228,10 +235,18 @@ impl CheckpointStore for LeaseStore {
                     a.remove(STATE);
                 }
             }
+            let bytes: usize = lease.annotations().iter().map(|(k, v)| k.len() + v.len()).sum();
+            if bytes > ANNOTATIONS_LIMIT {
+                return Err(CheckpointError::TooLarge {
+                    stream: stream.to_string(),
+                    bytes,
+                    limit: ANNOTATIONS_LIMIT,
+                });
+            }
             match self.put(&lease, creating).await {
                 Ok(_) => return Ok(()),
                 Err(e) if is_conflict(&e) => continue,
-                Err(e) => return Err(io(&self.label(), e)),
+                Err(e) => return Err(io(&self.label(), format!("stream {stream}: {e}"))),
             }
         }
         Err(io(

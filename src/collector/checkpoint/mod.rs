@@ -28,13 +28,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{CheckpointConfig, SecretSource, SourceConfig};
 
+/// Largest checkpoint a store accepts: position plus state as JSON. A Lease holds 256 KiB of
+/// annotations in total, and the API sources keep their state under
+/// [`crate::collector::sources::delivered::STATE_BUDGET_BYTES`], so a checkpoint above this is a
+/// bug to report, not something to truncate: the store refuses it ([`CheckpointError::TooLarge`])
+/// and the stream's checkpoint stays where it was (shown in the collector report and the
+/// `siembridge_collector_checkpoint_failures_total` metric).
+pub const MAX_STATE_BYTES: usize = 192 * 1024;
+
 /// How far one stream has been delivered.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Checkpoint {
     /// Position after the last acknowledged unit, in the source's own format.
     pub position: String,
-    /// Small source state kept with the position (at most a few KB).
+    /// Small source state kept with the position (a few KB; at most [`MAX_STATE_BYTES`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<serde_json::Value>,
     /// RFC 3339 time the checkpoint was written.
@@ -55,6 +63,28 @@ pub enum CheckpointError {
     Corrupt { stream: String, message: String },
     #[error("checkpoint store kind {0} is not available in this collector yet")]
     Unsupported(&'static str),
+    #[error("checkpoint of stream {stream:?} is {bytes} bytes, over the {limit}-byte limit: not written")]
+    TooLarge { stream: String, bytes: usize, limit: usize },
+}
+
+impl Checkpoint {
+    /// Bytes of position and state as stored.
+    pub fn size(&self) -> usize {
+        self.position.len() + self.state.as_ref().map_or(0, |s| s.to_string().len())
+    }
+
+    /// [`CheckpointError::TooLarge`] when over [`MAX_STATE_BYTES`].
+    pub fn check_size(&self, stream: &str) -> Result<(), CheckpointError> {
+        let bytes = self.size();
+        if bytes > MAX_STATE_BYTES {
+            return Err(CheckpointError::TooLarge {
+                stream: stream.to_string(),
+                bytes,
+                limit: MAX_STATE_BYTES,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A store of per-stream checkpoints. Implementations must make `save` atomic: after a crash,

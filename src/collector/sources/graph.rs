@@ -3,8 +3,10 @@
 //! Each endpoint is one stream polled by time window on its time property (`$filter` with
 //! `ge`/`lt`), `overlap` behind its cursor for records that arrive late, paged by
 //! `@odata.nextLink` with `$top` at the endpoint's documented maximum. Objects already delivered
-//! are dropped by `id` with a bounded set kept in the checkpoint state. Each page is one unit;
-//! the last unit of a window carries the window end as position.
+//! are dropped by `id` (exact, in memory); the checkpoint keeps a per-minute digest of them (see
+//! [`super::delivered`]), and the first window after a restart is first read without delivering
+//! to compare it with that digest. Each page is one unit; the last unit of a window carries the
+//! window end as position.
 //!
 //! Requests share one budget per API family of the (app, tenant): identity and access reports
 //! (`auditLogs/*`, 5 requests per 10 s), identity protection (1 per second) and security (150 per
@@ -20,9 +22,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::api::{
-    cursor_time, parse_time, query_time, throttled_by_status, ApiClient, ApiResponse, RateBudget, RecentIds,
-    RetryPolicy,
+    cursor_time, parse_time, query_time, throttled_by_status, ApiClient, ApiResponse, RateBudget, RetryPolicy,
 };
+use super::delivered::{DeliveredIds, MAX_EXACT_IDS};
 use super::{RecordOrigin, Source, SourceBatch, SourceContext, SourceError, SourceStatus, SourceUnit};
 use crate::api::{GraphBudget, GraphEndpoint, GraphSource, LostRange, SignInEventType};
 use crate::collector::auth::{default_scope, CloudEndpoints, TokenProvider};
@@ -30,8 +32,6 @@ use crate::config::SecretSource;
 
 /// Longest window per request series: keeps checkpoints moving during a backfill.
 const MAX_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
-/// Ids kept per endpoint to drop overlap.
-const MAX_RECENT_IDS: usize = 200_000;
 
 /// Throttling family of an endpoint: each has its own documented limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -113,7 +113,7 @@ struct EndpointCursor {
     extra_filter: Option<String>,
     cursor: DateTime<Utc>,
     backfill_from: DateTime<Utc>,
-    ids: RecentIds,
+    ids: DeliveredIds,
     /// The window being read: its end and the next page to get.
     window: Option<(DateTime<Utc>, String)>,
     next_poll: Instant,
@@ -207,12 +207,13 @@ impl GraphReader {
                             cp.position
                         ))
                     })?,
-                    RecentIds::from_state(
+                    DeliveredIds::from_state(
                         cp.state.as_ref().and_then(|s| s.get("ids")).and_then(|v| v.as_str()),
-                        MAX_RECENT_IDS,
-                    ),
+                        MAX_EXACT_IDS,
+                    )
+                    .map_err(|e| SourceError::Invalid(format!("checkpoint of {stream}: {e}")))?,
                 ),
-                None => (now - backfill, RecentIds::new(MAX_RECENT_IDS)),
+                None => (now - backfill, DeliveredIds::new(MAX_EXACT_IDS)),
             };
             tracing::info!(collector = %ctx.collector, stream = %stream, version, cursor = %cursor, "Graph endpoint starts");
             streams.push(EndpointCursor {
@@ -266,7 +267,10 @@ impl GraphReader {
                 self.streams[i].next_poll = Instant::now() + self.interval;
                 return Ok(None);
             }
-            let first = self.first_page(s, start, end)?;
+            if s.ids.needs_verification() {
+                self.verify_overlap(i, start, end).await?;
+            }
+            let first = self.first_page(&self.streams[i], start, end)?;
             self.streams[i].window = Some((end, first));
         }
         let (end, url) = self.streams[i].window.clone().unwrap_or_else(|| (now, String::new()));
@@ -303,13 +307,6 @@ impl GraphReader {
                 s.info.path,
                 r.error_summary()
             )));
-        }
-        #[derive(Deserialize)]
-        struct Page<'a> {
-            #[serde(borrow, default)]
-            value: Vec<&'a RawValue>,
-            #[serde(rename = "@odata.nextLink", default)]
-            next_link: Option<String>,
         }
         let page: Page<'_> = serde_json::from_slice(&r.body)
             .map_err(|e| SourceError::Invalid(format!("Graph {} answer is not an OData page: {e}", s.info.path)))?;
@@ -350,6 +347,64 @@ impl GraphReader {
         }))
     }
 
+    /// First window after a restart: read the objects of `[start, end)` (from the start of its
+    /// first minute) without delivering them and compare them, minute by minute, with the
+    /// digest the checkpoint kept; the objects of the minutes that match are known delivered.
+    /// When the re-scan cannot be read, nothing is known: the overlap is delivered again.
+    async fn verify_overlap(&mut self, i: usize, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<(), SourceError> {
+        let s = &self.streams[i];
+        let from = s.ids.bucket_floor(start.timestamp());
+        let from_time = DateTime::from_timestamp(from, 0).unwrap_or(start);
+        let mut url = self.first_page(s, from_time, end)?;
+        let client = &self.clients[&s.info.family];
+        let mut seen: Vec<(String, i64)> = Vec::new();
+        loop {
+            let r = match client
+                .send(
+                    reqwest::Method::GET,
+                    &url,
+                    None,
+                    &[("Prefer", "include-unknown-enum-members")],
+                )
+                .await
+            {
+                Ok(r) if r.status.is_success() => r,
+                Ok(r) => {
+                    tracing::warn!(stream = %s.stream, error = %r.error_summary(), "overlap re-scan after restart failed; the overlap is delivered again");
+                    break;
+                }
+                Err(e) if e.needs_a_human() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(stream = %s.stream, error = %e, "overlap re-scan after restart failed; the overlap is delivered again");
+                    break;
+                }
+            };
+            let page: Page<'_> = serde_json::from_slice(&r.body)
+                .map_err(|e| SourceError::Invalid(format!("Graph {} answer is not an OData page: {e}", s.info.path)))?;
+            for v in &page.value {
+                if let Some((id, at)) = id_and_time(v, s.info.time_field) {
+                    seen.push((id, at.unwrap_or(end.timestamp())));
+                }
+            }
+            match page.next_link.filter(|l| !l.is_empty()) {
+                Some(next) => url = next,
+                None => {
+                    let stream = s.stream.clone();
+                    let items = seen.iter().map(|(id, at)| (id.as_str(), *at));
+                    let v = self.streams[i].ids.verify(items, from, end.timestamp());
+                    tracing::info!(stream = %stream, unchanged_minutes = v.unchanged_buckets, records_skipped = v.skipped_items,
+                        changed_minutes = v.changed_buckets, records_delivered_again = v.redelivered_items,
+                        "overlap after restart compared with the checkpoint");
+                    return Ok(());
+                }
+            }
+        }
+        // Not verified: every object of the overlap is delivered again.
+        let s = &mut self.streams[i];
+        s.ids.verify(std::iter::empty(), 0, 0);
+        Ok(())
+    }
+
     fn publish_progress(&self) {
         let now = Utc::now();
         let slack = self.interval.as_secs() as i64 * 2 + 60;
@@ -365,25 +420,36 @@ impl GraphReader {
     }
 }
 
+/// One OData page.
+#[derive(Deserialize)]
+pub(crate) struct Page<'a> {
+    #[serde(borrow, default)]
+    pub value: Vec<&'a RawValue>,
+    #[serde(rename = "@odata.nextLink", default)]
+    pub next_link: Option<String>,
+}
+
+/// An object's `id` and its time property (unix seconds), when it has an id.
+pub(crate) fn id_and_time(v: &RawValue, time_field: &str) -> Option<(String, Option<i64>)> {
+    let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(v.get()).ok()?;
+    let id = parsed.get("id")?.as_str()?.to_string();
+    let at = parsed
+        .get(time_field)
+        .and_then(|t| t.as_str())
+        .and_then(parse_time)
+        .map(|t| t.timestamp());
+    Some((id, at))
+}
+
 /// The objects of a page not delivered before (by `id`), as a JSON array. An object's time
-/// property (or `fallback`) dates its id for pruning.
-pub(crate) fn dedupe(values: &[&RawValue], ids: &mut RecentIds, time_field: &str, fallback: i64) -> Bytes {
+/// property (or `fallback`) dates its id for pruning and for the checkpoint's digest.
+pub(crate) fn dedupe(values: &[&RawValue], ids: &mut DeliveredIds, time_field: &str, fallback: i64) -> Bytes {
     let mut out = Vec::with_capacity(values.iter().map(|v| v.get().len() + 1).sum::<usize>() + 2);
     out.push(b'[');
     let mut first = true;
     for v in values {
-        let parsed: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(v.get()).ok();
-        let keep = match parsed.as_ref().and_then(|m| m.get("id")).and_then(|x| x.as_str()) {
-            Some(id) => {
-                let at = parsed
-                    .as_ref()
-                    .and_then(|m| m.get(time_field))
-                    .and_then(|t| t.as_str())
-                    .and_then(parse_time)
-                    .map(|t| t.timestamp())
-                    .unwrap_or(fallback);
-                ids.insert(id, at)
-            }
+        let keep = match id_and_time(v, time_field) {
+            Some((id, at)) => ids.insert(&id, at.unwrap_or(fallback)),
             None => true,
         };
         if keep {

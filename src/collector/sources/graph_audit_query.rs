@@ -5,7 +5,8 @@
 //! One stream (`security/auditLog/queries`). Per window (at most 24 h, `overlap` behind the
 //! cursor): create a query for the window and the record types of the configured content types,
 //! poll its status (`notStarted`, `running`) until `succeeded`, then page its `records`; each page
-//! is one unit, deduplicated by record `id` with a bounded set in the checkpoint state. A query
+//! is one unit, deduplicated by record `id` (exact in memory; a per-minute digest in the
+//! checkpoint, compared with the first query's records after a restart: [`super::delivered`]). A query
 //! that fails is created again once; a window whose queries keep failing is reported as data
 //! loss with its range.
 
@@ -13,13 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use super::api::{
-    cursor_time, parse_time, query_time, throttled_by_status, ApiClient, RateBudget, RecentIds, RetryPolicy,
-};
-use super::graph::dedupe;
+use super::api::{cursor_time, parse_time, query_time, throttled_by_status, ApiClient, RateBudget, RetryPolicy};
+use super::delivered::{DeliveredIds, MAX_EXACT_IDS};
+use super::graph::{dedupe, id_and_time, Page};
 use super::{RecordOrigin, Source, SourceBatch, SourceContext, SourceError, SourceStatus, SourceUnit};
 use crate::api::{ContentType, LostRange, ManagementActivitySource};
 use crate::collector::auth::{default_scope, CloudEndpoints, TokenProvider};
@@ -28,7 +26,6 @@ use crate::config::SecretSource;
 /// Stream (checkpoint key) of this source.
 pub const STREAM: &str = "security/auditLog/queries";
 const MAX_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
-const MAX_RECENT_IDS: usize = 200_000;
 /// Attempts per window before its range is reported lost.
 const QUERY_ATTEMPTS: u32 = 2;
 
@@ -78,7 +75,7 @@ pub struct AuditLogQueryReader {
     record_types: Vec<&'static str>,
     cursor: DateTime<Utc>,
     backfill_from: DateTime<Utc>,
-    ids: RecentIds,
+    ids: DeliveredIds,
     window: Option<(DateTime<Utc>, DateTime<Utc>, Phase)>,
     overlap: chrono::TimeDelta,
     interval: Duration,
@@ -129,14 +126,15 @@ impl AuditLogQueryReader {
                 parse_time(&cp.position).ok_or_else(|| {
                     SourceError::Invalid(format!("checkpoint of {STREAM} has position {:?}", cp.position))
                 })?,
-                RecentIds::from_state(
+                DeliveredIds::from_state(
                     cp.state.as_ref().and_then(|s| s.get("ids")).and_then(|v| v.as_str()),
-                    MAX_RECENT_IDS,
-                ),
+                    MAX_EXACT_IDS,
+                )
+                .map_err(|e| SourceError::Invalid(format!("checkpoint of {STREAM}: {e}")))?,
             ),
             None => (
                 now - chrono::TimeDelta::hours(i64::from(spec.polling.backfill_hours)),
-                RecentIds::new(MAX_RECENT_IDS),
+                DeliveredIds::new(MAX_EXACT_IDS),
             ),
         };
         Ok(AuditLogQueryReader {
@@ -175,7 +173,12 @@ impl AuditLogQueryReader {
             // Caught up: one query per poll interval, not one after the other.
             tokio::time::sleep_until(self.next_poll).await;
             let now = Utc::now();
-            let start = self.cursor - self.overlap;
+            let mut start = self.cursor - self.overlap;
+            if self.ids.needs_verification() {
+                // After a restart: from the start of a digest bucket, so the re-scan covers it whole.
+                let floor = self.ids.bucket_floor(start.timestamp());
+                start = DateTime::from_timestamp(floor, 0).unwrap_or(start);
+            }
             let end = (start + MAX_WINDOW).min(now);
             if end - start < chrono::TimeDelta::seconds(1) {
                 tokio::time::sleep(self.interval).await;
@@ -244,16 +247,12 @@ impl AuditLogQueryReader {
                 Ok(None)
             }
             Phase::Records { next } => {
+                if self.ids.needs_verification() {
+                    self.verify_overlap(&next, start, end).await?;
+                }
                 let r = self.client.get(&next).await?;
                 if !r.status.is_success() {
                     return Err(self.fatal("reading query records", &r));
-                }
-                #[derive(Deserialize)]
-                struct Page<'a> {
-                    #[serde(borrow, default)]
-                    value: Vec<&'a RawValue>,
-                    #[serde(rename = "@odata.nextLink", default)]
-                    next_link: Option<String>,
                 }
                 let page: Page<'_> = serde_json::from_slice(&r.body)
                     .map_err(|e| SourceError::Invalid(format!("query records are not an OData page: {e}")))?;
@@ -283,6 +282,62 @@ impl AuditLogQueryReader {
                 }))
             }
         }
+    }
+
+    /// First query after a restart: read all its records from `first` without delivering them
+    /// and compare them, minute by minute, with the digest the checkpoint kept; the records of
+    /// the minutes that match are known delivered (see [`super::delivered`]). When the records
+    /// cannot be read, nothing is known: the overlap is delivered again.
+    async fn verify_overlap(
+        &mut self,
+        first: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<(), SourceError> {
+        let mut url = first.to_string();
+        let mut seen: Vec<(String, i64)> = Vec::new();
+        let complete = loop {
+            let r = match self.client.get(&url).await {
+                Ok(r) if r.status.is_success() => r,
+                Ok(r) => {
+                    tracing::warn!(error = %r.error_summary(), "overlap re-scan after restart failed; the overlap is delivered again");
+                    break false;
+                }
+                Err(e) if e.needs_a_human() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "overlap re-scan after restart failed; the overlap is delivered again");
+                    break false;
+                }
+            };
+            let page: Page<'_> = serde_json::from_slice(&r.body)
+                .map_err(|e| SourceError::Invalid(format!("query records are not an OData page: {e}")))?;
+            for v in &page.value {
+                if let Some((id, at)) = id_and_time(v, "createdDateTime") {
+                    seen.push((id, at.unwrap_or(end.timestamp())));
+                }
+            }
+            match page.next_link.filter(|l| !l.is_empty()) {
+                Some(next) => url = next,
+                None => break true,
+            }
+        };
+        let (from, to) = if complete {
+            (start.timestamp(), end.timestamp())
+        } else {
+            (0, 0)
+        };
+        let v = self
+            .ids
+            .verify(seen.iter().map(|(id, at)| (id.as_str(), *at)), from, to);
+        tracing::info!(
+            stream = STREAM,
+            unchanged_minutes = v.unchanged_buckets,
+            records_skipped = v.skipped_items,
+            changed_minutes = v.changed_buckets,
+            records_delivered_again = v.redelivered_items,
+            "overlap after restart compared with the checkpoint"
+        );
+        Ok(())
     }
 
     fn publish_progress(&self) {

@@ -4,8 +4,10 @@
 //! Each content type is one stream with its own [`ContentCursor`]. A stream lists content in
 //! windows of at most 24 hours inside the 7-day retention, starting `overlap` behind its cursor so
 //! that blobs listed late are still found; blobs and records already delivered are recognised by
-//! their `contentId` and `Id` in a bounded set kept in the checkpoint state, so the overlap never
-//! becomes duplicates downstream. Each content blob is one unit: the checkpoint moves past it only
+//! their `contentId` and `Id` in memory, so the overlap never becomes duplicates downstream. The
+//! checkpoint keeps a per-minute digest of the content ids delivered (see [`super::delivered`]):
+//! after a restart, a minute whose listing matches it is skipped, one that differs is fetched
+//! again. Each content blob is one unit: the checkpoint moves past it only
 //! once every record of it is acknowledged. The last unit of a window (possibly an empty one)
 //! carries the window end as position.
 //!
@@ -23,7 +25,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::api::{cursor_time, parse_time, ApiClient, ApiResponse, RateBudget, RecentIds, RetryPolicy};
+use super::api::{cursor_time, parse_time, ApiClient, ApiResponse, RateBudget, RetryPolicy};
+use super::delivered::{DeliveredIds, MAX_EXACT_IDS};
 use super::{RecordOrigin, Source, SourceBatch, SourceContext, SourceError, SourceStatus, SourceUnit};
 use crate::api::{ContentType, LostRange, ManagementActivitySource};
 use crate::collector::auth::{default_scope, CloudEndpoints, TokenProvider};
@@ -37,8 +40,6 @@ const RETENTION_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 const MAX_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// Blobs fetched at once per stream.
 const FETCH_CONCURRENCY: usize = 8;
-/// Ids kept per stream to drop overlap.
-const MAX_RECENT_IDS: usize = 200_000;
 
 /// One content blob descriptor from `subscriptions/content`.
 #[derive(Clone, Debug, Deserialize)]
@@ -57,10 +58,11 @@ struct ContentCursor {
     cursor: DateTime<Utc>,
     /// Start of the first backfill, for progress.
     backfill_from: DateTime<Utc>,
-    /// Record ids delivered lately.
-    ids: RecentIds,
-    /// Content ids fetched lately.
-    blobs: RecentIds,
+    /// Record ids delivered lately, in memory only: they drop a record the service put in two
+    /// blobs (its documented retries). Not saved: after a restart such a copy may come twice.
+    ids: DeliveredIds,
+    /// Content ids fetched lately; their digest is the checkpoint state.
+    blobs: DeliveredIds,
     /// The window being delivered.
     window: Option<Window>,
     /// When to poll again once caught up.
@@ -157,16 +159,14 @@ impl ManagementActivityReader {
                         ))
                     })?;
                     let field = |k: &str| cp.state.as_ref().and_then(|s| s.get(k)).and_then(|v| v.as_str());
-                    (
-                        cursor,
-                        RecentIds::from_state(field("ids"), MAX_RECENT_IDS),
-                        RecentIds::from_state(field("blobs"), MAX_RECENT_IDS),
-                    )
+                    let blobs = DeliveredIds::from_state(field("blobs"), MAX_EXACT_IDS)
+                        .map_err(|e| SourceError::Invalid(format!("checkpoint of {stream}: {e}")))?;
+                    (cursor, DeliveredIds::new(MAX_EXACT_IDS), blobs)
                 }
                 None => (
                     (now - backfill).max(oldest),
-                    RecentIds::new(MAX_RECENT_IDS),
-                    RecentIds::new(MAX_RECENT_IDS),
+                    DeliveredIds::new(MAX_EXACT_IDS),
+                    DeliveredIds::new(MAX_EXACT_IDS),
                 ),
             };
             let cursor = if cursor < oldest {
@@ -344,8 +344,11 @@ impl ManagementActivityReader {
         if self.streams[i].window.is_none() {
             let s = &self.streams[i];
             let ct = s.content_type.as_str();
-            // Whole seconds: the window parameters have no fractions.
-            let start = whole_seconds((s.cursor - self.overlap).max(oldest));
+            // Whole digest buckets (so a re-scan after a restart covers its first bucket whole),
+            // whole seconds (the window parameters have no fractions).
+            let behind = s.blobs.bucket_floor((s.cursor - self.overlap).timestamp());
+            let behind = DateTime::from_timestamp(behind, 0).unwrap_or(s.cursor - self.overlap);
+            let start = whole_seconds(behind.max(oldest));
             let end = whole_seconds((start + MAX_WINDOW).min(now));
             if end <= start {
                 self.streams[i].next_poll = Instant::now() + self.interval;
@@ -365,7 +368,27 @@ impl ManagementActivityReader {
                     Vec::new()
                 }
             };
-            let s = &self.streams[i];
+            let s = &mut self.streams[i];
+            if s.blobs.needs_verification() {
+                // First listing after a restart: the blobs of every minute whose listing matches
+                // the checkpoint's digest were delivered; the others are fetched again.
+                let items: Vec<(&str, i64)> = listed
+                    .iter()
+                    .map(|d| {
+                        let at = parse_time(&d.content_created).unwrap_or(start).timestamp();
+                        (d.content_id.as_str(), at)
+                    })
+                    .collect();
+                let v = s.blobs.verify(items, start.timestamp(), end.timestamp());
+                tracing::info!(
+                    stream = ct,
+                    unchanged_minutes = v.unchanged_buckets,
+                    blobs_skipped = v.skipped_items,
+                    changed_minutes = v.changed_buckets,
+                    blobs_delivered_again = v.redelivered_items,
+                    "overlap after restart compared with the checkpoint"
+                );
+            }
             listed.retain(|d| !s.blobs.contains(&d.content_id));
             let mut pending: Vec<(ContentDescriptor, DateTime<Utc>)> = listed
                 .into_iter()
@@ -473,13 +496,13 @@ impl ManagementActivityReader {
     }
 }
 
-/// Checkpoint state of a stream: the recent record and content ids.
+/// Checkpoint state of a stream: the digest of the content blobs delivered lately.
 fn state_of(s: &ContentCursor) -> Arc<serde_json::Value> {
-    Arc::new(serde_json::json!({"ids": s.ids.to_state(), "blobs": s.blobs.to_state()}))
+    Arc::new(serde_json::json!({"blobs": s.blobs.to_state()}))
 }
 
 /// The records of a blob not delivered before (by `Id`), as a JSON array.
-fn dedupe(body: &[u8], ids: &mut RecentIds, at: i64) -> Result<Bytes, serde_json::Error> {
+fn dedupe(body: &[u8], ids: &mut DeliveredIds, at: i64) -> Result<Bytes, serde_json::Error> {
     #[derive(Deserialize)]
     struct IdOnly<'a> {
         #[serde(rename = "Id", borrow, default)]
@@ -546,7 +569,7 @@ mod tests {
 
     #[test]
     fn dedupe_drops_known_ids_and_keeps_records_without_one() {
-        let mut ids = RecentIds::new(10);
+        let mut ids = DeliveredIds::new(10);
         ids.insert("a", 1);
         let out = dedupe(br#"[{"Id":"a","n":1},{"Id":"b"},{"n":2},{"Id":"b"}]"#, &mut ids, 5).unwrap();
         assert_eq!(&out[..], br#"[{"Id":"b"},{"n":2}]"#);

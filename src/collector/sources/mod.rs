@@ -20,6 +20,7 @@
 //! 3. Add one arm to [`build`]. Tests beside the module against a local stand-in API.
 
 pub mod api;
+pub mod delivered;
 pub mod eventhub;
 pub mod graph;
 pub mod graph_audit_query;
