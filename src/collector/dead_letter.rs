@@ -103,10 +103,12 @@ impl DeadLetterSink {
                 Ok(raw) => RecordField::Json(raw),
                 Err(_) => RecordField::Text(text.clone()),
             };
+            // A reason may quote a remote answer that echoed a credential.
+            let reason = crate::collector::secrets::redact(e.reason);
             let line = Line {
                 time: time.clone(),
                 stage: e.stage,
-                reason: e.reason,
+                reason: &reason,
                 log_source: e.log_source,
                 destination: e.destination,
                 record,

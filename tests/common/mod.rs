@@ -4,6 +4,7 @@
 pub mod child;
 pub mod entra;
 pub mod graph;
+pub mod hostile;
 pub mod o365;
 
 use std::collections::BTreeMap;
