@@ -1,5 +1,6 @@
 //! The HTTP fault matrix (issue 12, "Delivery integrity"): the built collector replays records to
-//! the HTTP destinations (`http`, `splunkHec`, `elasticsearch`, `sekoia`) behind a scripted
+//! the HTTP destinations (`http`, `splunkHec`, `elasticsearch`, `sekoia`, and `sentinel` for
+//! redirects) behind a scripted
 //! hostile receiver (tests/common/hostile.rs), one fault per test so each runs alone:
 //!
 //! `cargo test --test fault_matrix <name>`
@@ -22,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use common::hostile::{record_id, Answer, Hostile, Request};
 use siembridge::api::{
-    BasicAuth, BatchSpec, ElasticsearchSpec, EventFormat, HttpHeader, HttpSpec, RetrySpec, SecretKeySelector,
-    SekoiaSpec, SiemDestinationSpec, SplunkHecSpec,
+    BasicAuth, BatchSpec, ElasticsearchSpec, EntraCredentials, EventFormat, HttpHeader, HttpSpec, RetrySpec,
+    SecretKeySelector, SekoiaSpec, SentinelSpec, SiemDestinationSpec, SplunkHecSpec,
 };
 use siembridge::config::{CollectorConfig, ReportTarget};
 
@@ -35,6 +36,9 @@ const API_KEY: &str = "hostile-api-key-7f3c9a1e5b";
 const HEC_TOKEN: &str = "hec-token-2b8d4f6a0c1e9d";
 const ES_PASSWORD: &str = "es-password-9e7c5a3b1d";
 const SEKOIA_KEY: &str = "sekoia-intake-key-4a6c8e0f2d";
+const SENTINEL_SECRET: &str = "sentinel-client-secret-6b8d0f2a4c";
+const TENANT: &str = "contoso.example";
+const SENTINEL_APP: &str = "22222222-3333-4444-8555-666666666666";
 
 fn secret_env() -> Vec<(String, String)> {
     [
@@ -42,6 +46,7 @@ fn secret_env() -> Vec<(String, String)> {
         ("HEC", "TOKEN", HEC_TOKEN),
         ("ES", "PASSWORD", ES_PASSWORD),
         ("SEKOIA", "KEY", SEKOIA_KEY),
+        ("SENTINEL", "SECRET", SENTINEL_SECRET),
     ]
     .iter()
     .map(|(n, k, v)| (format!("SIEMBRIDGE_SECRET_{n}_{k}"), v.to_string()))
@@ -56,6 +61,7 @@ fn secret_forms() -> Vec<String> {
         HEC_TOKEN.into(),
         ES_PASSWORD.into(),
         SEKOIA_KEY.into(),
+        SENTINEL_SECRET.into(),
         base64::engine::general_purpose::STANDARD.encode(format!("elastic:{ES_PASSWORD}")),
     ]
 }
@@ -136,6 +142,26 @@ fn sekoia_dest(url: &str) -> SiemDestinationSpec {
             intake_key: selector("sekoia", "key"),
             url: Some(url.into()),
             ..Default::default()
+        }),
+        ..common_spec()
+    }
+}
+
+/// Microsoft Sentinel (Logs Ingestion API) at `url`, with tokens from the Entra stand-in at
+/// `authority`.
+fn sentinel_dest(url: &str, authority: &str) -> SiemDestinationSpec {
+    SiemDestinationSpec {
+        sentinel: Some(SentinelSpec {
+            endpoint: url.into(),
+            dcr_immutable_id: "dcr-00000000000000000000000000000000".into(),
+            stream_name: "Custom-SiembridgeEvents".into(),
+            credentials: EntraCredentials {
+                tenant_id: TENANT.into(),
+                client_id: SENTINEL_APP.into(),
+                client_secret: Some(selector("sentinel", "secret")),
+                authority_host: Some(authority.into()),
+                ..Default::default()
+            },
         }),
         ..common_spec()
     }
@@ -281,8 +307,14 @@ fn account(fault: &str, destination: &str, n: usize, r: &Hostile, dir: &Path) ->
 /// No secret value in the collector's log, its report or a dead letter.
 fn assert_no_secret_in_outputs(dir: &Path) {
     let mut texts = vec![
-        ("log", std::fs::read_to_string(dir.join("collector.log")).unwrap_or_default()),
-        ("report", std::fs::read_to_string(dir.join("report.json")).unwrap_or_default()),
+        (
+            "log",
+            std::fs::read_to_string(dir.join("collector.log")).unwrap_or_default(),
+        ),
+        (
+            "report",
+            std::fs::read_to_string(dir.join("report.json")).unwrap_or_default(),
+        ),
     ];
     if let Ok(files) = std::fs::read_dir(dir.join("dead-letter")) {
         for f in files {
@@ -312,7 +344,10 @@ fn assert_no_redirect_followed(r: &Hostile, other: &Hostile) {
         stolen[0].path
     );
     let methods: BTreeSet<String> = r.requests().iter().map(|q| q.method.clone()).collect();
-    assert!(methods.iter().all(|m| m == "POST"), "a POST was turned into another method: {methods:?}");
+    assert!(
+        methods.iter().all(|m| m == "POST"),
+        "a POST was turned into another method: {methods:?}"
+    );
 }
 
 fn report(dir: &Path) -> String {
@@ -354,8 +389,16 @@ async fn redirect_302_same_host_is_a_retried_error_not_a_bodiless_get() {
     run_to_end(dir.path(), &config, Duration::from_secs(60)).await;
     let a = account("302 same host", "receiver", N, &r, dir.path());
     assert!(a.dead_lettered.is_empty(), "a redirect is not a reason to dead-letter");
-    let paths: BTreeSet<String> = r.requests().iter().map(|q| format!("{} {}", q.method, q.path)).collect();
-    assert_eq!(paths, BTreeSet::from(["POST /ingest".to_string()]), "the redirect was followed");
+    let paths: BTreeSet<String> = r
+        .requests()
+        .iter()
+        .map(|q| format!("{} {}", q.method, q.path))
+        .collect();
+    assert_eq!(
+        paths,
+        BTreeSet::from(["POST /ingest".to_string()]),
+        "the redirect was followed"
+    );
     let report = report(dir.path());
     assert!(
         report.contains("redirect to Location http://127.0.0.1") && report.contains("/landing"),
@@ -417,6 +460,8 @@ async fn redirects_to_another_host_send_nothing_there_from_any_http_destination(
     let http = Hostile::start(redirecting(Answer::ok())).await;
     let hec = Hostile::start(redirecting(Answer::json(200, r#"{"text":"Success","code":0}"#))).await;
     let sekoia = Hostile::start(redirecting(Answer::json(202, r#"{"event_ids":[]}"#))).await;
+    let sentinel = Hostile::start(redirecting(Answer::status(204, ""))).await;
+    let entra = common::entra::Entra::start(TENANT, SENTINEL_APP, SENTINEL_SECRET).await;
     // Elasticsearch answers one `create` result per document.
     let es_steal = steal.clone();
     let es_count = AtomicUsize::new(0);
@@ -434,12 +479,25 @@ async fn redirects_to_another_host_send_nothing_there_from_any_http_destination(
             ("hec".to_string(), hec_dest(&hec.url(""), false)),
             ("es".to_string(), es_dest(&es.url(""))),
             ("sekoia".to_string(), sekoia_dest(&sekoia.url(""))),
+            (
+                "sentinel".to_string(),
+                sentinel_dest(&sentinel.url(""), &entra.authority),
+            ),
         ]),
     );
     run_to_end(dir.path(), &config, Duration::from_secs(90)).await;
-    for (name, r) in [("http", &http), ("hec", &hec), ("es", &es), ("sekoia", &sekoia)] {
+    for (name, r) in [
+        ("http", &http),
+        ("hec", &hec),
+        ("es", &es),
+        ("sekoia", &sekoia),
+        ("sentinel", &sentinel),
+    ] {
         let a = account("307/302 to another host", name, N, r, dir.path());
-        assert!(a.dead_lettered.is_empty(), "{name}: a redirect is not a reason to dead-letter");
+        assert!(
+            a.dead_lettered.is_empty(),
+            "{name}: a redirect is not a reason to dead-letter"
+        );
         assert_no_redirect_followed(r, &other);
     }
     assert_eq!(other.request_count(), 0);
@@ -455,7 +513,10 @@ fn bulk_ok(req: &Request) -> Answer {
         .iter()
         .map(|_| r#"{"create":{"status":201,"result":"created"}}"#.to_string())
         .collect();
-    Answer::json(200, &format!(r#"{{"took":1,"errors":false,"items":[{}]}}"#, items.join(",")))
+    Answer::json(
+        200,
+        &format!(r#"{{"took":1,"errors":false,"items":[{}]}}"#, items.join(",")),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -512,7 +573,8 @@ async fn poison_records_inside_batches_dead_letter_only_themselves() {
     run_to_end(dir.path(), &config, Duration::from_secs(60)).await;
     let a = account("400 for poison records in batches", "receiver", N, &r, dir.path());
     assert_eq!(
-        a.dead_lettered, poison,
+        a.dead_lettered,
+        poison,
         "only the poison records are dead-lettered ({} were)",
         a.dead_lettered.len()
     );
@@ -596,7 +658,10 @@ async fn hung_requests_are_sent_again_with_bounded_duplicates() {
     run_to_end(dir.path(), &config, Duration::from_secs(90)).await;
     let a = account("hung requests", "receiver", N, &r, dir.path());
     let bound = hung_records.load(Ordering::Relaxed);
-    eprintln!("hung requests: duplicates {} within the {bound} records of hung requests", a.duplicates);
+    eprintln!(
+        "hung requests: duplicates {} within the {bound} records of hung requests",
+        a.duplicates
+    );
     assert!(a.dead_lettered.is_empty());
     assert!(a.duplicates <= bound, "{} duplicates > {bound}", a.duplicates);
 }
@@ -695,7 +760,9 @@ async fn secrets_echoed_by_a_receiver_stay_out_of_logs_reports_and_dead_letters(
         dead.iter().any(|(_, _, reason)| reason.contains("<redacted>")),
         "the dead-letter reasons quote the echo"
     );
-    assert!(std::fs::read_to_string(dir.path().join("collector.log")).unwrap().contains("<redacted>"));
+    assert!(std::fs::read_to_string(dir.path().join("collector.log"))
+        .unwrap()
+        .contains("<redacted>"));
     assert_no_secret_in_outputs(dir.path());
 }
 
@@ -803,7 +870,10 @@ async fn sigkill_five_times_under_faults_loses_nothing() {
     .await;
     // A slow receiver (about 4,000 records a second) so that each run is killed part way.
     r.set_latency(Duration::from_millis(50));
-    let dest = http_dest(&r.url("/ingest"));
+    let mut dest = http_dest(&r.url("/ingest"));
+    // A request that times out is sent again: a legitimate duplicate within a run. This test
+    // counts crash duplicates only, so the timeout is far above what a loaded machine needs.
+    dest.retry.request_timeout_ms = 60_000;
     let config = config(dir.path(), &records, BTreeMap::from([("receiver".to_string(), dest)]));
     let log = dir.path().join("collector.log");
     let mut checkpoints = Vec::new();
@@ -815,7 +885,10 @@ async fn sigkill_five_times_under_faults_loses_nothing() {
         let deadline = Instant::now() + Duration::from_secs(60);
         while r.stored_count() < before + 2_000 + run * 500 || checkpointed_line(dir.path()) <= previous {
             assert!(Instant::now() < deadline, "run {run} made no progress:\n{}", tail(&log));
-            assert!(child.try_wait().unwrap().is_none(), "collector exited early in run {run}");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "collector exited early in run {run}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(Duration::from_millis(23 * run as u64)).await;
@@ -823,7 +896,10 @@ async fn sigkill_five_times_under_faults_loses_nothing() {
         child.wait().unwrap();
         let line = checkpointed_line(dir.path());
         checkpoints.push(line);
-        eprintln!("run {run}: killed; checkpoint at line {line}; stored so far {}", r.stored_count());
+        eprintln!(
+            "run {run}: killed; checkpoint at line {line}; stored so far {}",
+            r.stored_count()
+        );
     }
     assert!(
         checkpoints.windows(2).all(|w| w[0] < w[1]),
@@ -850,7 +926,10 @@ async fn sigkill_five_times_under_faults_loses_nothing() {
             );
             if epochs[i + 1..].iter().any(|&e| e > run) {
                 let cp = checkpoints[run as usize];
-                assert!(line > cp, "{id} was sent again after run {run} although checkpoint {cp} covered it");
+                assert!(
+                    line > cp,
+                    "{id} was sent again after run {run} although checkpoint {cp} covered it"
+                );
             }
         }
     }
@@ -867,7 +946,10 @@ async fn token_client_refuses_a_redirect_to_another_host() {
     use siembridge::collector::auth::{ClientCredential, TokenProvider};
     use siembridge::collector::secrets::SecretValue;
     let other = Hostile::start(|_, _| {
-        Answer::json(200, r#"{"access_token":"stolen-token-value","expires_in":3600,"token_type":"Bearer"}"#)
+        Answer::json(
+            200,
+            r#"{"access_token":"stolen-token-value","expires_in":3600,"token_type":"Bearer"}"#,
+        )
     })
     .await;
     let steal = other.url("/steal/oauth2/v2.0/token");
@@ -887,7 +969,10 @@ async fn token_client_refuses_a_redirect_to_another_host() {
     let text = err.to_string();
     eprintln!("token client, 307 to another host: {text}");
     assert!(err.is_transient(), "{text}");
-    assert!(text.contains(&format!("redirect to Location {}", other.url("/steal"))), "{text}");
+    assert!(
+        text.contains(&format!("redirect to Location {}", other.url("/steal"))),
+        "{text}"
+    );
     assert_eq!(other.request_count(), 0, "the token request went to the other host");
     assert_eq!(entra.request_count(), 1);
 }

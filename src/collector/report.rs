@@ -36,7 +36,9 @@ impl ReportWriter {
         let Some(target) = &self.target else { return };
         let body = match serde_json::to_vec_pretty(report) {
             // Reasons in the report may quote remote answers that echoed a credential.
-            Ok(b) => crate::collector::secrets::redact(&String::from_utf8_lossy(&b)).into_owned().into_bytes(),
+            Ok(b) => crate::collector::secrets::redact(&String::from_utf8_lossy(&b))
+                .into_owned()
+                .into_bytes(),
             Err(e) => {
                 tracing::warn!(error = %e, "report could not be serialized");
                 return;

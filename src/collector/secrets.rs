@@ -72,9 +72,7 @@ fn forms(value: &str) -> Vec<String> {
     };
     add(value.to_string());
     add(percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string());
-    add(
-        form_encode(value),
-    );
+    add(form_encode(value));
     if let Ok(json) = serde_json::to_string(value) {
         add(json.trim_matches('"').to_string());
     }
@@ -96,7 +94,9 @@ fn form_encode(value: &str) -> String {
         .remove(b'.')
         .remove(b'_')
         .remove(b' ');
-    percent_encoding::utf8_percent_encode(value, FORM).to_string().replace(' ', "+")
+    percent_encoding::utf8_percent_encode(value, FORM)
+        .to_string()
+        .replace(' ', "+")
 }
 
 /// Register a long-lived secret value (a loaded Secret key, or a credential built from one) so
@@ -274,7 +274,10 @@ mod tests {
             register_rotating(&format!("rotating-token-{i:04}"));
         }
         assert_eq!(redact("rotating-token-0000"), "rotating-token-0000");
-        assert_eq!(redact(&format!("t=rotating-token-{:04}", ROTATING_KEPT + 4)), "t=<redacted>");
+        assert_eq!(
+            redact(&format!("t=rotating-token-{:04}", ROTATING_KEPT + 4)),
+            "t=<redacted>"
+        );
         register("ab");
         assert_eq!(redact("ab"), "ab", "too short to register");
     }

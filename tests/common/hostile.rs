@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -239,6 +239,8 @@ impl Hostile {
             let Some(request) = read_request(&mut stream, &mut buf).await else {
                 return;
             };
+            // The epoch of the sender: read before the latency, during which the epoch may move on.
+            let epoch = self.epoch.load(Ordering::Relaxed);
             let latency = self.latency_ms.load(Ordering::Relaxed);
             if latency > 0 {
                 tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -250,7 +252,6 @@ impl Hostile {
                 let n = state.requests.len();
                 let answer = script(n, &request);
                 if answer.stores() {
-                    let epoch = self.epoch.load(Ordering::Relaxed);
                     for id in &request.ids {
                         state.stored.entry(id.clone()).or_default().push(epoch);
                     }
@@ -266,7 +267,8 @@ impl Hostile {
                         head.push_str(&format!("{k}: {v}\r\n"));
                     }
                     head.push_str("\r\n");
-                    if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(body.as_bytes()).await.is_err()
+                    if stream.write_all(head.as_bytes()).await.is_err()
+                        || stream.write_all(body.as_bytes()).await.is_err()
                     {
                         return;
                     }

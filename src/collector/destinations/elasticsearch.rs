@@ -18,9 +18,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::http_client::{self, excerpt, request_error, uniform};
-use crate::collector::secrets;
 use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{ElasticsearchSpec, RetrySpec};
+use crate::collector::secrets;
 use crate::config::SecretSource;
 
 /// Longest `_id` Elasticsearch accepts, in bytes; longer ids are replaced by their SHA-256.

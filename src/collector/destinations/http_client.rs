@@ -103,7 +103,11 @@ pub fn redirect_refused(response: &reqwest::Response) -> Option<String> {
 
 /// [`redirect_refused`] from a status and headers; a relative `Location` is resolved against
 /// `base` when given.
-pub fn redirect_reason(status: reqwest::StatusCode, headers: &HeaderMap, base: Option<&reqwest::Url>) -> Option<String> {
+pub fn redirect_reason(
+    status: reqwest::StatusCode,
+    headers: &HeaderMap,
+    base: Option<&reqwest::Url>,
+) -> Option<String> {
     if !status.is_redirection() {
         return None;
     }
@@ -134,7 +138,13 @@ fn location_without_secrets(raw: &str, base: Option<&reqwest::Url>) -> String {
             url.to_string()
         }
         // A relative reference without a base: its path only.
-        Err(_) => raw.split(['?', '#']).next().unwrap_or_default().chars().take(200).collect(),
+        Err(_) => raw
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect(),
     }
 }
 
@@ -362,13 +372,18 @@ mod tests {
         use reqwest::StatusCode;
         let mut h = HeaderMap::new();
         assert_eq!(redirect_reason(StatusCode::OK, &h, None), None);
-        assert!(redirect_reason(StatusCode::FOUND, &h, None).unwrap().contains("no Location"));
+        assert!(redirect_reason(StatusCode::FOUND, &h, None)
+            .unwrap()
+            .contains("no Location"));
         h.insert(
             LOCATION,
             "http://user:pw@other.example:8080/ingest?sig=abc#f".parse().unwrap(),
         );
         let r = redirect_reason(StatusCode::TEMPORARY_REDIRECT, &h, None).unwrap();
-        assert!(r.starts_with("HTTP 307: redirect to Location http://other.example:8080/ingest "), "{r}");
+        assert!(
+            r.starts_with("HTTP 307: redirect to Location http://other.example:8080/ingest "),
+            "{r}"
+        );
         assert!(!r.contains("sig") && !r.contains("pw"), "{r}");
         h.insert(LOCATION, "/elsewhere?token=x".parse().unwrap());
         let r = redirect_reason(StatusCode::FOUND, &h, None).unwrap();

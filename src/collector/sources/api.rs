@@ -124,10 +124,9 @@ impl ApiResponse {
     pub fn error_summary(&self) -> String {
         match error_of(&self.body) {
             // The message is remote text: it may echo a credential.
-            Some((code, message)) => crate::collector::secrets::redacted(format!(
-                "HTTP {}: {code}: {message}",
-                self.status.as_u16()
-            )),
+            Some((code, message)) => {
+                crate::collector::secrets::redacted(format!("HTTP {}: {code}: {message}", self.status.as_u16()))
+            }
             None => format!("HTTP {}", self.status.as_u16()),
         }
     }
@@ -267,7 +266,9 @@ impl ApiClient {
                     if failures >= self.retry.max_attempts {
                         return Err(e.into());
                     }
-                    let wait = e.retry_after().map_or_else(|| self.backoff(failures), |w| w.min(self.retry.cap));
+                    let wait = e
+                        .retry_after()
+                        .map_or_else(|| self.backoff(failures), |w| w.min(self.retry.cap));
                     tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "token request failed; retrying");
                     tokio::time::sleep(wait).await;
                     continue;
