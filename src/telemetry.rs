@@ -111,7 +111,8 @@ pub fn init_logging(format: LogFormat) {
     // Colours only for a person at a terminal, never in files or pod logs.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Secret values a remote party handed back never reach a log line.
+        .with_writer(crate::collector::secrets::RedactingStderr)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),

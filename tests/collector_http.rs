@@ -32,7 +32,8 @@ fn config(dir: &Path, url: &str, records: &Path, max_events: u32) -> CollectorCo
         },
         retry: RetrySpec {
             initial_backoff_ms: 10,
-            max_backoff_ms: 50,
+            // Also the longest `Retry-After` honoured: above the 2-3 s the receivers ask for.
+            max_backoff_ms: 5_000,
             max_attempts: None,
             request_timeout_ms: 5000,
         },

@@ -171,6 +171,8 @@ async fn a_refused_token_is_renewed_once_and_retry_after_is_waited() {
     api.state.fail_next.lock().unwrap().push_back(429);
     let mut cfg = config(dir.path(), &api.endpoint, &entra.authority, secret, &records);
     cfg.destinations.get_mut("sentinel").unwrap().concurrency = 1;
+    // `Retry-After` is honoured up to `maxBackoffMs`: above the 1 s the stand-in asks for.
+    cfg.destinations.get_mut("sentinel").unwrap().retry.max_backoff_ms = 5_000;
     let started = std::time::Instant::now();
     let summary = siem::run(cfg).await;
     let took = started.elapsed();

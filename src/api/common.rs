@@ -203,7 +203,7 @@ pub struct RetrySpec {
     #[serde(default = "RetrySpec::default_initial_backoff_ms")]
     #[schemars(range(min = 1, max = 3600000))]
     pub initial_backoff_ms: u64,
-    /// Longest backoff, in milliseconds.
+    /// Longest backoff, in milliseconds; also the longest wait a receiver's `Retry-After` gets.
     #[serde(default = "RetrySpec::default_max_backoff_ms")]
     #[schemars(range(min = 1, max = 3600000))]
     pub max_backoff_ms: u64,

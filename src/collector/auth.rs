@@ -4,6 +4,12 @@
 //! Written on `reqwest` rather than `azure_identity` because the latter refuses a non-https
 //! authority, so it cannot be pointed at a local token endpoint in tests.
 //!
+//! The client never follows a redirect (a 307 would post the client secret wherever it points):
+//! a 3xx is a transient failure naming the `Location`; `Retry-After` is honoured up to
+//! [`http_client::MAX_RETRY_AFTER`](crate::collector::destinations::http_client::MAX_RETRY_AFTER)
+//! and the API clients cut it to their longest backoff. Tokens received are registered for
+//! redaction ([`secrets::redact`]).
+//!
 //! One [`TokenProvider`] serves every audience of one app (Graph, Management API, Event Hubs,
 //! Azure Monitor); each scope has its own cached token and at most one request in flight.
 
@@ -256,8 +262,8 @@ impl TokenProvider {
                  verified domain"
             )));
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+        // Never follows a redirect: a 307 would post the client secret wherever it points.
+        let http = crate::collector::destinations::http_client::builder(Duration::from_secs(30))
             .build()
             .map_err(|e| AuthError::Invalid(format!("HTTP client: {e}")))?;
         Ok(TokenProvider {
@@ -328,20 +334,11 @@ impl TokenProvider {
             }
         }
         let started = Instant::now();
-        let response = self
-            .http
-            .post(&self.token_url)
-            .form(&form)
-            .send()
+        let response = crate::collector::destinations::http_client::send(self.http.post(&self.token_url).form(&form))
             .await
-            .map_err(|e| self.transient(format!("{}: {}", self.token_url, e.without_url()), None))?;
+            .map_err(|reason| self.transient(format!("{}: {reason}", self.token_url), None))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::collector::destinations::http_client::retry_after(response.headers());
         let body = response
             .bytes()
             .await
@@ -356,6 +353,7 @@ impl TokenProvider {
             }
             .ok_or_else(|| self.transient("token response has no valid expires_in".into(), None))?;
             tracing::debug!(client_id = %self.client_id, scope, expires_in = seconds, "Entra token acquired");
+            secrets::register_rotating(&parsed.access_token);
             let lifetime = Duration::from_secs(seconds);
             let margin = Duration::from_secs(300).min(lifetime / 5);
             return Ok(AccessToken {
@@ -365,7 +363,7 @@ impl TokenProvider {
             });
         }
         let error: ErrorResponse = serde_json::from_slice(&body).unwrap_or_default();
-        let description = error.error_description.lines().next().unwrap_or("").trim().to_string();
+        let description = secrets::redacted(error.error_description.lines().next().unwrap_or("").trim());
         let throttled = error.error_codes.contains(&90055);
         if status.is_server_error()
             || status == reqwest::StatusCode::TOO_MANY_REQUESTS

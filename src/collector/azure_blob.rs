@@ -14,9 +14,11 @@
 //! `BlobEndpoint` (Azurite: `UseDevelopmentStorage=true`, or an explicit
 //! `BlobEndpoint=http://127.0.0.1:PORT/devstoreaccount1`).
 //!
-//! Secrets: the account key, the SAS token and the bearer token live in [`SecretValue`]s; errors
-//! carry the status, the service's error code and message, never the URL (which carries the SAS
-//! token) nor a header.
+//! Secrets: the account key, the SAS token and the bearer token live in [`SecretValue`]s and are
+//! registered for [`secrets::redact`]; errors carry the status, the service's error code and
+//! message (redacted), never the URL (which carries the SAS token) nor a header. Redirects are
+//! never followed: a 3xx is a transient [`BlobError::Status`] with code [`REDIRECT_NOT_FOLLOWED`]
+//! whose message names the `Location` without its query.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,13 +28,14 @@ use base64::Engine;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use sha2::Sha256;
 
 use crate::api::BlobCredentials;
 use crate::collector::auth::{default_scope, AuthError, CloudEndpoints, TokenProvider};
-use crate::collector::secrets::{resolve, SecretError, SecretValue};
+use crate::collector::destinations::http_client;
+use crate::collector::secrets::{self, resolve, SecretError, SecretValue};
 use crate::config::SecretSource;
 
 /// REST API version sent as `x-ms-version`.
@@ -118,7 +121,8 @@ impl BlobError {
     /// Whether a later attempt may succeed without a configuration change.
     pub fn is_transient(&self) -> bool {
         match self {
-            BlobError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            // A 3xx is not followed: retried, like an outage, until the address is fixed.
+            BlobError::Status { status, .. } => matches!(status, 300..=399 | 408 | 429 | 500..=599),
             BlobError::Transport(_) => true,
             BlobError::Auth(e) => e.is_transient(),
             _ => false,
@@ -171,6 +175,30 @@ enum BlobAuth {
         provider: Arc<TokenProvider>,
         scope: String,
     },
+}
+
+/// `x-ms-error-code`-like code of a redirect that was not followed.
+pub const REDIRECT_NOT_FOLLOWED: &str = "RedirectNotFollowed";
+
+/// Register the credential a client sends for redaction: the account key as configured
+/// (base64), the SAS token and its signature alone (the part that is the secret).
+fn register_credential(auth: &BlobAuth) {
+    match auth {
+        BlobAuth::SharedKey { key, .. } => secrets::register(&base64::engine::general_purpose::STANDARD.encode(&key.0)),
+        BlobAuth::Sas(sas) => {
+            secrets::register(sas.expose());
+            for (k, v) in sas.expose().split('&').filter_map(|p| p.split_once('=')) {
+                if k == "sig" {
+                    secrets::register(v);
+                    if let Ok(decoded) = percent_encoding::percent_decode_str(v).decode_utf8() {
+                        secrets::register(&decoded);
+                    }
+                }
+            }
+        }
+        // Access tokens are registered by the token provider.
+        BlobAuth::Bearer { .. } => {}
+    }
 }
 
 /// Decoded account key; never printed.
@@ -355,10 +383,10 @@ impl BlobService {
             ));
         }
         let endpoint_path = url.path().trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(30))
+        register_credential(&auth);
+        // Never follows a redirect: the SAS token, a Shared Key signature or a bearer token would
+        // go along (and reqwest's `Referer` carried the SAS in the URL).
+        let http = http_client::builder(Duration::from_secs(60))
             .build()
             .map_err(|e| BlobError::Invalid(format!("HTTP client: {e}")))?;
         Ok(BlobService {
@@ -547,6 +575,14 @@ impl BlobService {
         if status.is_success() {
             return Ok(resp);
         }
+        if let Some(reason) = http_client::redirect_refused(&resp) {
+            return Err(BlobError::Status {
+                status: status.as_u16(),
+                code: REDIRECT_NOT_FOLLOWED.to_string(),
+                message: reason,
+                retry_after: None,
+            });
+        }
         if status == StatusCode::UNAUTHORIZED {
             if let BlobAuth::Bearer { provider, scope } = &self.auth {
                 provider.invalidate(scope).await;
@@ -558,14 +594,9 @@ impl BlobService {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = http_client::retry_after(resp.headers());
         let body = resp.text().await.unwrap_or_default();
-        let message = xml_text(&body, "Message").unwrap_or(body);
+        let message = secrets::redacted(xml_text(&body, "Message").unwrap_or(body));
         let message: String = message
             .lines()
             .next()
@@ -715,7 +746,7 @@ fn describe_transport(e: &reqwest::Error) -> String {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    msg
+    secrets::redacted(msg)
 }
 
 /// An ETag in header form (quoted).

@@ -390,7 +390,9 @@ impl DeadLetters {
         }
         let time = now();
         let mut to_files: Vec<Letter> = Vec::new();
-        for letter in letters {
+        for mut letter in letters {
+            // A reason may quote a remote answer that echoed a credential.
+            letter.reason = crate::collector::secrets::redact(&letter.reason).into_owned();
             tracing::warn!(
                 logsource = %letter.log_source,
                 destination = letter.destination.as_deref().unwrap_or(""),
@@ -478,7 +480,10 @@ impl DeadLetters {
     /// Dead-letter events their destination refused: never dead-lettered again (no loop), their
     /// records stay unacknowledged and the refusal is reported.
     pub(crate) fn refused(&self, destination: &str, events: &[&Event], reason: &str) {
-        let message = format!("dead-letter destination {destination} refused a dead letter: {reason}");
+        let message = format!(
+            "dead-letter destination {destination} refused a dead letter: {}",
+            crate::collector::secrets::redact(reason)
+        );
         tracing::error!(
             destination,
             events = events.len(),

@@ -280,7 +280,10 @@ impl Sender {
                 self.update_depth();
                 return;
             }
-            let delay = after.unwrap_or_else(|| backoff(&s.retry, attempt));
+            // A server's `Retry-After` is honoured up to `maxBackoffMs`: a huge one must not stall the pipeline.
+            let delay = after
+                .map(|a| a.min(Duration::from_millis(s.retry.max_backoff_ms.max(1))))
+                .unwrap_or_else(|| backoff(&s.retry, attempt));
             tracing::warn!(
                 destination = %s.name,
                 attempt,

@@ -35,7 +35,10 @@ impl ReportWriter {
     pub async fn publish(&self, report: &CollectorReport) {
         let Some(target) = &self.target else { return };
         let body = match serde_json::to_vec_pretty(report) {
-            Ok(b) => b,
+            // Reasons in the report may quote remote answers that echoed a credential.
+            Ok(b) => crate::collector::secrets::redact(&String::from_utf8_lossy(&b))
+                .into_owned()
+                .into_bytes(),
             Err(e) => {
                 tracing::warn!(error = %e, "report could not be serialized");
                 return;

@@ -151,8 +151,8 @@ fn excerpt(body: &str) -> String {
 #[async_trait::async_trait]
 impl ConnectivityCheck for TcpConnect {
     async fn check_http(&self, url: &str, probe: HttpProbe, host: &str, _port: u16) -> Result<String, String> {
-        let client = reqwest::Client::builder()
-            .timeout(self.timeout)
+        // The shared builder: a redirect is reported, never followed.
+        let client = crate::collector::destinations::http_client::builder(self.timeout)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let response = client.get(url).send().await.map_err(|e| {
@@ -171,6 +171,9 @@ impl ConnectivityCheck for TcpConnect {
             format!("{host}: {what}")
         })?;
         let status = response.status();
+        if let Some(reason) = crate::collector::destinations::http_client::redirect_refused(&response) {
+            return Err(format!("{host}: {reason}"));
+        }
         let body = response.text().await.unwrap_or_default();
         match probe {
             HttpProbe::SplunkHealth if status.is_success() => Ok(format!("Splunk HEC at {host} is healthy")),

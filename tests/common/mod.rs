@@ -5,6 +5,7 @@ pub mod child;
 pub mod cluster;
 pub mod entra;
 pub mod graph;
+pub mod hostile;
 pub mod o365;
 
 use std::collections::BTreeMap;

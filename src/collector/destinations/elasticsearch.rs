@@ -5,6 +5,8 @@
 //! Per-item answers: 2xx and 409 delivered, 429 and 5xx sent again alone, other 4xx
 //! (`mapper_parsing_exception`...) dead-lettered with the error type and reason. Whole-request
 //! answers: 429/5xx retried (`Retry-After` honoured), 413 split, 401/403 and other 4xx refused.
+//! A 2xx without one item per document (whatever its `errors` flag says) proves nothing and is
+//! retried; a 3xx is never followed (a retried failure naming the `Location`).
 //! Nodes are used in turn; a node that cannot be reached hands the request to the next one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +20,7 @@ use sha2::{Digest, Sha256};
 use super::http_client::{self, excerpt, request_error, uniform};
 use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{ElasticsearchSpec, RetrySpec};
+use crate::collector::secrets;
 use crate::config::SecretSource;
 
 /// Longest `_id` Elasticsearch accepts, in bytes; longer ids are replaced by their SHA-256.
@@ -36,8 +39,6 @@ pub struct ElasticsearchDestination {
 
 #[derive(Debug, Deserialize)]
 struct BulkResponse {
-    #[serde(default)]
-    errors: bool,
     #[serde(default)]
     items: Vec<std::collections::HashMap<String, BulkItem>>,
 }
@@ -124,6 +125,8 @@ impl ElasticsearchDestination {
         };
         let authorization = match authorization {
             Some(value) => {
+                // The encoded Basic pair is a credential too, should a receiver echo it.
+                secrets::register(&value);
                 let mut v = HeaderValue::from_str(&value)
                     .map_err(|_| http_client::invalid(name, "credentials are not a valid header value"))?;
                 v.set_sensitive(true);
@@ -181,7 +184,12 @@ impl ElasticsearchDestination {
                 req = req.header(AUTHORIZATION, a.clone());
             }
             match req.send().await {
-                Ok(r) => return Ok(r),
+                Ok(r) => {
+                    return match http_client::redirect_refused(&r) {
+                        Some(reason) => Err(reason),
+                        None => Ok(r),
+                    }
+                }
                 // Only a node that could not be reached is skipped; a timeout may have indexed.
                 Err(e) if e.is_connect() => last = request_error(&e),
                 Err(e) => return Err(request_error(&e)),
@@ -207,12 +215,13 @@ impl ElasticsearchDestination {
                     return (all(EventOutcome::Retry { reason }), None);
                 }
             };
-            if !parsed.errors {
-                return (all(EventOutcome::Delivered), None);
-            }
+            // Only per-item results prove indexing: a 2xx without them (a proxy, a wrong path)
+            // delivered nothing that can be checked.
             if parsed.items.len() != batch.len() {
                 let reason = format!(
-                    "Elasticsearch _bulk answered {} items for {} documents",
+                    "Elasticsearch _bulk HTTP {} answered {} items for {} documents; only per-item results prove \
+                     indexing (is the URL a _bulk API?); sending again",
+                    status.as_u16(),
                     parsed.items.len(),
                     batch.len()
                 );

@@ -1,8 +1,9 @@
 //! `http`: a generic receiver that takes NDJSON or a JSON array in a POST.
 //!
 //! 2xx: delivered. 408, 429, 5xx and connection errors: retried; on 429 and 503 the
-//! `Retry-After` header (seconds or HTTP date) sets the wait. Any other status: the batch is
-//! rejected and its events dead-lettered with the status and an excerpt of the body.
+//! `Retry-After` header (seconds or HTTP date) sets the wait. A 3xx is never followed: it is
+//! retried with a reason naming its `Location` (see [`http_client`]). Any other status: the batch
+//! is rejected and its events dead-lettered with the status and an excerpt of the body.
 
 use std::time::SystemTime;
 
@@ -101,6 +102,13 @@ pub fn classify(status: StatusCode, retry_after: Option<&str>, body: &str) -> Se
     if status.is_success() {
         return SendOutcome::Delivered;
     }
+    if status.is_redirection() {
+        // `send` answers redirects before this; a 3xx is never a rejection of the records.
+        return SendOutcome::Retry {
+            reason: http_client::redirect_reason(status, &HeaderMap::new(), None).unwrap_or_default(),
+            after: None,
+        };
+    }
     let reason = format!("HTTP {}: {}", status.as_u16(), http_client::excerpt(body));
     let retriable =
         status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
@@ -129,7 +137,7 @@ impl Destination for HttpDestination {
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, content_type)
             .body(encode(batch, self.encoding));
-        match request.send().await {
+        match http_client::send(request).await {
             Ok(resp) => {
                 let status = resp.status();
                 let retry_after = resp
@@ -144,10 +152,7 @@ impl Destination for HttpDestination {
                 };
                 classify(status, retry_after.as_deref(), &body)
             }
-            Err(e) => SendOutcome::Retry {
-                reason: http_client::request_error(&e),
-                after: None,
-            },
+            Err(reason) => SendOutcome::Retry { reason, after: None },
         }
     }
 }
@@ -171,6 +176,10 @@ mod tests {
         assert!(matches!(
             classify(StatusCode::REQUEST_TIMEOUT, None, ""),
             SendOutcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::FOUND, None, ""),
+            SendOutcome::Retry { reason, after: None } if reason.contains("redirect")
         ));
         match classify(StatusCode::BAD_REQUEST, None, &"e".repeat(1000)) {
             SendOutcome::Rejected { reason } => {

@@ -1,17 +1,38 @@
-//! What every HTTP destination shares: the client (timeouts, TLS options from Secrets), Secret
-//! look-ups with the destination's name in the error, `Retry-After`, error excerpts without
-//! URLs, gzip bodies and size-bounded splitting of a batch.
+//! What every HTTP client of siembridge shares: the client builder (redirects refused, no
+//! `Referer`, timeouts) that every `reqwest::Client` of the crate is built from, and, for the
+//! destinations, TLS options from Secrets, Secret look-ups with the destination's name in the
+//! error, `Retry-After`, error excerpts without URLs and with secrets redacted, gzip bodies and
+//! size-bounded splitting of a batch.
+//!
+//! # Redirects
+//! No client follows a redirect. A receiver answering 302 would otherwise turn a POST into a
+//! bodiless GET whose 200 counts as delivered, and a 307 to another host would get the records and
+//! every header (an `x-api-key`, a token); reqwest also sets `Referer`, which carries a SAS token.
+//! So every client is built by [`builder`] with `redirect::Policy::none()` and `referer(false)`, and
+//! [`send`] turns any 3xx answer into an error that names where it pointed (the `Location`
+//! without its query string): for a destination a retried failure, never a delivery and never a
+//! dead letter (the records are fine; the address is wrong or the receiver misbehaves), shown in
+//! the health report until the URL is fixed.
+//!
+//! # `Retry-After`
+//! Honoured, but never beyond [`MAX_RETRY_AFTER`] (one hour, the largest `retry.maxBackoffMs`);
+//! the delivery loop cuts it further to the destination's `retry.maxBackoffMs` and the API
+//! sources to their longest backoff, so a hostile or broken `Retry-After: 100000` cannot stall
+//! a pipeline for a day.
 
 use std::io::Write;
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 
 use super::{BuildError, EventOutcome, SendOutcome};
 use crate::api::{RetrySpec, SecretKeySelector, TlsSpec};
-use crate::collector::secrets::{resolve, SecretValue};
+use crate::collector::secrets::{redacted, resolve, SecretValue};
 use crate::config::SecretSource;
+
+/// Longest `Retry-After` honoured by any client; longer values are cut to it.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Longest part of an error body kept in a dead-letter reason or a health report.
 pub const BODY_EXCERPT: usize = 256;
@@ -32,6 +53,20 @@ pub fn secret(name: &str, secrets: &SecretSource, selector: &SecretKeySelector) 
     })
 }
 
+/// The one builder every HTTP client of siembridge starts from: redirects are never followed
+/// (see the module documentation), no `Referer` header, `timeout` per request, a connect timeout
+/// of at most 10 s and idle connections closed after 30 s. Callers add TLS options or pool sizes.
+pub fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+    // Tests and benchmarks build clients without going through `main`.
+    crate::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_idle_timeout(Duration::from_secs(30))
+}
+
 /// An HTTP client with the request timeout of `retry` and the TLS options of `tls`. Server
 /// certificates are verified against the system roots plus `tls.ca` unless the spec explicitly
 /// disables verification.
@@ -41,16 +76,76 @@ pub fn client(
     tls: Option<&TlsSpec>,
     secrets: &SecretSource,
 ) -> Result<reqwest::Client, BuildError> {
-    // Tests and benchmarks build destinations without going through `main`.
-    crate::tls::install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .timeout(Duration::from_millis(retry.request_timeout_ms))
-        .connect_timeout(Duration::from_millis(retry.request_timeout_ms.min(10_000)))
-        .pool_idle_timeout(Duration::from_secs(30));
+    let mut builder = builder(Duration::from_millis(retry.request_timeout_ms));
     if let Some(tls) = tls {
         builder = apply_tls(builder, tls, secrets, name)?;
     }
     builder.build().map_err(|e| invalid(name, format!("HTTP client: {e}")))
+}
+
+/// Send a request built on a [`builder`] client. `Err` is the reason of a failure to retry: the
+/// request got no answer ([`request_error`]) or the answer was a redirect ([`redirect_refused`]).
+/// Any other answer, success or not, is the caller's to read.
+pub async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+    let response = request.send().await.map_err(|e| request_error(&e))?;
+    match redirect_refused(&response) {
+        Some(reason) => Err(reason),
+        None => Ok(response),
+    }
+}
+
+/// The reason for a 3xx answer, naming its `Location` (resolved against the request's URL;
+/// scheme, host, port and path: the query and any user info are left out, they may carry a
+/// credential); `None` for any other answer.
+pub fn redirect_refused(response: &reqwest::Response) -> Option<String> {
+    redirect_reason(response.status(), response.headers(), Some(response.url()))
+}
+
+/// [`redirect_refused`] from a status and headers; a relative `Location` is resolved against
+/// `base` when given.
+pub fn redirect_reason(
+    status: reqwest::StatusCode,
+    headers: &HeaderMap,
+    base: Option<&reqwest::Url>,
+) -> Option<String> {
+    if !status.is_redirection() {
+        return None;
+    }
+    let location = match headers.get(LOCATION).map(|v| v.to_str()) {
+        None => "no Location".to_string(),
+        Some(Err(_)) => "a Location that is not text".to_string(),
+        Some(Ok(raw)) => format!("Location {}", location_without_secrets(raw, base)),
+    };
+    Some(redacted(format!(
+        "HTTP {}: redirect to {location} not followed (siembridge never follows redirects: set the \
+         final address in the spec)",
+        status.as_u16()
+    )))
+}
+
+/// A `Location` value, resolved against `base`, without query, fragment and user info.
+fn location_without_secrets(raw: &str, base: Option<&reqwest::Url>) -> String {
+    let parsed = match base {
+        Some(b) => b.join(raw),
+        None => reqwest::Url::parse(raw),
+    };
+    match parsed {
+        Ok(mut url) => {
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        // A relative reference without a base: its path only.
+        Err(_) => raw
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect(),
+    }
 }
 
 /// Add the CA, client certificate and verification options of `tls` to a client builder.
@@ -94,17 +189,23 @@ pub fn base_url(name: &str, field: &str, raw: &str) -> Result<String, BuildError
     Ok(raw.trim_end_matches('/').to_string())
 }
 
-/// `Retry-After` as a duration: delta-seconds or an HTTP date.
+/// `Retry-After` as a duration: delta-seconds (fractions accepted) or an HTTP date, at most
+/// [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let wait = if let Ok(secs) = value.parse::<f64>() {
+        if !(secs >= 0.0 && secs.is_finite()) {
+            return None;
+        }
+        Duration::try_from_secs_f64(secs).unwrap_or(MAX_RETRY_AFTER)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
-/// The `Retry-After` of a response, if it has a valid one.
+/// The `Retry-After` of a response, if it has a valid one, at most [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(RETRY_AFTER)
@@ -112,8 +213,11 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|v| parse_retry_after(v, SystemTime::now()))
 }
 
-/// The start of an error body, for a reason string.
+/// The start of an error body, for a reason string, with registered secrets redacted (a
+/// receiver may echo the request headers).
 pub fn excerpt(body: &str) -> String {
+    // Redact before cutting, so that a secret at the cut is not left half visible.
+    let body = redacted(body);
     let e: String = body.chars().take(BODY_EXCERPT).collect();
     e.trim().to_string()
 }
@@ -134,7 +238,7 @@ pub fn request_error(e: &reqwest::Error) -> String {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    msg
+    redacted(msg)
 }
 
 /// A random (version 4) GUID, for HEC channels and request ids.
@@ -250,6 +354,44 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("1.5", now), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn huge_retry_after_is_cut_to_the_ceiling() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("100000", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("1e300", now), Some(MAX_RETRY_AFTER));
+        let far = httpdate::fmt_http_date(now + Duration::from_secs(100_000));
+        assert_eq!(parse_retry_after(&far, now), Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn redirects_are_refused_naming_the_location_without_its_query() {
+        use reqwest::StatusCode;
+        let mut h = HeaderMap::new();
+        assert_eq!(redirect_reason(StatusCode::OK, &h, None), None);
+        assert!(redirect_reason(StatusCode::FOUND, &h, None)
+            .unwrap()
+            .contains("no Location"));
+        h.insert(
+            LOCATION,
+            "http://user:pw@other.example:8080/ingest?sig=abc#f".parse().unwrap(),
+        );
+        let r = redirect_reason(StatusCode::TEMPORARY_REDIRECT, &h, None).unwrap();
+        assert!(
+            r.starts_with("HTTP 307: redirect to Location http://other.example:8080/ingest "),
+            "{r}"
+        );
+        assert!(!r.contains("sig") && !r.contains("pw"), "{r}");
+        h.insert(LOCATION, "/elsewhere?token=x".parse().unwrap());
+        let r = redirect_reason(StatusCode::FOUND, &h, None).unwrap();
+        assert!(r.contains("Location /elsewhere ") && !r.contains("token"), "{r}");
+        let base = reqwest::Url::parse("https://h.example:8088/services/collector/event?sas=secret").unwrap();
+        let r = redirect_reason(StatusCode::FOUND, &h, Some(&base)).unwrap();
+        assert!(r.contains("Location https://h.example:8088/elsewhere "), "{r}");
+        assert!(!r.contains("secret") && !r.contains("token"), "{r}");
     }
 
     #[test]

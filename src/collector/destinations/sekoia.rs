@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::StatusCode;
 
-use super::http_client::{self, excerpt, request_error, send_json_chunks};
+use super::http_client::{self, excerpt, send_json_chunks};
 use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{RetrySpec, SekoiaSpec};
 use crate::config::SecretSource;
@@ -70,16 +70,9 @@ impl SekoiaDestination {
             .header(INTAKE_KEY_HEADER, self.intake_key.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(Self::encode(events));
-        let response = match request.send().await {
+        let response = match http_client::send(request).await {
             Ok(r) => r,
-            Err(e) => {
-                return (
-                    all(EventOutcome::Retry {
-                        reason: request_error(&e),
-                    }),
-                    None,
-                )
-            }
+            Err(reason) => return (all(EventOutcome::Retry { reason }), None),
         };
         let status = response.status();
         if status.is_success() {

@@ -16,7 +16,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::StatusCode;
 
 use super::document::facts;
-use super::http_client::{self, excerpt, request_error, send_json_chunks};
+use super::http_client::{self, excerpt, send_json_chunks};
 use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{RetrySpec, SentinelSpec};
 use crate::collector::auth::{default_scope, AuthError, CloudEndpoints, TokenProvider};
@@ -128,16 +128,9 @@ impl SentinelDestination {
             .header(CONTENT_ENCODING, "gzip")
             .header("x-ms-client-request-id", http_client::random_guid())
             .body(http_client::gzip(&Self::encode(rows)));
-        let response = match request.send().await {
+        let response = match http_client::send(request).await {
             Ok(r) => r,
-            Err(e) => {
-                return all(
-                    EventOutcome::Retry {
-                        reason: request_error(&e),
-                    },
-                    None,
-                )
-            }
+            Err(reason) => return all(EventOutcome::Retry { reason }, None),
         };
         let status = response.status();
         if status.is_success() {

@@ -6,7 +6,9 @@
 //!
 //! With `indexerAck`, every request carries this collector's `X-Splunk-Request-Channel` and the
 //! batch counts as delivered only once `/services/collector/ack` says its `ackId` is indexed;
-//! without an answer within the request timeout the batch is sent again (at-least-once).
+//! without an answer within the request timeout the batch is sent again (at-least-once). A
+//! success without an `ackId` proves nothing: the batch is sent again, and the health report says
+//! why. Redirects are never followed (a retried failure naming the `Location`).
 //!
 //! Answers: code 9 (busy, 503), 8 and other 5xx are retried (`Retry-After` honoured); codes 1-4
 //! (token disabled, missing, invalid) and configuration errors (7 index, 10/11 channel, 14 ack
@@ -26,7 +28,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::document::facts;
-use super::http_client::{self, excerpt, request_error, uniform};
+use super::http_client::{self, excerpt, uniform};
 use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{RetrySpec, SplunkHecSpec};
 use crate::config::SecretSource;
@@ -247,19 +249,24 @@ impl SplunkHecDestination {
     fn send_events<'a>(&'a self, batch: &'a [Event], deadline: Instant) -> Outcomes<'a> {
         Box::pin(async move {
             let all = |o: EventOutcome| (vec![o; batch.len()], None);
-            let response = match self.post(&self.event_url, self.encode(batch)).send().await {
+            let response = match http_client::send(self.post(&self.event_url, self.encode(batch))).await {
                 Ok(r) => r,
-                Err(e) => {
-                    return all(EventOutcome::Retry {
-                        reason: request_error(&e),
-                    })
-                }
+                Err(reason) => return all(EventOutcome::Retry { reason }),
             };
             let status = response.status();
             let after = http_client::retry_after(response.headers());
             let body = response.text().await.unwrap_or_default();
             let reply: HecReply = serde_json::from_str(&body).unwrap_or_default();
             match verdict(status, &reply, &body, batch.len(), after) {
+                // With indexer ack, only an indexed ackId proves delivery.
+                Verdict::Accepted(None) if self.indexer_ack => all(EventOutcome::Retry {
+                    reason: format!(
+                        "Splunk HEC HTTP {} accepted the batch without an ackId although indexerAck is on \
+                         (is indexer acknowledgement enabled on the token?): {}; sending again",
+                        status.as_u16(),
+                        excerpt(&body)
+                    ),
+                }),
                 Verdict::Accepted(None) => all(EventOutcome::Delivered),
                 Verdict::Accepted(Some(id)) if self.indexer_ack => all(self.wait_for_ack(id, deadline).await),
                 Verdict::Accepted(Some(_)) => all(EventOutcome::Delivered),
@@ -308,10 +315,10 @@ impl SplunkHecDestination {
                 &format!("{}?channel={}", self.ack_url, self.channel),
                 query.clone().into_bytes(),
             );
-            let response = match tokio::time::timeout(deadline - Instant::now(), request.send()).await {
+            let response = match tokio::time::timeout(deadline - Instant::now(), http_client::send(request)).await {
                 Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    last = request_error(&e);
+                Ok(Err(reason)) => {
+                    last = reason;
                     continue;
                 }
                 Err(_) => continue,

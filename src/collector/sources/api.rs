@@ -1,7 +1,10 @@
 //! What the polled Microsoft API sources (Management Activity API, Graph) share: one request
 //! budget per (app, tenant), bearer tokens from the [`TokenProvider`], and the retry rules of
 //! PROTOCOLS.md section 8: `Retry-After` honoured on 429, 503, 504 and the 403 `AF429` variant,
-//! exponential backoff otherwise, one token refresh on 401, no retry of other 4xx.
+//! exponential backoff otherwise, one token refresh on 401, no retry of other 4xx. A
+//! `Retry-After` is honoured up to the longest backoff ([`RetryPolicy::cap`]). Redirects are never
+//! followed (the bearer token would go along): a 3xx is a failure retried like a 5xx, whose
+//! reason names the `Location`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 
 use crate::collector::auth::{AuthError, TokenProvider};
+use crate::collector::destinations::http_client;
 use crate::collector::sources::SourceStatus;
 
 /// A request budget shared by every stream of one (app, tenant): at most `requests` in any
@@ -119,7 +123,10 @@ impl ApiResponse {
     /// Code and message of the error body, as one line for a report.
     pub fn error_summary(&self) -> String {
         match error_of(&self.body) {
-            Some((code, message)) => format!("HTTP {}: {code}: {message}", self.status.as_u16()),
+            // The message is remote text: it may echo a credential.
+            Some((code, message)) => {
+                crate::collector::secrets::redacted(format!("HTTP {}: {code}: {message}", self.status.as_u16()))
+            }
             None => format!("HTTP {}", self.status.as_u16()),
         }
     }
@@ -213,8 +220,7 @@ impl ApiClient {
         retry: RetryPolicy,
         throttling: fn(StatusCode, Option<&str>) -> bool,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
+        let http = http_client::builder(Duration::from_secs(120))
             .pool_max_idle_per_host(16)
             .build()?;
         Ok(ApiClient {
@@ -260,7 +266,9 @@ impl ApiClient {
                     if failures >= self.retry.max_attempts {
                         return Err(e.into());
                     }
-                    let wait = e.retry_after().unwrap_or_else(|| self.backoff(failures));
+                    let wait = e
+                        .retry_after()
+                        .map_or_else(|| self.backoff(failures), |w| w.min(self.retry.cap));
                     tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "token request failed; retrying");
                     tokio::time::sleep(wait).await;
                     continue;
@@ -278,12 +286,12 @@ impl ApiClient {
                 request = request.json(b);
             }
             self.status.count_request();
-            let outcome = request.send().await;
+            let outcome = http_client::send(request).await;
             let response = match outcome {
                 Ok(r) => r,
-                Err(e) => {
+                Err(reason) => {
                     failures += 1;
-                    last = e.without_url().to_string();
+                    last = reason;
                     if failures >= self.retry.max_attempts {
                         return Err(self.exhausted(url, failures, last));
                     }
@@ -293,12 +301,12 @@ impl ApiClient {
             };
             let status = response.status();
             let response_headers = response.headers().clone();
-            let retry_after = retry_after(&response_headers);
+            let retry_after = retry_after(&response_headers).map(|w| w.min(self.retry.cap));
             let body = match response.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
                     failures += 1;
-                    last = e.without_url().to_string();
+                    last = http_client::request_error(&e);
                     if failures >= self.retry.max_attempts {
                         return Err(self.exhausted(url, failures, last));
                     }
@@ -366,15 +374,9 @@ impl ApiClient {
     }
 }
 
-/// `Retry-After` in seconds (the form Microsoft APIs send) or an HTTP date.
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(s) = v.parse::<f64>() {
-        return (s >= 0.0 && s.is_finite()).then(|| Duration::from_secs_f64(s));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
-}
+/// `Retry-After` in seconds (the form Microsoft APIs send) or an HTTP date, at most
+/// [`http_client::MAX_RETRY_AFTER`].
+pub use crate::collector::destinations::http_client::retry_after;
 
 fn strip_query(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
