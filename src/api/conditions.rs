@@ -42,6 +42,10 @@ pub mod reasons {
     pub const REACHABLE: &str = "Reachable";
     pub const PARTITIONS_UNOWNED: &str = "PartitionsUnowned";
     pub const UNBALANCED: &str = "Unbalanced";
+    /// A collector reports that the destination refuses the credentials (401-like).
+    pub const UNAUTHORIZED: &str = "Unauthorized";
+    /// A collector reports that the destination refuses the credentials (403-like).
+    pub const FORBIDDEN: &str = "Forbidden";
 }
 
 /// Condition status values.
