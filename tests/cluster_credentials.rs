@@ -94,7 +94,10 @@ async fn apply(client: &Client, namespace: &str, value: serde_json::Value) {
 }
 
 /// `(status, reason, message)` of condition `type_` of a SiemDestination or LogSource.
-fn condition(conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], type_: &str) -> Option<(String, String, String)> {
+fn condition(
+    conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<(String, String, String)> {
     conds
         .iter()
         .find(|c| c.type_ == type_)
@@ -117,9 +120,13 @@ async fn report(client: &Client, namespace: &str, collector: &str, destination: 
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm},
         "data": {key: serde_json::to_string(&r).unwrap()},
     });
-    api.patch(&cm, &PatchParams::apply("siembridge-collector-e2e").force(), &Patch::Apply(&patch))
-        .await
-        .unwrap();
+    api.patch(
+        &cm,
+        &PatchParams::apply("siembridge-collector-e2e").force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -166,17 +173,32 @@ async fn a_collector_reporting_refused_credentials_makes_the_destination_and_log
         stop.clone(),
     ));
 
-    apply(&client, &namespace, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "receiver-auth"},
-        "stringData": {"authorization": "Bearer synthetic-wrong"}})).await;
+    apply(
+        &client,
+        &namespace,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "receiver-auth"},
+        "stringData": {"authorization": "Bearer synthetic-wrong"}}),
+    )
+    .await;
     apply(&client, &namespace, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sample-events"},
         "data": {"events.json": "{\"records\": [{\"category\": \"SignInLogs\", \"time\": \"2026-11-01T00:00:00Z\"}]}"}})).await;
-    apply(&client, &namespace, json!({"apiVersion": "siembridge.io/v1alpha1", "kind": "SiemDestination",
+    apply(
+        &client,
+        &namespace,
+        json!({"apiVersion": "siembridge.io/v1alpha1", "kind": "SiemDestination",
         "metadata": {"name": "receiver"},
         "spec": {"http": {"url": format!("http://127.0.0.1:{port}/ingest"),
-            "headers": [{"name": "Authorization", "valueFrom": {"name": "receiver-auth", "key": "authorization"}}]}}})).await;
-    apply(&client, &namespace, json!({"apiVersion": "siembridge.io/v1alpha1", "kind": "LogSource",
+            "headers": [{"name": "Authorization", "valueFrom": {"name": "receiver-auth", "key": "authorization"}}]}}}),
+    )
+    .await;
+    apply(
+        &client,
+        &namespace,
+        json!({"apiVersion": "siembridge.io/v1alpha1", "kind": "LogSource",
         "metadata": {"name": "replayed"},
-        "spec": {"replay": {"configMap": "sample-events", "loop": true}, "destinations": [{"name": "receiver"}]}})).await;
+        "spec": {"replay": {"configMap": "sample-events", "loop": true}, "destinations": [{"name": "receiver"}]}}),
+    )
+    .await;
 
     let dests: Api<SiemDestination> = Api::namespaced(client.clone(), &namespace);
     let sources: Api<LogSource> = Api::namespaced(client.clone(), &namespace);
@@ -228,7 +250,10 @@ async fn a_collector_reporting_refused_credentials_makes_the_destination_and_log
     )
     .await;
     let refused = eventually("the SiemDestination Ready=False", destination_ready("False")).await;
-    println!("refused: SiemDestination Ready={} {}: {}", refused.0, refused.1, refused.2);
+    println!(
+        "refused: SiemDestination Ready={} {}: {}",
+        refused.0, refused.1, refused.2
+    );
     assert_eq!(refused.1, "Forbidden");
     assert!(refused.2.contains("HTTP 403"), "{}", refused.2);
     assert!(!refused.2.contains("synthetic-wrong"));

@@ -182,7 +182,11 @@ fn check_outage(dir: &Path, running: &Running, name: &str, reason: &str, deliver
         1.0
     );
     assert_eq!(
-        metric(&running.registry, "siembridge_destination_events_dead_lettered_total", name),
+        metric(
+            &running.registry,
+            "siembridge_destination_events_dead_lettered_total",
+            name
+        ),
         0.0
     );
 }
@@ -376,11 +380,7 @@ async fn elasticsearch_401_holds_every_record_until_the_api_key_is_accepted() {
     );
     assert!(!r.to_string().contains("the-new-key"));
     // The cluster now accepts the key.
-    es.state
-        .accepted_auth
-        .lock()
-        .unwrap()
-        .push("ApiKey the-new-key".into());
+    es.state.accepted_auth.lock().unwrap().push("ApiKey the-new-key".into());
     check_recovery(dir.path(), running, "es", n, || {
         let docs: Vec<serde_json::Value> = es.state.docs.lock().unwrap().values().cloned().collect();
         record_ids(&docs, "/id")
@@ -417,12 +417,7 @@ async fn sekoia_unknown_intake_key_holds_every_record_until_the_key_is_known() {
         &r,
     );
     assert!(!r.to_string().contains("the-new-intake-key"));
-    sekoia
-        .state
-        .keys
-        .lock()
-        .unwrap()
-        .push("the-new-intake-key".into());
+    sekoia.state.keys.lock().unwrap().push("the-new-intake-key".into());
     check_recovery(dir.path(), running, "sekoia", n, || {
         record_ids(&sekoia.events("the-new-intake-key"), "/id")
     })
@@ -483,12 +478,10 @@ async fn sentinel_wrong_client_secret_aadsts7000215_holds_every_record_until_ent
     assert_eq!(api.state.requests.load(Ordering::SeqCst), 0, "no token, no request");
     assert!(!r.to_string().contains("the-new-client-secret"));
     // The app's secret in Entra is now the one in the Secret.
-    entra
-        .state
-        .apps
-        .lock()
-        .unwrap()
-        .insert(TENANT.into(), [(APP.to_string(), "the-new-client-secret".to_string())].into());
+    entra.state.apps.lock().unwrap().insert(
+        TENANT.into(),
+        [(APP.to_string(), "the-new-client-secret".to_string())].into(),
+    );
     check_recovery(dir.path(), running, "sentinel", n, || {
         record_ids(&api.state.rows.lock().unwrap(), "/id")
     })
@@ -554,7 +547,8 @@ async fn http_401_holds_every_record_until_the_receiver_accepts_the_header() {
             let r = r2.clone();
             async move {
                 r.requests.fetch_add(1, Ordering::SeqCst);
-                let presented = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer webhook-key");
+                let presented =
+                    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer webhook-key");
                 if !(presented && r.accept.load(Ordering::SeqCst)) {
                     return StatusCode::UNAUTHORIZED;
                 }
@@ -596,5 +590,8 @@ async fn http_401_holds_every_record_until_the_receiver_accepts_the_header() {
         &r,
     );
     receiver.accept.store(true, Ordering::SeqCst);
-    check_recovery(dir.path(), running, "webhook", n, || receiver.ids.lock().unwrap().clone()).await;
+    check_recovery(dir.path(), running, "webhook", n, || {
+        receiver.ids.lock().unwrap().clone()
+    })
+    .await;
 }

@@ -369,9 +369,7 @@ async fn the_collector_never_logs_or_reports_credentials() {
     // Logs go to a file: a pipe nobody reads while the collector runs would fill and stall it.
     let log_path = dir.path().join("collector.log");
     let log_file = std::fs::File::create(&log_path).unwrap();
-    command
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file);
+    command.stdout(log_file.try_clone().unwrap()).stderr(log_file);
     let mut child = command.spawn().unwrap();
     let pid = child.id().unwrap();
     let report_path = dir.path().join("report.json");

@@ -40,7 +40,10 @@ fn request_bound() -> usize {
     N.div_ceil(BATCH as usize) * 2 + 2 * poison().len() * halvings
 }
 
-async fn run_through(name: &str, mut dest: SiemDestinationSpec) -> (tempfile::TempDir, siembridge::collector::RunSummary) {
+async fn run_through(
+    name: &str,
+    mut dest: SiemDestinationSpec,
+) -> (tempfile::TempDir, siembridge::collector::RunSummary) {
     let dir = tempfile::tempdir().unwrap();
     let records = siem::write_records(dir.path(), N, &poison());
     dest.format = EventFormat::Raw;
@@ -51,7 +54,12 @@ async fn run_through(name: &str, mut dest: SiemDestinationSpec) -> (tempfile::Te
     };
     dest.retry = siem::fast_retry();
     dest.concurrency = 2;
-    let mut cfg = common::replay_config(dir.path(), &records, "entra", BTreeMap::from([(name.to_string(), dest)]));
+    let mut cfg = common::replay_config(
+        dir.path(),
+        &records,
+        "entra",
+        BTreeMap::from([(name.to_string(), dest)]),
+    );
     cfg.report = Some(ReportTarget::File {
         path: dir.path().join("report.json").display().to_string(),
     });
@@ -60,7 +68,14 @@ async fn run_through(name: &str, mut dest: SiemDestinationSpec) -> (tempfile::Te
 }
 
 /// Print and check the counts by record id.
-fn check(name: &str, dir: &Path, summary: &siembridge::collector::RunSummary, delivered: &[u64], requests: usize, reason: &str) {
+fn check(
+    name: &str,
+    dir: &Path,
+    summary: &siembridge::collector::RunSummary,
+    delivered: &[u64],
+    requests: usize,
+    reason: &str,
+) {
     let poison: Vec<u64> = poison().iter().map(|&p| p as u64).collect();
     let per_id = siem::counts(delivered);
     let dead = siem::dead_lettered_ids(dir);

@@ -66,7 +66,10 @@ impl DestinationHealth {
     /// The machine-readable reason of the report: `Unauthorized` or `Forbidden` while the
     /// credentials are refused.
     pub fn reason(&self) -> Option<&'static str> {
-        self.refused.lock().unwrap_or_else(|p| p.into_inner()).map(AuthFailure::as_str)
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(AuthFailure::as_str)
     }
     fn done(&self, events: &[Event]) {
         let mut map = self.done_per_log_source.lock().unwrap_or_else(|p| p.into_inner());
@@ -81,9 +84,9 @@ impl DestinationHealth {
     }
     /// Events buffered or in flight now (a backlog held while the destination is down shows).
     pub fn queue_depth(&self) -> u64 {
-        self.buffer
-            .as_ref()
-            .map_or(0, |(slots, capacity)| capacity.saturating_sub(slots.available_permits()) as u64)
+        self.buffer.as_ref().map_or(0, |(slots, capacity)| {
+            capacity.saturating_sub(slots.available_permits()) as u64
+        })
     }
 
     /// Events of a LogSource done at this destination.

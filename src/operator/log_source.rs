@@ -338,13 +338,25 @@ mod tests {
             lag_threshold_seconds: 600,
         });
         let dr = find(&conds, types::DESTINATIONS_READY);
-        println!("LogSource DestinationsReady: {} {}: {}", dr.status.as_str(), dr.reason, dr.message);
+        println!(
+            "LogSource DestinationsReady: {} {}: {}",
+            dr.status.as_str(),
+            dr.reason,
+            dr.message
+        );
         assert_eq!(dr.status, Status::False);
-        assert!(dr.message.contains("Forbidden") && dr.message.contains("code 4"), "{}", dr.message);
+        assert!(
+            dr.message.contains("Forbidden") && dr.message.contains("code 4"),
+            "{}",
+            dr.message
+        );
         assert_eq!(find(&conds, types::READY).status, Status::False);
         // Once the collector delivers again, its report has no reason and the destination counts.
         report.destinations.get_mut("splunk").unwrap().reason = None;
-        assert_eq!(with_refusals(reachable.clone(), "sb-ls-o365", Some(&report), now), reachable);
+        assert_eq!(
+            with_refusals(reachable.clone(), "sb-ls-o365", Some(&report), now),
+            reachable
+        );
     }
 
     #[test]

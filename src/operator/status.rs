@@ -744,12 +744,23 @@ mod tests {
     #[test]
     fn destination_ready_follows_the_check() {
         assert_eq!(
-            destination_ready(None, None, Some(&Err("cannot connect to es.contoso.example:9200".into()))).reason,
+            destination_ready(
+                None,
+                None,
+                Some(&Err("cannot connect to es.contoso.example:9200".into()))
+            )
+            .reason,
             reasons::UNREACHABLE
         );
-        assert_eq!(destination_ready(None, None, Some(&Ok("ok".into()))).status, Status::True);
+        assert_eq!(
+            destination_ready(None, None, Some(&Ok("ok".into()))).status,
+            Status::True
+        );
         let blocked = Blocked::new(reasons::INVALID_SPEC, "no destination kind is set");
-        assert_eq!(destination_ready(Some(&blocked), None, None).reason, reasons::INVALID_SPEC);
+        assert_eq!(
+            destination_ready(Some(&blocked), None, None).reason,
+            reasons::INVALID_SPEC
+        );
     }
 
     fn report_with(time: &str, reason: Option<&str>) -> CollectorReport {
@@ -762,7 +773,8 @@ mod tests {
             "splunk".into(),
             crate::config::DestinationReport {
                 healthy: reason.is_none(),
-                last_error: reason.map(|_| "Splunk HEC HTTP 403 code 4: Invalid token (check the HEC token Secret)".into()),
+                last_error: reason
+                    .map(|_| "Splunk HEC HTTP 403 code 4: Invalid token (check the HEC token Secret)".into()),
                 reason: reason.map(str::to_string),
                 ..Default::default()
             },
@@ -778,13 +790,20 @@ mod tests {
         let report = report_with("2026-12-01T10:00:20Z", Some("Forbidden"));
         let refused = CredentialsRefused::from_report("sb-ls-o365", &report, "splunk", now).unwrap();
         let ready = destination_ready(None, Some(&refused), Some(&Ok("connected to splunk:8088".into())));
-        println!("SiemDestination Ready: {} {}: {}", ready.status.as_str(), ready.reason, ready.message);
+        println!(
+            "SiemDestination Ready: {} {}: {}",
+            ready.status.as_str(),
+            ready.reason,
+            ready.message
+        );
         assert_eq!(ready.status, Status::False);
         assert_eq!(ready.reason, reasons::FORBIDDEN);
         assert!(ready.message.contains("code 4") && ready.message.contains("sb-ls-o365"));
         let unauthorized = report_with("2026-12-01T10:00:20Z", Some("Unauthorized"));
         assert_eq!(
-            CredentialsRefused::from_report("c", &unauthorized, "splunk", now).unwrap().reason,
+            CredentialsRefused::from_report("c", &unauthorized, "splunk", now)
+                .unwrap()
+                .reason,
             reasons::UNAUTHORIZED
         );
         // A missing Secret still comes first: it is what the user must fix.

@@ -132,9 +132,7 @@ pub fn destinations_in_report(cm: &ConfigMap) -> Vec<ObjectRef<SiemDestination>>
         .flatten()
         .filter(|(key, _)| crate::config::is_report_key(key))
         .filter_map(|(_, raw)| serde_json::from_str::<crate::config::CollectorReport>(raw).ok())
-        .flat_map(|report| {
-            report.destinations.into_keys().collect::<Vec<_>>()
-        })
+        .flat_map(|report| report.destinations.into_keys().collect::<Vec<_>>())
         .map(|name| ObjectRef::new(&name).within(&namespace))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));

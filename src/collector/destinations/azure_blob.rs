@@ -371,7 +371,10 @@ mod tests {
         );
         assert_eq!(refusal(&e(401, "")), Some(AuthFailure::Unauthorized));
         assert_eq!(refusal(&e(404, "ContainerNotFound")), None);
-        assert!(matches!(outcome_of(&e(404, "ContainerNotFound")), EventOutcome::Retry { .. }));
+        assert!(matches!(
+            outcome_of(&e(404, "ContainerNotFound")),
+            EventOutcome::Retry { .. }
+        ));
         assert!(matches!(
             outcome_of(&e(400, "InvalidBlobOrBlock")),
             EventOutcome::Rejected { .. }

@@ -215,7 +215,10 @@ where
         reason: "not sent: the receiver asked to wait".into(),
     });
     uniform(
-        outcomes.into_iter().map(|o| o.unwrap_or_else(|| unsent.clone())).collect(),
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| unsent.clone()))
+            .collect(),
         after,
     )
 }

@@ -306,10 +306,7 @@ mod tests {
             token_refusal(&rejected("unauthorized_client", 700016)),
             AuthFailure::Forbidden
         );
-        assert_eq!(
-            token_refusal(&rejected("invalid_grant", 53003)),
-            AuthFailure::Forbidden
-        );
+        assert_eq!(token_refusal(&rejected("invalid_grant", 53003)), AuthFailure::Forbidden);
         assert_eq!(
             token_refusal(&AuthError::Invalid("federated token file".into())),
             AuthFailure::Unauthorized
