@@ -288,6 +288,7 @@ impl CollectorReport {
         }
         // Oldest first, so that the newest report's values are applied last.
         reports.sort_by_key(|r| report_time(&r.time));
+        let refusals = DestinationReport::latest_refusals(&reports);
         let mut iter = reports.into_iter();
         let mut merged = iter.next()?;
         let mut reporters = vec![merged.reporter.clone()];
@@ -340,6 +341,9 @@ impl CollectorReport {
                 }
             }
             merged.partitions.extend(r.partitions);
+        }
+        for (name, d) in merged.destinations.iter_mut() {
+            d.reason = DestinationReport::standing_refusal(refusals.get(name), &d.last_success_time);
         }
         reporters.sort();
         reporters.dedup();
@@ -414,6 +418,36 @@ pub struct DestinationReport {
     pub last_success_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Why the destination does not take events, machine-readable: `Unauthorized` or
+    /// `Forbidden` while it refuses the credentials (the events wait, none is dead-lettered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl DestinationReport {
+    /// Per destination, the newest refusal among `reports` (oldest first) and its report time.
+    fn latest_refusals(reports: &[CollectorReport]) -> BTreeMap<String, (String, String)> {
+        let mut out = BTreeMap::new();
+        for r in reports {
+            for (name, d) in &r.destinations {
+                if let Some(reason) = &d.reason {
+                    out.insert(name.clone(), (reason.clone(), r.time.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// A refusal still stands unless some replica delivered to the destination since it was
+    /// reported (after a Secret fix the new pods succeed while the old pods' last reports remain).
+    fn standing_refusal(refusal: Option<&(String, String)>, last_success: &Option<String>) -> Option<String> {
+        let (reason, reported) = refusal?;
+        let success = last_success.as_deref().and_then(report_time);
+        match (success, report_time(reported)) {
+            (Some(s), Some(r)) if s >= r => None,
+            _ => Some(reason.clone()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -513,6 +547,30 @@ mod tests {
         assert_eq!((ls.events_forwarded, ls.events_dead_lettered), (30, 3));
         assert_eq!(ls.last_dead_letter_reason.as_deref(), Some("HTTP 400: b"), "the newest");
         assert!(!ls.dead_letters_durable, "durable only when every replica's are");
+    }
+
+    #[test]
+    fn a_refusal_stands_until_a_replica_delivers_after_it() {
+        let refused = |name: &str, time: &str| {
+            let mut r = replica(name, time, 0, &[]);
+            let d = r.destinations.get_mut("siem").unwrap();
+            d.healthy = false;
+            d.reason = Some("Forbidden".into());
+            d.last_success_time = Some("2026-05-01T11:59:00Z".into());
+            r
+        };
+        // Two replicas of a bad token: still refused, even when the newer one had nothing to send.
+        let idle = replica("pod-b", "2026-05-01T12:00:20Z", 0, &[]);
+        let m = CollectorReport::merge(vec![refused("pod-a", "2026-05-01T12:00:10Z"), idle.clone()]).unwrap();
+        assert_eq!(m.destinations["siem"].reason.as_deref(), Some("Forbidden"));
+        // After the Secret fix the new pod delivers; the old pod's last report no longer counts.
+        let mut fixed = idle;
+        fixed.destinations.get_mut("siem").unwrap().last_success_time = Some("2026-05-01T12:00:15Z".into());
+        let m = CollectorReport::merge(vec![refused("pod-a", "2026-05-01T12:00:10Z"), fixed]).unwrap();
+        assert_eq!(m.destinations["siem"].reason, None);
+        // A single replica keeps its own reason.
+        let m = CollectorReport::merge(vec![refused("pod-a", "2026-05-01T12:00:10Z")]).unwrap();
+        assert_eq!(m.destinations["siem"].reason.as_deref(), Some("Forbidden"));
     }
 
     #[test]

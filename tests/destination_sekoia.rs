@@ -1,6 +1,6 @@
 //! `sekoia` inside a running collector against the intake stand-in: throttling and server
-//! errors are retried, an event over 250 000 bytes is dead-lettered before it is sent, an unknown
-//! intake key is refused and reported, and every other record is received at least once.
+//! errors are retried, an event over 250 000 bytes is dead-lettered before it is sent, and every
+//! other record is received at least once (an unknown intake key: `destination_credentials.rs`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -86,25 +86,4 @@ async fn throttling_and_oversized_events_end_with_every_record_received_or_dead_
     assert!(dead[0]["reason"].as_str().unwrap().contains("250000"), "{}", dead[0]);
     // The intake got the key in its header, never anything else.
     assert!(sekoia.state.presented.lock().unwrap().iter().all(|k| k == key));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_intake_key_is_refused_and_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let records = siem::write_records(dir.path(), 5, &[]);
-    let sekoia = Sekoia::start("the-right-key").await;
-    let summary = siem::run(config(
-        dir.path(),
-        &sekoia.url,
-        "sekoia-bad",
-        "a-wrong-intake-key",
-        &records,
-    ))
-    .await;
-    assert!(summary.fully_checkpointed);
-    assert_eq!(sekoia.state.requests.load(Ordering::SeqCst), 1, "a 401 is not retried");
-    assert_eq!(siem::dead_lettered_ids(dir.path()), vec![1, 2, 3, 4, 5]);
-    let report = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
-    assert!(report.contains("HTTP 401"), "{report}");
-    assert!(!report.contains("a-wrong-intake-key"));
 }

@@ -208,7 +208,8 @@ pub struct RetrySpec {
     #[schemars(range(min = 1, max = 3600000))]
     pub max_backoff_ms: u64,
     /// Attempts before a retriable failure is dead-lettered. Unset: retry until delivered, which
-    /// holds the checkpoint back and applies back-pressure.
+    /// holds the checkpoint back and applies back-pressure. Attempts refused for their
+    /// credentials (401/403) do not count: those events are never dead-lettered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_attempts: Option<u32>,

@@ -48,6 +48,10 @@ pub mod reasons {
     pub const DEAD_LETTER_FAILED: &str = "DeadLetterFailed";
     pub const DEAD_LETTER_DESTINATION: &str = "DeadLetterDestination";
     pub const DEAD_LETTERS_IN_POD: &str = "DeadLettersInPod";
+    /// A collector reports that the destination refuses the credentials (401-like).
+    pub const UNAUTHORIZED: &str = "Unauthorized";
+    /// A collector reports that the destination refuses the credentials (403-like).
+    pub const FORBIDDEN: &str = "Forbidden";
 }
 
 /// Condition status values.

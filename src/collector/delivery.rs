@@ -1,6 +1,20 @@
 //! The shared delivery machinery of every destination: bounded buffer, batching, concurrency,
 //! retries (exponential backoff, full jitter, `Retry-After`), dead-lettering, acknowledgements,
 //! metrics and health.
+//!
+//! Two answers get special care, the same for every destination:
+//! - **Refused credentials** ([`SendOutcome::Unauthorized`], 401/403 and the vendors' token error
+//!   codes) are an outage, not a verdict on the events: the batch is retried with backoff for as
+//!   long as it takes (`maxAttempts` does not count these attempts), never dead-lettered, and
+//!   stays unacknowledged so the checkpoint does not pass it. The bounded buffer fills up and the
+//!   source slows down (`whenFull: block`, the default). The health report carries the reason
+//!   (`Unauthorized` / `Forbidden`) until a send succeeds again.
+//! - **A batch rejected as a whole** ([`SendOutcome::Rejected`] for more than one event: the
+//!   receiver refused the request but did not say which record is at fault) is split in two and
+//!   each half delivered the same way, down to single events: only the events refused on their
+//!   own are dead-lettered. Each poison record costs at most two requests per halving
+//!   (`2 * ceil(log2 n)` for a batch of `n`); a batch whose every record is refused costs
+//!   `2n - 1` requests before all of it is dead-lettered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +29,7 @@ use tokio::time::Instant;
 use crate::api::{BatchSpec, BufferSpec, OverflowPolicy, RetrySpec};
 use crate::collector::ack::ack_all;
 use crate::collector::dead_letter::{DeadLetters, Letter, Stage};
-use crate::collector::destinations::{Destination, Event, EventOutcome, SendOutcome};
+use crate::collector::destinations::{AuthFailure, Destination, Event, EventOutcome, SendOutcome};
 use crate::collector::metrics::DestinationMetrics;
 
 /// What the collector knows of a destination's health, for the report.
@@ -26,18 +40,36 @@ pub struct DestinationHealth {
     pub healthy: AtomicBool,
     pub last_success_time: Mutex<Option<String>>,
     pub last_error: Mutex<Option<String>>,
+    /// Set while the destination refuses the credentials (the last answer said so), cleared by
+    /// any other answer.
+    pub refused: Mutex<Option<AuthFailure>>,
     /// Events delivered, per LogSource (dead letters are counted by [`DeadLetters`]).
     pub done_per_log_source: Mutex<HashMap<Arc<str>, u64>>,
+    /// The destination's buffer and its capacity, for the live queue depth.
+    buffer: Option<(Arc<Semaphore>, usize)>,
 }
 
 impl DestinationHealth {
     fn success(&self) {
         self.healthy.store(true, Ordering::Relaxed);
         *self.last_success_time.lock().unwrap_or_else(|p| p.into_inner()) = Some(now());
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
     fn failure(&self, reason: &str) {
+        self.failure_because(reason, None);
+    }
+    fn failure_because(&self, reason: &str, refused: Option<AuthFailure>) {
         self.healthy.store(false, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = refused;
+    }
+    /// The machine-readable reason of the report: `Unauthorized` or `Forbidden` while the
+    /// credentials are refused.
+    pub fn reason(&self) -> Option<&'static str> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(AuthFailure::as_str)
     }
     fn done(&self, events: &[&Event]) {
         let mut map = self.done_per_log_source.lock().unwrap_or_else(|p| p.into_inner());
@@ -50,6 +82,13 @@ impl DestinationHealth {
             }
         }
     }
+    /// Events buffered or in flight now (a backlog held while the destination is down shows).
+    pub fn queue_depth(&self) -> u64 {
+        self.buffer.as_ref().map_or(0, |(slots, capacity)| {
+            capacity.saturating_sub(slots.available_permits()) as u64
+        })
+    }
+
     /// Events of a LogSource delivered by this destination.
     pub fn done_for(&self, log_source: &str) -> u64 {
         self.done_per_log_source
@@ -157,14 +196,16 @@ pub struct DeliverySettings {
 pub fn start(settings: DeliverySettings) -> (DestinationQueue, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let capacity = settings.buffer.max_events.max(1) as usize;
+    let slots = Arc::new(Semaphore::new(capacity));
     let health = Arc::new(DestinationHealth {
         healthy: AtomicBool::new(true),
+        buffer: Some((slots.clone(), capacity)),
         ..Default::default()
     });
     let queue = DestinationQueue {
         name: Arc::from(settings.name.as_str()),
         tx,
-        slots: Arc::new(Semaphore::new(capacity)),
+        slots,
         capacity,
         policy: settings.buffer.when_full,
         metrics: settings.metrics.clone(),
@@ -247,82 +288,127 @@ impl Sender {
     }
 
     /// Send a batch until every event is delivered or dead-lettered.
-    async fn deliver(&self, mut pending: Vec<Event>) {
-        let s = &self.settings;
+    async fn deliver(&self, batch: Vec<Event>) {
         let started = Instant::now();
-        let timeout = Duration::from_millis(s.retry.request_timeout_ms.max(1)) + Duration::from_secs(1);
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            if attempt > 1 {
-                s.metrics.retried.inc_by(pending.len() as u64);
-            }
-            let outcome = match tokio::time::timeout(timeout, s.destination.send(&pending)).await {
-                Ok(o) => o,
-                Err(_) => SendOutcome::Retry {
-                    reason: "send timed out".into(),
-                    after: None,
-                },
-            };
-            let (retry, reason, after) = self.apply(outcome, pending);
-            if retry.is_empty() {
-                s.metrics.batch_duration.observe(started.elapsed().as_secs_f64());
-                self.update_depth();
-                return;
-            }
-            s.metrics.failed.inc_by(retry.len() as u64);
-            s.metrics.up.set(0);
-            self.health.failure(&reason);
-            if s.retry.max_attempts.is_some_and(|max| attempt >= max) {
-                let why = format!("gave up after {attempt} attempts: {reason}");
-                self.reject(&retry, &why);
-                s.metrics.batch_duration.observe(started.elapsed().as_secs_f64());
-                self.update_depth();
-                return;
-            }
-            // A server's `Retry-After` is honoured up to `maxBackoffMs`: a huge one must not stall the pipeline.
-            let delay = after
-                .map(|a| a.min(Duration::from_millis(s.retry.max_backoff_ms.max(1))))
-                .unwrap_or_else(|| backoff(&s.retry, attempt));
-            tracing::warn!(
-                destination = %s.name,
-                attempt,
-                events = retry.len(),
-                delay_ms = delay.as_millis() as u64,
-                reason = %reason,
-                "send failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
-            pending = retry;
-        }
+        self.deliver_part(batch).await;
+        self.settings
+            .metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.update_depth();
     }
 
-    /// Settle what an outcome settles; returns the events to retry, the reason and the wait.
-    fn apply(&self, outcome: SendOutcome, pending: Vec<Event>) -> (Vec<Event>, String, Option<Duration>) {
+    /// Send events until each is delivered or dead-lettered: retried while the failure is
+    /// transient (up to `maxAttempts`) or the credentials are refused (without limit), split in
+    /// halves delivered in turn when the destination rejects them as a whole.
+    fn deliver_part(&self, mut pending: Vec<Event>) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let s = &self.settings;
+            let timeout = Duration::from_millis(s.retry.request_timeout_ms.max(1)) + Duration::from_secs(1);
+            // Attempts so far (the backoff grows with them) and those that count toward
+            // `maxAttempts` (not the ones refused for their credentials).
+            let mut attempt: u32 = 0;
+            let mut counted: u32 = 0;
+            loop {
+                attempt += 1;
+                if attempt > 1 {
+                    s.metrics.retried.inc_by(pending.len() as u64);
+                }
+                let outcome = match tokio::time::timeout(timeout, s.destination.send(&pending)).await {
+                    Ok(o) => o,
+                    Err(_) => SendOutcome::Retry {
+                        reason: "send timed out".into(),
+                        after: None,
+                    },
+                };
+                if let SendOutcome::Rejected { reason } = &outcome {
+                    if pending.len() > 1 {
+                        s.metrics.failed.inc_by(pending.len() as u64);
+                        tracing::debug!(destination = %s.name, events = pending.len(), reason = %reason,
+                            "batch rejected as a whole; splitting it to find the events at fault");
+                        let second = pending.split_off(pending.len() / 2);
+                        self.deliver_part(pending).await;
+                        self.deliver_part(second).await;
+                        return;
+                    }
+                }
+                let (retry, reason, after, refused) = self.apply(outcome, pending);
+                if retry.is_empty() {
+                    return;
+                }
+                s.metrics.failed.inc_by(retry.len() as u64);
+                s.metrics.up.set(0);
+                s.metrics.refused.set(i64::from(refused.is_some()));
+                self.health.failure_because(&reason, refused);
+                if refused.is_none() {
+                    counted += 1;
+                    if s.retry.max_attempts.is_some_and(|max| counted >= max) {
+                        let why = format!("gave up after {counted} attempts: {reason}");
+                        self.reject(&retry, &why);
+                        return;
+                    }
+                }
+                // A server's `Retry-After` is honoured up to `maxBackoffMs`: a huge one must not
+                // stall the pipeline.
+                let delay = after
+                    .map(|a| a.min(Duration::from_millis(s.retry.max_backoff_ms.max(1))))
+                    .unwrap_or_else(|| backoff(&s.retry, attempt));
+                tracing::warn!(
+                    destination = %s.name,
+                    attempt,
+                    events = retry.len(),
+                    delay_ms = delay.as_millis() as u64,
+                    reason = %reason,
+                    credentials_refused = refused.map(AuthFailure::as_str),
+                    "send failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                pending = retry;
+            }
+        })
+    }
+
+    /// Settle what an outcome settles; returns the events to retry, the reason, the wait, and
+    /// whether they wait for refused credentials.
+    fn apply(
+        &self,
+        outcome: SendOutcome,
+        pending: Vec<Event>,
+    ) -> (Vec<Event>, String, Option<Duration>, Option<AuthFailure>) {
         match outcome {
             SendOutcome::Delivered => {
                 self.delivered(&pending);
-                (Vec::new(), String::new(), None)
+                (Vec::new(), String::new(), None, None)
             }
             SendOutcome::Rejected { reason } => {
-                // A whole batch refused is a destination problem (credentials, configuration):
-                // the health report shows it until the next success.
+                // Refused alone: dead-letter it. The health report shows the reason until the
+                // next success (a configuration error refuses every event).
                 self.settings.metrics.up.set(0);
+                self.settings.metrics.refused.set(0);
                 self.health.failure(&reason);
                 self.reject(&pending, &reason);
-                (Vec::new(), String::new(), None)
+                (Vec::new(), String::new(), None, None)
             }
-            SendOutcome::Retry { reason, after } => (pending, reason, after),
+            SendOutcome::Retry { reason, after } => (pending, reason, after, None),
+            SendOutcome::Unauthorized { kind, reason } => (pending, reason, None, Some(kind)),
             SendOutcome::PerEvent(outcomes) => {
                 let mut delivered = Vec::new();
                 let mut retry = Vec::new();
                 let mut reason = String::new();
+                let mut refused = None;
                 let mut outcomes = outcomes.into_iter();
                 for e in pending {
                     match outcomes.next() {
                         Some(EventOutcome::Delivered) => delivered.push(e),
                         Some(EventOutcome::Rejected { reason }) => self.reject(std::slice::from_ref(&e), &reason),
                         Some(EventOutcome::Retry { reason: r }) => {
+                            if refused.is_none() {
+                                reason = r;
+                            }
+                            retry.push(e);
+                        }
+                        Some(EventOutcome::Unauthorized { kind, reason: r }) => {
+                            refused = Some(kind);
                             reason = r;
                             retry.push(e);
                         }
@@ -333,7 +419,7 @@ impl Sender {
                     }
                 }
                 self.delivered(&delivered);
-                (retry, reason, None)
+                (retry, reason, None, refused)
             }
         }
     }
@@ -346,6 +432,7 @@ impl Sender {
         m.sent.inc_by(events.len() as u64);
         m.bytes_sent.inc_by(events.iter().map(|e| e.body.len() as u64).sum());
         m.up.set(1);
+        m.refused.set(0);
         self.health
             .events_sent
             .fetch_add(events.len() as u64, Ordering::Relaxed);

@@ -28,6 +28,7 @@ pub struct CollectorMetrics {
     pub batch_duration_seconds: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub destination_up: IntGaugeVec,
+    pub credentials_refused: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
@@ -160,6 +161,12 @@ impl CollectorMetrics {
                 "1 when the last send attempt succeeded",
                 &["destination"],
             )?,
+            credentials_refused: gauge(
+                r,
+                "siembridge_destination_credentials_refused",
+                "1 while the destination refuses the credentials (401/403): its events wait, none is dead-lettered",
+                &["destination"],
+            )?,
         })
     }
 
@@ -176,6 +183,7 @@ impl CollectorMetrics {
             batch_duration: self.batch_duration_seconds.with_label_values(&[name]),
             queue_depth: self.queue_depth.with_label_values(&[name]),
             up: self.destination_up.with_label_values(&[name]),
+            refused: self.credentials_refused.with_label_values(&[name]),
         }
     }
 }
@@ -193,4 +201,5 @@ pub struct DestinationMetrics {
     pub batch_duration: Histogram,
     pub queue_depth: IntGauge,
     pub up: IntGauge,
+    pub refused: IntGauge,
 }

@@ -100,6 +100,12 @@ impl Collector {
         self
     }
 
+    /// How often the report is published (default 10 s).
+    pub fn with_report_interval(mut self, interval: Duration) -> Self {
+        self.report_interval = interval;
+        self
+    }
+
     /// How long a shutdown waits for destinations to drain (default 10 s).
     pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
@@ -232,7 +238,6 @@ impl Collector {
             routes: routes.clone(),
             destinations: health_of,
             dead_letters: dead_letter.clone(),
-            queue_depths: Mutex::default(),
             source_error: Mutex::default(),
             source_status: source_status.clone(),
             source_health: source_health.clone(),
@@ -315,8 +320,6 @@ impl Collector {
                         tracing::error!(collector = %collector, error = %e, "pipeline stopped");
                         break;
                     }
-                    *state.queue_depths.lock().unwrap_or_else(|p| p.into_inner()) =
-                        router.queues.iter().map(|q| q.depth() as u64).collect();
                 }
                 Ok(None) => {
                     source_finished = true;
@@ -354,7 +357,6 @@ impl Collector {
                 s.abort();
             }
         }
-        *state.queue_depths.lock().unwrap_or_else(|p| p.into_inner()) = Vec::new();
         background.cancel();
         let _ = cp_task.await;
         let _ = report_task.await;
@@ -721,7 +723,6 @@ struct ReportState {
     routes: Vec<CompiledRoute>,
     destinations: Vec<(String, Arc<DestinationHealth>)>,
     dead_letters: Arc<DeadLetters>,
-    queue_depths: Mutex<Vec<u64>>,
     source_error: Mutex<Option<String>>,
     source_status: Arc<sources::SourceStatus>,
     source_health: Arc<SourceHealth>,
@@ -742,7 +743,6 @@ impl ReportState {
             .into_iter()
             .chain(checkpoint_failures)
             .reduce(|a, b| format!("{a}; {b}"));
-        let depths = self.queue_depths.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let progress = self.source_status.snapshot();
         let throttled = self.source_status.is_throttled();
         let mut report = CollectorReport {
@@ -777,16 +777,17 @@ impl ReportState {
                 },
             );
         }
-        for (i, (name, h)) in self.destinations.iter().enumerate() {
+        for (name, h) in &self.destinations {
             report.destinations.insert(
                 name.clone(),
                 DestinationReport {
                     healthy: h.healthy.load(Ordering::Relaxed),
                     events_sent: h.events_sent.load(Ordering::Relaxed),
                     events_dead_lettered: h.events_dead_lettered.load(Ordering::Relaxed),
-                    queue_depth: depths.get(i).copied().unwrap_or(0),
+                    queue_depth: h.queue_depth(),
                     last_success_time: h.last_success_time.lock().unwrap_or_else(|p| p.into_inner()).clone(),
                     last_error: h.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                    reason: h.reason().map(str::to_string),
                 },
             );
         }

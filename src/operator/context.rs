@@ -104,6 +104,28 @@ impl Stores {
         CollectorReport::merge(reports)
     }
 
+    /// Credentials refused by destination `name`, as reported by a collector that delivers to
+    /// it (the collector of each LogSource naming it, or of the ConsumerGroup reading that
+    /// LogSource).
+    pub fn credentials_refused(&self, namespace: &str, name: &str) -> Option<super::status::CredentialsRefused> {
+        let now = chrono::Utc::now();
+        let mut collectors: Vec<String> = self
+            .log_sources_in(namespace)
+            .iter()
+            .filter(|ls| ls.spec.destinations.iter().any(|d| d.name == name))
+            .map(|ls| match &ls.spec.event_hub {
+                Some(e) => crate::render::consumer_group_collector_name(&e.consumer_group_ref),
+                None => crate::render::log_source_collector_name(&kube::ResourceExt::name_any(ls)),
+            })
+            .collect();
+        collectors.sort();
+        collectors.dedup();
+        collectors.iter().find_map(|c| {
+            let report = self.report(namespace, c)?;
+            super::status::CredentialsRefused::from_report(c, &report, name, now)
+        })
+    }
+
     /// The Deployment of a collector, as last seen.
     pub fn deployment(&self, namespace: &str, collector: &str) -> Option<Arc<Deployment>> {
         self.deployments.get(&ObjectRef::new(collector).within(namespace))

@@ -1,6 +1,8 @@
 //! The SiemDestination controller: validates the spec and its Secrets, checks that the
-//! destination accepts connections (at most every few minutes), and lists the LogSources that
-//! deliver to it.
+//! destination accepts connections (at most every few minutes), shows credentials refused as
+//! the collectors delivering to it report them (`Ready=False`, reason `Unauthorized` or
+//! `Forbidden`: the connectivity check has no credentials and cannot see it), and lists the
+//! LogSources that deliver to it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use kube::{Resource, ResourceExt};
 
 use super::children::apply_params;
 use super::connectivity::check_destination;
-use super::context::{CheckRecord, Context, BLOCKED_REQUEUE, CONNECTIVITY_INTERVAL};
+use super::context::{CheckRecord, Context, BLOCKED_REQUEUE, CONNECTIVITY_INTERVAL, PROGRESSING_REQUEUE};
 use super::error::{Error, Result};
 use super::status::{destination_ready, Blocked};
 use crate::api::conditions::{self, reasons};
@@ -59,8 +61,15 @@ pub async fn reconcile(dest: Arc<SiemDestination>, ctx: Arc<Context>) -> Result<
         .collect();
     used_by.sort();
 
+    // 4. What the collectors delivering to it report: refused credentials, which the
+    // credential-free connectivity check cannot see.
+    let refused = ctx.stores.credentials_refused(&namespace, &name);
+    if let Some(r) = &refused {
+        ctx.metrics.failure(CONTROLLER, r.reason);
+    }
+
     let current = dest.status.clone().unwrap_or_default();
-    let ready = destination_ready(blocked.as_ref(), check.as_ref().map(|c| &c.result));
+    let ready = destination_ready(blocked.as_ref(), refused.as_ref(), check.as_ref().map(|c| &c.result));
     let status = SiemDestinationStatus {
         conditions: conditions::merge(
             &current.conditions,
@@ -75,6 +84,7 @@ pub async fn reconcile(dest: Arc<SiemDestination>, ctx: Arc<Context>) -> Result<
         last_success_time: last_success_time(&current, check.as_ref()),
         last_error: match (&blocked, &check) {
             (Some(b), _) => Some(b.message.clone()),
+            (None, _) if refused.is_some() => refused.as_ref().map(|r| r.message.clone()),
             (None, Some(CheckRecord { result: Err(e), .. })) => Some(e.clone()),
             _ => None,
         },
@@ -92,6 +102,9 @@ pub async fn reconcile(dest: Arc<SiemDestination>, ctx: Arc<Context>) -> Result<
     }
     Ok(Action::requeue(if blocked.is_some() {
         BLOCKED_REQUEUE
+    } else if refused.is_some() {
+        // Collectors report every few seconds; see the fix soon without a watch event.
+        PROGRESSING_REQUEUE
     } else {
         CONNECTIVITY_INTERVAL
     }))

@@ -15,10 +15,12 @@ use super::builders::CollectorOwner;
 use super::children::{apply_params, delete_unwanted, run_collector};
 use super::context::{Context, Stores, BLOCKED_REQUEUE, HEALTHY_REQUEUE, PROGRESSING_REQUEUE};
 use super::error::{Error, Result};
-use super::status::{log_source_conditions, Blocked, DestinationHealth, LogSourceObservation, LogSourceReader};
+use super::status::{
+    log_source_conditions, Blocked, CredentialsRefused, DestinationHealth, LogSourceObservation, LogSourceReader,
+};
 use crate::api::conditions::{self, reasons, types};
 use crate::api::{LagThreshold, LogSource, LogSourceStatus, SourceKind};
-use crate::config::LogSourceReport;
+use crate::config::{CollectorReport, LogSourceReport};
 use crate::render::{
     consumer_group_collector_name, log_source_collector_name, render_log_source, RenderTarget, RenderedCollector,
 };
@@ -44,17 +46,18 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
     let plan = plan(&ls, &ctx.stores, &namespace);
     let destinations = destination_health(&ls, &ctx.stores, &namespace);
 
+    // The collector that reads it (its own, or its ConsumerGroup's).
+    let collector_name = match &ls.spec.event_hub {
+        Some(e) => consumer_group_collector_name(&e.consumer_group_ref),
+        None => log_source_collector_name(&ls.name_any()),
+    };
     let (observation_reader, report, action) = match &plan {
         Err(blocked) => {
             // Keep whatever runs: a missing reference is often a moment in a rollout
             // (Secret applied after the LogSource), not a reason to stop a working collector.
             ctx.metrics.failure(CONTROLLER, blocked.reason);
             // A collector that still runs keeps reporting progress.
-            let collector = match &ls.spec.event_hub {
-                Some(e) => consumer_group_collector_name(&e.consumer_group_ref),
-                None => log_source_collector_name(&ls.name_any()),
-            };
-            (None, ctx.stores.report(&namespace, &collector), BLOCKED_REQUEUE)
+            (None, ctx.stores.report(&namespace, &collector_name), BLOCKED_REQUEUE)
         }
         Ok(Plan::Own(collector)) => {
             // 2. Children: apply the wanted ones, delete the rest.
@@ -89,6 +92,7 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
     };
 
     // 3. Status from what was observed.
+    let destinations = with_refusals(destinations, &collector_name, report.as_ref(), chrono::Utc::now());
     let source_report: Option<LogSourceReport> = report.and_then(|mut r| r.log_sources.remove(&ls.name_any()));
     let lag_threshold_seconds = match ls.spec.event_hub.as_ref() {
         Some(e) => ctx
@@ -233,6 +237,26 @@ fn destination_health(ls: &LogSource, stores: &Stores, namespace: &str) -> Vec<D
         .collect()
 }
 
+/// Destinations whose credentials the LogSource's collector reports refused are not ready,
+/// whatever their SiemDestination's status says (yet).
+fn with_refusals(
+    mut destinations: Vec<DestinationHealth>,
+    collector: &str,
+    report: Option<&CollectorReport>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<DestinationHealth> {
+    let Some(report) = report else {
+        return destinations;
+    };
+    for d in &mut destinations {
+        if let Some(refused) = CredentialsRefused::from_report(collector, report, &d.name, now) {
+            d.ready = Some(false);
+            d.message = refused.message;
+        }
+    }
+    destinations
+}
+
 /// Retry policy: each error variant gives a bounded requeue and a metric label.
 pub fn error_policy(ls: Arc<LogSource>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(logsource = %ls.name_any(), namespace = ?ls.namespace(), %error, "reconcile failed");
@@ -338,6 +362,68 @@ mod tests {
             ..after.clone()
         };
         assert!(dead_letter_news(&after, &restarted).unwrap().starts_with("1 more"));
+    }
+
+    #[test]
+    fn a_destination_refusing_the_credentials_makes_destinations_ready_false() {
+        let now = chrono::Utc::now();
+        let mut report = CollectorReport {
+            reporter: "sb-ls-o365-7d9f-abcde".into(),
+            time: now.to_rfc3339(),
+            ..Default::default()
+        };
+        report.destinations.insert(
+            "splunk".into(),
+            crate::config::DestinationReport {
+                healthy: false,
+                last_error: Some("Splunk HEC HTTP 403 code 4: Invalid token (check the HEC token Secret)".into()),
+                reason: Some("Forbidden".into()),
+                ..Default::default()
+            },
+        );
+        // The SiemDestination still says Ready (its check has no credentials).
+        let reachable = vec![DestinationHealth {
+            name: "splunk".into(),
+            ready: Some(true),
+            message: "connected".into(),
+        }];
+        let destinations = with_refusals(reachable.clone(), "sb-ls-o365", Some(&report), now);
+        let conds = log_source_conditions(&LogSourceObservation {
+            blocked: None,
+            suspended: false,
+            reader: Some(LogSourceReader::Own(CollectorPods {
+                desired: 1,
+                current: 1,
+                ready: 1,
+                updated: 1,
+                observed: true,
+            })),
+            destinations,
+            report: None,
+            lag_threshold_seconds: 600,
+            dead_letter_destination: None,
+            dead_lettered_before: None,
+        });
+        let dr = find(&conds, types::DESTINATIONS_READY);
+        println!(
+            "LogSource DestinationsReady: {} {}: {}",
+            dr.status.as_str(),
+            dr.reason,
+            dr.message
+        );
+        assert_eq!(dr.status, Status::False);
+        assert!(
+            dr.message.contains("Forbidden") && dr.message.contains("code 4"),
+            "{}",
+            dr.message
+        );
+        assert_eq!(find(&conds, types::READY).status, Status::False);
+        // Once the collector delivers again, its report has no reason and the destination counts.
+        report.destinations.get_mut("splunk").unwrap().reason = None;
+        assert_eq!(
+            with_refusals(reachable.clone(), "sb-ls-o365", Some(&report), now),
+            reachable
+        );
     }
 
     #[test]

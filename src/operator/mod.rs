@@ -452,6 +452,11 @@ pub async fn run_controllers(
         .watches(scoped::<LogSource>(&client, watch_ns), config.clone(), |ls| {
             triggers::destinations_of_log_source(&ls)
         })
+        .watches(
+            scoped::<ConfigMap>(&client, watch_ns),
+            watcher::Config::default().labels(&managed_selector()),
+            |cm| triggers::destinations_in_report(&cm),
+        )
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(destination::reconcile, destination::error_policy, ctx.clone())
         .for_each(|result| async move { log_outcome("siemdestination", result) });

@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 
 use crate::api::conditions::{reasons, types, DesiredCondition, Status};
 use crate::api::{LagThreshold, PartitionStatus};
-use crate::config::{CollectorReport, LogSourceReport};
+use crate::config::{CollectorReport, LogSourceReport, REPORT_STALE_SECONDS};
 
 /// Something only the user can fix, reported with a condition reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +80,47 @@ impl CollectorPods {
                 self.summary(),
             )
         }
+    }
+}
+
+/// A destination refusing the credentials, as a collector that delivers to it reports (its own
+/// connectivity check has no credentials and cannot see this).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialsRefused {
+    /// `Unauthorized` or `Forbidden`.
+    pub reason: &'static str,
+    /// Which collector says so, and the destination's answer.
+    pub message: String,
+}
+
+impl CredentialsRefused {
+    /// What `report` (the merged report of `collector`) says of `destination`: a refusal, when
+    /// the report is fresh (a collector that stopped reporting says nothing any more).
+    pub fn from_report(
+        collector: &str,
+        report: &CollectorReport,
+        destination: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Self> {
+        let fresh = chrono::DateTime::parse_from_rfc3339(&report.time)
+            .is_ok_and(|t| now.signed_duration_since(t) <= chrono::Duration::seconds(REPORT_STALE_SECONDS));
+        if !fresh {
+            return None;
+        }
+        let d = report.destinations.get(destination)?;
+        let reason = match d.reason.as_deref()? {
+            "Unauthorized" => reasons::UNAUTHORIZED,
+            "Forbidden" => reasons::FORBIDDEN,
+            _ => return None,
+        };
+        Some(CredentialsRefused {
+            reason,
+            message: format!(
+                "collector {collector:?}: the destination refuses the credentials ({reason}): {}; its events wait, none is \
+                 dead-lettered, until the Secret is fixed",
+                d.last_error.as_deref().unwrap_or("no detail")
+            ),
+        })
     }
 }
 
@@ -544,8 +585,17 @@ fn balanced(pods: &CollectorPods, partitions: &[PartitionStatus]) -> DesiredCond
     )
 }
 
-/// The `Ready` condition of a SiemDestination.
-pub fn destination_ready(blocked: Option<&Blocked>, check: Option<&Result<String, String>>) -> DesiredCondition {
+/// The `Ready` condition of a SiemDestination: what blocks it, else credentials a collector
+/// reports refused, else the connectivity check (which has no credentials, so it must not hide a
+/// refusal).
+pub fn destination_ready(
+    blocked: Option<&Blocked>,
+    refused: Option<&CredentialsRefused>,
+    check: Option<&Result<String, String>>,
+) -> DesiredCondition {
+    if let (None, Some(r)) = (blocked, refused) {
+        return DesiredCondition::new(types::READY, false, r.reason, &r.message);
+    }
     match (blocked, check) {
         (Some(b), _) => DesiredCondition::new(types::READY, false, b.reason, &b.message),
         (None, Some(Ok(message))) => DesiredCondition::new(types::READY, true, reasons::REACHABLE, message),
@@ -845,11 +895,79 @@ mod tests {
     #[test]
     fn destination_ready_follows_the_check() {
         assert_eq!(
-            destination_ready(None, Some(&Err("cannot connect to es.contoso.example:9200".into()))).reason,
+            destination_ready(
+                None,
+                None,
+                Some(&Err("cannot connect to es.contoso.example:9200".into()))
+            )
+            .reason,
             reasons::UNREACHABLE
         );
-        assert_eq!(destination_ready(None, Some(&Ok("ok".into()))).status, Status::True);
+        assert_eq!(
+            destination_ready(None, None, Some(&Ok("ok".into()))).status,
+            Status::True
+        );
         let blocked = Blocked::new(reasons::INVALID_SPEC, "no destination kind is set");
-        assert_eq!(destination_ready(Some(&blocked), None).reason, reasons::INVALID_SPEC);
+        assert_eq!(
+            destination_ready(Some(&blocked), None, None).reason,
+            reasons::INVALID_SPEC
+        );
+    }
+
+    fn report_with(time: &str, reason: Option<&str>) -> CollectorReport {
+        let mut report = CollectorReport {
+            reporter: "sb-ls-o365-7d9f-abcde".into(),
+            time: time.into(),
+            ..Default::default()
+        };
+        report.destinations.insert(
+            "splunk".into(),
+            crate::config::DestinationReport {
+                healthy: reason.is_none(),
+                last_error: reason
+                    .map(|_| "Splunk HEC HTTP 403 code 4: Invalid token (check the HEC token Secret)".into()),
+                reason: reason.map(str::to_string),
+                ..Default::default()
+            },
+        );
+        report
+    }
+
+    #[test]
+    fn refused_credentials_reported_by_a_collector_override_a_reachable_check() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let report = report_with("2026-12-01T10:00:20Z", Some("Forbidden"));
+        let refused = CredentialsRefused::from_report("sb-ls-o365", &report, "splunk", now).unwrap();
+        let ready = destination_ready(None, Some(&refused), Some(&Ok("connected to splunk:8088".into())));
+        println!(
+            "SiemDestination Ready: {} {}: {}",
+            ready.status.as_str(),
+            ready.reason,
+            ready.message
+        );
+        assert_eq!(ready.status, Status::False);
+        assert_eq!(ready.reason, reasons::FORBIDDEN);
+        assert!(ready.message.contains("code 4") && ready.message.contains("sb-ls-o365"));
+        let unauthorized = report_with("2026-12-01T10:00:20Z", Some("Unauthorized"));
+        assert_eq!(
+            CredentialsRefused::from_report("c", &unauthorized, "splunk", now)
+                .unwrap()
+                .reason,
+            reasons::UNAUTHORIZED
+        );
+        // A missing Secret still comes first: it is what the user must fix.
+        let blocked = Blocked::new(reasons::SECRET_NOT_FOUND, "Secret \"hec\" not found");
+        assert_eq!(
+            destination_ready(Some(&blocked), Some(&refused), None).reason,
+            reasons::SECRET_NOT_FOUND
+        );
+        // Healthy, another destination, or a report of a collector gone silent: no refusal.
+        let healthy = report_with("2026-12-01T10:00:20Z", None);
+        assert_eq!(CredentialsRefused::from_report("c", &healthy, "splunk", now), None);
+        assert_eq!(CredentialsRefused::from_report("c", &report, "elastic", now), None);
+        let stale = report_with("2026-12-01T09:00:00Z", Some("Forbidden"));
+        assert_eq!(CredentialsRefused::from_report("c", &stale, "splunk", now), None);
     }
 }

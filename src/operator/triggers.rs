@@ -1,7 +1,7 @@
 //! Which resources a change of another object concerns: the mappers of
 //! `Controller::watches`, reading the shared stores instead of the API.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
@@ -117,4 +117,25 @@ pub fn destinations_of_log_source(ls: &LogSource) -> Vec<ObjectRef<SiemDestinati
         .iter()
         .map(|d| ObjectRef::new(&d.name).within(&namespace))
         .collect()
+}
+
+/// Destinations named in the collector reports of a report ConfigMap: their `Ready` follows
+/// credentials refused (and accepted again) as soon as a collector reports it, rather than at the
+/// next periodic check. The reconcile is cheap: the connectivity check is cached.
+pub fn destinations_in_report(cm: &ConfigMap) -> Vec<ObjectRef<SiemDestination>> {
+    let Some(namespace) = cm.namespace() else {
+        return Vec::new();
+    };
+    let mut out: Vec<ObjectRef<SiemDestination>> = cm
+        .data
+        .iter()
+        .flatten()
+        .filter(|(key, _)| crate::config::is_report_key(key))
+        .filter_map(|(_, raw)| serde_json::from_str::<crate::config::CollectorReport>(raw).ok())
+        .flat_map(|report| report.destinations.into_keys().collect::<Vec<_>>())
+        .map(|name| ObjectRef::new(&name).within(&namespace))
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.dedup();
+    out
 }

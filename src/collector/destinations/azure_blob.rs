@@ -13,9 +13,13 @@
 //! whose write succeeded but whose answer was lost is never duplicated. Groups of one batch are
 //! written independently and reported per event, so a retry re-sends only the failed groups.
 //!
-//! Status handling: 2xx delivered; 408, 429, 5xx, transport errors and 401/403 (credentials can
-//! be rotated, a SAS renewed) are retried, with `Retry-After` when the service sends one; a
-//! missing container is created once and the write retried; any other 4xx is a rejection.
+//! Status handling: 2xx delivered; 408, 429, 5xx and transport errors are retried, with
+//! `Retry-After` when the service sends one; refused credentials are an outage retried until they
+//! work (a key rotated, a SAS renewed), never dead-lettered, and reported as the destination's
+//! reason: `AuthenticationFailed` (a wrong key or expired SAS, which Azure Storage answers with
+//! 403), any 401 and token errors are Unauthorized, other 403s (`AuthorizationFailure`,
+//! `AuthorizationPermissionMismatch`: the identity lacks a role) Forbidden; a missing container
+//! is created once and the write retried (then 404 is retried); any other 4xx is a rejection.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +30,7 @@ use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
+use super::{AuthFailure, BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::AzureBlobArchiveSpec;
 use crate::collector::azure_blob::{BlobError, BlobService, Condition};
 use crate::config::SecretSource;
@@ -235,8 +239,24 @@ pub fn encode(events: &[&Event], gzip: bool) -> Bytes {
     Bytes::from(gz.finish().unwrap_or_default())
 }
 
+/// Whether an error is refused credentials, and which refusal.
+pub fn refusal(e: &BlobError) -> Option<AuthFailure> {
+    match e {
+        BlobError::Auth(a) if !a.is_transient() => Some(AuthFailure::Unauthorized),
+        BlobError::Status { code, .. } if code == "AuthenticationFailed" => Some(AuthFailure::Unauthorized),
+        BlobError::Status { status, .. } => AuthFailure::of_status(*status),
+        _ => None,
+    }
+}
+
 fn outcome_of(e: &BlobError) -> EventOutcome {
-    let retry = e.is_transient() || matches!(e.status(), Some(401 | 403 | 404));
+    if let Some(kind) = refusal(e) {
+        return EventOutcome::Unauthorized {
+            kind,
+            reason: format!("{e} (check the storage credentials Secret and the identity's role on the container)"),
+        };
+    }
+    let retry = e.is_transient() || e.is_not_found();
     if retry {
         EventOutcome::Retry { reason: e.to_string() }
     } else {
@@ -275,17 +295,7 @@ impl Destination for AzureBlobDestination {
         if all_ok {
             return SendOutcome::Delivered;
         }
-        if groups.len() == 1 {
-            return match outcomes.into_iter().next() {
-                Some(EventOutcome::Retry { reason }) => SendOutcome::Retry {
-                    reason,
-                    after: retry_after,
-                },
-                Some(EventOutcome::Rejected { reason }) => SendOutcome::Rejected { reason },
-                _ => SendOutcome::Delivered,
-            };
-        }
-        SendOutcome::PerEvent(outcomes)
+        super::http_client::uniform(outcomes, retry_after)
     }
 }
 
@@ -341,6 +351,34 @@ mod tests {
         let slashy = [Event::detached_with_id("{}", "s", "ns/hub/0/123#4")];
         let n = object_name("p", &slashy.iter().collect::<Vec<_>>(), false);
         assert!(n.starts_with("p/ns_hub_0_123_4-1-") && n.ends_with(".ndjson"), "{n}");
+    }
+
+    #[test]
+    fn refused_credentials_are_told_apart() {
+        let e = |status, code: &str| BlobError::Status {
+            status,
+            code: code.into(),
+            message: String::new(),
+            retry_after: None,
+        };
+        assert_eq!(
+            refusal(&e(403, "AuthenticationFailed")),
+            Some(AuthFailure::Unauthorized)
+        );
+        assert_eq!(
+            refusal(&e(403, "AuthorizationPermissionMismatch")),
+            Some(AuthFailure::Forbidden)
+        );
+        assert_eq!(refusal(&e(401, "")), Some(AuthFailure::Unauthorized));
+        assert_eq!(refusal(&e(404, "ContainerNotFound")), None);
+        assert!(matches!(
+            outcome_of(&e(404, "ContainerNotFound")),
+            EventOutcome::Retry { .. }
+        ));
+        assert!(matches!(
+            outcome_of(&e(400, "InvalidBlobOrBlock")),
+            EventOutcome::Rejected { .. }
+        ));
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //!
 //! Every event is a `create` of the event's stable id as `_id` in the configured index or data
 //! stream, so a re-delivery is answered 409 and counted as delivered: exactly once per id.
-//! Per-item answers: 2xx and 409 delivered, 429 and 5xx sent again alone, other 4xx
-//! (`mapper_parsing_exception`...) dead-lettered with the error type and reason. Whole-request
-//! answers: 429/5xx retried (`Retry-After` honoured), 413 split, 401/403 and other 4xx refused.
-//! A 2xx without one item per document (whatever its `errors` flag says) proves nothing and is
-//! retried; a 3xx is never followed (a retried failure naming the `Location`).
+//! Per-item answers: 2xx and 409 delivered, 429 and 5xx sent again alone, 401/403
+//! (`security_exception`: the role may not write this index) kept as refused credentials, other
+//! 4xx (`mapper_parsing_exception`...) dead-lettered with the error type and reason.
+//! Whole-request answers: 429/5xx retried (`Retry-After` honoured), 413 split, 401/403 refused
+//! credentials (retried until they work, never dead-lettered), other 4xx rejected (the delivery
+//! machinery splits the batch to find the documents at fault). A 2xx without one item per
+//! document (whatever its `errors` flag says) proves nothing and is retried; a 3xx is never
+//! followed (a retried failure naming the `Location`).
 //! Nodes are used in turn; a node that cannot be reached hands the request to the next one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::http_client::{self, excerpt, request_error, uniform};
-use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
+use super::{AuthFailure, BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{ElasticsearchSpec, RetrySpec};
 use crate::collector::secrets;
 use crate::config::SecretSource;
@@ -81,6 +84,12 @@ fn item_outcome(item: &BulkItem) -> EventOutcome {
         409 => EventOutcome::Delivered,
         429 | 500..=599 => EventOutcome::Retry {
             reason: format!("Elasticsearch item {status}: {what}"),
+        },
+        401 | 403 => EventOutcome::Unauthorized {
+            kind: AuthFailure::of_status(status).unwrap_or(AuthFailure::Forbidden),
+            reason: format!(
+                "Elasticsearch item {status}: {what} (check the credentials Secret and the role's privileges on the index)"
+            ),
         },
         _ => EventOutcome::Rejected {
             reason: format!("Elasticsearch item {status}: {what}"),
@@ -255,11 +264,10 @@ impl ElasticsearchDestination {
         {
             return (all(EventOutcome::Retry { reason }), after);
         }
-        let reason = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            format!("{reason} (check the credentials Secret and the role's privileges on the index)")
-        } else {
-            reason
-        };
+        if let Some(kind) = AuthFailure::of_status(status.as_u16()) {
+            let reason = format!("{reason} (check the credentials Secret and the role's privileges on the index)");
+            return (all(EventOutcome::Unauthorized { kind, reason }), None);
+        }
         (all(EventOutcome::Rejected { reason }), None)
     }
 }
@@ -306,6 +314,13 @@ mod tests {
         assert!(
             matches!(item_outcome(&item(400, "mapper_parsing_exception")), EventOutcome::Rejected { reason } if reason.contains("mapper_parsing_exception"))
         );
+        assert!(matches!(
+            item_outcome(&item(403, "security_exception")),
+            EventOutcome::Unauthorized {
+                kind: AuthFailure::Forbidden,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! 2xx: delivered. 408, 429, 5xx and connection errors: retried; on 429 and 503 the
 //! `Retry-After` header (seconds or HTTP date) sets the wait. A 3xx is never followed: it is
-//! retried with a reason naming its `Location` (see [`http_client`]). Any other status: the batch
-//! is rejected and its events dead-lettered with the status and an excerpt of the body.
+//! retried with a reason naming its `Location` (see [`http_client`]). 401 and 403: the credentials
+//! (headers from Secrets) are refused, an outage retried until they work, nothing dead-lettered.
+//! Any other status: the batch is rejected; the delivery machinery splits it until the events
+//! the receiver refuses are alone, and dead-letters those with the status and an excerpt of the
+//! body.
 
 use std::time::SystemTime;
 
@@ -11,7 +14,7 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
-use super::{http_client, BuildError, Destination, Event, SendOutcome};
+use super::{http_client, AuthFailure, BuildError, Destination, Event, SendOutcome};
 use crate::api::{HttpEncoding, HttpSpec, RetrySpec};
 use crate::collector::secrets::resolve;
 use crate::config::SecretSource;
@@ -110,6 +113,12 @@ pub fn classify(status: StatusCode, retry_after: Option<&str>, body: &str) -> Se
         };
     }
     let reason = format!("HTTP {}: {}", status.as_u16(), http_client::excerpt(body));
+    if let Some(kind) = AuthFailure::of_status(status.as_u16()) {
+        return SendOutcome::Unauthorized {
+            kind,
+            reason: format!("{reason} (check the credentials in the headers' Secrets)"),
+        };
+    }
     let retriable =
         status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
     if retriable {
@@ -180,6 +189,20 @@ mod tests {
         assert!(matches!(
             classify(StatusCode::FOUND, None, ""),
             SendOutcome::Retry { reason, after: None } if reason.contains("redirect")
+        ));
+        assert!(matches!(
+            classify(StatusCode::UNAUTHORIZED, None, ""),
+            SendOutcome::Unauthorized {
+                kind: AuthFailure::Unauthorized,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(StatusCode::FORBIDDEN, None, "no"),
+            SendOutcome::Unauthorized {
+                kind: AuthFailure::Forbidden,
+                ..
+            }
         ));
         match classify(StatusCode::BAD_REQUEST, None, &"e".repeat(1000)) {
             SendOutcome::Rejected { reason } => {

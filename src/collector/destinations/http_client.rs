@@ -287,7 +287,7 @@ pub fn split_by_size(sizes: &[usize], limit: usize, overhead: usize, per_event: 
 /// A batch of which some events were refused before sending (`outcomes[i]` set) and the others
 /// encoded (item `k`, of `sizes[k]` bytes, being event `sendable[k]`), sent as JSON arrays of at
 /// most `limit` bytes by `post` (given the range of items to send). Once a request is throttled the rest is not sent (it waits with the
-/// throttled part: `Retry`).
+/// throttled part: `Retry`); once the credentials are refused, neither (it waits for them).
 pub async fn send_json_chunks<F, Fut>(
     mut outcomes: Vec<Option<EventOutcome>>,
     sendable: &[usize],
@@ -300,24 +300,28 @@ where
     Fut: std::future::Future<Output = (Vec<EventOutcome>, Option<Duration>)>,
 {
     let mut after = None;
+    let mut refused = None;
     for range in split_by_size(sizes, limit, 2, 1) {
-        if after.is_some() {
+        if after.is_some() || refused.is_some() {
             break;
         }
         let (chunk, chunk_after) = post(range.clone()).await;
         after = chunk_after;
         for (k, o) in range.zip(chunk) {
+            if matches!(o, EventOutcome::Unauthorized { .. }) {
+                refused = Some(o.clone());
+            }
             outcomes[sendable[k]] = Some(o);
         }
     }
+    // With the credentials refused, the rest waits for them (and is not sent for nothing).
+    let unsent = refused.unwrap_or(EventOutcome::Retry {
+        reason: "not sent: the receiver asked to wait".into(),
+    });
     uniform(
         outcomes
             .into_iter()
-            .map(|o| {
-                o.unwrap_or(EventOutcome::Retry {
-                    reason: "not sent: the receiver asked to wait".into(),
-                })
-            })
+            .map(|o| o.unwrap_or_else(|| unsent.clone()))
             .collect(),
         after,
     )
@@ -325,19 +329,32 @@ where
 
 /// Per-event outcomes that are all the same keep a batch-level form, so the health report gets
 /// the reason and a retry the server's `Retry-After` (events all to retry count as the same, with
-/// the first reason).
+/// the first reason; events all to retry of which some for refused credentials count as refused
+/// credentials, so the destination reports it).
 pub fn uniform(outcomes: Vec<EventOutcome>, after: Option<Duration>) -> SendOutcome {
     let Some(first) = outcomes.first() else {
         return SendOutcome::Delivered;
     };
-    let all_retry = outcomes.iter().all(|o| matches!(o, EventOutcome::Retry { .. }));
-    if !all_retry && outcomes.iter().any(|o| o != first) {
+    let all_retry = outcomes
+        .iter()
+        .all(|o| matches!(o, EventOutcome::Retry { .. } | EventOutcome::Unauthorized { .. }));
+    if all_retry {
+        if let Some(EventOutcome::Unauthorized { kind, reason }) =
+            outcomes.iter().find(|o| matches!(o, EventOutcome::Unauthorized { .. }))
+        {
+            return SendOutcome::Unauthorized {
+                kind: *kind,
+                reason: reason.clone(),
+            };
+        }
+    } else if outcomes.iter().any(|o| o != first) {
         return SendOutcome::PerEvent(outcomes);
     }
     match first.clone() {
         EventOutcome::Delivered => SendOutcome::Delivered,
         EventOutcome::Retry { reason } => SendOutcome::Retry { reason, after },
         EventOutcome::Rejected { reason } => SendOutcome::Rejected { reason },
+        EventOutcome::Unauthorized { kind, reason } => SendOutcome::Unauthorized { kind, reason },
     }
 }
 

@@ -12,8 +12,13 @@
 //!    splitting and [`http_client::uniform`]; [`document`] reads an event's time and dataset.
 //! 2. Implement [`Destination::send`]: encode the batch (each [`Event::body`] is the document,
 //!    already in the destination's `format`, as compact JSON), send it, and map the answer to a
-//!    [`SendOutcome`]: the whole batch delivered / to retry / rejected, or one [`EventOutcome`] per
-//!    event when the protocol answers per item (Elasticsearch `_bulk` items, HEC acks).
+//!    [`SendOutcome`]: the whole batch delivered / to retry / rejected / refused for its
+//!    credentials, or one [`EventOutcome`] per event when the protocol answers per item
+//!    (Elasticsearch `_bulk` items, HEC acks). A refused credential (401/403 and the vendor's
+//!    token error codes) is [`SendOutcome::Unauthorized`], never `Rejected`: no event is at
+//!    fault, so none is dead-lettered; the delivery machinery retries until the credentials work.
+//!    A whole batch `Rejected` without saying which event is at fault is split by the delivery
+//!    machinery to isolate the culprits; a destination need not do that itself.
 //! 3. Add one arm to [`build`]. Tests beside the module against a local stand-in receiver.
 
 pub mod azure_blob;
@@ -84,6 +89,42 @@ impl Event {
     }
 }
 
+/// How a destination refused the credentials it was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthFailure {
+    /// 401-like: the credential is missing, wrong, expired or revoked (HEC codes 2 and 3,
+    /// Entra `invalid_client`).
+    Unauthorized,
+    /// 403-like: the credential is known but may not write here (HEC codes 1 and 4, a missing
+    /// role on the index or the DCR).
+    Forbidden,
+}
+
+impl AuthFailure {
+    /// The reason in the collector report and in the SiemDestination's `Ready` condition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Unauthorized => "Unauthorized",
+            AuthFailure::Forbidden => "Forbidden",
+        }
+    }
+
+    /// The refusal an HTTP status means, if it is one (401, 403).
+    pub fn of_status(status: u16) -> Option<Self> {
+        match status {
+            401 => Some(AuthFailure::Unauthorized),
+            403 => Some(AuthFailure::Forbidden),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happened to one event of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventOutcome {
@@ -93,6 +134,9 @@ pub enum EventOutcome {
     Retry { reason: String },
     /// The destination will never take it: dead-letter it with the reason.
     Rejected { reason: String },
+    /// The destination refused the credentials: send it again once they work, never
+    /// dead-letter it.
+    Unauthorized { kind: AuthFailure, reason: String },
 }
 
 /// What happened to a batch.
@@ -103,8 +147,13 @@ pub enum SendOutcome {
     /// Nothing was delivered and a later attempt may succeed; `after` is the server's
     /// `Retry-After`, which takes precedence over the backoff.
     Retry { reason: String, after: Option<Duration> },
-    /// Every event was rejected permanently.
+    /// The batch was refused as a whole and the destination did not say which event is at
+    /// fault: a batch of one is dead-lettered, a larger one is split to isolate the culprits.
     Rejected { reason: String },
+    /// The destination refused the credentials: an outage, retried with backoff until the
+    /// credentials work (a fixed Secret rolls the collector pods; see the README), never
+    /// dead-lettered, reported as the destination's `reason`.
+    Unauthorized { kind: AuthFailure, reason: String },
     /// One outcome per event, in batch order.
     PerEvent(Vec<EventOutcome>),
 }

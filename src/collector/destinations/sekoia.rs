@@ -4,14 +4,17 @@
 //! string (the form Sekoia parses as structured), the intake key in `X-SEKOIAIO-INTAKE-KEY`. As
 //! the Sekoia SDK does, an event over 250 000 bytes is not sent (dead-lettered with the reason) and
 //! requests are cut at 90 % of the 10 MiB payload limit. 429, 408 and 5xx are retried
-//! (`Retry-After` honoured), 413 split, other 4xx (unknown intake key...) refused.
+//! (`Retry-After` honoured), 413 split, 401/403 (unknown or disabled intake key; which of the two
+//! Sekoia answers is unconfirmed) are refused credentials, retried until the key works and never
+//! dead-lettered; other 4xx reject the request (the delivery machinery splits the batch to find
+//! the events at fault).
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::StatusCode;
 
 use super::http_client::{self, excerpt, send_json_chunks};
-use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
+use super::{AuthFailure, BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{RetrySpec, SekoiaSpec};
 use crate::config::SecretSource;
 
@@ -92,11 +95,10 @@ impl SekoiaDestination {
         {
             return (all(EventOutcome::Retry { reason }), after);
         }
-        let reason = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            format!("{reason} (check the intake key Secret)")
-        } else {
-            reason
-        };
+        if let Some(kind) = AuthFailure::of_status(status.as_u16()) {
+            let reason = format!("{reason} (check the intake key Secret)");
+            return (all(EventOutcome::Unauthorized { kind, reason }), None);
+        }
         (all(EventOutcome::Rejected { reason }), None)
     }
 }

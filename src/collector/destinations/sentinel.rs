@@ -6,8 +6,14 @@
 //! app's cloud. A 401 invalidates the cached token and the request is sent once more with a new
 //! one. Requests stay under the 1 MB limit by splitting the batch; a row alone over it is
 //! dead-lettered. Rows get a `TimeGenerated` from the event time when they have none, since
-//! custom tables require it. 429, 408 and 5xx are retried (`Retry-After` honoured), 413 split,
-//! 400/403/404 refused (schema, RBAC, wrong DCR or stream).
+//! custom tables require it. 429, 408 and 5xx are retried (`Retry-After` honoured), 413 split.
+//! Refused credentials are an outage, retried until they work and never dead-lettered: a 401
+//! again with a new token (Unauthorized), a 403 (Forbidden: the app lacks *Monitoring Metrics
+//! Publisher* on the DCR), and any token the Entra token endpoint will not issue (Unauthorized
+//! for `invalid_client` such as AADSTS7000215 / 7000222 and every other refusal, Forbidden for
+//! `unauthorized_client` and Conditional Access blocks AADSTS53003 / 530032). 400/404 reject
+//! the request (schema, wrong DCR or stream); the delivery machinery splits a rejected batch to
+//! find the rows at fault.
 
 use std::time::Duration;
 
@@ -17,7 +23,7 @@ use reqwest::StatusCode;
 
 use super::document::facts;
 use super::http_client::{self, excerpt, send_json_chunks};
-use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
+use super::{AuthFailure, BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{RetrySpec, SentinelSpec};
 use crate::collector::auth::{default_scope, AuthError, CloudEndpoints, TokenProvider};
 use crate::config::SecretSource;
@@ -118,7 +124,15 @@ impl SentinelDestination {
             Err(e) if e.is_transient() => {
                 return all(EventOutcome::Retry { reason: e.to_string() }, e.retry_after());
             }
-            Err(e) => return all(EventOutcome::Rejected { reason: e.to_string() }, None),
+            Err(e) => {
+                return all(
+                    EventOutcome::Unauthorized {
+                        kind: token_refusal(&e),
+                        reason: e.to_string(),
+                    },
+                    None,
+                )
+            }
         };
         let request = self
             .client
@@ -156,8 +170,17 @@ impl SentinelDestination {
         {
             return all(EventOutcome::Retry { reason }, after);
         }
+        if status == StatusCode::FORBIDDEN {
+            let reason = format!("{reason} (does the app have Monitoring Metrics Publisher on the DCR?)");
+            return all(
+                EventOutcome::Unauthorized {
+                    kind: AuthFailure::Forbidden,
+                    reason,
+                },
+                None,
+            );
+        }
         let reason = match status {
-            StatusCode::FORBIDDEN => format!("{reason} (does the app have Monitoring Metrics Publisher on the DCR?)"),
             StatusCode::NOT_FOUND => format!("{reason} (check dcrImmutableId, streamName and endpoint)"),
             _ => reason,
         };
@@ -175,7 +198,11 @@ impl SentinelDestination {
                 }
                 Answer::Unauthorized(reason) => {
                     let reason = format!("{reason} (refused again with a new token: check the app and tenant)");
-                    return (vec![EventOutcome::Rejected { reason }; rows.len()], None);
+                    let refused = EventOutcome::Unauthorized {
+                        kind: AuthFailure::Unauthorized,
+                        reason,
+                    };
+                    return (vec![refused; rows.len()], None);
                 }
             }
         }
@@ -188,6 +215,22 @@ impl SentinelDestination {
             ],
             None,
         )
+    }
+}
+
+/// Which refusal a token error is: the app is known but not allowed (`unauthorized_client`,
+/// app disabled AADSTS7000112, Conditional Access AADSTS53003 / 530032) is Forbidden; anything
+/// else (a wrong or expired secret, an unknown tenant or app, an unreadable federated token) is
+/// Unauthorized. Either way no row is at fault.
+fn token_refusal(e: &AuthError) -> AuthFailure {
+    let forbidden_codes = [7000112, 53003, 530032];
+    match e {
+        AuthError::Rejected { error, codes, .. }
+            if error == "unauthorized_client" || codes.iter().any(|c| forbidden_codes.contains(c)) =>
+        {
+            AuthFailure::Forbidden
+        }
+        _ => AuthFailure::Unauthorized,
     }
 }
 
@@ -234,6 +277,33 @@ mod tests {
         assert_eq!(SentinelDestination::row(has), has.to_vec());
         let no_time = br#"{"a":1}"#;
         assert_eq!(SentinelDestination::row(no_time), no_time.to_vec());
+    }
+
+    #[test]
+    fn token_refusals_are_unauthorized_or_forbidden() {
+        let rejected = |error: &str, code: u64| AuthError::Rejected {
+            client_id: "app".into(),
+            error: error.into(),
+            description: String::new(),
+            codes: vec![code],
+        };
+        assert_eq!(
+            token_refusal(&rejected("invalid_client", 7000215)),
+            AuthFailure::Unauthorized
+        );
+        assert_eq!(
+            token_refusal(&rejected("invalid_client", 7000222)),
+            AuthFailure::Unauthorized
+        );
+        assert_eq!(
+            token_refusal(&rejected("unauthorized_client", 700016)),
+            AuthFailure::Forbidden
+        );
+        assert_eq!(token_refusal(&rejected("invalid_grant", 53003)), AuthFailure::Forbidden);
+        assert_eq!(
+            token_refusal(&AuthError::Invalid("federated token file".into())),
+            AuthFailure::Unauthorized
+        );
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //! why. Redirects are never followed (a retried failure naming the `Location`).
 //!
 //! Answers: code 9 (busy, 503), 8 and other 5xx are retried (`Retry-After` honoured); codes 1-4
-//! (token disabled, missing, invalid) and configuration errors (7 index, 10/11 channel, 14 ack
-//! disabled) reject the batch, which the health report shows; an `invalid-event-number`
+//! (token disabled or invalid: Forbidden, 403; token missing or malformed: Unauthorized, 401)
+//! and any other 401/403 are refused credentials, retried until the token works and never
+//! dead-lettered; configuration errors (7 index, 10/11 channel, 14 ack disabled) reject the
+//! batch, which the health report shows; an `invalid-event-number`
 //! dead-letters that one event and sends the others again (HEC does not say whether the events
 //! before it were indexed, so they may arrive twice); an invalid batch without a number and a
 //! 413 are split to isolate the culprit.
@@ -29,7 +31,7 @@ use tokio::time::Instant;
 
 use super::document::facts;
 use super::http_client::{self, excerpt, uniform};
-use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
+use super::{AuthFailure, BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{RetrySpec, SplunkHecSpec};
 use crate::config::SecretSource;
 
@@ -74,6 +76,8 @@ enum Verdict {
     Accepted(Option<u64>),
     Retry(String, Option<Duration>),
     Rejected(String),
+    /// The token was refused.
+    Unauthorized(AuthFailure, String),
     /// Event `n` is invalid: dead-letter it, send the others again.
     InvalidEvent(usize, String),
     /// Something in the batch is wrong but HEC does not say what: split it.
@@ -93,8 +97,13 @@ fn verdict(status: StatusCode, reply: &HecReply, body: &str, events: usize, afte
     if code == 9 || code == 8 || status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         return Verdict::Retry(why, after);
     }
-    if (1..=4).contains(&code) || status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        return Verdict::Rejected(format!("{why} (check the HEC token Secret)"));
+    let refused = match code {
+        1 | 4 => Some(AuthFailure::Forbidden),
+        2 | 3 => Some(AuthFailure::Unauthorized),
+        _ => AuthFailure::of_status(status.as_u16()),
+    };
+    if let Some(kind) = refused {
+        return Verdict::Unauthorized(kind, format!("{why} (check the HEC token Secret)"));
     }
     if matches!(code, 5 | 6 | 12 | 13) {
         if let Some(n) = reply.invalid_event_number.filter(|n| *n < events) {
@@ -272,6 +281,7 @@ impl SplunkHecDestination {
                 Verdict::Accepted(Some(_)) => all(EventOutcome::Delivered),
                 Verdict::Retry(reason, after) => (vec![EventOutcome::Retry { reason }; batch.len()], after),
                 Verdict::Rejected(reason) => all(EventOutcome::Rejected { reason }),
+                Verdict::Unauthorized(kind, reason) => all(EventOutcome::Unauthorized { kind, reason }),
                 Verdict::InvalidEvent(n, reason) => all_of(
                     (0..batch.len())
                         .map(|i| {
@@ -338,6 +348,7 @@ impl SplunkHecDestination {
             let reply: HecReply = serde_json::from_str(&body).unwrap_or_default();
             match verdict(status, &reply, &body, 1, None) {
                 Verdict::Rejected(reason) => return EventOutcome::Rejected { reason },
+                Verdict::Unauthorized(kind, reason) => return EventOutcome::Unauthorized { kind, reason },
                 Verdict::Retry(reason, _) | Verdict::Split(reason) | Verdict::InvalidEvent(_, reason) => last = reason,
                 Verdict::Accepted(_) => {}
             }
@@ -379,14 +390,22 @@ mod tests {
             verdict(S::INTERNAL_SERVER_ERROR, &reply(8, None), "", 3, None),
             Verdict::Retry(..)
         ));
-        for (s, c) in [
-            (S::FORBIDDEN, 1),
-            (S::UNAUTHORIZED, 2),
-            (S::UNAUTHORIZED, 3),
-            (S::FORBIDDEN, 4),
+        for (s, c, kind) in [
+            (S::FORBIDDEN, 1, AuthFailure::Forbidden),
+            (S::UNAUTHORIZED, 2, AuthFailure::Unauthorized),
+            (S::UNAUTHORIZED, 3, AuthFailure::Unauthorized),
+            (S::FORBIDDEN, 4, AuthFailure::Forbidden),
         ] {
-            assert!(matches!(verdict(s, &reply(c, None), "", 3, None), Verdict::Rejected(r) if r.contains("token")));
+            assert!(
+                matches!(verdict(s, &reply(c, None), "", 3, None), Verdict::Unauthorized(k, r) if k == kind && r.contains("token")),
+                "code {c}"
+            );
         }
+        // A 401/403 without a HEC body (a proxy in front of HEC) is a refusal too.
+        assert!(matches!(
+            verdict(S::FORBIDDEN, &HecReply::default(), "denied", 3, None),
+            Verdict::Unauthorized(AuthFailure::Forbidden, _)
+        ));
         assert!(matches!(
             verdict(S::BAD_REQUEST, &reply(6, Some(1)), "", 3, None),
             Verdict::InvalidEvent(1, _)

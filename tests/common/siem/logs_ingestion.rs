@@ -1,12 +1,14 @@
 //! Azure Monitor Logs Ingestion API stand-in (PROTOCOLS.md 7.6): `POST
 //! /dataCollectionRules/{dcr}/streams/{stream}?api-version=2023-01-01` with a (gzip) JSON array,
 //! bearer tokens checked against the Entra stand-in for the Azure Monitor scope, 204 on success,
-//! 400 (not an array, missing api-version), 401 (token), 404 (DCR or stream), 413 (over 1 MB),
+//! 400 (not an array, missing api-version, a row with `"poison":true`: the request is refused
+//! whole, as the service refuses a body that does not match the stream), 401 (token), 403 (the
+//! app lacks *Monitoring Metrics Publisher*: `forbidden`), 404 (DCR or stream), 413 (over 1 MB),
 //! injected 429 with `Retry-After` and 503.
 
 use std::collections::HashSet;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -37,6 +39,10 @@ pub struct IngestionState {
     pub revoke_next: AtomicUsize,
     /// Tokens refused since they were revoked.
     pub revoked: Mutex<HashSet<String>>,
+    /// Answer 403: the app has no role on the DCR.
+    pub forbidden: AtomicBool,
+    /// Requests refused with 400 for a poison row.
+    pub poison_refusals: AtomicUsize,
     /// Requests received; 413s answered; largest body seen (decompressed).
     pub requests: AtomicUsize,
     pub too_large: AtomicUsize,
@@ -90,6 +96,13 @@ async fn ingest(
             "The access token has expired.",
         );
     }
+    if state.forbidden.load(Ordering::SeqCst) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "The authentication token provided does not have access to ingest data for the data collection rule.",
+        );
+    }
     if dcr != state.dcr {
         return error(StatusCode::NOT_FOUND, "NotFound", "Data collection rule not found.");
     }
@@ -133,6 +146,14 @@ async fn ingest(
             "The request body must be a JSON array.",
         );
     };
+    if rows.iter().any(|r| r["poison"] == Value::Bool(true)) {
+        state.poison_refusals.fetch_add(1, Ordering::SeqCst);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidContent",
+            "Column 'poison' of type bool does not match the stream declaration (long).",
+        );
+    }
     state.rows.lock().unwrap().extend(rows);
     StatusCode::NO_CONTENT.into_response()
 }
@@ -148,6 +169,8 @@ impl LogsIngestion {
             fail_next: Mutex::default(),
             revoke_next: AtomicUsize::new(0),
             revoked: Mutex::default(),
+            forbidden: AtomicBool::new(false),
+            poison_refusals: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             too_large: AtomicUsize::new(0),
             largest: AtomicUsize::new(0),

@@ -2,7 +2,9 @@
 //! strings or objects), `/batch` (`{"intake_key","jsons":[...]}`) and `/plain/batch` (lines),
 //! the intake key from `X-SEKOIAIO-INTAKE-KEY`, HTTP Basic password or `?intake_key=`, replies
 //! `{"event_ids":[...]}`; unknown key 401, payload over 10 MiB 413, injected 429 (with
-//! `Retry-After`) and 500. Events over 250 000 bytes are counted: a client must never send one.
+//! `Retry-After`) and 500, a request with an event carrying `"poison":true` refused whole with
+//! 400 (the code Sekoia gives a malformed request is unconfirmed). Events over 250 000 bytes are
+//! counted: a client must never send one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +33,8 @@ pub struct SekoiaState {
     pub oversized: AtomicUsize,
     /// Every intake key presented.
     pub presented: Mutex<Vec<String>>,
+    /// Requests refused with 400 for a poison event.
+    pub poison_refusals: AtomicUsize,
 }
 
 /// A running intake.
@@ -66,6 +70,14 @@ fn accept(state: &SekoiaState, key: Option<String>, events: Vec<String>) -> Resp
     state.presented.lock().unwrap().push(key.clone());
     if !state.keys.lock().unwrap().contains(&key) {
         return (StatusCode::UNAUTHORIZED, Json(json!({"message": "unknown intake key"}))).into_response();
+    }
+    if events.iter().any(|e| e.contains("\"poison\":true")) {
+        state.poison_refusals.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": "event rejected: invalid field poison"})),
+        )
+            .into_response();
     }
     for e in &events {
         if e.len() > 250_000 {
