@@ -73,6 +73,8 @@ pub struct DeadLetterSink {
     dir: PathBuf,
     max_file_bytes: u64,
     file: Mutex<Option<(std::fs::File, u64)>>,
+    /// Records whose write failed, over the sink's life.
+    failed: std::sync::atomic::AtomicU64,
 }
 
 impl DeadLetterSink {
@@ -82,7 +84,13 @@ impl DeadLetterSink {
             dir: PathBuf::from(&config.dir),
             max_file_bytes: config.max_file_bytes.max(1024),
             file: Mutex::new(None),
+            failed: Default::default(),
         }
+    }
+
+    /// Records whose dead-letter write failed so far (they stay unacknowledged).
+    pub fn failed_records(&self) -> u64 {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Directory of the files.
@@ -116,9 +124,13 @@ impl DeadLetterSink {
                 buf.push(b'\n');
             }
         }
-        self.append(&buf).map_err(|source| DeadLetterError {
-            dir: self.dir.display().to_string(),
-            source,
+        self.append(&buf).map_err(|source| {
+            self.failed
+                .fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            DeadLetterError {
+                dir: self.dir.display().to_string(),
+                source,
+            }
         })
     }
 
