@@ -601,3 +601,31 @@ fn state_files_are_readable_by_their_owner_only() {
         assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
     }
 }
+
+/// A source kind this collector cannot run (`azureBlob`) is refused before any collector starts.
+#[test]
+fn a_source_kind_the_collector_cannot_run_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = "apiVersion: siembridge.io/v1alpha1\nkind: LogSource\nmetadata: {name: archive}\nspec:\n  azureBlob:\n    accountUrl: https://example.blob.core.windows.net\n    containers: [insights-logs-signinlogs]\n    credentials: {connectionString: {name: archive, key: cs}}\n  destinations: [{name: console}]\n";
+    std::fs::write(dir.path().join("m.yaml"), format!("{CONSOLE}---\n{archive}")).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "-f"])
+        .arg(dir.path().join("m.yaml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("RUST_LOG", "info")
+        .env("SIEMBRIDGE_SECRET_ARCHIVE_CS", "UseDevelopmentStorage=true")
+        .output()
+        .unwrap();
+    let line = one_line_error(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        line.contains("LogSource archive: source kind azureBlob is not supported"),
+        "{line}"
+    );
+    assert!(
+        !stderr.contains("standalone run starting"),
+        "a collector was started: {stderr}"
+    );
+    assert!(!dir.path().join("state").exists(), "state was written");
+}
