@@ -238,12 +238,14 @@ const CONSOLE: &str =
     "apiVersion: siembridge.io/v1alpha1\nkind: SiemDestination\nmetadata: {name: console}\nspec:\n  stdout: {}\n";
 const ENTRA: &str = "apiVersion: siembridge.io/v1alpha1\nkind: LogSource\nmetadata: {name: entra}\nspec:\n  replay: {paths: [records]}\n  destinations: [{name: console}]\n";
 
+/// A case name, its manifest files (name, text), and what the error line must say.
+type RejectionCase = (&'static str, Vec<(&'static str, String)>, Vec<&'static str>);
+
 /// What the API server rejects, `siembridge run` rejects before reading anything, naming the
 /// file, the object and the field path.
 #[test]
 fn manifests_the_api_server_would_reject_are_rejected_with_the_field_path() {
-    // (case, files, what the error line must say)
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<&str>)> = vec![
+    let cases: Vec<RejectionCase> = vec![
         (
             "typo in a destination field",
             vec![("m.yaml", format!("{}  fromat: raw\n---\n{ENTRA}", CONSOLE))],
@@ -277,7 +279,7 @@ fn manifests_the_api_server_would_reject_are_rejected_with_the_field_path() {
         (
             "two source kinds (a CEL rule)",
             vec![("m.yaml", format!("{CONSOLE}---\n{ENTRA}  graph: {{credentials: {{tenantId: t, clientId: c, clientSecret: {{name: s, key: k}}}}, endpoints: [signIns]}}\n"))],
-            vec!["LogSource \"entra\" is invalid", "spec: Invalid value: \"object\": set exactly one of"],
+            vec!["LogSource \"entra\" is invalid", "spec: Invalid value: set exactly one of"],
         ),
         (
             "a name the API server refuses",
