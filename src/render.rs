@@ -26,6 +26,8 @@ pub enum RenderError {
     InvalidSpec(#[from] InvalidSpec),
     #[error("SiemDestination {name:?} is invalid: {reason}")]
     InvalidDestination { name: String, reason: InvalidSpec },
+    #[error("source kind {0} is not supported by this version of the collector")]
+    SourceNotSupported(&'static str),
 }
 
 impl RenderError {
@@ -36,6 +38,7 @@ impl RenderError {
             RenderError::DestinationNotFound(..) => reasons::DESTINATION_NOT_FOUND,
             RenderError::ConsumerGroupNotFound(..) => reasons::CONSUMER_GROUP_NOT_FOUND,
             RenderError::InvalidSpec(_) | RenderError::InvalidDestination { .. } => reasons::INVALID_SPEC,
+            RenderError::SourceNotSupported(_) => reasons::SOURCE_NOT_SUPPORTED,
         }
     }
 }
@@ -274,6 +277,9 @@ pub fn render_log_source(
             SourceConfig::Replay(resolve_replay(s, target)?)
         }
     };
+    if !crate::collector::sources::supports(&source) {
+        return Err(RenderError::SourceNotSupported(source.kind_name()));
+    }
     let checkpoint = match target {
         RenderTarget::Cluster => CheckpointConfig::Kubernetes {
             namespace: namespace.clone(),

@@ -5,13 +5,25 @@
 //! renders every collector with [`crate::render`] for [`RenderTarget::Standalone`], and runs them
 //! all in this process with file checkpoints under the state directory. Secrets are read from
 //! the environment (`SIEMBRIDGE_SECRET_<NAME>_<KEY>`), so `kind: Secret` documents are skipped.
+//!
+//! Every object is validated as the API server would on `kubectl apply --validate=strict`
+//! ([`crate::api::validation`]): unknown fields, schema bounds and the CEL rules, with the field
+//! path in the error. Two objects of one kind with one name are an error naming both places;
+//! LogSources and ConsumerGroups keep their state under `<state dir>/sb-ls-<name>` (`sb-cg-`), so
+//! their names must be unique across namespaces too.
+//!
+//! A run ends with an error when a collector stopped with records it neither delivered nor
+//! dead-lettered (the drain timeout passed, or a dead-letter write failed): those records are read
+//! again from the checkpoint next time, and the error says how many.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use kube::ResourceExt;
 use serde::Deserialize;
 
+use crate::api::validation::SchemaValidator;
 use crate::api::{ConsumerGroup, LogSource, SiemDestination, GROUP, VERSION};
 use crate::collector::{shutdown_on_signals, Collector};
 use crate::render::{render_consumer_group, render_log_source, RenderTarget, RenderedCollector};
@@ -58,6 +70,15 @@ pub enum ManifestError {
         document: usize,
         kind: String,
         api_version: String,
+    },
+    #[error("{kind} {name:?} is declared twice: {first} and {second}{why}")]
+    Duplicate {
+        kind: String,
+        name: String,
+        /// `file document N` of each declaration.
+        first: String,
+        second: String,
+        why: &'static str,
     },
 }
 
@@ -153,9 +174,17 @@ fn with_namespace<K: kube::Resource>(mut obj: K) -> K {
     obj
 }
 
-/// Read every manifest.
+/// Where an object was declared, for duplicate errors.
+fn place(path: &Path, document: usize) -> String {
+    format!("{} document {document}", path.display())
+}
+
+/// Read every manifest, validated as the API server would validate it.
 pub fn load_manifests(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
     let mut out = Manifests::default();
+    let validator = SchemaValidator::new();
+    // (kind, namespace or "" where names must be unique across namespaces, name) -> (place, namespace)
+    let mut declared: BTreeMap<(String, String, String), (String, String)> = BTreeMap::new();
     for path in manifest_files(paths)? {
         let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io {
             path: path.display().to_string(),
@@ -167,23 +196,59 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
             .unwrap_or_else(|| PathBuf::from("."));
         for (i, (first_line, doc)) in split_documents(&text).into_iter().enumerate() {
             let document = i + 1;
-            let meta: TypeMeta = serde_yaml::from_str(&doc).map_err(|e| yaml_error(&path, document, first_line, &e))?;
+            let invalid = |message: String| ManifestError::Invalid {
+                path: path.display().to_string(),
+                document,
+                message,
+            };
+            let yaml: serde_yaml::Value =
+                serde_yaml::from_str(&doc).map_err(|e| yaml_error(&path, document, first_line, &e))?;
+            let meta: TypeMeta = serde_yaml::from_value(yaml.clone()).map_err(|e| invalid(e.to_string()))?;
             let ours = meta.api_version == format!("{GROUP}/{VERSION}");
             match (meta.kind.as_str(), ours) {
-                ("LogSource", true) => {
-                    let ls: LogSource =
-                        serde_yaml::from_str(&doc).map_err(|e| yaml_error(&path, document, first_line, &e))?;
-                    out.log_sources.push((with_namespace(ls), dir.clone()));
-                }
-                ("ConsumerGroup", true) => {
-                    let cg: ConsumerGroup =
-                        serde_yaml::from_str(&doc).map_err(|e| yaml_error(&path, document, first_line, &e))?;
-                    out.consumer_groups.push((with_namespace(cg), dir.clone()));
-                }
-                ("SiemDestination", true) => {
-                    let d: SiemDestination =
-                        serde_yaml::from_str(&doc).map_err(|e| yaml_error(&path, document, first_line, &e))?;
-                    out.destinations.push(with_namespace(d));
+                ("LogSource" | "ConsumerGroup" | "SiemDestination", true) => {
+                    let object = serde_json::to_value(&yaml).map_err(|e| invalid(e.to_string()))?;
+                    let object = validator.validate(object).map_err(|e| invalid(e.to_string()))?;
+                    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    let namespace = object["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("default")
+                        .to_string();
+                    // Collectors keep their state folder by name alone.
+                    let scope = match meta.kind.as_str() {
+                        "SiemDestination" => namespace.clone(),
+                        _ => String::new(),
+                    };
+                    let here = place(&path, document);
+                    let key = (meta.kind.clone(), scope, name.clone());
+                    if let Some((first, first_namespace)) = declared.insert(key, (here.clone(), namespace.clone())) {
+                        return Err(ManifestError::Duplicate {
+                            kind: meta.kind,
+                            name,
+                            first,
+                            second: here,
+                            why: if first_namespace == namespace {
+                                ""
+                            } else {
+                                " (in two namespaces, but a collector keeps its state folder by name alone, so names must be unique across namespaces)"
+                            },
+                        });
+                    }
+                    let typed = |e: serde_json::Error| invalid(format!("{} {name:?}: {e}", meta.kind));
+                    match meta.kind.as_str() {
+                        "LogSource" => {
+                            let ls: LogSource = serde_json::from_value(object).map_err(typed)?;
+                            out.log_sources.push((with_namespace(ls), dir.clone()));
+                        }
+                        "ConsumerGroup" => {
+                            let cg: ConsumerGroup = serde_json::from_value(object).map_err(typed)?;
+                            out.consumer_groups.push((with_namespace(cg), dir.clone()));
+                        }
+                        _ => {
+                            let d: SiemDestination = serde_json::from_value(object).map_err(typed)?;
+                            out.destinations.push(with_namespace(d));
+                        }
+                    }
                 }
                 ("Secret", _) if meta.api_version == "v1" => {
                     tracing::info!(
@@ -192,13 +257,7 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<Manifests, ManifestError> {
                         "skipping kind Secret: standalone mode reads secrets from environment variables SIEMBRIDGE_SECRET_<NAME>_<KEY>"
                     );
                 }
-                ("", _) => {
-                    return Err(ManifestError::Invalid {
-                        path: path.display().to_string(),
-                        document,
-                        message: "no kind".into(),
-                    })
-                }
+                ("", _) => return Err(invalid("no kind".into())),
                 (kind, _) => {
                     return Err(ManifestError::UnknownKind {
                         path: path.display().to_string(),
@@ -301,6 +360,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for (name, result) in results {
         match result {
+            Ok(summary) if summary.shortfall().is_some() => {
+                let message = summary.shortfall().unwrap_or_default();
+                tracing::error!(collector = %name, undelivered = summary.undelivered,
+                    dead_letter_failures = summary.dead_letter_failures, "{message}");
+                failed.push(format!("collector {name}: {message}"));
+            }
             Ok(summary) => tracing::info!(
                 collector = %name,
                 units = summary.units,

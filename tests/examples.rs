@@ -260,6 +260,9 @@ fn every_example_document_is_admitted_by_its_crd() {
                     for reason in admission.refusals(&doc.object) {
                         refused.push(format!("{}: {reason}", doc.at()));
                     }
+                    if let Err(e) = run_validator_refuses(&doc.object) {
+                        refused.push(format!("{}: siembridge run refuses it: {e}", doc.at()));
+                    }
                 }
                 // Examples document `kubectl create secret` instead of committing Secrets.
                 "Secret" => refused.push(format!(
@@ -448,17 +451,33 @@ fn cg_spec(replicas: i64) -> Value {
            "replicas": replicas})
 }
 
+/// `siembridge run`'s own validator (src/api/validation.rs) must agree with this independent
+/// one: both refuse or both admit.
+fn run_validator_refuses(object: &Value) -> Result<(), String> {
+    siembridge::api::validation::SchemaValidator::new()
+        .validate(object.clone())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 fn assert_refused(admission: &Admission, object: &Value, needle: &str) {
     let refusals = admission.refusals(object);
     assert!(
         refusals.iter().any(|r| r.contains(needle)),
         "expected a refusal mentioning {needle:?} for {object}, got {refusals:?}"
     );
+    assert!(
+        run_validator_refuses(object).is_err(),
+        "siembridge run's validator admits {object}, which the CRD refuses: {refusals:?}"
+    );
 }
 
 fn assert_admitted(admission: &Admission, object: &Value) {
     let refusals = admission.refusals(object);
     assert!(refusals.is_empty(), "{object} is refused: {refusals:?}");
+    if let Err(e) = run_validator_refuses(object) {
+        panic!("siembridge run's validator refuses {object}, which the CRD admits: {e}");
+    }
 }
 
 #[test]

@@ -17,9 +17,9 @@ use kube::Client;
 use serde_json::{json, Value};
 use siembridge::api::conditions::{reasons, types};
 use siembridge::api::{
-    ConsumerGroup, ConsumerGroupSpec, DestinationRef, EntraCredentials, EventHubCredentials, EventHubRef,
-    EventHubSource, GraphEndpoint, GraphSource, LogSource, LogSourceSpec, ReplaySource, SecretKeySelector,
-    SiemDestination, SiemDestinationSpec, SplunkHecSpec, StdoutSpec,
+    BlobCredentials, BlobSource, ConsumerGroup, ConsumerGroupSpec, DestinationRef, EntraCredentials,
+    EventHubCredentials, EventHubRef, EventHubSource, GraphEndpoint, GraphSource, LogSource, LogSourceSpec,
+    ReplaySource, SecretKeySelector, SiemDestination, SiemDestinationSpec, SplunkHecSpec, StdoutSpec,
 };
 use siembridge::operator::connectivity::ConnectivityCheck;
 use siembridge::operator::context::{Context, Stores};
@@ -1171,4 +1171,78 @@ async fn a_blocked_log_source_keeps_the_progress_of_its_running_collector() {
     assert_eq!(condition(&status, types::READY)["reason"], reasons::SECRET_NOT_FOUND);
     assert_eq!(status["eventsForwarded"], 7);
     assert_eq!(condition(&status, types::THROTTLED)["status"], "True");
+}
+
+/// A LogSource of a kind this collector cannot run (`azureBlob`) gets a `SourceNotSupported`
+/// condition and no collector: its pod would only crash-loop. A collector left from before is
+/// removed.
+#[tokio::test]
+async fn a_source_kind_the_collector_cannot_run_is_a_condition_not_a_crash_loop() {
+    let mut ls = LogSource::new(
+        "archive",
+        LogSourceSpec {
+            azure_blob: Some(BlobSource {
+                account_url: "https://example.blob.core.windows.net".into(),
+                containers: vec!["insights-logs-signinlogs".into()],
+                credentials: BlobCredentials {
+                    connection_string: Some(SecretKeySelector {
+                        name: "archive".into(),
+                        key: "cs".into(),
+                    }),
+                    ..BlobCredentials::default()
+                },
+                ..BlobSource::default()
+            }),
+            destinations: vec![DestinationRef { name: "console".into() }],
+            ..LogSourceSpec::default()
+        },
+    );
+    meta(&mut ls, "11111111-2222-3333-4444-666666666666");
+    let stale = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "sb-ls-archive", "namespace": NS}});
+    let lists = BTreeMap::from([("/deployments".to_string(), vec![stale])]);
+    let (client, server) = ApiServer::start(vec![serde_json::to_value(&ls).unwrap()], lists, false, None);
+    let ctx = context(
+        client,
+        stores(
+            vec![ls.clone()],
+            vec![],
+            vec![stdout_destination()],
+            vec![secret("archive", "cs", "1")],
+            vec![],
+            vec![],
+        ),
+        stub(true),
+    );
+    let action = log_source::reconcile(Arc::new(ls), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    // No collector applied: the one left from before is deleted, then the status and a Warning.
+    let mut expected = vec![
+        "GET /apis/apps/v1/namespaces/soc/deployments".to_string(),
+        "DELETE /apis/apps/v1/namespaces/soc/deployments/sb-ls-archive".to_string(),
+    ];
+    expected.extend(list_lines().into_iter().skip(1));
+    expected.push(EVENTS.into());
+    expected.push("PATCH /apis/siembridge.io/v1alpha1/namespaces/soc/logsources/archive/status".into());
+    expected.push(EVENTS.into());
+    assert_eq!(server.lines(), expected);
+    let calls = server.calls();
+    assert_eq!(calls[6].body.as_ref().unwrap()["reason"], "CollectorDeleted");
+    assert!(calls[7].is_field_manager_apply());
+    let status = &calls[7].body.as_ref().unwrap()["status"];
+    assert_eq!(status["sourceType"], "azureBlob");
+    let ready = condition(status, types::READY);
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], reasons::SOURCE_NOT_SUPPORTED);
+    let warning = calls[8].body.as_ref().unwrap();
+    assert_eq!(warning["type"], "Warning");
+    assert_eq!(warning["reason"], reasons::SOURCE_NOT_SUPPORTED);
+    assert_eq!(
+        ctx.metrics
+            .failures
+            .with_label_values(&["logsource", reasons::SOURCE_NOT_SUPPORTED])
+            .get(),
+        1
+    );
+    assert!(ready["message"].as_str().unwrap().contains("azureBlob"), "{ready}");
 }

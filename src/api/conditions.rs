@@ -25,6 +25,8 @@ pub mod reasons {
     pub const DESTINATION_NOT_FOUND: &str = "DestinationNotFound";
     pub const CONSUMER_GROUP_NOT_FOUND: &str = "ConsumerGroupNotFound";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The spec is valid but this collector cannot run its source kind (yet).
+    pub const SOURCE_NOT_SUPPORTED: &str = "SourceNotSupported";
     pub const SUSPENDED: &str = "Suspended";
     pub const DEPLOYMENT_READY: &str = "DeploymentReady";
     pub const DEPLOYMENT_PROGRESSING: &str = "DeploymentProgressing";

@@ -527,7 +527,8 @@ pub struct StdoutSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileSpec {
-    /// Path of the file; rotated files get a numeric suffix.
+    /// Path of the file; rotated files get a numeric suffix. Only a regular file is rotated: a
+    /// device or FIFO (`/dev/null`) is written to as it is.
     #[schemars(length(min = 1))]
     pub path: String,
     /// Size at which the file is rotated, in bytes.

@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod consumer_group;
 pub mod destination;
 pub mod log_source;
+pub mod validation;
 
 pub use common::*;
 pub use consumer_group::*;

@@ -157,6 +157,11 @@ impl InFlight {
         self.units.len()
     }
 
+    /// Deliveries still awaited by the open units.
+    pub fn pending_deliveries(&self) -> u64 {
+        self.units.iter().map(|u| u64::from(u.pending)).sum()
+    }
+
     /// Units fully acknowledged since the tracker was made.
     pub fn completed(&self) -> u64 {
         self.completed

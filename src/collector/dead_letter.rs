@@ -327,6 +327,8 @@ pub struct DeadLetters {
     queues: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Event>>>,
     tallies: Mutex<HashMap<Arc<str>, Tally>>,
     metric: Option<prometheus::IntCounterVec>,
+    /// Records whose dead letter could not be made safe, over the collector's life.
+    failed: std::sync::atomic::AtomicU64,
 }
 
 impl DeadLetters {
@@ -344,6 +346,7 @@ impl DeadLetters {
             queues: Mutex::default(),
             tallies: Mutex::default(),
             metric,
+            failed: Default::default(),
         }
     }
 
@@ -505,7 +508,13 @@ impl DeadLetters {
         t.last_reason = Some(bounded(reason));
     }
 
+    /// Records whose dead letter could not be made safe so far (they stay unacknowledged).
+    pub fn failed_records(&self) -> u64 {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn fail(&self, log_source: &Arc<str>, message: &str) {
+        self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tallies = self.tallies.lock().unwrap_or_else(|p| p.into_inner());
         tallies.entry(log_source.clone()).or_default().error = Some(bounded(message));
     }

@@ -78,7 +78,8 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-/// Run a collector until SIGTERM or Ctrl-C; drain and checkpoint on the way out.
+/// Run a collector until SIGTERM or Ctrl-C; drain and checkpoint on the way out. Records left
+/// neither delivered nor dead-lettered make the exit non-zero, with how many.
 pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     let name = config.collector.clone();
@@ -91,7 +92,12 @@ pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
         units = summary.units,
         records = summary.records,
         fully_checkpointed = summary.fully_checkpointed,
+        undelivered = summary.undelivered,
+        dead_letter_failures = summary.dead_letter_failures,
         "collector stopped"
     );
-    Ok(())
+    match summary.shortfall() {
+        Some(message) => anyhow::bail!("collector {name}: {message}"),
+        None => Ok(()),
+    }
 }

@@ -56,6 +56,31 @@ pub struct RunSummary {
     pub fully_checkpointed: bool,
     /// Final checkpoint position per stream.
     pub positions: BTreeMap<String, String>,
+    /// Deliveries (a record to one destination) neither delivered nor dead-lettered when the run
+    /// ended: the drain timeout passed, or their dead letter could not be written. The checkpoint
+    /// holds before them; the next run reads them again.
+    pub undelivered: u64,
+    /// Source units held open by those deliveries.
+    pub unfinished_units: u64,
+    /// Records whose dead-letter write failed (counted in `undelivered` too).
+    pub dead_letter_failures: u64,
+}
+
+impl RunSummary {
+    /// What a run left undone, as a message for a non-zero exit; `None` when nothing.
+    pub fn shortfall(&self) -> Option<String> {
+        if self.undelivered == 0 && self.dead_letter_failures == 0 {
+            return None;
+        }
+        let mut message = format!(
+            "stopped with {} records not delivered in {} source units; they will be read again from the checkpoint on the next start",
+            self.undelivered, self.unfinished_units
+        );
+        if self.dead_letter_failures > 0 {
+            message.push_str(&format!(" ({} dead-letter writes failed)", self.dead_letter_failures));
+        }
+        Some(message)
+    }
 }
 
 /// A collector ready to run: its config plus test and benchmark hooks.
@@ -364,8 +389,12 @@ impl Collector {
         source.close().await;
         reporter.publish(&state.build()).await;
         let mut fully = checkpointer.failures().is_empty();
+        let (mut undelivered, mut unfinished_units) = (0, 0);
         for t in trackers.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            fully &= t.lock().open_units() == 0;
+            let inflight = t.lock();
+            fully &= inflight.open_units() == 0;
+            undelivered += inflight.pending_deliveries();
+            unfinished_units += inflight.open_units() as u64;
         }
         // What was saved, never an acknowledged position the store did not take.
         let positions = checkpointer.positions();
@@ -378,6 +407,9 @@ impl Collector {
             source_finished,
             fully_checkpointed: fully && drained,
             positions,
+            undelivered,
+            unfinished_units,
+            dead_letter_failures: dead_letter.failed_records(),
         })
     }
 }

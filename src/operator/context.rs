@@ -341,6 +341,7 @@ impl Context {
             reasons::DESTINATION_NOT_FOUND,
             reasons::CONSUMER_GROUP_NOT_FOUND,
             reasons::INVALID_SPEC,
+            reasons::SOURCE_NOT_SUPPORTED,
         ];
         if new.status == "True" {
             self.publish(regarding, EventType::Normal, "Ready", "Reconcile", new.message.clone())

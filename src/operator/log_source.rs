@@ -56,6 +56,12 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
             // Keep whatever runs: a missing reference is often a moment in a rollout
             // (Secret applied after the LogSource), not a reason to stop a working collector.
             ctx.metrics.failure(CONTROLLER, blocked.reason);
+            if blocked.reason == reasons::SOURCE_NOT_SUPPORTED {
+                // Not a moment: a collector of this spec would only crash-loop, and one left
+                // from an older spec reads a source no longer asked for.
+                let deleted = delete_unwanted(&ctx.client, &owner, &[], false).await?;
+                ctx.announce_deleted(&ls.object_ref(&()), &deleted).await;
+            }
             // A collector that still runs keeps reporting progress.
             (None, ctx.stores.report(&namespace, &collector_name), BLOCKED_REQUEUE)
         }

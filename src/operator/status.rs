@@ -10,7 +10,8 @@ use crate::config::{CollectorReport, LogSourceReport, REPORT_STALE_SECONDS};
 /// Something only the user can fix, reported with a condition reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Blocked {
-    /// One of `SecretNotFound`, `DestinationNotFound`, `ConsumerGroupNotFound`, `InvalidSpec`.
+    /// One of `SecretNotFound`, `DestinationNotFound`, `ConsumerGroupNotFound`, `InvalidSpec`,
+    /// `SourceNotSupported`.
     pub reason: &'static str,
     /// What is missing or wrong, naming the object.
     pub message: String,

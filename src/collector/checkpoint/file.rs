@@ -93,25 +93,37 @@ impl CheckpointStore for FileCheckpointStore {
     }
 }
 
-/// Write `body` to `path` so that readers see the old or the new content, never a mix.
+/// Write `body` to `path` so that readers see the old or the new content, never a mix. The file
+/// is readable by its owner only (0600 on Unix): checkpoints and reports name the user's tenant,
+/// positions and error text.
 pub async fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let path = path.to_path_buf();
     let body = body.to_vec();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || write_atomically_blocking(&path, &body))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// [`write_atomically`] for code already on a blocking thread.
+pub fn write_atomically_blocking(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
+        // A temporary file left by a crash keeps its old mode through `open`: set it.
+        #[cfg(unix)]
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        f.write_all(body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -139,6 +151,28 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains("tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    /// Checkpoints are owner-only, also when they replace a file (or a crash's temporary file)
+    /// that was not.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn checkpoint_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpointStore::open(dir.path()).await.unwrap();
+        let path = store.path_of("replay");
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        for old in [&path, &tmp] {
+            std::fs::write(old, b"{}").unwrap();
+            std::fs::set_permissions(old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        store.save("replay", &Checkpoint::default()).await.unwrap();
+        store.save("partition/0", &Checkpoint::default()).await.unwrap();
+        for p in [path, store.path_of("partition/0")] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
     }
 
     #[tokio::test]

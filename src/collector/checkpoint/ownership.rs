@@ -155,9 +155,7 @@ impl FileOwnership {
             let (out, changed) = op(&mut records)?;
             if changed {
                 let body = serde_json::to_vec_pretty(&records).map_err(|e| me.error(e))?;
-                let tmp = dir.join(format!("ownership.json.tmp-{}", std::process::id()));
-                std::fs::write(&tmp, &body).map_err(|e| me.error(e))?;
-                std::fs::rename(&tmp, &path).map_err(|e| me.error(e))?;
+                super::file::write_atomically_blocking(&path, &body).map_err(|e| me.error(e))?;
             }
             let _ = lock.unlock();
             Ok(out)

@@ -254,6 +254,21 @@ pub trait Source: Send {
 }
 
 /// Build the source a collector config names. The one registration point of source kinds.
+/// Whether this collector can run a source of this kind: the one place that says so. Rendering
+/// ([`crate::render::render_log_source`]) refuses the others, so the operator shows a
+/// `SourceNotSupported` condition and `siembridge run` stops before starting anything, instead of a
+/// collector that fails at start and crash-loops. A new source kind: its arm in [`build`], and
+/// `true` here.
+pub fn supports(config: &SourceConfig) -> bool {
+    match config {
+        SourceConfig::EventHub { .. }
+        | SourceConfig::ManagementActivityApi(_)
+        | SourceConfig::Graph(_)
+        | SourceConfig::Replay(_) => true,
+        SourceConfig::AzureBlob(_) => false,
+    }
+}
+
 pub async fn build(
     config: &SourceConfig,
     secrets: &crate::config::SecretSource,
