@@ -15,9 +15,10 @@ export SIEMBRIDGE_TEST_PYTHON="$PWD/e2e/.venv/bin/python"
 if [ ! -x e2e/.azurite/node_modules/.bin/azurite-blob ]; then
     npm install --prefix e2e/.azurite --no-audit --no-fund azurite@3.37.0
 fi
-# rsyslog with its TLS stream drivers (syslog destination tests).
-if [ ! -x /usr/sbin/rsyslogd ] || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog rsyslog-openssl
+# rsyslog with its TLS stream drivers and RELP input (syslog destination tests).
+if [ ! -x /usr/sbin/rsyslogd ] || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so ] \
+    || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog rsyslog-openssl rsyslog-relp
 fi
 
 echo "== format and lint"
