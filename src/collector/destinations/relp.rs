@@ -131,10 +131,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> RelpSession<S> {
             return false;
         }
         let mut buf = [0u8; 256];
-        matches!(
-            tokio::time::timeout(Duration::ZERO, self.stream.read(&mut buf)).await,
-            Err(_)
-        )
+        // A read that would block (the zero timeout elapses) means nothing is there.
+        tokio::time::timeout(Duration::ZERO, self.stream.read(&mut buf))
+            .await
+            .is_err()
     }
 
     /// Send each message as a `syslog` command, at most [`WINDOW`] unanswered at a time, and
