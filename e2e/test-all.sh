@@ -15,11 +15,13 @@ export SIEMBRIDGE_TEST_PYTHON="$PWD/e2e/.venv/bin/python"
 if [ ! -x e2e/.azurite/node_modules/.bin/azurite-blob ]; then
     npm install --prefix e2e/.azurite --no-audit --no-fund azurite@3.37.0
 fi
-# rsyslog with its TLS stream drivers (syslog destination tests); buildah (container image test);
+# rsyslog with its TLS stream drivers and RELP input (syslog destination tests); buildah (container image test);
 # Lua 5.4 (Argo CD health check test).
 if [ ! -x /usr/sbin/rsyslogd ] || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so ] \
+    || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so ] \
     || ! command -v buildah >/dev/null || ! command -v lua5.4 >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog rsyslog-openssl buildah lua5.4
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog rsyslog-openssl rsyslog-relp \
+        buildah lua5.4
 fi
 
 # A real Kubernetes API server for the cluster suites (tests/*cluster*.rs): KUBECONFIG when set,

@@ -40,7 +40,7 @@ pub struct SiemDestinationSpec {
     /// Elasticsearch or OpenSearch `_bulk` API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elasticsearch: Option<ElasticsearchSpec>,
-    /// Syslog receiver (RFC 5424 over TCP, TLS or UDP), e.g. IBM QRadar.
+    /// Syslog receiver (RFC 5424 over TCP, TLS, RELP or UDP), e.g. IBM QRadar or rsyslog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syslog: Option<SyslogSpec>,
     /// Sekoia.io HTTP intake.
@@ -293,13 +293,30 @@ pub struct BasicAuth {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum SyslogTransport {
-    /// TCP with RFC 6587 octet counting.
+    /// TCP with RFC 6587 octet counting; no acknowledgement (see `confirmDelayMs`).
     Tcp,
-    /// TLS (RFC 5425) with octet counting.
+    /// TLS (RFC 5425) with octet counting; no acknowledgement (see `confirmDelayMs`).
     #[default]
     Tls,
     /// UDP (RFC 5426); lossy, messages over `maxMessageBytes` are dead-lettered.
     Udp,
+    /// RELP, the Reliable Event Logging Protocol (rsyslog `imrelp`): every message is
+    /// acknowledged by the receiver; unacknowledged ones are sent again.
+    Relp,
+    /// RELP inside TLS from the first byte (rsyslog `imrelp` with `tls="on"`), `tls` options apply.
+    RelpTls,
+}
+
+impl SyslogTransport {
+    /// Whether the connection is TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, SyslogTransport::Tls | SyslogTransport::RelpTls)
+    }
+
+    /// Whether the receiver acknowledges each message (RELP).
+    pub fn is_relp(self) -> bool {
+        matches!(self, SyslogTransport::Relp | SyslogTransport::RelpTls)
+    }
 }
 
 /// Message body of a syslog destination.
@@ -322,11 +339,13 @@ pub struct SyslogSpec {
     /// Host name or address of the receiver.
     #[schemars(length(min = 1, max = 253))]
     pub host: String,
-    /// Port; 6514 for TLS, 514 otherwise when unset.
+    /// Port; when unset 6514 for `tls` (RFC 5425), 2514 for `relp` and `relpTls` (the port of
+    /// rsyslog's imrelp documentation; RELP has no registered port) and 514 otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
-    /// Transport.
+    /// Transport: `tls` (default), `tcp`, `relp` (each message acknowledged by the receiver),
+    /// `relpTls` or `udp`.
     #[serde(default)]
     pub transport: SyslogTransport,
     /// Message body.
@@ -344,12 +363,31 @@ pub struct SyslogSpec {
     #[serde(default = "SyslogSpec::default_max_message_bytes")]
     #[schemars(range(min = 480, max = 1048576))]
     pub max_message_bytes: u32,
-    /// TLS options (transport `tls`).
+    /// TLS options (transports `tls` and `relpTls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// Transports `tcp` and `tls`, which have no acknowledgement: a batch counts as delivered
+    /// only once the connection has stayed up this long after the write; a reset or close
+    /// within it sends the batch again. 0 counts a batch delivered as soon as it is written.
+    /// RELP and UDP ignore it.
+    #[serde(default = "SyslogSpec::default_confirm_delay_ms")]
+    #[schemars(range(min = 0, max = 60000))]
+    pub confirm_delay_ms: u32,
 }
 
 impl SyslogSpec {
+    /// The port connected to: `port`, else the transport's default.
+    pub fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(match self.transport {
+            SyslogTransport::Tls => 6514,
+            SyslogTransport::Relp | SyslogTransport::RelpTls => 2514,
+            SyslogTransport::Tcp | SyslogTransport::Udp => 514,
+        })
+    }
+    /// The default of `confirmDelayMs`.
+    pub fn default_confirm_delay_ms() -> u32 {
+        100
+    }
     fn default_app_name() -> String {
         "siembridge".to_string()
     }

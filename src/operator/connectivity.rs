@@ -57,13 +57,9 @@ pub fn check_target(spec: &SiemDestinationSpec) -> Result<Vec<CheckTarget>, Targ
             .collect::<Result<_, _>>()?,
         DestinationKind::Syslog(s) => match s.transport {
             SyslogTransport::Udp => vec![CheckTarget::NotNetworked("syslog over UDP is not checked")],
-            SyslogTransport::Tcp => vec![CheckTarget::Tcp {
+            _ => vec![CheckTarget::Tcp {
                 host: s.host.clone(),
-                port: s.port.unwrap_or(514),
-            }],
-            SyslogTransport::Tls => vec![CheckTarget::Tcp {
-                host: s.host.clone(),
-                port: s.port.unwrap_or(6514),
+                port: s.port_or_default(),
             }],
         },
         DestinationKind::Sekoia(s) => vec![url_target(s.url.as_deref().unwrap_or("https://intake.sekoia.io"))?],

@@ -1,7 +1,12 @@
-//! rsyslog (Debian package `rsyslog`, with `rsyslog-openssl` for TLS) started by a test with its
-//! own configuration in a temporary directory: imtcp (plain or TLS with the `ossl` stream driver)
-//! and imudp on 127.0.0.1 free ports, every message written to one file with a template that
-//! keeps the raw message (`%rawmsg%`), one per line. Killed by its own PID when dropped.
+//! rsyslog (Debian package `rsyslog`, with `rsyslog-openssl` for TLS and `rsyslog-relp` for RELP)
+//! started by a test with its own configuration in a temporary directory: imtcp (plain or TLS
+//! with the `ossl` stream driver), imrelp and imudp on 127.0.0.1 free ports, every message written
+//! to one file with a template that keeps the raw message (`%rawmsg%`), one per line. Killed by
+//! its own PID when dropped.
+//!
+//! With RELP the main queue is `Direct`: imrelp answers `200` once a message is queued, and with
+//! a direct queue "queued" means the output action has run, so a SIGKILL loses nothing that was
+//! acknowledged (with the default in-memory queue it would lose the queue).
 //!
 //! `e2e/test-all.sh` installs the packages. Missing locally: the test prints why and skips.
 //! Missing with `CI=true`: the test fails.
@@ -29,6 +34,12 @@ pub struct Listeners {
     pub tls: Option<TlsMaterial>,
     /// Listen on this TCP port instead of a free one (a restarted receiver).
     pub tcp_port: Option<u16>,
+    /// A RELP listener (imrelp).
+    pub relp: bool,
+    /// RELP inside TLS (imrelp `tls="on"`) with these certificates.
+    pub relp_tls: Option<TlsMaterial>,
+    /// Listen for RELP on this port instead of a free one (a restarted receiver).
+    pub relp_port: Option<u16>,
 }
 
 /// A running rsyslogd.
@@ -37,6 +48,7 @@ pub struct Rsyslog {
     pub tcp_port: Option<u16>,
     pub udp_port: Option<u16>,
     pub tls_port: Option<u16>,
+    pub relp_port: Option<u16>,
     pub out: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -49,11 +61,17 @@ impl Drop for Rsyslog {
 }
 
 /// The rsyslogd executable, if installed (with the ossl driver when TLS is wanted).
-pub fn executable(tls: bool) -> Option<PathBuf> {
+pub fn executable(tls: bool, relp: bool) -> Option<PathBuf> {
     let exe = std::env::var("SIEMBRIDGE_RSYSLOGD")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("/usr/sbin/rsyslogd"));
     if !exe.exists() {
+        return None;
+    }
+    if relp
+        && !Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so").exists()
+        && !Path::new("/usr/lib/rsyslog").exists()
+    {
         return None;
     }
     if tls && !Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so").exists() {
@@ -75,8 +93,8 @@ fn free_udp_port() -> u16 {
 
 /// Start rsyslogd, or `None` (with a printed reason) when it is not installed outside CI.
 pub fn start(listeners: Listeners) -> Option<Rsyslog> {
-    let Some(exe) = executable(listeners.tls.is_some()) else {
-        let msg = "rsyslogd (Debian rsyslog, rsyslog-openssl) is not installed: run e2e/test-all.sh";
+    let Some(exe) = executable(listeners.tls.is_some(), listeners.relp || listeners.relp_tls.is_some()) else {
+        let msg = "rsyslogd (Debian rsyslog, rsyslog-openssl, rsyslog-relp) is not installed: run e2e/test-all.sh";
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{msg}");
         }
@@ -88,6 +106,8 @@ pub fn start(listeners: Listeners) -> Option<Rsyslog> {
     let out = d.join("out.log");
     let tcp_port = (listeners.tcp || listeners.tls.is_some()).then(|| listeners.tcp_port.unwrap_or_else(free_tcp_port));
     let udp_port = listeners.udp.then(free_udp_port);
+    let relp = listeners.relp || listeners.relp_tls.is_some();
+    let relp_port = relp.then(|| listeners.relp_port.unwrap_or_else(free_tcp_port));
     let mut conf = String::new();
     let mut global = format!("workDirectory=\"{}\" maxMessageSize=\"256k\"", d.display());
     if let Some(tls) = &listeners.tls {
@@ -101,6 +121,27 @@ pub fn start(listeners: Listeners) -> Option<Rsyslog> {
         ));
     }
     conf.push_str(&format!("global({global})\n"));
+    if let Some(port) = relp_port {
+        conf.push_str("main_queue(queue.type=\"Direct\")\n");
+        conf.push_str("module(load=\"imrelp\")\n");
+        let mut tls = String::new();
+        if let Some(t) = &listeners.relp_tls {
+            std::fs::write(d.join("relp-ca.pem"), &t.ca_pem).unwrap();
+            std::fs::write(d.join("relp-cert.pem"), &t.server_cert_pem).unwrap();
+            std::fs::write(d.join("relp-key.pem"), &t.server_key_pem).unwrap();
+            tls = format!(
+                " tls=\"on\" tls.caCert=\"{0}/relp-ca.pem\" tls.myCert=\"{0}/relp-cert.pem\" \
+                 tls.myPrivKey=\"{0}/relp-key.pem\"",
+                d.display()
+            );
+            if t.require_client_cert {
+                tls.push_str(" tls.authMode=\"certvalid\"");
+            }
+        }
+        conf.push_str(&format!(
+            "input(type=\"imrelp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"out\"{tls})\n"
+        ));
+    }
     if let Some(port) = tcp_port {
         match &listeners.tls {
             Some(tls) => {
@@ -152,11 +193,12 @@ pub fn start(listeners: Listeners) -> Option<Rsyslog> {
         tcp_port: tcp_port.filter(|_| listeners.tls.is_none()),
         udp_port,
         tls_port: tcp_port.filter(|_| listeners.tls.is_some()),
+        relp_port,
         out,
         dir,
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    if let Some(port) = tcp_port {
+    for port in tcp_port.into_iter().chain(relp_port) {
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
@@ -217,5 +259,22 @@ impl Rsyslog {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (a clean shutdown), and wait for the process to exit.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {}", self.child.id());
+        let _ = self.child.wait();
     }
 }

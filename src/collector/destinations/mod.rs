@@ -27,6 +27,7 @@ pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod http_client;
+pub mod relp;
 pub mod sekoia;
 pub mod sentinel;
 pub mod splunk_hec;

@@ -1,5 +1,6 @@
-//! `syslog`: RFC 5424 messages over TCP or TLS (RFC 6587 octet counting; RFC 5425) or UDP
-//! (RFC 5426), with the event as JSON, LEEF 2.0 (QRadar) or CEF (PROTOCOLS.md sections 7.3, 7.4).
+//! `syslog`: RFC 5424 messages over TCP or TLS (RFC 6587 octet counting; RFC 5425), RELP
+//! (plain or in TLS; [`super::relp`]) or UDP (RFC 5426), with the event as JSON, LEEF 2.0 (QRadar)
+//! or CEF (PROTOCOLS.md sections 7.3, 7.4).
 //!
 //! Message: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME - MSGID [siembridge@32473 id=".." logsource=".."] MSG`
 //! - PRI = facility * 8 + a syslog severity mapped from the event's 0-10 severity (the CEF rule:
@@ -14,12 +15,20 @@
 //!   documentation, used until siembridge has its own.
 //! - MSG is sent without a BOM: QRadar and several receivers keep the BOM as part of the payload.
 //!
-//! Delivery: a batch is written to one connection as octet-counted frames and flushed; the batch
-//! is acknowledged only once the write and flush returned. Before a pooled connection is reused,
-//! a non-blocking read tells whether the receiver closed it, so a restarted receiver does not
-//! swallow a batch into a dead socket. A failed write drops the connection and the batch is
-//! retried (the shared delivery backoff is the reconnect backoff): at-least-once, since syslog
-//! has no application-level acknowledgement.
+//! Delivery over RELP: each message is one RELP command and the receiver answers each one; a
+//! message is delivered when its `200` arrives, and the messages left unanswered by a broken
+//! session are retried on a new one (at least once; at most the RELP window of 128 duplicates
+//! per broken session, logged with their count).
+//!
+//! Delivery over TCP and TLS, which have no acknowledgement: a batch is written to one
+//! connection as octet-counted frames and flushed, then the connection must stay up for
+//! `confirmDelayMs`: a read on it during that time sees a receiver that resets or closes it
+//! (a receiver that dies with unread data resets), and the whole batch is sent again on a new
+//! connection. Before a pooled connection is reused, a non-blocking read tells whether the
+//! receiver closed it. What remains unseen: a receiver that fails later than `confirmDelayMs`
+//! after the write while the batch still sat unread in its socket buffer, or read but not yet
+//! stored, and bytes still in this side's send buffer after the delay (a stalled network).
+//! The `syslog_rsyslog` tests measure both transports against receivers that reset mid-stream.
 //!
 //! Size limit: a message longer than `maxMessageBytes` is dead-lettered, not truncated, on every
 //! transport (UDP datagrams are further capped at 65 507 bytes). A cut JSON, LEEF or CEF payload
@@ -38,6 +47,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::TlsConnector;
 
+use super::relp::{MessageOutcome, RelpSession};
 use super::{BuildError, Destination, Event, EventOutcome, SendOutcome};
 use crate::api::{SyslogPayload, SyslogSpec, SyslogTransport, TlsSpec};
 use crate::collector::destinations::azure_blob::parse_time;
@@ -71,8 +81,13 @@ pub struct SyslogDestination {
     max_message_bytes: usize,
     /// The collector's host name, for events that name none.
     hostname: String,
+    /// TCP and TLS: how long a connection must stay up after a write for the batch to count.
+    confirm_delay: Duration,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Idle TCP or TLS connections.
     pool: Mutex<Vec<Box<dyn Stream>>>,
+    /// Idle RELP sessions.
+    relp_pool: Mutex<Vec<RelpSession<Box<dyn Stream>>>>,
     udp: tokio::sync::Mutex<Option<Arc<UdpSocket>>>,
     cef: CefOptions,
     leef: LeefOptions,
@@ -91,29 +106,26 @@ impl std::fmt::Debug for SyslogDestination {
 impl SyslogDestination {
     /// Build from the spec; TLS material is read from Secrets now.
     pub fn new(name: &str, spec: &SyslogSpec, secrets: &SecretSource) -> Result<Self, BuildError> {
-        let tls = match spec.transport {
-            SyslogTransport::Tls => {
-                let default = TlsSpec::default();
-                let t = spec.tls.as_ref().unwrap_or(&default);
-                Some(tls_connector(name, &spec.host, t, secrets)?)
-            }
-            _ => None,
+        let tls = if spec.transport.is_tls() {
+            let default = TlsSpec::default();
+            let t = spec.tls.as_ref().unwrap_or(&default);
+            Some(tls_connector(name, &spec.host, t, secrets)?)
+        } else {
+            None
         };
-        let port = spec.port.unwrap_or(match spec.transport {
-            SyslogTransport::Tls => 6514,
-            _ => 514,
-        });
         Ok(SyslogDestination {
             host: spec.host.clone(),
-            port,
+            port: spec.port_or_default(),
             transport: spec.transport,
             payload: spec.payload,
             app_name: header_field(&spec.app_name, 48),
             facility: spec.facility.min(23),
             max_message_bytes: spec.max_message_bytes as usize,
             hostname: local_hostname(),
+            confirm_delay: Duration::from_millis(u64::from(spec.confirm_delay_ms)),
             tls,
             pool: Mutex::new(Vec::new()),
+            relp_pool: Mutex::new(Vec::new()),
             udp: tokio::sync::Mutex::new(None),
             cef: CefOptions::default(),
             leef: LeefOptions::default(),
@@ -121,12 +133,17 @@ impl SyslogDestination {
     }
 
     /// Connectivity check for the SiemDestination `Ready` condition: a TCP connect and, with
-    /// TLS, a full handshake (which proves the CA, the server name and a client certificate).
-    /// UDP has nothing to check.
+    /// TLS, a full handshake (which proves the CA, the server name and a client certificate);
+    /// with RELP also the session `open`. UDP has nothing to check.
     pub async fn check(&self) -> Result<(), String> {
         match self.transport {
             SyslogTransport::Udp => Ok(()),
-            _ => self.connect().await.map(|_| ()),
+            SyslogTransport::Relp | SyslogTransport::RelpTls => {
+                let session = self.relp_session().await?;
+                self.relp_pool.lock().unwrap_or_else(|p| p.into_inner()).push(session);
+                Ok(())
+            }
+            SyslogTransport::Tcp | SyslogTransport::Tls => self.connect().await.map(|_| ()),
         }
     }
 
@@ -224,23 +241,124 @@ impl SyslogDestination {
         self.connect().await
     }
 
-    async fn send_stream(&self, frames: &[u8]) -> Result<(), String> {
+    /// TCP or TLS: write the messages as octet-counted frames, then hold the connection for the
+    /// confirmation delay. `Err` means none of them counts as delivered.
+    async fn send_stream(&self, messages: &[Vec<u8>]) -> Result<(), String> {
+        let mut frames = Vec::with_capacity(messages.iter().map(|m| m.len() + 8).sum());
+        for m in messages {
+            frames.extend_from_slice(m.len().to_string().as_bytes());
+            frames.push(b' ');
+            frames.extend_from_slice(m);
+        }
         let mut s = self.stream().await?;
         let written = async {
-            s.write_all(frames).await?;
+            s.write_all(&frames).await?;
             s.flush().await
         }
         .await;
-        match written {
-            Ok(()) => {
-                let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-                if pool.len() < POOL_MAX {
-                    pool.push(s);
-                }
-                Ok(())
-            }
-            Err(e) => Err(format!("write to {}:{}: {e}", self.host, self.port)),
+        if let Err(e) = written {
+            return Err(format!("write to {}:{}: {e}", self.host, self.port));
         }
+        if let Err(why) = stays_up(&mut s, self.confirm_delay).await {
+            tracing::warn!(
+                host = %self.host,
+                port = self.port,
+                messages = messages.len(),
+                "syslog receiver {why} within confirmDelayMs of the write; the batch is sent again"
+            );
+            return Err(format!(
+                "{}:{} {why} within confirmDelayMs ({} ms) of the write",
+                self.host,
+                self.port,
+                self.confirm_delay.as_millis()
+            ));
+        }
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(s);
+        }
+        Ok(())
+    }
+
+    /// An idle RELP session the receiver has not closed, else a new one.
+    async fn relp_session(&self) -> Result<RelpSession<Box<dyn Stream>>, String> {
+        loop {
+            let pooled = self.relp_pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some(mut s) = pooled else { break };
+            if s.still_open().await {
+                return Ok(s);
+            }
+            tracing::debug!(host = %self.host, port = self.port, "RELP receiver closed a pooled session");
+        }
+        let stream = self.connect().await?;
+        RelpSession::open(stream)
+            .await
+            .map_err(|e| format!("{}:{}: {e}", self.host, self.port))
+    }
+
+    /// RELP: one outcome per message, from the receiver's answers. `Err` when nothing was
+    /// answered (no session, or it broke before the first answer).
+    async fn send_relp(&self, messages: &[Vec<u8>]) -> Result<Vec<EventOutcome>, String> {
+        let mut session = self.relp_session().await?;
+        let (outcomes, usable) = session.send(messages).await;
+        if usable {
+            let mut pool = self.relp_pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < POOL_MAX {
+                pool.push(session);
+            }
+        }
+        let acked = outcomes.iter().filter(|o| **o == MessageOutcome::Acked).count();
+        let unanswered = outcomes
+            .iter()
+            .filter(|o| matches!(o, MessageOutcome::Unanswered(_)))
+            .count();
+        if unanswered > 0 {
+            // The receiver may hold some of these already (answer lost with the connection):
+            // sending them again may duplicate at most this many.
+            tracing::warn!(
+                host = %self.host,
+                port = self.port,
+                acked,
+                unanswered,
+                "RELP session ended with messages unanswered; they are sent again (at most {unanswered} duplicates)"
+            );
+        }
+        let first_unanswered = outcomes.iter().find_map(|o| match o {
+            MessageOutcome::Unanswered(why) => Some(why.clone()),
+            _ => None,
+        });
+        if let (0, Some(why)) = (acked, &first_unanswered) {
+            if unanswered == outcomes.len() {
+                return Err(format!("RELP {}:{}: {why}", self.host, self.port));
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| match o {
+                MessageOutcome::Acked => EventOutcome::Delivered,
+                MessageOutcome::Refused(text) => EventOutcome::Retry {
+                    reason: format!("RELP receiver {}:{} refused the message: {text}", self.host, self.port),
+                },
+                MessageOutcome::Unanswered(why) => EventOutcome::Retry {
+                    reason: format!("RELP {}:{}: {why}; not acknowledged", self.host, self.port),
+                },
+            })
+            .collect())
+    }
+
+    /// UDP: one datagram per message; a failed send is retried.
+    async fn send_udp(&self, messages: &[Vec<u8>]) -> Result<Vec<EventOutcome>, String> {
+        let socket = self.udp_socket().await?;
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for m in messages {
+            outcomes.push(match socket.send(m).await {
+                Ok(_) => EventOutcome::Delivered,
+                Err(e) => EventOutcome::Retry {
+                    reason: format!("UDP send to {}:{}: {e}", self.host, self.port),
+                },
+            });
+        }
+        Ok(outcomes)
     }
 
     async fn udp_socket(&self) -> Result<Arc<UdpSocket>, String> {
@@ -262,6 +380,25 @@ impl SyslogDestination {
         let socket = Arc::new(socket);
         *slot = Some(socket.clone());
         Ok(socket)
+    }
+}
+
+/// Whether the connection stays up for `delay`: reads until then, and an end of stream or an
+/// error (a reset) means the receiver let go of it. Returns what it did.
+async fn stays_up(s: &mut Box<dyn Stream>, delay: Duration) -> Result<(), &'static str> {
+    if delay.is_zero() {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + delay;
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return Ok(()),
+            Ok(Ok(0)) => return Err("closed the connection"),
+            Ok(Err(_)) => return Err("reset the connection"),
+            // A syslog receiver sends nothing; ignore whatever it did send.
+            Ok(Ok(_)) => continue,
+        }
     }
 }
 
@@ -301,39 +438,26 @@ impl Destination for SyslogDestination {
             }
         }
         let all_fit = messages.len() == batch.len();
-        match self.transport {
-            SyslogTransport::Udp => {
-                let socket = match self.udp_socket().await {
-                    Ok(s) => s,
-                    Err(reason) => return SendOutcome::Retry { reason, after: None },
-                };
-                let mut sent = messages.iter();
-                for o in outcomes.iter_mut().filter(|o| **o == EventOutcome::Delivered) {
-                    let Some(m) = sent.next() else { break };
-                    if let Err(e) = socket.send(m).await {
-                        *o = EventOutcome::Retry {
-                            reason: format!("UDP send to {}:{}: {e}", self.host, self.port),
-                        };
-                    }
-                }
-            }
-            _ => {
-                if !messages.is_empty() {
-                    let mut frames = Vec::with_capacity(messages.iter().map(|m| m.len() + 8).sum());
-                    for m in &messages {
-                        frames.extend_from_slice(m.len().to_string().as_bytes());
-                        frames.push(b' ');
-                        frames.extend_from_slice(m);
-                    }
-                    if let Err(reason) = self.send_stream(&frames).await {
-                        if all_fit {
-                            return SendOutcome::Retry { reason, after: None };
-                        }
-                        for o in outcomes.iter_mut().filter(|o| **o == EventOutcome::Delivered) {
-                            *o = EventOutcome::Retry { reason: reason.clone() };
-                        }
-                    }
-                }
+        if !messages.is_empty() {
+            let sent = match self.transport {
+                SyslogTransport::Udp => self.send_udp(&messages).await,
+                SyslogTransport::Tcp | SyslogTransport::Tls => self
+                    .send_stream(&messages)
+                    .await
+                    .map(|()| vec![EventOutcome::Delivered; messages.len()]),
+                SyslogTransport::Relp | SyslogTransport::RelpTls => self.send_relp(&messages).await,
+            };
+            let sent = match sent {
+                Ok(sent) => sent,
+                Err(reason) if all_fit => return SendOutcome::Retry { reason, after: None },
+                Err(reason) => vec![EventOutcome::Retry { reason }; messages.len()],
+            };
+            // The messages are the events still marked delivered, in order.
+            let mut sent = sent.into_iter();
+            for o in outcomes.iter_mut().filter(|o| **o == EventOutcome::Delivered) {
+                *o = sent.next().unwrap_or_else(|| EventOutcome::Retry {
+                    reason: "fewer outcomes than messages".into(),
+                });
             }
         }
         if outcomes.iter().all(|o| *o == EventOutcome::Delivered) {
@@ -489,6 +613,7 @@ mod tests {
             facility: 13,
             max_message_bytes: 65_536,
             tls: None,
+            confirm_delay_ms: 100,
         };
         SyslogDestination::new("t", &spec, &SecretSource::Environment).unwrap()
     }
@@ -539,6 +664,7 @@ mod tests {
             facility: 13,
             max_message_bytes: 480,
             tls: None,
+            confirm_delay_ms: 100,
         };
         let d = SyslogDestination::new("t", &spec, &SecretSource::Environment).unwrap();
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(600));
