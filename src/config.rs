@@ -98,6 +98,10 @@ pub struct Route {
     pub filter: Option<RecordFilter>,
     /// Names of the destinations (keys of [`CollectorConfig::destinations`]).
     pub destinations: Vec<String>,
+    /// Largest record delivered; larger ones are dead-lettered (default
+    /// [`crate::api::DEFAULT_MAX_RECORD_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_record_bytes: Option<u64>,
 }
 
 /// Where checkpoints are kept.

@@ -292,6 +292,7 @@ fn route_for<'a>(
             categories,
             filter: ls.spec.filter.clone(),
             destinations: names,
+            max_record_bytes: ls.spec.max_record_bytes,
         },
         dests,
     ))

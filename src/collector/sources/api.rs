@@ -432,20 +432,139 @@ pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 }
 
 /// A bounded set of ids recently delivered, oldest dropped first, kept in checkpoint state as
-/// one compact string (`<unix seconds> <id>` lines) so a snapshot per unit is a single copy.
-#[derive(Clone, Debug, Default)]
+/// one compact string (`<unix seconds> <id>` lines).
+///
+/// Every unit in flight needs the set as it was when the unit was read (the checkpoint of a
+/// unit must not name ids of records read after it). Instead of a copy per unit, the ids live in
+/// one shared, numbered journal and a unit holds a [`RecentIdsAt`]: two numbers into it. The
+/// journal keeps an id dropped from the set only while a unit in flight still needs it, and
+/// the state text is made only when a checkpoint is written.
+#[derive(Debug)]
 pub struct RecentIds {
-    order: std::collections::VecDeque<(i64, Arc<str>)>,
+    journal: Arc<std::sync::Mutex<Journal>>,
     set: std::collections::HashSet<Arc<str>>,
     max: usize,
+}
+
+/// The ids of a [`RecentIds`], numbered in insertion order, and of the snapshots still in use.
+#[derive(Debug, Default)]
+struct Journal {
+    entries: std::collections::VecDeque<(i64, Arc<str>)>,
+    /// Number of `entries[0]`.
+    first: u64,
+    /// Number of the oldest id still in the set.
+    live: u64,
+    /// Start numbers of the snapshots in use, with their counts.
+    pins: std::collections::BTreeMap<u64, usize>,
+}
+
+impl Journal {
+    fn end(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    fn get(&self, n: u64) -> Option<&(i64, Arc<str>)> {
+        self.entries.get(usize::try_from(n.checked_sub(self.first)?).ok()?)
+    }
+
+    /// Ids numbered `from..to`, as state text.
+    fn state(&self, from: u64, to: u64) -> String {
+        let mut s = String::with_capacity(to.saturating_sub(from) as usize * 48);
+        for n in from..to {
+            if let Some((t, id)) = self.get(n) {
+                s.push_str(&t.to_string());
+                s.push(' ');
+                s.push_str(id);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    /// Forget what neither the set nor a snapshot needs.
+    fn trim(&mut self) {
+        let keep = self.pins.keys().next().map_or(self.live, |&p| p.min(self.live));
+        while self.first < keep && self.entries.pop_front().is_some() {
+            self.first += 1;
+        }
+    }
+
+    fn lock(journal: &std::sync::Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
+        journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The state of a [`RecentIds`] at one moment (see [`RecentIds::snapshot`]).
+#[derive(Debug)]
+pub struct RecentIdsAt {
+    journal: Arc<std::sync::Mutex<Journal>>,
+    from: u64,
+    to: u64,
+}
+
+impl RecentIdsAt {
+    /// The state text the set had (see [`RecentIds::to_state`]).
+    pub fn to_state(&self) -> String {
+        Journal::lock(&self.journal).state(self.from, self.to)
+    }
+}
+
+impl Drop for RecentIdsAt {
+    fn drop(&mut self) {
+        let mut j = Journal::lock(&self.journal);
+        if let Some(n) = j.pins.get_mut(&self.from) {
+            *n -= 1;
+            if *n == 0 {
+                j.pins.remove(&self.from);
+            }
+        }
+        j.trim();
+    }
+}
+
+/// Checkpoint state of API sources: named id sets (`{"ids": "<state text>", ...}`), made from
+/// snapshots when the checkpoint is written.
+#[derive(Debug)]
+pub struct IdSetsState(pub Vec<(&'static str, RecentIdsAt)>);
+
+impl crate::collector::ack::UnitState for IdSetsState {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.0
+                .iter()
+                .map(|(name, ids)| (name.to_string(), serde_json::Value::String(ids.to_state())))
+                .collect(),
+        )
+    }
+}
+
+impl Clone for RecentIds {
+    /// An independent copy (its own journal).
+    fn clone(&self) -> Self {
+        let mut copy = RecentIds::new(self.max);
+        let j = Journal::lock(&self.journal);
+        for n in j.live..j.end() {
+            if let Some((t, id)) = j.get(n) {
+                copy.insert(id, *t);
+            }
+        }
+        copy
+    }
+}
+
+impl Default for RecentIds {
+    fn default() -> Self {
+        RecentIds::new(1)
+    }
 }
 
 impl RecentIds {
     /// An empty set holding at most `max` ids.
     pub fn new(max: usize) -> Self {
         RecentIds {
+            journal: Arc::default(),
+            set: std::collections::HashSet::new(),
             max: max.max(1),
-            ..Default::default()
         }
     }
 
@@ -473,45 +592,59 @@ impl RecentIds {
         }
         let id: Arc<str> = Arc::from(id);
         self.set.insert(id.clone());
-        self.order.push_back((at, id));
-        while self.order.len() > self.max {
-            if let Some((_, old)) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        let mut j = Journal::lock(&self.journal);
+        j.entries.push_back((at, id));
+        while j.end() - j.live > self.max as u64 {
+            Self::drop_oldest(&mut j, &mut self.set);
         }
         true
     }
 
+    fn drop_oldest(j: &mut Journal, set: &mut std::collections::HashSet<Arc<str>>) {
+        if let Some((_, old)) = j.get(j.live) {
+            set.remove(old);
+        }
+        j.live += 1;
+        j.trim();
+    }
+
     /// Forget ids seen before `before` (unix seconds): they can no longer be read again.
     pub fn prune_before(&mut self, before: i64) {
-        while let Some((t, _)) = self.order.front() {
-            if *t >= before {
+        let mut j = Journal::lock(&self.journal);
+        while let Some(&(t, _)) = j.get(j.live) {
+            if t >= before {
                 break;
             }
-            if let Some((_, old)) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+            Self::drop_oldest(&mut j, &mut self.set);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.order.len()
+        let j = Journal::lock(&self.journal);
+        (j.end() - j.live) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.len() == 0
     }
 
     /// The compact state string.
     pub fn to_state(&self) -> String {
-        let mut s = String::with_capacity(self.order.len() * 48);
-        for (t, id) in &self.order {
-            s.push_str(&t.to_string());
-            s.push(' ');
-            s.push_str(id);
-            s.push('\n');
+        let j = Journal::lock(&self.journal);
+        j.state(j.live, j.end())
+    }
+
+    /// The set as it is now, for a unit's checkpoint state: shares the journal instead of
+    /// copying the ids (see the type's documentation).
+    pub fn snapshot(&self) -> RecentIdsAt {
+        let mut j = Journal::lock(&self.journal);
+        let (from, to) = (j.live, j.end());
+        *j.pins.entry(from).or_insert(0) += 1;
+        RecentIdsAt {
+            journal: self.journal.clone(),
+            from,
+            to,
         }
-        s
     }
 }
 
@@ -532,6 +665,29 @@ mod tests {
         assert!(!ids.contains("b") && ids.contains("c") && ids.contains("d"));
         let back = RecentIds::from_state(Some(&ids.to_state()), 3);
         assert!(back.contains("c") && back.contains("d") && back.len() == 2);
+    }
+
+    #[test]
+    fn snapshots_keep_their_own_state_and_share_the_journal() {
+        let mut ids = RecentIds::new(3);
+        ids.insert("a", 10);
+        let s1 = ids.snapshot();
+        ids.insert("b", 20);
+        ids.insert("c", 30);
+        ids.insert("d", 40); // drops "a" from the set; s1 still needs it
+        let s2 = ids.snapshot();
+        ids.prune_before(35);
+        assert_eq!(s1.to_state(), "10 a\n");
+        assert_eq!(s2.to_state(), "20 b\n30 c\n40 d\n");
+        assert_eq!(ids.to_state(), "40 d\n");
+        assert_eq!(Journal::lock(&ids.journal).entries.len(), 4);
+        drop(s1);
+        assert_eq!(Journal::lock(&ids.journal).entries.len(), 3, "only s2 holds b and c now");
+        drop(s2);
+        assert_eq!(Journal::lock(&ids.journal).entries.len(), 1);
+        let copy = ids.clone();
+        ids.insert("e", 50);
+        assert_eq!(copy.to_state(), "40 d\n");
     }
 
     #[test]

@@ -321,7 +321,7 @@ impl GraphReader {
                 units.push(SourceUnit {
                     payload,
                     position: cursor_time(s.cursor),
-                    state: Some(Arc::new(serde_json::json!({"ids": s.ids.to_state()}))),
+                    state: Some(Arc::new(super::api::IdSetsState(vec![("ids", s.ids.snapshot())]))),
                     id: None,
                 });
             }
@@ -333,7 +333,7 @@ impl GraphReader {
                 units.push(SourceUnit {
                     payload,
                     position: cursor_time(s.cursor),
-                    state: Some(Arc::new(serde_json::json!({"ids": s.ids.to_state()}))),
+                    state: Some(Arc::new(super::api::IdSetsState(vec![("ids", s.ids.snapshot())]))),
                     id: None,
                 });
                 if Utc::now() - s.cursor < chrono::TimeDelta::seconds(self.interval.as_secs() as i64 + 1) {

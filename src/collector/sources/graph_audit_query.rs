@@ -277,7 +277,7 @@ impl AuditLogQueryReader {
                     units: vec![SourceUnit {
                         payload,
                         position: cursor_time(self.cursor),
-                        state: Some(Arc::new(serde_json::json!({"ids": self.ids.to_state()}))),
+                        state: Some(Arc::new(super::api::IdSetsState(vec![("ids", self.ids.snapshot())]))),
                         id: None,
                     }],
                 }))

@@ -23,7 +23,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::api::{cursor_time, parse_time, ApiClient, ApiResponse, RateBudget, RecentIds, RetryPolicy};
+use super::api::{cursor_time, parse_time, ApiClient, ApiResponse, IdSetsState, RateBudget, RecentIds, RetryPolicy};
 use super::{RecordOrigin, Source, SourceBatch, SourceContext, SourceError, SourceStatus, SourceUnit};
 use crate::api::{ContentType, LostRange, ManagementActivitySource};
 use crate::collector::auth::{default_scope, CloudEndpoints, TokenProvider};
@@ -474,8 +474,8 @@ impl ManagementActivityReader {
 }
 
 /// Checkpoint state of a stream: the recent record and content ids.
-fn state_of(s: &ContentCursor) -> Arc<serde_json::Value> {
-    Arc::new(serde_json::json!({"ids": s.ids.to_state(), "blobs": s.blobs.to_state()}))
+fn state_of(s: &ContentCursor) -> crate::collector::ack::SharedState {
+    Arc::new(IdSetsState(vec![("ids", s.ids.snapshot()), ("blobs", s.blobs.snapshot())]))
 }
 
 /// The records of a blob not delivered before (by `Id`), as a JSON array.
