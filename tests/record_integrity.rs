@@ -40,14 +40,25 @@ fn record(rid: &str, extra: &str) -> String {
 /// A record whose `properties` nests `levels` containers in all (the record object included).
 fn deep(rid: &str, levels: usize) -> String {
     let inner = levels - 2; // the record and `properties`
-    record_with(rid, "", &format!(r#","d":{}"x"{}"#, "[".repeat(inner), "]".repeat(inner)))
+    record_with(
+        rid,
+        "",
+        &format!(r#","d":{}"x"{}"#, "[".repeat(inner), "]".repeat(inner)),
+    )
 }
 
 /// The input lines, and what each record should become: `(rid, raw_delivered, ecs_delivered)`.
 fn input() -> (Vec<String>, Vec<(String, bool, bool)>) {
     let mut lines = Vec::new();
     let mut expect = Vec::new();
-    fn add(line: String, rid: &str, raw: bool, ecs: bool, lines: &mut Vec<String>, expect: &mut Vec<(String, bool, bool)>) {
+    fn add(
+        line: String,
+        rid: &str,
+        raw: bool,
+        ecs: bool,
+        lines: &mut Vec<String>,
+        expect: &mut Vec<(String, bool, bool)>,
+    ) {
         lines.push(line);
         expect.push((rid.to_string(), raw, ecs));
     }
@@ -58,23 +69,58 @@ fn input() -> (Vec<String>, Vec<(String, bool, bool)>) {
     };
     for i in 0..40 {
         let rid = next();
-        add(record(&rid, &format!(r#","n":{i}"#)), &rid, true, true, &mut lines, &mut expect);
+        add(
+            record(&rid, &format!(r#","n":{i}"#)),
+            &rid,
+            true,
+            true,
+            &mut lines,
+            &mut expect,
+        );
         match i % 4 {
             0 => {
                 let rid = next();
-                add(record_with(&rid, "", r#","userAgent":"bad \ud800 end""#), &rid, true, true, &mut lines, &mut expect);
+                add(
+                    record_with(&rid, "", r#","userAgent":"bad \ud800 end""#),
+                    &rid,
+                    true,
+                    true,
+                    &mut lines,
+                    &mut expect,
+                );
             }
             1 => {
                 let rid = next();
-                add(record(&rid, r#","durationMs":1e400"#), &rid, true, false, &mut lines, &mut expect);
+                add(
+                    record(&rid, r#","durationMs":1e400"#),
+                    &rid,
+                    true,
+                    false,
+                    &mut lines,
+                    &mut expect,
+                );
             }
             2 => {
                 let rid = next();
-                add(record_with(&rid, "", r#","low":"\uDC00","pair":"\ud83d\ude00""#), &rid, true, true, &mut lines, &mut expect);
+                add(
+                    record_with(&rid, "", r#","low":"\uDC00","pair":"\ud83d\ude00""#),
+                    &rid,
+                    true,
+                    true,
+                    &mut lines,
+                    &mut expect,
+                );
             }
             _ => {
                 let rid = next();
-                add(record(&rid, r#","big":-1e400,"s":"\ud800""#), &rid, true, false, &mut lines, &mut expect);
+                add(
+                    record(&rid, r#","big":-1e400,"s":"\ud800""#),
+                    &rid,
+                    true,
+                    false,
+                    &mut lines,
+                    &mut expect,
+                );
             }
         }
     }
@@ -100,7 +146,14 @@ fn input() -> (Vec<String>, Vec<(String, bool, bool)>) {
     // Larger than maxRecordBytes: dead-lettered everywhere.
     let rid = next();
     let pad = "p".repeat(MAX_RECORD_BYTES as usize);
-    add(record(&rid, &format!(r#","pad":"{pad}""#)), &rid, false, false, &mut lines, &mut expect);
+    add(
+        record(&rid, &format!(r#","pad":"{pad}""#)),
+        &rid,
+        false,
+        false,
+        &mut lines,
+        &mut expect,
+    );
     // Not JSON: dead-lettered at decode (no destination).
     let rid = next();
     lines.push(format!(r#"{{"rid":"{rid}","broken":"#));
@@ -115,7 +168,10 @@ fn rids_in(text: &str) -> Vec<String> {
     while let Some(i) = rest.find(r#""rid":"#) {
         rest = &rest[i + 6..];
         let value = rest.trim_start_matches('\\').trim_start_matches('"');
-        let id: String = value.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        let id: String = value
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
         if id.starts_with("r-") {
             out.push(id);
         }
@@ -158,8 +214,12 @@ async fn syslog_receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
                     buf.extend_from_slice(&chunk[..n]);
                     // Complete frames `<len> <msg>`.
                     loop {
-                        let Some(sp) = buf.iter().position(|&b| b == b' ') else { break };
-                        let Some(len) = std::str::from_utf8(&buf[..sp]).ok().and_then(|s| s.parse::<usize>().ok())
+                        let Some(sp) = buf.iter().position(|&b| b == b' ') else {
+                            break;
+                        };
+                        let Some(len) = std::str::from_utf8(&buf[..sp])
+                            .ok()
+                            .and_then(|s| s.parse::<usize>().ok())
                         else {
                             break;
                         };
@@ -185,8 +245,14 @@ async fn every_record_of_awkward_input_is_delivered_or_dead_lettered_with_its_re
     std::fs::write(&records, lines.join("\n") + "\n").unwrap();
     let (port, cef_messages) = syslog_receiver().await;
     let destinations = BTreeMap::from([
-        ("raw".to_string(), file_destination(&dir.path().join("raw.ndjson"), EventFormat::Raw)),
-        ("ecs".to_string(), file_destination(&dir.path().join("ecs.ndjson"), EventFormat::Ecs)),
+        (
+            "raw".to_string(),
+            file_destination(&dir.path().join("raw.ndjson"), EventFormat::Raw),
+        ),
+        (
+            "ecs".to_string(),
+            file_destination(&dir.path().join("ecs.ndjson"), EventFormat::Ecs),
+        ),
         (
             "cef".to_string(),
             SiemDestinationSpec {
@@ -265,8 +331,14 @@ async fn every_record_of_awkward_input_is_delivered_or_dead_lettered_with_its_re
     for m in &cef {
         let cef_part = m.split_once("CEF:0|").map(|(_, c)| c).unwrap_or("");
         assert!(cef_part.split('|').count() >= 7, "CEF message without its fields: {m}");
-        let id = m.split_once("id=\"").and_then(|(_, r)| r.split_once('"')).map(|(id, _)| id.to_string());
-        cef_rids.push(id.and_then(|id| rid_of_event.get(&id).cloned()).unwrap_or_else(|| format!("?{m}")));
+        let id = m
+            .split_once("id=\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .map(|(id, _)| id.to_string());
+        cef_rids.push(
+            id.and_then(|id| rid_of_event.get(&id).cloned())
+                .unwrap_or_else(|| format!("?{m}")),
+        );
     }
     delivered.insert("cef", cef_rids);
 
@@ -294,7 +366,9 @@ async fn every_record_of_awkward_input_is_delivered_or_dead_lettered_with_its_re
                 None => vec!["raw".into(), "ecs".into(), "cef".into()],
             };
             for d in dests {
-                dead.entry(d).or_default().push((rid.clone(), stage.clone(), reason.clone()));
+                dead.entry(d)
+                    .or_default()
+                    .push((rid.clone(), stage.clone(), reason.clone()));
             }
         }
     }
@@ -306,7 +380,10 @@ async fn every_record_of_awkward_input_is_delivered_or_dead_lettered_with_its_re
         let got_set: BTreeSet<&str> = got.iter().map(String::as_str).collect();
         let dl = dead.get(dest).cloned().unwrap_or_default();
         let dl_set: BTreeSet<&str> = dl.iter().map(|(r, _, _)| r.as_str()).collect();
-        let lost: Vec<&&str> = all.iter().filter(|r| !got_set.contains(**r) && !dl_set.contains(**r)).collect();
+        let lost: Vec<&&str> = all
+            .iter()
+            .filter(|r| !got_set.contains(**r) && !dl_set.contains(**r))
+            .collect();
         let duplicated = got.len() - got_set.len();
         println!(
             "{dest}: {} records, delivered {}, dead-lettered {}, duplicated {duplicated}, lost {} {:?}",
@@ -317,14 +394,20 @@ async fn every_record_of_awkward_input_is_delivered_or_dead_lettered_with_its_re
             lost
         );
         total_lost += lost.len();
-        assert!(got_set.is_disjoint(&dl_set), "{dest}: a record both delivered and dead-lettered");
+        assert!(
+            got_set.is_disjoint(&dl_set),
+            "{dest}: a record both delivered and dead-lettered"
+        );
         assert_eq!(duplicated, 0, "{dest}");
         for (rid, raw_ok, ecs_ok) in &expect {
             let want = if dest == "raw" { *raw_ok } else { *ecs_ok };
             assert_eq!(got_set.contains(rid.as_str()), want, "{dest}: {rid} delivered?");
         }
         for (rid, stage, reason) in &dl {
-            assert!(!reason.is_empty(), "{dest}: {rid} dead-lettered at {stage} without a reason");
+            assert!(
+                !reason.is_empty(),
+                "{dest}: {rid} dead-lettered at {stage} without a reason"
+            );
         }
     }
     assert_eq!(total_lost, 0, "records neither delivered nor dead-lettered");
@@ -335,19 +418,37 @@ async fn every_record_of_awkward_input_is_delivered_or_dead_lettered_with_its_re
         if l.starts_with(r#"{"records""#) {
             continue;
         }
-        let Some(rid) = rids_in(l).into_iter().next() else { continue };
+        let Some(rid) = rids_in(l).into_iter().next() else {
+            continue;
+        };
         let wanted_raw = expect.iter().any(|(r, raw, _)| *r == rid && *raw);
         if wanted_raw {
-            assert!(raw_lines.contains(&l.as_str()), "raw: {rid} not delivered byte for byte");
+            assert!(
+                raw_lines.contains(&l.as_str()),
+                "raw: {rid} not delivered byte for byte"
+            );
         }
     }
     // Reasons say what is wrong.
     let reasons_of = |rid: &str| -> Vec<String> {
-        dead.get("ecs").into_iter().flatten().filter(|(r, _, _)| r == rid).map(|(_, _, why)| why.clone()).collect()
+        dead.get("ecs")
+            .into_iter()
+            .flatten()
+            .filter(|(r, _, _)| r == rid)
+            .map(|(_, _, why)| why.clone())
+            .collect()
     };
     let ecs_dead: Vec<&(String, String, String)> = dead.get("ecs").into_iter().flatten().collect();
-    assert!(ecs_dead.iter().any(|(_, _, why)| why.contains("number out of range")), "{ecs_dead:?}");
-    assert!(ecs_dead.iter().any(|(_, _, why)| why.contains("deeper than 127 levels")), "{ecs_dead:?}");
+    assert!(
+        ecs_dead.iter().any(|(_, _, why)| why.contains("number out of range")),
+        "{ecs_dead:?}"
+    );
+    assert!(
+        ecs_dead
+            .iter()
+            .any(|(_, _, why)| why.contains("deeper than 127 levels")),
+        "{ecs_dead:?}"
+    );
     let big = &expect[expect.len() - 2].0;
     assert!(
         reasons_of(big).iter().any(|why| why.contains("maxRecordBytes")),
@@ -355,6 +456,9 @@ async fn every_record_of_awkward_input_is_delivered_or_dead_lettered_with_its_re
         reasons_of(big)
     );
     // A repaired record keeps U+FFFD in ECS, and its original bytes elsewhere.
-    assert!(ecs_text.contains("bad \u{fffd} end"), "lone surrogate replaced in the ECS document");
+    assert!(
+        ecs_text.contains("bad \u{fffd} end"),
+        "lone surrogate replaced in the ECS document"
+    );
     assert!(raw_text.contains(r"bad \ud800 end"));
 }

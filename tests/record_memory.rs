@@ -214,13 +214,21 @@ fn adversarial_streams_stay_under_128_mib() {
     peaks.push(measure("one 50 MB record to three destinations", || {
         let records = dir.path().join("huge.ndjson");
         let mut f = std::io::BufWriter::new(std::fs::File::create(&records).unwrap());
-        write!(f, r#"{{"time":"2026-11-02T10:00:00Z","category":"SignInLogs","rid":"huge","blob":""#).unwrap();
+        write!(
+            f,
+            r#"{{"time":"2026-11-02T10:00:00Z","category":"SignInLogs","rid":"huge","blob":""#
+        )
+        .unwrap();
         let chunk = "0123456789abcdef".repeat(4096);
         for _ in 0..(50 << 20) / chunk.len() {
             f.write_all(chunk.as_bytes()).unwrap();
         }
         writeln!(f, r#""}}"#).unwrap();
-        writeln!(f, r#"{{"time":"2026-11-02T10:00:00Z","category":"SignInLogs","rid":"small"}}"#).unwrap();
+        writeln!(
+            f,
+            r#"{{"time":"2026-11-02T10:00:00Z","category":"SignInLogs","rid":"small"}}"#
+        )
+        .unwrap();
         f.flush().unwrap();
         drop(f);
         let out = dir.path().join("huge");
@@ -239,7 +247,9 @@ fn adversarial_streams_stay_under_128_mib() {
             .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
             .collect();
         assert_eq!(dead.lines().count(), 3, "dead-lettered once per destination");
-        assert!(dead.lines().all(|l| l.contains("maxRecordBytes") && l.len() < 80 * 1024));
+        assert!(dead
+            .lines()
+            .all(|l| l.contains("maxRecordBytes") && l.len() < 80 * 1024));
         for name in ["raw", "ecs", "ecs-original"] {
             let got = std::fs::read_to_string(out.join(format!("{name}.ndjson"))).unwrap();
             assert_eq!(got.lines().count(), 1, "{name}: the small record only");

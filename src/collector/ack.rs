@@ -105,12 +105,7 @@ impl InFlight {
     }
 
     /// [`InFlight::register`] with a source state to checkpoint along with the position.
-    pub fn register_with_state(
-        &mut self,
-        position: String,
-        state: Option<SharedState>,
-        pending: u32,
-    ) -> u64 {
+    pub fn register_with_state(&mut self, position: String, state: Option<SharedState>, pending: u32) -> u64 {
         let seq = self.front_seq + self.units.len() as u64;
         self.units.push_back(Unit {
             position,

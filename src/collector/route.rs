@@ -122,7 +122,10 @@ mod tests {
         let v = serde_json::json!({"category": "DeviceComplianceOrg"});
         assert_eq!(category_of(&v, SourceHint::Unknown), "DeviceComplianceOrg");
         assert_eq!(category_of(&serde_json::json!({}), SourceHint::Unknown), "unknown");
-        assert_eq!(category_of_unparsed(r#"{"category":"SignInLogs","n":1e400}"#), "SignInLogs");
+        assert_eq!(
+            category_of_unparsed(r#"{"category":"SignInLogs","n":1e400}"#),
+            "SignInLogs"
+        );
         assert_eq!(category_of_unparsed(r#"{"n":1e400}"#), "unknown");
     }
 }

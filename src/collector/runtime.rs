@@ -534,7 +534,10 @@ impl Router {
             return RecordView {
                 category: route::category_of_unparsed(text),
                 recognized: None,
-                parsed: Err(format!("record of {} bytes is larger than any LogSource takes", raw.len())),
+                parsed: Err(format!(
+                    "record of {} bytes is larger than any LogSource takes",
+                    raw.len()
+                )),
             };
         }
         match parse_record(text) {

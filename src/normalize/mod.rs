@@ -27,8 +27,8 @@ use serde_json::Value;
 
 pub use self::ecs::common::ECS_VERSION;
 pub use self::parse::{
-    category_field, parse_document, parse_record, replace_lone_surrogates, ParsedRecord, RecordError,
-    MAX_DEPTH, MAX_DOCUMENT_DEPTH,
+    category_field, parse_document, parse_record, replace_lone_surrogates, ParsedRecord, RecordError, MAX_DEPTH,
+    MAX_DOCUMENT_DEPTH,
 };
 pub use self::recognize::{o365_record_type, DEFENDER_TABLES, ENTRA_CATEGORIES, GRAPH_KINDS, INTUNE_CATEGORIES};
 

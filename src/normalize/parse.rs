@@ -216,13 +216,19 @@ mod tests {
     #[test]
     fn numbers_beyond_f64_and_deep_nesting_are_refused_with_a_reason() {
         let e = parse_record(r#"{"n":1e400}"#).unwrap_err();
-        assert!(matches!(&e, RecordError::Unparsable(m) if m.contains("number out of range")), "{e}");
+        assert!(
+            matches!(&e, RecordError::Unparsable(m) if m.contains("number out of range")),
+            "{e}"
+        );
         assert!(parse_record(&nested(MAX_DEPTH)).is_ok());
         assert_eq!(parse_record(&nested(MAX_DEPTH + 1)), Err(RecordError::TooDeep));
         assert_eq!(parse_record(&nested(5000)), Err(RecordError::TooDeep));
         assert_eq!(parse_record("[1]"), Err(RecordError::NotAnObject));
         assert_eq!(category_field(&nested(5000)).as_deref(), Some("X"));
-        assert_eq!(category_field(r#"{"category":"\ud800A","n":1e400}"#).as_deref(), Some("\u{fffd}A"));
+        assert_eq!(
+            category_field(r#"{"category":"\ud800A","n":1e400}"#).as_deref(),
+            Some("\u{fffd}A")
+        );
     }
 
     #[test]

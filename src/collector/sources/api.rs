@@ -682,7 +682,11 @@ mod tests {
         assert_eq!(ids.to_state(), "40 d\n");
         assert_eq!(Journal::lock(&ids.journal).entries.len(), 4);
         drop(s1);
-        assert_eq!(Journal::lock(&ids.journal).entries.len(), 3, "only s2 holds b and c now");
+        assert_eq!(
+            Journal::lock(&ids.journal).entries.len(),
+            3,
+            "only s2 holds b and c now"
+        );
         drop(s2);
         assert_eq!(Journal::lock(&ids.journal).entries.len(), 1);
         let copy = ids.clone();

@@ -475,7 +475,10 @@ impl ManagementActivityReader {
 
 /// Checkpoint state of a stream: the recent record and content ids.
 fn state_of(s: &ContentCursor) -> crate::collector::ack::SharedState {
-    Arc::new(IdSetsState(vec![("ids", s.ids.snapshot()), ("blobs", s.blobs.snapshot())]))
+    Arc::new(IdSetsState(vec![
+        ("ids", s.ids.snapshot()),
+        ("blobs", s.blobs.snapshot()),
+    ]))
 }
 
 /// The records of a blob not delivered before (by `Id`), as a JSON array.

@@ -643,7 +643,9 @@ impl OrderCache {
         let cost = entries
             .iter()
             .map(|(p, _)| {
-                std::mem::size_of::<PathId>() + std::mem::size_of::<usize>() + matches!(p, Cow::Owned(_)) as usize * p.len()
+                std::mem::size_of::<PathId>()
+                    + std::mem::size_of::<usize>()
+                    + matches!(p, Cow::Owned(_)) as usize * p.len()
             })
             .sum::<usize>();
         if cost > Self::MAX_SHAPE_BYTES {
