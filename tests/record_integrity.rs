@@ -213,10 +213,7 @@ async fn syslog_receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                     // Complete frames `<len> <msg>`.
-                    loop {
-                        let Some(sp) = buf.iter().position(|&b| b == b' ') else {
-                            break;
-                        };
+                    while let Some(sp) = buf.iter().position(|&b| b == b' ') {
                         let Some(len) = std::str::from_utf8(&buf[..sp])
                             .ok()
                             .and_then(|s| s.parse::<usize>().ok())

@@ -418,7 +418,6 @@ impl Router {
             // The unit is held open by one guard delivery until every record is routed.
             let position = unit.position.clone();
             let unit_id = unit.id;
-            let mut index_in_unit = 0usize;
             let guard = tracker.register_with_state(unit.position, unit.state, 1);
             let decoded = decode_bytes(&unit.payload);
             if !decoded.failures.is_empty() {
@@ -459,7 +458,7 @@ impl Router {
                     continue;
                 }
             }
-            for raw in decoded.records {
+            for (index_in_unit, raw) in decoded.records.into_iter().enumerate() {
                 self.records += 1;
                 let record = self.parse(&raw, hint);
                 // Stable across restarts and replays of the same unit: destinations that can
@@ -473,7 +472,6 @@ impl Router {
                         Some(id) => format!("{id}/{index_in_unit}"),
                         None => format!("{}/{}#{}", batch.stream, position, index_in_unit),
                     });
-                index_in_unit += 1;
                 let event_id: Arc<str> = Arc::from(record_id.as_str());
                 let mut bodies: [Option<Result<Bytes, String>>; 3] = [None, None, None];
                 let mut routed = false;
