@@ -102,6 +102,10 @@ pub struct Route {
     /// dead letters; unset: the collector's dead-letter files ([`DeadLetterConfig`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<String>,
+    /// Largest record delivered; larger ones are dead-lettered (default
+    /// [`crate::api::DEFAULT_MAX_RECORD_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_record_bytes: Option<u64>,
 }
 
 /// Where checkpoints are kept.

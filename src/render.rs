@@ -372,6 +372,7 @@ fn route_for<'a>(
             filter: ls.spec.filter.clone(),
             destinations: names,
             dead_letter,
+            max_record_bytes: ls.spec.max_record_bytes,
         },
         dests,
     ))

@@ -79,7 +79,17 @@ pub struct LogSourceSpec {
     /// overrides the chart's `collectorPod` defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<CollectorPodTemplate>,
+    /// Largest record, in bytes of its JSON text, that this source delivers (default 1 MiB). A
+    /// larger record is dead-lettered at every destination with its size in the reason (the dead
+    /// letter keeps its first 64 KiB), so one huge record cannot exhaust the collector's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 67108864))]
+    pub max_record_bytes: Option<u64>,
 }
+
+/// Default of [`LogSourceSpec::max_record_bytes`]: 1 MiB (an Event Hubs event holds at most
+/// 1 MB; Microsoft 365 and Graph records are far smaller).
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1024 * 1024;
 
 /// Which source kind a spec selects, borrowed from the spec.
 #[derive(Clone, Copy, Debug)]

@@ -10,6 +10,24 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Source state saved with a unit's position (e.g. the ids an API source has seen). It is
+/// turned into JSON only when a checkpoint is written, so the many units in flight can share
+/// what their states have in common instead of each holding a full copy.
+pub trait UnitState: std::fmt::Debug + Send + Sync {
+    /// The state as saved in the checkpoint.
+    fn to_json(&self) -> serde_json::Value;
+}
+
+/// A state that is already JSON.
+impl UnitState for serde_json::Value {
+    fn to_json(&self) -> serde_json::Value {
+        self.clone()
+    }
+}
+
+/// A unit's state, shared.
+pub type SharedState = Arc<dyn UnitState>;
+
 /// Units of one stream (a partition, a content type, the replay) in source order.
 #[derive(Debug, Default)]
 pub struct InFlight {
@@ -19,7 +37,7 @@ pub struct InFlight {
     /// Position after the longest fully acknowledged prefix.
     watermark: Option<String>,
     /// Source state that goes with the watermark (see [`crate::collector::checkpoint::Checkpoint`]).
-    watermark_state: Option<Arc<serde_json::Value>>,
+    watermark_state: Option<SharedState>,
     /// Units fully acknowledged, over the tracker's life.
     completed: u64,
 }
@@ -27,7 +45,7 @@ pub struct InFlight {
 #[derive(Debug)]
 struct Unit {
     position: String,
-    state: Option<Arc<serde_json::Value>>,
+    state: Option<SharedState>,
     pending: u32,
 }
 
@@ -87,12 +105,7 @@ impl InFlight {
     }
 
     /// [`InFlight::register`] with a source state to checkpoint along with the position.
-    pub fn register_with_state(
-        &mut self,
-        position: String,
-        state: Option<Arc<serde_json::Value>>,
-        pending: u32,
-    ) -> u64 {
+    pub fn register_with_state(&mut self, position: String, state: Option<SharedState>, pending: u32) -> u64 {
         let seq = self.front_seq + self.units.len() as u64;
         self.units.push_back(Unit {
             position,
@@ -148,7 +161,7 @@ impl InFlight {
     }
 
     /// Source state of the watermark, if the source keeps one.
-    pub fn watermark_state(&self) -> Option<Arc<serde_json::Value>> {
+    pub fn watermark_state(&self) -> Option<SharedState> {
         self.watermark_state.clone()
     }
 
@@ -194,7 +207,7 @@ impl StreamTracker {
     }
 
     /// [`StreamTracker::register`] with a source state for the checkpoint.
-    pub fn register_with_state(&self, position: String, state: Option<Arc<serde_json::Value>>, pending: u32) -> AckRef {
+    pub fn register_with_state(&self, position: String, state: Option<SharedState>, pending: u32) -> AckRef {
         let seq = self.lock().register_with_state(position, state, pending);
         AckRef {
             stream: self.clone(),

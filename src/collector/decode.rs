@@ -5,12 +5,43 @@
 //! array, NDJSON (one value a line, envelopes allowed on each line) or a single object. Decoding
 //! never panics: what cannot be read becomes a [`DecodeError`] that the pipeline dead-letters
 //! with its reason.
+//!
+//! Decoding only splits: a record is a slice of the payload (no copy), syntactically valid JSON
+//! as `RawValue` sees it. Whether it can also be *normalized* (a lone UTF-16 surrogate escape, a
+//! number beyond `f64`, nesting deeper than the parser's limit) is decided once, by
+//! [`crate::normalize::parse_record`]; such a record still goes byte for byte to `raw`
+//! destinations.
 
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// One record as received: the exact bytes of one JSON value.
-pub type RawRecord = Box<RawValue>;
+/// One record as received: the exact bytes of one JSON object, a slice of the payload it came
+/// from (sharing its memory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawRecord(Bytes);
+
+impl RawRecord {
+    /// The record's text.
+    pub fn get(&self) -> &str {
+        // Made only from `&str` slices of a payload checked as UTF-8 (see `decode_bytes`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The record's bytes (shared with the payload, no copy).
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// Why (part of) a payload could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,8 +78,13 @@ struct Envelope<'a> {
     records: Vec<&'a RawValue>,
 }
 
-/// Decode one payload.
+/// Decode one payload (copied once into shared memory; see [`decode_bytes`]).
 pub fn decode(payload: &[u8]) -> Decoded {
+    decode_bytes(&Bytes::copy_from_slice(payload))
+}
+
+/// Decode one payload; the records are slices of it.
+pub fn decode_bytes(payload: &Bytes) -> Decoded {
     let mut out = Decoded::default();
     let text = match std::str::from_utf8(payload) {
         Ok(t) => t,
@@ -65,8 +101,9 @@ pub fn decode(payload: &[u8]) -> Decoded {
         return out;
     }
     // The whole payload as one value first (envelope, array, object pretty-printed or not).
+    let split = Split { payload };
     match serde_json::from_str::<&RawValue>(trimmed) {
-        Ok(value) => decode_value(value, None, &mut out),
+        Ok(value) => split.value(value, None, &mut out),
         Err(whole_err) => {
             // NDJSON only when the first line is a value on its own: otherwise the payload is
             // one broken document (a truncated envelope, an object cut short) and fails whole,
@@ -87,83 +124,110 @@ pub fn decode(payload: &[u8]) -> Decoded {
             }
             // NDJSON: one value a line; a bad line does not spoil the others.
             for (i, line) in text.lines().enumerate() {
-                decode_line(line, i + 1, &mut out);
+                split.line(line, i + 1, &mut out);
             }
         }
     }
     out
 }
 
-/// Decode one NDJSON line (line numbers are 1-based, for the error message).
-pub fn decode_line(line: &str, line_no: usize, out: &mut Decoded) {
-    let line = line.trim();
-    if line.is_empty() {
-        return;
-    }
-    match serde_json::from_str::<&RawValue>(line) {
-        Ok(value) => decode_value(value, Some(line_no), out),
-        Err(e) => out.failures.push(Undecodable {
-            error: DecodeError::Malformed {
-                line: Some(line_no),
-                message: e.to_string(),
-            },
-            text: line.to_string(),
-        }),
-    }
+/// Cuts records out of one payload (`payload` holds every `&str` it is given).
+struct Split<'p> {
+    payload: &'p Bytes,
 }
 
-fn decode_value(value: &RawValue, line: Option<usize>, out: &mut Decoded) {
-    let text = value.get();
-    match text.as_bytes().first() {
-        Some(b'{') => {
-            if let Ok(env) = serde_json::from_str::<Envelope<'_>>(text) {
-                for r in env.records {
-                    push_record(r, out);
-                }
-            } else {
-                out.records.push(value.to_owned());
-            }
+impl Split<'_> {
+    /// Decode one NDJSON line (line numbers are 1-based, for the error message).
+    fn line(&self, line: &str, line_no: usize, out: &mut Decoded) {
+        let line = line.trim();
+        if line.is_empty() {
+            return;
         }
-        Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
-            Ok(items) => {
-                for r in items {
-                    // An array of envelopes (several event bodies) is split too.
-                    if r.get().starts_with('{') {
-                        decode_value(r, line, out);
-                    } else {
-                        push_record(r, out);
-                    }
-                }
-            }
+        match serde_json::from_str::<&RawValue>(line) {
+            Ok(value) => self.value(value, Some(line_no), out),
             Err(e) => out.failures.push(Undecodable {
                 error: DecodeError::Malformed {
-                    line,
+                    line: Some(line_no),
                     message: e.to_string(),
                 },
+                text: line.to_string(),
+            }),
+        }
+    }
+
+    fn value(&self, value: &RawValue, line: Option<usize>, out: &mut Decoded) {
+        let text = value.get();
+        match text.as_bytes().first() {
+            Some(b'{') => {
+                if let Ok(env) = serde_json::from_str::<Envelope<'_>>(text) {
+                    for r in env.records {
+                        self.record(r, out);
+                    }
+                } else {
+                    self.record(value, out);
+                }
+            }
+            Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
+                Ok(items) => {
+                    for r in items {
+                        // An array of envelopes (several event bodies) is split too.
+                        if r.get().starts_with('{') {
+                            self.value(r, line, out);
+                        } else {
+                            self.record(r, out);
+                        }
+                    }
+                }
+                Err(e) => out.failures.push(Undecodable {
+                    error: DecodeError::Malformed {
+                        line,
+                        message: e.to_string(),
+                    },
+                    text: text.to_string(),
+                }),
+            },
+            _ => out.failures.push(Undecodable {
+                error: DecodeError::NotAnObject,
                 text: text.to_string(),
             }),
-        },
-        _ => out.failures.push(Undecodable {
-            error: DecodeError::NotAnObject,
-            text: text.to_string(),
-        }),
+        }
     }
-}
 
-fn push_record(r: &RawValue, out: &mut Decoded) {
-    if r.get().starts_with('{') {
-        out.records.push(r.to_owned());
-    } else {
-        out.failures.push(Undecodable {
-            error: DecodeError::NotAnObject,
-            text: r.get().to_string(),
-        });
+    /// `text` as a slice of the payload. Every `&RawValue` here borrows from the payload's text,
+    /// so this never copies; the fallback only keeps it panic-free if that ever changed.
+    fn slice(&self, text: &str) -> Bytes {
+        let base = self.payload.as_ptr() as usize;
+        let start = (text.as_ptr() as usize).wrapping_sub(base);
+        match start.checked_add(text.len()) {
+            Some(end) if start <= self.payload.len() && end <= self.payload.len() => self.payload.slice(start..end),
+            _ => Bytes::copy_from_slice(text.as_bytes()),
+        }
+    }
+
+    fn record(&self, r: &RawValue, out: &mut Decoded) {
+        if r.get().starts_with('{') {
+            out.records.push(RawRecord(self.slice(r.get())));
+        } else {
+            out.failures.push(Undecodable {
+                error: DecodeError::NotAnObject,
+                text: r.get().to_string(),
+            });
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_slices_of_the_payload() {
+        let payload = Bytes::from_static(br#"{"records":[{"a":1},{"b":"\ud800"}]}"#);
+        let d = decode_bytes(&payload);
+        assert_eq!(texts(&d), vec![r#"{"a":1}"#, r#"{"b":"\ud800"}"#]);
+        let range = payload.as_ptr() as usize..payload.as_ptr() as usize + payload.len();
+        assert!(d.records.iter().all(|r| range.contains(&(r.bytes().as_ptr() as usize))));
+    }
 
     fn texts(d: &Decoded) -> Vec<&str> {
         d.records.iter().map(|r| r.get()).collect()

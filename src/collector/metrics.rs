@@ -2,6 +2,14 @@
 //! `logsource`, `source`, `stream`) and `siembridge_destination_*` for the delivery side (label
 //! `destination`). Counters of events and bytes: received, sent, failed (attempts), retried,
 //! dead-lettered; a batch latency histogram; checkpoint age and queue depth gauges.
+//!
+//! Label values come from the configuration (LogSource, destination, source kind, stream),
+//! except `category`, which comes from record content: it goes through [`ContentLabels`], so at
+//! most [`MAX_CONTENT_LABELS`] distinct values get a series of their own and the rest count
+//! under `other`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -15,6 +23,9 @@ pub struct CollectorMetrics {
     pub source_units: IntCounterVec,
     pub decode_errors: IntCounterVec,
     pub records_unmapped: IntCounterVec,
+    /// Label values of `records_unmapped`, bounded.
+    pub unmapped_categories: Arc<ContentLabels>,
+    pub records_repaired: IntCounterVec,
     pub events_dropped_unrouted: IntCounterVec,
     pub checkpoint_age_seconds: IntGaugeVec,
     pub checkpoints_written: IntCounterVec,
@@ -87,6 +98,13 @@ impl CollectorMetrics {
                 "siembridge_collector_records_unmapped_total",
                 "Records of a category without a specific ECS mapping (sent with the generic one)",
                 &["category"],
+            )?,
+            unmapped_categories: Arc::new(ContentLabels::new(MAX_CONTENT_LABELS)),
+            records_repaired: counter(
+                r,
+                "siembridge_collector_records_repaired_total",
+                "Records whose unpaired UTF-16 surrogate escapes became U+FFFD in the normalized document",
+                &["source"],
             )?,
             events_dropped_unrouted: counter(
                 r,
@@ -170,6 +188,12 @@ impl CollectorMetrics {
         })
     }
 
+    /// Count a record of `category` normalized with the generic mapping.
+    pub fn count_unmapped(&self, category: &str) {
+        let label = self.unmapped_categories.label(category);
+        self.records_unmapped.with_label_values(&[label]).inc();
+    }
+
     /// Per-destination handles, resolved once.
     pub fn destination(&self, name: &str) -> DestinationMetrics {
         DestinationMetrics {
@@ -202,4 +226,61 @@ pub struct DestinationMetrics {
     pub queue_depth: IntGauge,
     pub up: IntGauge,
     pub refused: IntGauge,
+}
+
+/// Most distinct values of a label taken from record content.
+pub const MAX_CONTENT_LABELS: usize = 200;
+
+/// Label values taken from record content, bounded: the first `max` distinct plain values
+/// (at most 64 bytes of letters, digits, `-`, `_`, `.`) keep their own series; any other value
+/// is `other`. Microsoft's category names all fit; a stream of made-up ones cannot grow the
+/// registry.
+#[derive(Debug)]
+pub struct ContentLabels {
+    seen: Mutex<HashSet<Box<str>>>,
+    max: usize,
+}
+
+impl ContentLabels {
+    pub fn new(max: usize) -> Self {
+        ContentLabels {
+            seen: Mutex::default(),
+            max,
+        }
+    }
+
+    /// The label to use for `value`.
+    pub fn label<'a>(&self, value: &'a str) -> &'a str {
+        let plain = !value.is_empty()
+            && value.len() <= 64
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !plain {
+            return "other";
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(value) {
+            return value;
+        }
+        if seen.len() < self.max {
+            seen.insert(value.into());
+            return value;
+        }
+        "other"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_labels_are_bounded_with_an_other_bucket() {
+        let labels = ContentLabels::new(2);
+        assert_eq!(labels.label("SignInLogs"), "SignInLogs");
+        assert_eq!(labels.label("AuditLogs"), "AuditLogs");
+        assert_eq!(labels.label("Third"), "other");
+        assert_eq!(labels.label("SignInLogs"), "SignInLogs");
+        assert_eq!(labels.label("has space"), "other");
+        assert_eq!(labels.label(&"x".repeat(65)), "other");
+    }
 }

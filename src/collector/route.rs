@@ -15,6 +15,8 @@ pub struct CompiledRoute {
     pub filter: Option<RecordFilter>,
     /// Indexes into the collector's destination list, with the shape each wants.
     pub destinations: Vec<(usize, Shape)>,
+    /// Records longer than this (bytes of JSON text) are dead-lettered, not delivered.
+    pub max_record_bytes: usize,
 }
 
 /// The document a destination receives; one record is encoded at most once per shape, however
@@ -81,6 +83,13 @@ pub fn category_from(recognized: &Recognized, record: &Value) -> String {
         .to_string()
 }
 
+/// The category of a record that could not be parsed for normalization (see
+/// [`crate::normalize::parse_record`]): its `category` field if that much can be read, else
+/// `unknown`. It is still routed, so `raw` destinations receive it and `ecs` ones dead-letter it.
+pub fn category_of_unparsed(text: &str) -> String {
+    crate::normalize::category_field(text).unwrap_or_else(|| "unknown".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +103,7 @@ mod tests {
                 exclude_categories: exclude.iter().map(|s| s.to_string()).collect(),
             }),
             destinations: vec![],
+            max_record_bytes: 1024,
         }
     }
 
@@ -112,5 +122,10 @@ mod tests {
         let v = serde_json::json!({"category": "DeviceComplianceOrg"});
         assert_eq!(category_of(&v, SourceHint::Unknown), "DeviceComplianceOrg");
         assert_eq!(category_of(&serde_json::json!({}), SourceHint::Unknown), "unknown");
+        assert_eq!(
+            category_of_unparsed(r#"{"category":"SignInLogs","n":1e400}"#),
+            "SignInLogs"
+        );
+        assert_eq!(category_of_unparsed(r#"{"n":1e400}"#), "unknown");
     }
 }

@@ -10,18 +10,20 @@ use bytes::Bytes;
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::collector::ack::StreamTracker;
+use crate::collector::ack::{AckRef, SharedState, StreamTracker};
 use crate::collector::checkpoint::{self, Checkpoint, CheckpointError, CheckpointStore};
 use crate::collector::dead_letter::{DeadLetters, Letter, Stage};
-use crate::collector::decode::decode;
+use crate::collector::decode::{decode_bytes, RawRecord};
 use crate::collector::delivery::{self, DeliverySettings, DestinationHealth, DestinationQueue};
 use crate::collector::destinations::{self, BuildError, Destination, Event};
 use crate::collector::metrics::CollectorMetrics;
 use crate::collector::report::ReportWriter;
-use crate::collector::route::{category_from, CompiledRoute, Shape};
+use crate::collector::route::{self, category_from, CompiledRoute, Shape};
 use crate::collector::sources::{self, RecordOrigin, SourceBatch, SourceContext, SourceError, SourceHealth};
 use crate::config::{CollectorConfig, CollectorReport, DestinationReport, LogSourceReport, CONFIG_VERSION};
-use crate::normalize::{normalize_json_recognized, recognize, EcsContext};
+use crate::normalize::{
+    normalize_json_recognized, parse_record, recognize, EcsContext, ParsedRecord, Recognized, SourceHint,
+};
 use crate::telemetry::Health;
 
 /// Why a collector could not start or stopped with an error.
@@ -219,6 +221,8 @@ impl Collector {
                 categories: r.categories.clone(),
                 filter: r.filter.clone(),
                 destinations: dests,
+                max_record_bytes: usize::try_from(r.max_record_bytes.unwrap_or(crate::api::DEFAULT_MAX_RECORD_BYTES))
+                    .unwrap_or(usize::MAX),
             });
         }
         let health_of: Vec<(String, Arc<DestinationHealth>)> = queues
@@ -318,6 +322,7 @@ impl Collector {
 
         // The pipeline.
         let mut router = Router {
+            largest_record: routes.iter().map(|r| r.max_record_bytes).max().unwrap_or(0),
             routes,
             queues,
             dead_letter: dead_letter.clone(),
@@ -417,6 +422,8 @@ impl Collector {
 /// Decode, normalize and route source batches into the destination queues.
 struct Router {
     routes: Vec<CompiledRoute>,
+    /// The largest `maxRecordBytes` of the routes: longer records are not even parsed.
+    largest_record: usize,
     queues: Vec<DestinationQueue>,
     dead_letter: Arc<DeadLetters>,
     metrics: CollectorMetrics,
@@ -461,9 +468,8 @@ impl Router {
             // The unit is held open by one guard delivery until every record is routed.
             let position = unit.position.clone();
             let unit_id = unit.id;
-            let mut index_in_unit = 0usize;
             let guard = tracker.register_with_state(unit.position, unit.state, 1);
-            let decoded = decode(&unit.payload);
+            let decoded = decode_bytes(&unit.payload);
             if !decoded.failures.is_empty() {
                 self.metrics
                     .decode_errors
@@ -477,55 +483,37 @@ impl Router {
                 guard.stream().lock().add_pending(guard.seq(), letters.len() as u32);
                 self.dead_letter.submit(letters);
             }
-            for raw in decoded.records {
+            for (index_in_unit, raw) in decoded.records.into_iter().enumerate() {
                 self.records += 1;
-                let value: serde_json::Value = match serde_json::from_str(raw.get()) {
-                    Ok(v) => v,
-                    Err(_) => continue, // decode already validated the JSON
-                };
-                let recognized = recognize(&value, hint);
-                let category = category_from(&recognized, &value);
+                let record = self.parse(&raw, hint);
                 // Stable across restarts and replays of the same unit: destinations that can
                 // (Elasticsearch `_id`, Splunk, blob names) use it to drop re-deliveries.
-                let record_id = stable_record_id(&batch.origin, &value).unwrap_or_else(|| match &unit_id {
-                    Some(id) => format!("{id}/{index_in_unit}"),
-                    None => format!("{}/{}#{}", batch.stream, position, index_in_unit),
-                });
-                index_in_unit += 1;
+                let record_id = record
+                    .parsed
+                    .as_ref()
+                    .ok()
+                    .and_then(|p| stable_record_id(&batch.origin, &p.value))
+                    .unwrap_or_else(|| match &unit_id {
+                        Some(id) => format!("{id}/{index_in_unit}"),
+                        None => format!("{}/{}#{}", batch.stream, position, index_in_unit),
+                    });
                 let event_id: Arc<str> = Arc::from(record_id.as_str());
                 let mut bodies: [Option<Result<Bytes, String>>; 3] = [None, None, None];
-                let record = Bytes::copy_from_slice(raw.get().as_bytes());
                 let mut routed = false;
                 for (ri, route) in self.routes.iter().enumerate() {
-                    if !route.takes(&category) {
+                    if !route.takes(&record.category) {
                         continue;
                     }
                     routed = true;
                     received[ri].0.inc();
-                    received[ri].1.inc_by(raw.get().len() as u64);
+                    received[ri].1.inc_by(raw.len() as u64);
+                    if raw.len() > route.max_record_bytes {
+                        self.dead_letter_too_large(&guard, route, &raw, &event_id);
+                        continue;
+                    }
                     for &(di, shape) in &route.destinations {
                         let body = bodies[shape.slot()]
-                            .get_or_insert_with(|| match shape {
-                                Shape::Raw => Ok(record.clone()),
-                                Shape::Ecs | Shape::EcsWithOriginal => {
-                                    let ctx = EcsContext {
-                                        source: hint,
-                                        event_id: Some(&record_id),
-                                        original: (shape == Shape::EcsWithOriginal).then(|| raw.get()),
-                                    };
-                                    normalize_json_recognized(&value, recognized.clone(), &ctx)
-                                        .map_err(|e| e.to_string())
-                                        .map(|n| {
-                                            if !n.mapped {
-                                                self.metrics
-                                                    .records_unmapped
-                                                    .with_label_values(&[metric_label(&n.recognized.category)])
-                                                    .inc();
-                                            }
-                                            Bytes::from(n.json)
-                                        })
-                                }
-                            })
+                            .get_or_insert_with(|| self.body(shape, &raw, &record, hint, &record_id))
                             .clone();
                         let queue = &self.queues[di];
                         match body {
@@ -536,7 +524,7 @@ impl Router {
                                         body,
                                         id: event_id.clone(),
                                         log_source: route.log_source.clone(),
-                                        record: record.clone(),
+                                        record: raw.bytes().clone(),
                                         ack: guard.clone(),
                                         dead_letter: None,
                                         _slot: None,
@@ -544,20 +532,16 @@ impl Router {
                                     .await?;
                             }
                             Err(reason) => {
-                                guard.stream().lock().add_pending(guard.seq(), 1);
-                                self.dead_letter.submit(vec![Letter {
-                                    stage: Stage::Normalize,
-                                    reason: format!("normalization failed: {reason}"),
-                                    log_source: route.log_source.clone(),
-                                    destination: Some(Arc::from(queue.name())),
-                                    id: Some(event_id.clone()),
-                                    record: record.clone(),
-                                    ack: guard.clone(),
-                                }]);
-                                self.metrics
-                                    .events_dead_lettered
-                                    .with_label_values(&[queue.name(), "normalize"])
-                                    .inc();
+                                let reason = format!("normalization failed: {reason}");
+                                self.dead_letter_record(
+                                    &guard,
+                                    route,
+                                    di,
+                                    Stage::Normalize,
+                                    &reason,
+                                    raw.bytes().clone(),
+                                    &event_id,
+                                );
                             }
                         }
                     }
@@ -573,6 +557,144 @@ impl Router {
         }
         Ok(())
     }
+
+    /// Parse a record once for every route and shape. A record larger than every route allows
+    /// is not parsed at all (it is dead-lettered by size); one that does not parse keeps the
+    /// reason, and its `category` field for routing.
+    fn parse(&self, raw: &RawRecord, hint: SourceHint<'_>) -> RecordView {
+        let text = raw.get();
+        if raw.len() > self.largest_record {
+            return RecordView {
+                category: route::category_of_unparsed(text),
+                recognized: None,
+                parsed: Err(format!(
+                    "record of {} bytes is larger than any LogSource takes",
+                    raw.len()
+                )),
+            };
+        }
+        match parse_record(text) {
+            Ok(p) => {
+                if p.repaired {
+                    self.metrics
+                        .records_repaired
+                        .with_label_values(&[self.source_kind])
+                        .inc();
+                }
+                let recognized = recognize(&p.value, hint);
+                RecordView {
+                    category: category_from(&recognized, &p.value),
+                    recognized: Some(recognized),
+                    parsed: Ok(p),
+                }
+            }
+            Err(e) => RecordView {
+                category: route::category_of_unparsed(text),
+                recognized: None,
+                parsed: Err(e.to_string()),
+            },
+        }
+    }
+
+    /// The body of one shape: `raw` is the record's own bytes (shared, not copied), whether or
+    /// not it parsed; `ecs` needs the parsed record.
+    fn body(
+        &self,
+        shape: Shape,
+        raw: &RawRecord,
+        record: &RecordView,
+        hint: SourceHint<'_>,
+        record_id: &str,
+    ) -> Result<Bytes, String> {
+        match shape {
+            Shape::Raw => Ok(raw.bytes().clone()),
+            Shape::Ecs | Shape::EcsWithOriginal => {
+                let (p, recognized) = match (&record.parsed, &record.recognized) {
+                    (Ok(p), Some(r)) => (p, r),
+                    (Err(reason), _) => return Err(reason.clone()),
+                    (Ok(_), None) => return Err("record was not recognised".to_string()),
+                };
+                let ctx = EcsContext {
+                    source: hint,
+                    event_id: Some(record_id),
+                    original: (shape == Shape::EcsWithOriginal).then(|| raw.get()),
+                };
+                let n = normalize_json_recognized(&p.value, recognized.clone(), &ctx).map_err(|e| e.to_string())?;
+                if !n.mapped {
+                    self.metrics.count_unmapped(&n.recognized.category);
+                }
+                Ok(Bytes::from(n.json))
+            }
+        }
+    }
+
+    /// Dead-letter a record larger than its LogSource's `maxRecordBytes` for each destination of
+    /// the route, keeping only its first [`DEAD_LETTER_KEEP_BYTES`].
+    fn dead_letter_too_large(&self, guard: &AckRef, route: &CompiledRoute, raw: &RawRecord, id: &Arc<str>) {
+        let keep = char_prefix(raw.get(), DEAD_LETTER_KEEP_BYTES).len();
+        let reason = format!(
+            "record of {} bytes is larger than maxRecordBytes ({}) of LogSource {}; the dead letter keeps its first {keep} bytes",
+            raw.len(),
+            route.max_record_bytes,
+            route.log_source
+        );
+        for &(di, _) in &route.destinations {
+            self.dead_letter_record(guard, route, di, Stage::Decode, &reason, raw.bytes().slice(..keep), id);
+        }
+    }
+
+    /// Write one record to the dead-letter sink for one destination and count it (metric and
+    /// the destination's report). If the sink fails, the unit stays open: its checkpoint is not
+    /// passed and the record is read again after a restart.
+    fn dead_letter_record(
+        &self,
+        guard: &AckRef,
+        route: &CompiledRoute,
+        di: usize,
+        stage: Stage,
+        reason: &str,
+        record: Bytes,
+        id: &Arc<str>,
+    ) {
+        let queue = &self.queues[di];
+        // The unit waits for the dead letter: acknowledged once it is safe (written and synced,
+        // or delivered by the LogSource's dead-letter destination), never if it cannot be.
+        guard.stream().lock().add_pending(guard.seq(), 1);
+        self.dead_letter.submit(vec![Letter {
+            stage,
+            reason: reason.to_string(),
+            log_source: route.log_source.clone(),
+            destination: Some(Arc::from(queue.name())),
+            id: Some(id.clone()),
+            record,
+            ack: guard.clone(),
+        }]);
+        self.metrics
+            .events_dead_lettered
+            .with_label_values(&[queue.name(), stage.as_str()])
+            .inc();
+        queue.health().events_dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How much of a record over `maxRecordBytes` (or of an undecodable part) a dead letter keeps.
+pub const DEAD_LETTER_KEEP_BYTES: usize = 64 * 1024;
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn char_prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A record as the router sees it after its one parse.
+struct RecordView {
+    category: String,
+    recognized: Option<Recognized>,
+    /// The parsed record, or why it cannot be normalized.
+    parsed: Result<ParsedRecord, String>,
 }
 
 /// The collector's dead letters: files from its config, and the dead-letter destination of each
@@ -637,7 +759,7 @@ fn decode_letters(
 }
 
 /// Position and source state of the checkpoint last saved for a stream, and when.
-type SavedCheckpoint = (String, Option<Arc<serde_json::Value>>, Instant);
+type SavedCheckpoint = (String, Option<crate::collector::ack::SharedState>, Instant);
 
 /// Writes the watermark of every stream that moved.
 struct Checkpointer {
@@ -652,7 +774,7 @@ struct Checkpointer {
 
 impl Checkpointer {
     async fn flush(&self) {
-        let due: Vec<(String, String, Option<Arc<serde_json::Value>>)> = {
+        let due: Vec<(String, String, Option<SharedState>)> = {
             let trackers = self.trackers.lock().unwrap_or_else(|p| p.into_inner());
             let saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
             trackers
@@ -686,7 +808,7 @@ impl Checkpointer {
         for (id, position, state) in due {
             let cp = Checkpoint {
                 position: position.clone(),
-                state: state.as_ref().map(|s| (**s).clone()),
+                state: state.as_ref().map(|s| s.to_json()),
                 updated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             };
             match self.store.save(&id, &cp).await {
@@ -824,16 +946,6 @@ impl ReportState {
             );
         }
         report
-    }
-}
-
-/// A label value from record content, bounded so odd input cannot blow up metric cardinality.
-fn metric_label(value: &str) -> &str {
-    let plain = value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if plain {
-        value
-    } else {
-        "other"
     }
 }
 

@@ -10,6 +10,9 @@
 //! [`normalize_json`] / [`to_ecs_json`] (ECS JSON bytes written directly, the fastest for JSON
 //! destinations). Tests assert the three agree byte for byte.
 //!
+//! Records are parsed once, by [`parse_record`] (what does not parse, and why, is in
+//! `parse.rs`); the `Value` then serves recognition, routing and every shape.
+//!
 //! Layout: [`recognize()`] tells the family and category of a record; `ecs/*` maps each
 //! family (one file per family, shared helpers in `ecs/common.rs`); `cef.rs` and `leef.rs`
 //! encode ECS documents. The field tables are in `FIELDS.md` next to this file.
@@ -17,11 +20,16 @@
 pub mod cef;
 mod ecs;
 pub mod leef;
+mod parse;
 mod recognize;
 
 use serde_json::Value;
 
 pub use self::ecs::common::ECS_VERSION;
+pub use self::parse::{
+    category_field, parse_document, parse_record, replace_lone_surrogates, ParsedRecord, RecordError, MAX_DEPTH,
+    MAX_DOCUMENT_DEPTH,
+};
 pub use self::recognize::{o365_record_type, DEFENDER_TABLES, ENTRA_CATEGORIES, GRAPH_KINDS, INTUNE_CATEGORIES};
 
 /// Where a record came from, when the source knows. Recognition works without it; it only

@@ -149,7 +149,8 @@ impl SyslogDestination {
 
     /// The RFC 5424 message of one event (without framing).
     pub fn message(&self, event: &Event) -> Vec<u8> {
-        let doc: Value = serde_json::from_slice(&event.body).unwrap_or(Value::Null);
+        // ECS bodies may nest a few levels deeper than serde_json's default limit allows.
+        let doc: Value = crate::normalize::parse_document(&event.body).unwrap_or(Value::Null);
         let severity = match cef::severity(&doc) {
             9.. => 2,
             7..=8 => 3,

@@ -497,7 +497,7 @@ impl ManagementActivityReader {
 }
 
 /// Checkpoint state of a stream: the digest of the content blobs delivered lately.
-fn state_of(s: &ContentCursor) -> Arc<serde_json::Value> {
+fn state_of(s: &ContentCursor) -> crate::collector::ack::SharedState {
     Arc::new(serde_json::json!({"blobs": s.blobs.to_state()}))
 }
 

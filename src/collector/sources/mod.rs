@@ -68,8 +68,9 @@ pub struct SourceUnit {
     pub payload: Bytes,
     /// Position to checkpoint once the unit is fully acknowledged.
     pub position: String,
-    /// Source state to save with the position, if the source keeps one.
-    pub state: Option<Arc<serde_json::Value>>,
+    /// Source state to save with the position, if the source keeps one. Shared, and rendered
+    /// only when a checkpoint is written (see [`crate::collector::ack::UnitState`]).
+    pub state: Option<crate::collector::ack::SharedState>,
     /// Stable, globally unique id of the unit (Event Hubs: `namespace/hub/partition/sequence`);
     /// a record without an id of its own gets `{id}/{index in the unit}`. `None`: the runtime
     /// uses `{stream}/{position}#{index}`.

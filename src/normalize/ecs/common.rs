@@ -362,8 +362,7 @@ impl<'a> Doc<'a> {
                         Ok(mut cache) => {
                             let mut keys = Vec::with_capacity(64);
                             write_snake(out, source, *depth, &extra, &mut keys, &mut cache);
-                            // Forms past the capacity were made for this document only.
-                            cache.forms.truncate(SnakeCache::CAPACITY);
+                            cache.end_document();
                         }
                         // Not reentrant; a fresh cache keeps it correct if it ever were.
                         Err(_) => {
@@ -595,11 +594,15 @@ impl PathId {
 
 /// The path order ([`path_order`]) of the document shapes seen on this thread. Records of a
 /// category mostly write the same paths in the same sequence, so after the first ones the
-/// order is a hash of the sequence, a check and a copy instead of a sort. Bounded: cleared
-/// when [`OrderCache::CAPACITY`] shapes are held.
+/// order is a hash of the sequence, a check and a copy instead of a sort. Bounded by count and
+/// by bytes (paths can hold record content, e.g. an unknown category): cleared when
+/// [`OrderCache::CAPACITY`] shapes or [`OrderCache::MAX_BYTES`] are held, and a shape larger
+/// than [`OrderCache::MAX_SHAPE_BYTES`] is not kept at all.
 #[derive(Default)]
 struct OrderCache {
     shapes: std::collections::HashMap<u64, Shape, foldhash::fast::RandomState>,
+    /// Approximate heap bytes held by `shapes`.
+    bytes: usize,
 }
 
 /// A document shape: its paths, their order, and the skeleton of its JSON once written.
@@ -611,6 +614,8 @@ struct Shape {
 
 impl OrderCache {
     const CAPACITY: usize = 512;
+    const MAX_BYTES: usize = 4 << 20;
+    const MAX_SHAPE_BYTES: usize = 64 << 10;
 
     /// The order of `entries`, the key of their shape, and its skeleton if one is kept.
     fn order(&mut self, entries: &[(Path, Val<'_>)]) -> (Vec<usize>, u64, Option<std::rc::Rc<Skeleton>>) {
@@ -635,9 +640,22 @@ impl OrderCache {
             }
         }
         let order = path_order(entries);
-        if self.shapes.len() >= Self::CAPACITY {
-            self.shapes.clear();
+        let cost = entries
+            .iter()
+            .map(|(p, _)| {
+                std::mem::size_of::<PathId>()
+                    + std::mem::size_of::<usize>()
+                    + matches!(p, Cow::Owned(_)) as usize * p.len()
+            })
+            .sum::<usize>();
+        if cost > Self::MAX_SHAPE_BYTES {
+            return (order, key, None);
         }
+        if self.shapes.len() >= Self::CAPACITY || self.bytes + cost > Self::MAX_BYTES {
+            self.shapes.clear();
+            self.bytes = 0;
+        }
+        self.bytes += cost;
         let shape = Shape {
             ids: entries.iter().map(|(p, _)| PathId::of(p)).collect(),
             order: order.clone(),
@@ -649,7 +667,16 @@ impl OrderCache {
 
     /// Keep the skeleton of the shape with this key (the one [`OrderCache::order`] just gave).
     fn keep_skeleton(&mut self, key: u64, skeleton: std::rc::Rc<Skeleton>) {
+        let cost = skeleton.bytes.len()
+            + skeleton.items.len() * std::mem::size_of::<(usize, u32, u32)>()
+            + skeleton.extras.iter().map(|(_, k)| k.len() + 24).sum::<usize>();
+        if cost > Self::MAX_SHAPE_BYTES || self.bytes + cost > Self::MAX_BYTES {
+            return;
+        }
         if let Some(shape) = self.shapes.get_mut(&key) {
+            if shape.skeleton.is_none() {
+                self.bytes += cost;
+            }
             shape.skeleton = Some(skeleton);
         }
     }
@@ -719,17 +746,26 @@ impl KeyForm {
 
 /// The key forms of keys already seen on this thread, snake_cased (`snake`) or as they are
 /// (`raw`). Microsoft records repeat a small set of field names, so after the first records a
-/// key costs a hash lookup. Bounded: forms past [`SnakeCache::CAPACITY`] are made for one
-/// document at a time (the caller truncates `forms` back after each document).
+/// key costs a hash lookup. Bounded: at most [`SnakeCache::CAPACITY`] keys of at most
+/// [`SnakeCache::MAX_KEY_BYTES`] each are kept (a few MiB); other forms are made for one
+/// document at a time ([`SnakeCache::end_document`] drops them).
 #[derive(Default)]
 struct SnakeCache {
     snake: std::collections::HashMap<Box<str>, u32, foldhash::fast::RandomState>,
     raw: std::collections::HashMap<Box<str>, u32, foldhash::fast::RandomState>,
     forms: Vec<KeyForm>,
+    /// `forms[..kept]` are in the maps; the rest belong to the current document.
+    kept: usize,
 }
 
 impl SnakeCache {
     const CAPACITY: usize = 4096;
+    const MAX_KEY_BYTES: usize = 256;
+
+    /// Drop the forms made for the document just written.
+    fn end_document(&mut self) {
+        self.forms.truncate(self.kept);
+    }
 
     /// The index in `forms` of the form of `key`, snake_cased or not.
     fn form(&mut self, key: &str, convert: bool) -> u32 {
@@ -744,9 +780,11 @@ impl SnakeCache {
         };
         let i = self.forms.len() as u32;
         self.forms.push(form);
-        if self.forms.len() <= Self::CAPACITY {
+        // Kept forms stay a prefix of `forms`, so `end_document` can cut the others off.
+        if self.kept == i as usize && self.kept < Self::CAPACITY && key.len() <= Self::MAX_KEY_BYTES {
             let map = if convert { &mut self.snake } else { &mut self.raw };
             map.insert(key.into(), i);
+            self.kept += 1;
         }
         i
     }

@@ -1017,8 +1017,7 @@ async fn read_partition(
                 let sequence = u
                     .state
                     .as_ref()
-                    .and_then(|s| s.get("sequenceNumber"))
-                    .and_then(|v| v.as_i64());
+                    .and_then(|s| s.to_json().get("sequenceNumber")?.as_i64());
                 let batch = SourceBatch {
                     stream: partition.clone(),
                     origin: RecordOrigin::Diagnostic,
