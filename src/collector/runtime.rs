@@ -534,13 +534,16 @@ impl Router {
                             Err(reason) => {
                                 let reason = format!("normalization failed: {reason}");
                                 self.dead_letter_record(
-                                    &guard,
-                                    route,
                                     di,
-                                    Stage::Normalize,
-                                    &reason,
-                                    raw.bytes().clone(),
-                                    &event_id,
+                                    Letter {
+                                        stage: Stage::Normalize,
+                                        reason,
+                                        log_source: route.log_source.clone(),
+                                        destination: Some(Arc::from(queue.name())),
+                                        id: Some(event_id.clone()),
+                                        record: raw.bytes().clone(),
+                                        ack: guard.clone(),
+                                    },
                                 );
                             }
                         }
@@ -639,41 +642,35 @@ impl Router {
             route.log_source
         );
         for &(di, _) in &route.destinations {
-            self.dead_letter_record(guard, route, di, Stage::Decode, &reason, raw.bytes().slice(..keep), id);
+            self.dead_letter_record(
+                di,
+                Letter {
+                    stage: Stage::Decode,
+                    reason: reason.clone(),
+                    log_source: route.log_source.clone(),
+                    destination: Some(Arc::from(self.queues[di].name())),
+                    id: Some(id.clone()),
+                    record: raw.bytes().slice(..keep),
+                    ack: guard.clone(),
+                },
+            );
         }
     }
 
     /// Write one record to the dead-letter sink for one destination and count it (metric and
     /// the destination's report). If the sink fails, the unit stays open: its checkpoint is not
     /// passed and the record is read again after a restart.
-    fn dead_letter_record(
-        &self,
-        guard: &AckRef,
-        route: &CompiledRoute,
-        di: usize,
-        stage: Stage,
-        reason: &str,
-        record: Bytes,
-        id: &Arc<str>,
-    ) {
+    fn dead_letter_record(&self, di: usize, letter: Letter) {
         let queue = &self.queues[di];
         // The unit waits for the dead letter: acknowledged once it is safe (written and synced,
         // or delivered by the LogSource's dead-letter destination), never if it cannot be.
-        guard.stream().lock().add_pending(guard.seq(), 1);
-        self.dead_letter.submit(vec![Letter {
-            stage,
-            reason: reason.to_string(),
-            log_source: route.log_source.clone(),
-            destination: Some(Arc::from(queue.name())),
-            id: Some(id.clone()),
-            record,
-            ack: guard.clone(),
-        }]);
+        letter.ack.stream().lock().add_pending(letter.ack.seq(), 1);
         self.metrics
             .events_dead_lettered
-            .with_label_values(&[queue.name(), stage.as_str()])
+            .with_label_values(&[queue.name(), letter.stage.as_str()])
             .inc();
         queue.health().events_dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.dead_letter.submit(vec![letter]);
     }
 }
 
