@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use serde_json::json;
 use siembridge::api::{LogSource, SiemDestination};
 use siembridge::config::{CollectorReport, DestinationReport};
@@ -22,51 +21,11 @@ use siembridge::operator::metrics::Metrics;
 use siembridge::operator::{run_controllers, ControllerSettings};
 use tokio_util::sync::CancellationToken;
 
+#[path = "common/cluster.rs"]
+mod cluster_env;
+use cluster_env::{eventually, install_crds};
+
 const MANAGER: &str = "siembridge-e2e";
-const WAIT: Duration = Duration::from_secs(120);
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
-        }
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .unwrap();
-        eventually(&format!("CRD {name} established"), || {
-            let (api, name) = (api.clone(), name.clone());
-            async move {
-                let crd = api.get(&name).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        })
-        .await;
-    }
-}
 
 async fn apply(client: &Client, namespace: &str, value: serde_json::Value) {
     let kind = value["kind"].as_str().unwrap().to_string();
@@ -131,12 +90,9 @@ async fn report(client: &Client, namespace: &str, collector: &str, destination: 
 
 #[tokio::test]
 async fn a_collector_reporting_refused_credentials_makes_the_destination_and_log_source_not_ready() {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        println!("skipped: KUBECONFIG not set");
+    let Some(client) = cluster_env::client("cluster_credentials").await else {
         return;
-    }
-    siembridge::operator::install_crypto_provider();
-    let client = Client::try_default().await.expect("a client from KUBECONFIG");
+    };
     install_crds(&client).await;
     let run_id = format!("{:08x}", rand::random::<u32>());
     let namespace = format!("sb-e2e-{run_id}-creds");

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use serde_json::json;
 use siembridge::api::{LogSource, SiemDestination};
 use siembridge::operator::connectivity::TcpConnect;
@@ -19,48 +18,11 @@ use siembridge::operator::metrics::Metrics;
 use siembridge::operator::{run_controllers, ControllerSettings};
 use tokio_util::sync::CancellationToken;
 
+#[path = "common/cluster.rs"]
+mod cluster_env;
+use cluster_env::{eventually, install_crds};
+
 const MANAGER: &str = "siembridge-e2e-dead-letter";
-const WAIT: Duration = Duration::from_secs(120);
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, yaml) in siembridge::crdgen::crds() {
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
-        let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("cannot install CRD {name}: {e}"));
-        eventually(&format!("CRD {name} established"), || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let crd = api.get(&name).await.ok()?;
-                let ok = crd
-                    .status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                ok.then_some(())
-            }
-        })
-        .await;
-    }
-}
 
 fn condition(ls: &LogSource, type_: &str) -> Option<(String, String, String)> {
     let c = ls.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
@@ -87,12 +49,9 @@ async fn table_row(client: &Client, namespace: &str, name: &str) -> Option<serde
 
 #[tokio::test]
 async fn dead_letters_show_in_status_printer_column_condition_and_event() {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        println!("skipped: KUBECONFIG not set");
+    let Some(client) = cluster_env::client("cluster_dead_letter").await else {
         return;
-    }
-    siembridge::operator::install_crypto_provider();
-    let client = Client::try_default().await.expect("a client from KUBECONFIG");
+    };
     install_crds(&client).await;
 
     let run_id = format!("{:08x}", rand::random::<u32>());

@@ -7,14 +7,11 @@
 //! LogSource. Without `KUBECONFIG` it prints `skipped: KUBECONFIG not set`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
 use siembridge::api::{CollectorPodTemplate, ConsumerGroup, LogSource, SiemDestination};
 use siembridge::operator::connectivity::TcpConnect;
@@ -22,23 +19,11 @@ use siembridge::operator::metrics::Metrics;
 use siembridge::operator::{run_controllers, ControllerSettings};
 use tokio_util::sync::CancellationToken;
 
-const MANAGER: &str = "siembridge-e2e-pods";
-const WAIT: Duration = Duration::from_secs(90);
+#[path = "common/cluster.rs"]
+mod cluster_env;
+use cluster_env::{eventually, install_crds};
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
+const MANAGER: &str = "siembridge-e2e-pods";
 
 async fn apply<K>(api: &Api<K>, value: serde_json::Value) -> Result<K, kube::Error>
 where
@@ -47,34 +32,6 @@ where
     let name = value["metadata"]["name"].as_str().unwrap().to_string();
     api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&value))
         .await
-}
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
-        }
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("cannot install CRD {}: {e}", path.display()));
-        let api = api.clone();
-        eventually(&format!("CRD {name} established"), || {
-            let (api, name) = (api.clone(), name.clone());
-            async move {
-                let conditions = api.get(&name).await.ok()?.status?.conditions?;
-                conditions
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        })
-        .await;
-    }
 }
 
 fn env_value(d: &Deployment, name: &str) -> Option<String> {
@@ -93,14 +50,9 @@ fn pod_label(d: &Deployment, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn collector_pods_carry_defaults_overrides_workload_identity_and_scale() {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        println!("skipped: KUBECONFIG not set");
+    let Some(client) = cluster_env::client("cluster_pods").await else {
         return;
-    }
-    siembridge::operator::install_crypto_provider();
-    let client = Client::try_default()
-        .await
-        .expect("KUBECONFIG is set but no client can be made");
+    };
     install_crds(&client).await;
     let namespace = format!("sb-pods-{:08x}", rand::random::<u32>());
     let ns_api: Api<Namespace> = Api::all(client.clone());

@@ -115,6 +115,12 @@ spec:
 }
 
 async fn run(manifests: &Path, state: &Path) {
+    let stderr = run_expecting(manifests, state, true).await;
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Run `siembridge run` and check its exit status; returns its stderr.
+async fn run_expecting(manifests: &Path, state: &Path, success: bool) -> String {
     let out = tokio::process::Command::new(BIN)
         .args(["run", "-f"])
         .arg(manifests)
@@ -124,9 +130,9 @@ async fn run(manifests: &Path, state: &Path) {
         .output()
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.success(), success, "{stderr}");
+    stderr
 }
 
 fn report(state: &Path) -> serde_json::Value {
@@ -327,7 +333,11 @@ async fn an_http_dead_letter_destination_that_refuses_holds_the_checkpoint_until
 
     // The dead-letter receiver refuses: nothing may pass the first undeliverable record.
     r.dlq_refuses.store(true, Ordering::SeqCst);
-    run(&manifests, &state).await;
+    let stderr = run_expecting(&manifests, &state, false).await;
+    assert!(
+        stderr.contains("not delivered") && stderr.contains("dead-letter writes failed"),
+        "the run says what it left: {stderr}"
+    );
     let position = checkpoint(&state);
     println!("checkpoint while the dead-letter destination refuses: {position}");
     assert!(

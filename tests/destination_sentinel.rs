@@ -71,7 +71,7 @@ fn write_large_records(dir: &Path, n: usize) -> std::path::PathBuf {
         f,
         "{{\"id\":{},\"time\":\"2026-01-15T08:00:00Z\",\"blob\":\"{}\"}}",
         n + 1,
-        "x".repeat(1_100_000)
+        "x".repeat(1_010_000) // over the 1 MB row limit, under maxRecordBytes (1 MiB)
     )
     .unwrap();
     p

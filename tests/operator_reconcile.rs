@@ -1227,14 +1227,14 @@ async fn a_source_kind_the_collector_cannot_run_is_a_condition_not_a_crash_loop(
     expected.push(EVENTS.into());
     assert_eq!(server.lines(), expected);
     let calls = server.calls();
-    assert_eq!(calls[6].body.as_ref().unwrap()["reason"], "CollectorDeleted");
-    assert!(calls[7].is_field_manager_apply());
-    let status = &calls[7].body.as_ref().unwrap()["status"];
+    assert_eq!(calls[7].body.as_ref().unwrap()["reason"], "CollectorDeleted");
+    assert!(calls[8].is_field_manager_apply());
+    let status = &calls[8].body.as_ref().unwrap()["status"];
     assert_eq!(status["sourceType"], "azureBlob");
     let ready = condition(status, types::READY);
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], reasons::SOURCE_NOT_SUPPORTED);
-    let warning = calls[8].body.as_ref().unwrap();
+    let warning = calls[9].body.as_ref().unwrap();
     assert_eq!(warning["type"], "Warning");
     assert_eq!(warning["reason"], reasons::SOURCE_NOT_SUPPORTED);
     assert_eq!(

@@ -345,17 +345,25 @@ async fn every_record_of_awkward_input_is_delivered_or_dead_lettered_with_its_re
     for f in std::fs::read_dir(dir.path().join("dead-letter")).unwrap() {
         for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
             // Dead letters hold records as they are (maybe not `Value`-parsable): read them raw.
+            // `record` when the bytes are one JSON value on one line, else `recordBase64`.
             #[derive(serde::Deserialize)]
             struct Line {
                 stage: String,
                 reason: String,
                 destination: Option<String>,
-                record: Box<serde_json::value::RawValue>,
+                record: Option<Box<serde_json::value::RawValue>>,
+                #[serde(rename = "recordBase64")]
+                record_base64: Option<String>,
             }
             let v: Line = serde_json::from_str(line).unwrap();
-            let record = match serde_json::from_str::<String>(v.record.get()) {
-                Ok(text) => text,
-                Err(_) => v.record.get().to_string(),
+            let record = match (&v.record, &v.record_base64) {
+                (Some(raw), _) => raw.get().to_string(),
+                (None, Some(b64)) => {
+                    use base64::Engine;
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+                (None, None) => panic!("a dead letter without its record: {line}"),
             };
             let (reason, stage) = (v.reason, v.stage);
             let rid = rids_in(&record).pop().unwrap_or_else(|| format!("?{record:.40}"));

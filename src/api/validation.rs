@@ -603,6 +603,10 @@ mod tests {
             "enum",
             "x-kubernetes-validations",
             "x-kubernetes-int-or-string",
+            // Merge semantics of server-side apply (status.conditions keyed by type): they do not
+            // change which values are valid in a manifest.
+            "x-kubernetes-list-type",
+            "x-kubernetes-list-map-keys",
         ];
         let v = SchemaValidator::new();
         assert_eq!(v.kinds.len(), 3);

@@ -1,5 +1,5 @@
 //! Entra ID app-only access tokens: the OAuth 2.0 client-credentials grant of the Microsoft
-//! identity platform v2.0 (PROTOCOLS.md section 1), with a per-scope cache refreshed before expiry.
+//! identity platform v2.0 (docs/PROTOCOLS.md section 1), with a per-scope cache refreshed before expiry.
 //!
 //! Written on `reqwest` rather than `azure_identity` because the latter refuses a non-https
 //! authority, so it cannot be pointed at a local token endpoint in tests.
@@ -23,7 +23,7 @@ use crate::api::{Cloud, EntraCredentials};
 use crate::collector::secrets::{self, SecretError, SecretValue};
 use crate::config::SecretSource;
 
-/// Hosts of one Microsoft cloud (PROTOCOLS.md section 1, national clouds table).
+/// Hosts of one Microsoft cloud (docs/PROTOCOLS.md section 1, national clouds table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CloudEndpoints {
     /// Entra token authority, `https://login.microsoftonline.com`.
@@ -403,7 +403,7 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 /// Lifetime of a signed client assertion; Entra only needs it for the one token request.
 const ASSERTION_LIFETIME_SECONDS: i64 = 600;
 
-/// The signed client assertion of a certificate credential (PROTOCOLS.md section 1): an RS256
+/// The signed client assertion of a certificate credential (docs/PROTOCOLS.md section 1): an RS256
 /// JWT whose header names the certificate by its SHA-1 (`x5t`) and SHA-256 (`x5t#S256`)
 /// thumbprints, with `aud` the token URL, `iss` = `sub` the client id, a fresh `jti`, and a short
 /// `nbf`..`exp` validity.

@@ -3,12 +3,12 @@
 //!
 //! Why not `azure_storage_blob`: it cannot share an `azure_core` with `azure_messaging_eventhubs`
 //! 0.16 (which the Event Hubs source needs) and it has no Shared Key / connection-string auth
-//! (DESIGN.md, "Dependency facts"). The calls here are the whole of what siembridge uses:
+//! (docs/DESIGN.md, "Dependency facts"). The calls here are the whole of what siembridge uses:
 //! create container, Put Blob (block blob, with metadata and `If-Match` / `If-None-Match`),
 //! Get Blob, Get Blob Properties, Set Blob Metadata (conditional) and List Blobs with a prefix
 //! and `include=metadata`.
 //!
-//! Auth (PROTOCOLS.md section 7.7): Shared Key (HMAC-SHA256 over the canonical request, from an
+//! Auth (docs/PROTOCOLS.md section 7.7): Shared Key (HMAC-SHA256 over the canonical request, from an
 //! account-key connection string), a SAS token appended to every URL, or an Entra bearer token
 //! for `https://storage.azure.com/.default` from [`TokenProvider`]. Connection strings may name a
 //! `BlobEndpoint` (Azurite: `UseDevelopmentStorage=true`, or an explicit

@@ -81,3 +81,62 @@ pub fn delete_namespaces(names: Vec<String>) {
     })
     .join();
 }
+
+/// How long a cluster suite waits for the controllers and the API server.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Poll `check` until it returns `Some`, or fail after [`WAIT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+/// Apply the CRDs of `crds/` with server-side apply and wait until each is established.
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    use kube::ResourceExt;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("siembridge-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot install CRD {}: {e}", path.display()));
+        names.push(name);
+    }
+    for name in names {
+        let api = api.clone();
+        eventually(&format!("CRD {name} established"), || {
+            let (api, name) = (api.clone(), name.clone());
+            async move {
+                let conditions = api.get(&name).await.ok()?.status?.conditions?;
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+}

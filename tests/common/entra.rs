@@ -1,4 +1,4 @@
-//! Stand-in of the Entra ID token endpoint (PROTOCOLS.md sections 0 and 1): `POST
+//! Stand-in of the Entra ID token endpoint (docs/PROTOCOLS.md sections 0 and 1): `POST
 //! /{tenant}/oauth2/v2.0/token` with the client-credentials grant, the documented error bodies
 //! (AADSTS codes), short token lifetimes and injected 503s, for tests of every Entra-authenticated
 //! source and destination.

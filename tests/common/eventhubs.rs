@@ -1,4 +1,4 @@
-//! Stand-in of Azure Event Hubs as an AMQP 1.0 client sees it (PROTOCOLS.md sections 0 and 6),
+//! Stand-in of Azure Event Hubs as an AMQP 1.0 client sees it (docs/PROTOCOLS.md sections 0 and 6),
 //! built on the `fe2o3-amqp` acceptor and listening on plain AMQP on 127.0.0.1.
 //!
 //! What it does: SASL `ANONYMOUS` / `MSSBCBS` / `PLAIN` (all accepted; authorization is by CBS);

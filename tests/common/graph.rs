@@ -1,4 +1,4 @@
-//! Stand-in of Microsoft Graph (PROTOCOLS.md sections 0 and 3): the audit, sign-in, risk and
+//! Stand-in of Microsoft Graph (docs/PROTOCOLS.md sections 0 and 3): the audit, sign-in, risk and
 //! security collections with `$filter` on their time property (`ge`/`lt`), `$top` capped per
 //! endpoint, opaque `@odata.nextLink` with `$skiptoken`, the beta `signInEventTypes` filter
 //! (v1.0 serves interactive sign-ins only and refuses the filter), the reports limit (requests

@@ -1,4 +1,4 @@
-//! Stand-in of the Office 365 Management Activity API (PROTOCOLS.md sections 0 and 2):
+//! Stand-in of the Office 365 Management Activity API (docs/PROTOCOLS.md sections 0 and 2):
 //! subscriptions per content type, content listing on `contentCreated` with the window rules
 //! (<= 24 h, inside 7 days) and `NextPageUri` paging, content blobs as JSON arrays, expired
 //! content (AF20051), content listed late, duplicate records across blobs, throttling with 429

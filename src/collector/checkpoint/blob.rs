@@ -1,4 +1,4 @@
-//! Blob checkpoint store in the layout of the Azure SDK event processors (PROTOCOLS.md section 6,
+//! Blob checkpoint store in the layout of the Azure SDK event processors (docs/PROTOCOLS.md section 6,
 //! "Checkpoint store"), so siembridge resumes from checkpoints that Logstash, Elastic Agent,
 //! Sekoia or QRadar readers of the same consumer group left, and they from siembridge's.
 //!

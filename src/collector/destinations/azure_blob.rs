@@ -1,5 +1,5 @@
 //! `azureBlob`: an archive of (gzip) NDJSON objects in Azure Blob Storage, the long-term copy that
-//! outlives the 7-day retention of the Microsoft APIs (PROTOCOLS.md section 7.7).
+//! outlives the 7-day retention of the Microsoft APIs (docs/PROTOCOLS.md section 7.7).
 //!
 //! A batch is split by object path: the path template is filled per event with `{source}` (the
 //! LogSource), `{category}` (ECS `event.dataset`, else the record's `category` or `Workload`) and

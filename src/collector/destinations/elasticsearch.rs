@@ -1,4 +1,4 @@
-//! `elasticsearch`: the `_bulk` API of Elasticsearch and OpenSearch (PROTOCOLS.md section 7.2).
+//! `elasticsearch`: the `_bulk` API of Elasticsearch and OpenSearch (docs/PROTOCOLS.md section 7.2).
 //!
 //! Every event is a `create` of the event's stable id as `_id` in the configured index or data
 //! stream, so a re-delivery is answered 409 and counted as delivered: exactly once per id.

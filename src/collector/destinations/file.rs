@@ -55,11 +55,14 @@ impl FileDestination {
                 *guard = Some((f, 0, regular));
             }
         }
-        if let Some((f, size, _)) = guard.as_mut() {
+        if let Some((f, size, regular)) = guard.as_mut() {
             f.write_all(buf)?;
             f.flush()?;
-            // Delivered means on disk: this file may be the dead-letter archive on a volume.
-            f.sync_data()?;
+            // Delivered means on disk: this file may be the dead-letter archive on a volume. A
+            // device or FIFO cannot be synced (EINVAL) and has nothing to sync.
+            if *regular {
+                f.sync_data()?;
+            }
             *size += buf.len() as u64;
         }
         Ok(())

@@ -1,4 +1,4 @@
-//! `sekoia`: the Sekoia.io HTTP intake (PROTOCOLS.md section 7.5).
+//! `sekoia`: the Sekoia.io HTTP intake (docs/PROTOCOLS.md section 7.5).
 //!
 //! A batch is one or more `POST {intake}/jsons` of a JSON array of events, each event a JSON
 //! string (the form Sekoia parses as structured), the intake key in `X-SEKOIAIO-INTAKE-KEY`. As

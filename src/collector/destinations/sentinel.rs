@@ -1,4 +1,4 @@
-//! `sentinel`: Microsoft Sentinel through the Azure Monitor Logs Ingestion API (PROTOCOLS.md
+//! `sentinel`: Microsoft Sentinel through the Azure Monitor Logs Ingestion API (docs/PROTOCOLS.md
 //! section 7.6).
 //!
 //! `POST {endpoint}/dataCollectionRules/{dcrImmutableId}/streams/{stream}?api-version=2023-01-01`

@@ -1,4 +1,4 @@
-//! `splunkHec`: Splunk HTTP Event Collector (PROTOCOLS.md section 7.1).
+//! `splunkHec`: Splunk HTTP Event Collector (docs/PROTOCOLS.md section 7.1).
 //!
 //! A batch is one `POST /services/collector/event` of concatenated JSON envelopes (`time` from
 //! the event's time, `host`, `source`, `sourcetype`, `index`, the stable id as the indexed field

@@ -1,6 +1,6 @@
 //! `syslog`: RFC 5424 messages over TCP or TLS (RFC 6587 octet counting; RFC 5425), RELP
 //! (plain or in TLS; [`super::relp`]) or UDP (RFC 5426), with the event as JSON, LEEF 2.0 (QRadar)
-//! or CEF (PROTOCOLS.md sections 7.3, 7.4).
+//! or CEF (docs/PROTOCOLS.md sections 7.3, 7.4).
 //!
 //! Message: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME - MSGID [siembridge@32473 id=".." logsource=".."] MSG`
 //! - PRI = facility * 8 + a syslog severity mapped from the event's 0-10 severity (the CEF rule:

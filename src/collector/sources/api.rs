@@ -1,6 +1,6 @@
 //! What the polled Microsoft API sources (Management Activity API, Graph) share: one request
 //! budget per (app, tenant), bearer tokens from the [`TokenProvider`], and the retry rules of
-//! PROTOCOLS.md section 8: `Retry-After` honoured on 429, 503, 504 and the 403 `AF429` variant,
+//! docs/PROTOCOLS.md section 8: `Retry-After` honoured on 429, 503, 504 and the 403 `AF429` variant,
 //! exponential backoff otherwise, one token refresh on 401, no retry of other 4xx. A
 //! `Retry-After` is honoured up to the longest backoff ([`RetryPolicy::cap`]). Redirects are never
 //! followed (the bearer token would go along): a 3xx is a failure retried like a 5xx, whose

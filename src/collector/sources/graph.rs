@@ -1,4 +1,4 @@
-//! Microsoft Graph audit, sign-in, risk and security endpoints (PROTOCOLS.md section 3).
+//! Microsoft Graph audit, sign-in, risk and security endpoints (docs/PROTOCOLS.md section 3).
 //!
 //! Each endpoint is one stream polled by time window on its time property (`$filter` with
 //! `ge`/`lt`), `overlap` behind its cursor for records that arrive late, paged by

@@ -1,4 +1,4 @@
-//! The Microsoft Graph audit log query API (`security/auditLog/queries`, PROTOCOLS.md section 3),
+//! The Microsoft Graph audit log query API (`security/auditLog/queries`, docs/PROTOCOLS.md section 3),
 //! the path Microsoft recommends for the unified audit log: a LogSource with
 //! `managementActivityApi.api: graphAuditLogQuery` reads the same content this way.
 //!

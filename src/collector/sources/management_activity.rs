@@ -1,4 +1,4 @@
-//! The Office 365 Management Activity API (PROTOCOLS.md section 2): the unified audit log read
+//! The Office 365 Management Activity API (docs/PROTOCOLS.md section 2): the unified audit log read
 //! per content type from content blobs.
 //!
 //! Each content type is one stream with its own [`ContentCursor`]. A stream lists content in

@@ -1,4 +1,4 @@
-//! Elasticsearch `_bulk` stand-in (PROTOCOLS.md 7.2): `POST /_bulk` and `/{target}/_bulk` with
+//! Elasticsearch `_bulk` stand-in (docs/PROTOCOLS.md 7.2): `POST /_bulk` and `/{target}/_bulk` with
 //! NDJSON action/source pairs (final newline required), documents kept by `(index, _id)` so a
 //! second `create` of an id answers 409, per-item 429 (`es_rejected_execution_exception`) and 400
 //! (`mapper_parsing_exception` for documents with `"poison":true`) injection, whole-request

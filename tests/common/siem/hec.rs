@@ -1,4 +1,4 @@
-//! Splunk HTTP Event Collector stand-in (PROTOCOLS.md 7.1): `/services/collector/event` with
+//! Splunk HTTP Event Collector stand-in (docs/PROTOCOLS.md 7.1): `/services/collector/event` with
 //! concatenated JSON envelopes, tokens (enabled, allowed indexes, indexer acknowledgement),
 //! per-channel ack ids polled on `/services/collector/ack`, `/services/collector/health`, and
 //! the documented error codes: 1-4 tokens, 5/6 with `invalid-event-number`, 7 index, 9 busy,

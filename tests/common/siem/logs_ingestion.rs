@@ -1,4 +1,4 @@
-//! Azure Monitor Logs Ingestion API stand-in (PROTOCOLS.md 7.6): `POST
+//! Azure Monitor Logs Ingestion API stand-in (docs/PROTOCOLS.md 7.6): `POST
 //! /dataCollectionRules/{dcr}/streams/{stream}?api-version=2023-01-01` with a (gzip) JSON array,
 //! bearer tokens checked against the Entra stand-in for the Azure Monitor scope, 204 on success,
 //! 400 (not an array, missing api-version, a row with `"poison":true`: the request is refused

@@ -1,4 +1,4 @@
-//! Stand-ins of the SIEM receivers that exist only as services (PROTOCOLS.md section 0): Splunk
+//! Stand-ins of the SIEM receivers that exist only as services (docs/PROTOCOLS.md section 0): Splunk
 //! HEC, Elasticsearch `_bulk`, the Sekoia.io intake and the Azure Monitor Logs Ingestion API.
 //! Each speaks the real wire protocol, keeps what it accepted so a test can count deliveries and
 //! duplicates, and reproduces the documented errors on demand. Test code only.

@@ -1,4 +1,4 @@
-//! Sekoia.io HTTP intake stand-in (PROTOCOLS.md 7.5): `POST /jsons` (JSON array of events,
+//! Sekoia.io HTTP intake stand-in (docs/PROTOCOLS.md 7.5): `POST /jsons` (JSON array of events,
 //! strings or objects), `/batch` (`{"intake_key","jsons":[...]}`) and `/plain/batch` (lines),
 //! the intake key from `X-SEKOIAIO-INTAKE-KEY`, HTTP Basic password or `?intake_key=`, replies
 //! `{"event_ids":[...]}`; unknown key 401, payload over 10 MiB 413, injected 429 (with
