@@ -7,7 +7,6 @@
 //! the SiemDestination turns `Ready=False` with reason `Forbidden` and the LogSource
 //! `DestinationsReady=False`; once a report shows a delivery after that, both are ready again.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -16,10 +15,6 @@ use kube::Client;
 use serde_json::json;
 use siembridge::api::{LogSource, SiemDestination};
 use siembridge::config::{CollectorReport, DestinationReport};
-use siembridge::operator::connectivity::TcpConnect;
-use siembridge::operator::metrics::Metrics;
-use siembridge::operator::{run_controllers, ControllerSettings};
-use tokio_util::sync::CancellationToken;
 
 #[path = "common/cluster.rs"]
 mod cluster_env;
@@ -116,19 +111,7 @@ async fn a_collector_reporting_refused_credentials_makes_the_destination_and_log
         }
     });
 
-    let stop = CancellationToken::new();
-    let controllers = tokio::spawn(run_controllers(
-        client.clone(),
-        Metrics::unregistered(),
-        ControllerSettings {
-            collector_image: siembridge::operator::default_collector_image(),
-            connectivity: Arc::new(TcpConnect::default()),
-            instance: Some(format!("e2e-{run_id}")),
-            watch_namespace: Some(namespace.clone()),
-            collector_pod_defaults: Default::default(),
-        },
-        stop.clone(),
-    ));
+    let (stop, controllers) = cluster_env::run_operator(&client, &namespace, format!("e2e-{run_id}"));
 
     apply(
         &client,

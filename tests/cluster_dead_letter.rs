@@ -4,7 +4,6 @@
 //! `DeadLettered` condition and a `DeadLettered` Event; a LogSource without a dead-letter
 //! destination is `DeadLettersDurable=False`, one with it `True`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -13,10 +12,6 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 use siembridge::api::{LogSource, SiemDestination};
-use siembridge::operator::connectivity::TcpConnect;
-use siembridge::operator::metrics::Metrics;
-use siembridge::operator::{run_controllers, ControllerSettings};
-use tokio_util::sync::CancellationToken;
 
 #[path = "common/cluster.rs"]
 mod cluster_env;
@@ -65,19 +60,7 @@ async fn dead_letters_show_in_status_printer_column_condition_and_event() {
         .await
         .unwrap();
 
-    let stop = CancellationToken::new();
-    let controllers = tokio::spawn(run_controllers(
-        client.clone(),
-        Metrics::unregistered(),
-        ControllerSettings {
-            collector_image: siembridge::operator::default_collector_image(),
-            connectivity: Arc::new(TcpConnect::default()),
-            instance: Some(format!("e2e-{run_id}")),
-            watch_namespace: Some(namespace.clone()),
-            collector_pod_defaults: Default::default(),
-        },
-        stop.clone(),
-    ));
+    let (stop, controllers) = cluster_env::run_operator(&client, &namespace, format!("e2e-{run_id}"));
 
     let pp = PatchParams::apply(MANAGER).force();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);

@@ -140,3 +140,30 @@ pub async fn install_crds(client: &Client) {
         .await;
     }
 }
+
+/// The operator's controllers for `namespace` with the default collector image, running in this
+/// process until the returned token is cancelled.
+pub fn run_operator(
+    client: &Client,
+    namespace: &str,
+    instance: String,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    use siembridge::operator::{connectivity::TcpConnect, metrics::Metrics, run_controllers, ControllerSettings};
+    let stop = tokio_util::sync::CancellationToken::new();
+    let controllers = tokio::spawn(run_controllers(
+        client.clone(),
+        Metrics::unregistered(),
+        ControllerSettings {
+            collector_image: siembridge::operator::default_collector_image(),
+            connectivity: std::sync::Arc::new(TcpConnect::default()),
+            instance: Some(instance),
+            watch_namespace: Some(namespace.to_string()),
+            collector_pod_defaults: Default::default(),
+        },
+        stop.clone(),
+    ));
+    (stop, controllers)
+}
