@@ -117,7 +117,16 @@ pub enum CheckpointConfig {
     File { dir: String },
     /// One Lease per partition or stream, named `<leasePrefix>-<stream>`.
     #[serde(rename_all = "camelCase")]
-    Kubernetes { namespace: String, lease_prefix: String },
+    Kubernetes {
+        namespace: String,
+        lease_prefix: String,
+        /// The resource the Leases belong to: they carry its owner reference and are
+        /// garbage-collected with it. `None` when the resource keeps its checkpoints on deletion
+        /// (`keepCheckpointsOnDelete`), and then the collector removes a siembridge owner
+        /// reference a Lease still has.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    },
     /// Blobs in the Azure SDK event processor layout.
     AzureBlob(BlobCheckpointStore),
 }

@@ -213,6 +213,7 @@ pub fn render_consumer_group(
         (CheckpointStoreKind::Kubernetes, RenderTarget::Cluster) => CheckpointConfig::Kubernetes {
             namespace: namespace.clone(),
             lease_prefix: name.clone(),
+            owner: lease_owner(cg, cg.spec.keep_checkpoints_on_delete),
         },
         (CheckpointStoreKind::Kubernetes, RenderTarget::Standalone { state_dir, .. }) => CheckpointConfig::File {
             dir: state_dir.join(&name).join("checkpoints").display().to_string(),
@@ -245,6 +246,23 @@ pub fn render_consumer_group(
     };
     collector.workload_identity()?;
     Ok((collector, skipped))
+}
+
+/// The owner reference the checkpoint Leases of `resource` carry, so they are garbage-collected
+/// with it; `None` when it keeps them on deletion, or has no uid yet (an object that was never
+/// stored). Not `blockOwnerDeletion`: deleting the resource never waits for its Leases.
+fn lease_owner<K>(resource: &K, keep: bool) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    if keep {
+        return None;
+    }
+    resource.controller_owner_ref(&()).map(|mut owner| {
+        owner.controller = None;
+        owner.block_owner_deletion = None;
+        owner
+    })
 }
 
 /// Render the collector of a LogSource that runs its own (every kind but `eventHub`).
@@ -284,6 +302,7 @@ pub fn render_log_source(
         RenderTarget::Cluster => CheckpointConfig::Kubernetes {
             namespace: namespace.clone(),
             lease_prefix: name.clone(),
+            owner: lease_owner(ls, ls.spec.keep_checkpoints_on_delete),
         },
         RenderTarget::Standalone { state_dir, .. } => CheckpointConfig::File {
             dir: state_dir.join(&name).join("checkpoints").display().to_string(),

@@ -62,6 +62,7 @@ fn in_leases(mut config: CollectorConfig, namespace: &str, prefix: &str) -> Coll
     config.checkpoint = CheckpointConfig::Kubernetes {
         namespace: namespace.into(),
         lease_prefix: prefix.into(),
+        owner: None,
     };
     config
 }

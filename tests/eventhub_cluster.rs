@@ -46,6 +46,7 @@ async fn two_collectors_share_partitions_through_leases() {
         config.checkpoint = CheckpointConfig::Kubernetes {
             namespace: namespace.clone(),
             lease_prefix: "sb-cg-entra".into(),
+            owner: None,
         };
         let path = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();

@@ -77,7 +77,8 @@ fn consumer_group(name: &str) -> ConsumerGroup {
 
 #[test]
 fn consumer_group_routes_each_log_source_by_category_and_collects_secrets() {
-    let cg = consumer_group("entra");
+    let mut cg = consumer_group("entra");
+    cg.metadata.uid = Some("00000000-0000-4000-8000-0000000000c9".into());
     let sources = vec![
         eventhub_source("signins", "entra", &["SignInLogs"], &["splunk"]),
         eventhub_source("audits", "entra", &["AuditLogs"], &["splunk", "archive"]),
@@ -114,7 +115,15 @@ fn consumer_group_routes_each_log_source_by_category_and_collects_secrets() {
         rendered.config.checkpoint,
         CheckpointConfig::Kubernetes {
             namespace: "sec".into(),
-            lease_prefix: "sb-cg-entra".into()
+            lease_prefix: "sb-cg-entra".into(),
+            // The partition Leases are garbage-collected with the ConsumerGroup.
+            owner: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "siembridge.io/v1alpha1".into(),
+                kind: "ConsumerGroup".into(),
+                name: "entra".into(),
+                uid: "00000000-0000-4000-8000-0000000000c9".into(),
+                ..Default::default()
+            })
         }
     );
     assert!(matches!(rendered.config.secrets, SecretSource::Mounted { .. }));

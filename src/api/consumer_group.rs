@@ -50,6 +50,12 @@ pub struct ConsumerGroupSpec {
     /// Where partition ownership and checkpoints are kept.
     #[serde(default)]
     pub checkpoint_store: CheckpointStoreSpec,
+    /// Keep the partition Leases (`checkpointStore.kind: kubernetes`) when the ConsumerGroup is
+    /// deleted, so one re-created under the same name resumes where this one stopped. By default
+    /// they are owned by the ConsumerGroup and garbage-collected with it. Blob checkpoints are
+    /// never deleted by siembridge.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_checkpoints_on_delete: bool,
     /// Events a partition receiver may have in flight (AMQP link credit). Credit is granted only
     /// as the pipeline accepts events.
     #[serde(default = "ConsumerGroupSpec::default_prefetch")]

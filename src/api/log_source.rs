@@ -71,6 +71,11 @@ pub struct LogSourceSpec {
     /// Stop collecting without deleting anything; checkpoints are kept.
     #[serde(default)]
     pub suspend: bool,
+    /// Keep the checkpoint Leases of an API-polled source when the LogSource is deleted, so a
+    /// LogSource re-created under the same name resumes where this one stopped. By default they
+    /// are owned by the LogSource and garbage-collected with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_checkpoints_on_delete: bool,
     /// CPU and memory of the collector pod of an API-polled or replay source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -55,6 +55,8 @@ pub struct LeaseStore {
     identity: String,
     /// `leaseDurationSeconds` written with ownership.
     duration_seconds: i32,
+    /// The resource whose deletion garbage-collects the Leases (`None`: they outlive it).
+    owner: Option<OwnerReference>,
 }
 
 fn io(store: &str, e: impl std::fmt::Display) -> CheckpointError {
@@ -88,7 +90,33 @@ impl LeaseStore {
             prefix: prefix.to_string(),
             identity: identity.to_string(),
             duration_seconds,
+            owner: None,
         }
+    }
+
+    /// Leases written from now on carry `owner`'s reference (and lose a siembridge owner
+    /// reference they had), so they are garbage-collected with that resource; `None` removes a
+    /// siembridge owner reference, so they outlive it.
+    pub fn owned_by(mut self, owner: Option<OwnerReference>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// `lease` with the owner references this store wants: references to siembridge resources
+    /// replaced by `owner`, any other reference (someone else's) kept.
+    fn adopted(&self, lease: &Lease) -> Lease {
+        let mut lease = lease.clone();
+        let mut refs: Vec<OwnerReference> = lease
+            .metadata
+            .owner_references
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !r.api_version.starts_with("siembridge.io/"))
+            .collect();
+        refs.extend(self.owner.clone());
+        lease.metadata.owner_references = (!refs.is_empty()).then_some(refs);
+        lease
     }
 
     fn label(&self) -> String {
@@ -141,11 +169,15 @@ impl LeaseStore {
 
     /// Create the Lease, or replace it (the API server compares its `resourceVersion`: a stale
     /// one is a 409 conflict).
+    /// Every write carries the owner references of [`Self::owned_by`].
     async fn put(&self, lease: &Lease, creating: bool) -> Result<Lease, kube::Error> {
+        let lease = self.adopted(lease);
         if creating {
-            self.api.create(&PostParams::default(), lease).await
+            self.api.create(&PostParams::default(), &lease).await
         } else {
-            self.api.replace(&lease.name_any(), &PostParams::default(), lease).await
+            self.api
+                .replace(&lease.name_any(), &PostParams::default(), &lease)
+                .await
         }
     }
 

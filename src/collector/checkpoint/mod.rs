@@ -116,7 +116,12 @@ pub async fn open(
         CheckpointConfig::Kubernetes {
             namespace,
             lease_prefix,
-        } => Ok(Arc::new(lease::LeaseStore::connect(namespace, lease_prefix).await?)),
+            owner,
+        } => Ok(Arc::new(
+            lease::LeaseStore::connect(namespace, lease_prefix)
+                .await?
+                .owned_by(owner.clone()),
+        )),
         CheckpointConfig::AzureBlob(spec) => match source {
             SourceConfig::EventHub { spec: cg, .. } => Ok(Arc::new(blob::BlobCheckpointStore::from_spec(
                 spec,
