@@ -388,6 +388,9 @@ const CATEGORY_NAMES: &[&str] = &[
     "AdvancedHunting-DeviceRegistryEvents",
     "AdvancedHunting-DeviceFileEvents",
     "ServicePrincipalSignInLogs",
+    "EnrichedOffice365AuditLogs",
+    "RemoteNetworkHealthLogs",
+    "CustomSecurityAttributeAuditLogs",
 ];
 
 fn arb_json() -> impl Strategy<Value = Value> {

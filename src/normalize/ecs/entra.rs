@@ -791,3 +791,45 @@ fn remote_network_health<'a>(doc: &mut Doc<'a>, p: &'a Value, env: &'a Value) {
     doc.put_i64("destination.bytes", int(gv("receivedBytes", "ReceivedBytes")));
     put_tenant(doc, s(env, "tenantId").or_else(|| g("tenantId", "TenantId")));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::split_upn;
+
+    /// `split_upn` gives what Elastic's grok `%{USERNAME:user.name}@%{HOSTNAME:user.domain}`,
+    /// then `%{GREEDYDATA:user.name}`, gives (grok searches, it does not anchor).
+    #[test]
+    fn upn_split_follows_elastic_grok() {
+        let cases: &[(&str, (&str, Option<&str>))] = &[
+            ("alex@contoso.example", ("alex", Some("contoso.example"))),
+            (
+                "first.last-2@sub.example.org",
+                ("first.last-2", Some("sub.example.org")),
+            ),
+            // Guest UPNs: `#` before the `@`, so USERNAME cannot reach it; GREEDYDATA wins.
+            (
+                "pat_example.org#EXT#@example.onmicrosoft.com",
+                ("pat_example.org#EXT#@example.onmicrosoft.com", None),
+            ),
+            // Unanchored: the USERNAME run just before the `@`.
+            ("john.o'neil@example.com", ("neil", Some("example.com"))),
+            // HOSTNAME stops at a character it cannot hold; a trailing dot is kept.
+            ("a@b_c.example", ("a", Some("b"))),
+            ("x@host.", ("x", Some("host."))),
+            // Object ids and other non-UPNs are the name whole.
+            (
+                "c3813493-bf92-5123-2717-8a8b2979c38b",
+                ("c3813493-bf92-5123-2717-8a8b2979c38b", None),
+            ),
+            ("@example.com", ("@example.com", None)),
+            ("x@-bad", ("x@-bad", None)),
+            ("", ("", None)),
+            // The first `@` that fits wins.
+            ("a@@b.example", ("a@@b.example", None)),
+            ("é@x.example", ("é@x.example", None)),
+        ];
+        for (upn, want) in cases {
+            assert_eq!(split_upn(upn), *want, "{upn}");
+        }
+    }
+}
