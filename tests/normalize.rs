@@ -607,9 +607,12 @@ fn at_path<'v>(doc: &'v Value, path: &str) -> &'v Value {
     cur
 }
 
+/// One expectation: (ECS field, the value Elastic's pipeline gives, the pipeline step).
+type Expect<'a> = (&'a str, Value, &'a str);
+
 /// Check `(field, expected, pipeline step)` triples against a fixture's ECS document; returns
 /// the failures, each naming the step.
-fn check_elastic(case: &str, expectations: &[(&str, Value, &str)]) -> Vec<String> {
+fn check_elastic(case: &str, expectations: &[Expect<'_>]) -> Vec<String> {
     let input = format!("{FIXTURES}/{case}.input.json");
     let got = run_case(Path::new(&input));
     let doc = &got["ecs"];
@@ -623,7 +626,7 @@ fn check_elastic(case: &str, expectations: &[(&str, Value, &str)]) -> Vec<String
     failures
 }
 
-fn assert_elastic(cases: &[(&str, Vec<(&str, Value, &str)>)]) {
+fn assert_elastic(cases: &[(&str, Vec<Expect<'_>>)]) {
     let mut failures = Vec::new();
     let mut checked = 0;
     for (case, expectations) in cases {
@@ -637,7 +640,7 @@ fn assert_elastic(cases: &[(&str, Vec<(&str, Value, &str)>)]) {
 #[test]
 fn elastic_signinlogs_core_fields() {
     // packages/azure/data_stream/signinlogs/elasticsearch/ingest_pipeline/default.yml
-    let common = |case: &'static str| -> (&'static str, Vec<(&'static str, Value, &'static str)>) {
+    let common = |case: &'static str| -> (&'static str, Vec<Expect<'static>>) {
         (
             case,
             vec![
