@@ -1162,6 +1162,7 @@ fn elastic_microsoft_intune_core_fields() {
                     json!("a1a1a1a1-0000-4000-8000-000000000001"),
                     "set event.id from AuditEventId",
                 ),
+                ("event.reason", json!("None"), "set event.reason from resultDescription"),
                 (
                     "user.email",
                     json!("alex@contoso.example"),
@@ -1227,7 +1228,16 @@ fn elastic_microsoft_intune_core_fields() {
                 ),
                 ("host.id", Value::Null, "managed_device sets no host.id"),
                 ("host.name", json!("MBP-07"), "set host.name from DeviceName"),
-                ("related.hosts", json!(["MBP-07"]), "append related.hosts DeviceName"),
+                (
+                    "related.hosts",
+                    json!(["MBP-07", "A1B2C3D4E5F6"]),
+                    "append related.hosts DeviceName, WifiMacAddress",
+                ),
+                (
+                    "host.mac",
+                    json!("A1-B2-C3-D4-E5-F6"),
+                    "append host.mac WifiMacAddress; gsub to dashed pairs; uppercase",
+                ),
                 ("host.os.name", json!("macOS"), "set host.os.name from OS"),
                 ("host.os.version", json!("14.2.1"), "set host.os.version from OSVersion"),
                 (

@@ -314,7 +314,8 @@ write("intune", "DeviceComplianceOrg", "no-user-odd", merge(base, properties={"U
 dv = {"DeviceName": "MBP-07", "DeviceId": "c3c3c3c3-0000-4000-8000-000000000002", "CreatedDate": "2024-06-01T10:00:00", "LastContact": "2025-01-02T08:00:00",
       "Model": "MacBook Pro", "Manufacturer": "Apple", "OS": "macOS", "OSVersion": "14.2.1", "SerialNumber": "SN-0002",
       "CompliantState": "Compliant", "ManagedBy": "Intune", "Ownership": "Corporate", "UPN": U2, "UserEmail": U2,
-      "UserName": "Sam Example", "PrimaryUser": OID2, "JoinType": "Azure AD registered", "StorageTotal": "494384", "StorageFree": "120000"}
+      "UserName": "Sam Example", "PrimaryUser": OID2, "JoinType": "Azure AD registered", "StorageTotal": "494384", "StorageFree": "120000",
+      "WifiMacAddress": "A1B2C3D4E5F6"}
 base = intune("Devices", "Devices", dv)
 write("intune", "Devices", "macbook", base)
 write("intune", "Devices", "iphone-noncompliant", merge(base, properties={"DeviceName": "IPHONE-3", "Model": "iPhone 15", "OS": "iOS", "OSVersion": "17.2", "CompliantState": "Noncompliant"}))

@@ -86,7 +86,7 @@ fn audit<'a>(doc: &mut Doc<'a>, record: &'a Value, p: &'a Value) {
         });
     doc.put_str("event.outcome", outcome);
     // `set event.reason from resultDescription`; `set event.provider from loggedByService`.
-    doc.put_str("event.reason", s(record, "resultDescription").filter(|d| *d != "None"));
+    doc.put_str("event.reason", s(record, "resultDescription"));
     doc.put_str("event.provider", s(p, "loggedByService"));
     let actor = p.get("Actor").filter(|a| a.is_object());
     // `set user.email from identity`, `set user.name from Actor.Name`, `set user.id from
