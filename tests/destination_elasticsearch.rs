@@ -223,7 +223,7 @@ async fn raw_records_are_shipped_in_message_to_the_data_stream_of_their_elastic_
         ("entra-signin-ok", "azure.signinlogs"),
         ("entra-signin-failed", "azure.signinlogs"),
         ("entra-audit", "azure.auditlogs"),
-        ("intune-audit", "azure.eventhub"),
+        ("intune-audit", "microsoft_intune.audit"),
         ("defender-process", "m365_defender.event"),
         ("o365-login", "o365.audit"),
         ("graph-alert", "m365_defender.alert"),

@@ -34,8 +34,9 @@
 //! Elastic: the data stream of an integration that parses the record as received (the
 //! `elasticsearch` destination's `mode: integration`): `azure.signinlogs`, `azure.auditlogs`,
 //! `azure.provisioning`, `azure.identity_protection`, `azure.graphactivitylogs` (Elastic's
-//! `azure` package), `azure.eventhub` (its generic Event Hubs data stream, for other diagnostic
-//! records), `m365_defender.event` (streaming records), `m365_defender.alert` /
+//! `azure` package), `microsoft_intune.audit` / `microsoft_intune.managed_device` (the
+//! `microsoft_intune` package: Intune `AuditLogs` and `Devices`), `azure.eventhub` (the azure
+//! package's generic Event Hubs data stream, for other diagnostic records), `m365_defender.event` (streaming records), `m365_defender.alert` /
 //! `m365_defender.incident` (Graph security objects), `microsoft_defender_endpoint.log`,
 //! `o365.audit`. Graph sign-ins, audits, provisioning and risk objects have no Elastic
 //! integration that reads their shape: [`elastic_integration_dataset`] says `None`.
@@ -149,6 +150,22 @@ pub const TABLE: &[ContentRow] = &[
         "azure:monitor:aad",
         "siembridge:ecs:entra",
         Some("azure.eventhub"),
+    ),
+    // Elastic's microsoft_intune package parses audit and device records itself
+    // (packages/microsoft_intune/data_stream/{audit,managed_device}).
+    row(
+        "intune",
+        OneOf(&["AuditLogs"]),
+        "mscs:azure:eventhub",
+        "siembridge:ecs:intune",
+        Some("microsoft_intune.audit"),
+    ),
+    row(
+        "intune",
+        OneOf(&["Devices"]),
+        "mscs:azure:eventhub",
+        "siembridge:ecs:intune",
+        Some("microsoft_intune.managed_device"),
     ),
     row(
         "intune",
@@ -341,6 +358,14 @@ mod tests {
         );
         assert_eq!(
             elastic_integration_dataset("intune", "AuditLogs"),
+            Some("microsoft_intune.audit")
+        );
+        assert_eq!(
+            elastic_integration_dataset("intune", "Devices"),
+            Some("microsoft_intune.managed_device")
+        );
+        assert_eq!(
+            elastic_integration_dataset("intune", "OperationalLogs"),
             Some("azure.eventhub")
         );
         assert_eq!(
