@@ -225,6 +225,7 @@ impl<'a> Doc<'a> {
     }
 
     /// [`Doc::relate_user`] for a name that does not live as long as the record.
+    #[allow(dead_code)]
     pub fn relate_user_owned(&mut self, user: &str) {
         push_unique(&mut self.related_user, Some(Cow::Owned(user.to_string())));
     }
@@ -235,6 +236,11 @@ impl<'a> Doc<'a> {
 
     pub fn relate_host(&mut self, host: Option<&'a str>) {
         push_unique(&mut self.related_hosts, host.map(Cow::Borrowed));
+    }
+
+    /// [`Doc::relate_host`] for a name that does not live as long as the record.
+    pub fn relate_host_owned(&mut self, host: &str) {
+        push_unique(&mut self.related_hosts, Some(Cow::Owned(host.to_string())));
     }
 
     /// Whether something was written at or below this top-level key.

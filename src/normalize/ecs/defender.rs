@@ -1,4 +1,5 @@
-//! Defender XDR streaming records (`AdvancedHunting-<Table>`).
+//! Defender XDR streaming records (`AdvancedHunting-<Table>`); Defender for Endpoint API
+//! alerts (category `mde_alert`) are mapped by `mde.rs`.
 //!
 //! Vendor detail: the Advanced Hunting row under `m365_defender.event.*` with snake_case
 //! column names (values untouched), plus `m365_defender.event.category` and
@@ -12,12 +13,16 @@ use super::common::{
     basename, boolean, id_text, int, join, os_type, put_severity, put_techniques, put_tenant, put_url, registry_hive,
     s, s_any, string_list, technique_ids, timestamp, Doc,
 };
-use crate::normalize::recognize::DEFENDER_TABLES;
+use crate::normalize::recognize::{DEFENDER_TABLES, MDE_ALERT};
 
 const MODULE: &str = "m365_defender";
 
 /// Map a Defender streaming record. `false` when the table has no specific mapping.
 pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool {
+    if category == MDE_ALERT {
+        super::mde::map(record, doc);
+        return true;
+    }
     let Some(table) = category.strip_prefix("AdvancedHunting-") else {
         return false;
     };
