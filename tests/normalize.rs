@@ -668,6 +668,46 @@ fn elastic_o365_audit_core_fields() {
     assert_eq!(d["user"]["name"], "blake");
 }
 
+/// `packages/m365_defender/data_stream/event/elasticsearch/ingest_pipeline/pipeline_device.yml`
+/// (after `default.yml`: properties.Timestamp → @timestamp, category → m365_defender.event.category).
+#[test]
+fn elastic_m365_defender_event_device_core_fields() {
+    let d = core("defender", "AdvancedHunting-DeviceProcessEvents", "cmd-whoami");
+    // Event categorizations: process / start (ActionType contains processcreated).
+    assert_eq!(d["event"]["category"], json!(["process"]));
+    assert_eq!(d["event"]["type"], json!(["start"]));
+    // ActionType → event.action, lowercased.
+    assert_eq!(d["event"]["action"], "processcreated");
+    // Host mappings: DeviceName lowercased → host.name; DeviceId → host.id.
+    assert_eq!(d["host"]["name"], "ws-01.contoso.example");
+    // User fields: AccountName → user.name, AccountDomain → user.domain, AccountSid → user.id.
+    assert_eq!(d["user"]["name"], "alex");
+    assert_eq!(d["user"]["domain"], "contoso");
+    assert!(d["user"].get("email").is_none());
+    // Related hosts: host.id, host.name, user.domain, InitiatingProcessAccountDomain.
+    assert_eq!(
+        d["related"]["hosts"],
+        json!(["0123456789abcdef0123456789abcdef01234567", "ws-01.contoso.example", "contoso"])
+    );
+
+    let d = core("defender", "AdvancedHunting-DeviceNetworkEvents", "outbound-success");
+    // connectionsuccess → event.type end; no direction: LocalIP → source.ip, RemoteIP → destination.ip.
+    assert_eq!(d["event"]["category"], json!(["network"]));
+    assert_eq!(d["event"]["type"], json!(["end"]));
+    assert_eq!(d["source"]["ip"], "192.0.2.21");
+    assert_eq!(d["destination"]["ip"], "198.51.100.99");
+    // Not a process event: InitiatingProcess* → process.*.
+    assert_eq!(d["process"]["name"], "explorer.exe");
+    assert_eq!(d["process"]["command_line"], "Explorer.EXE");
+
+    let d = core("defender", "AdvancedHunting-DeviceFileEvents", "created");
+    // file / info; FolderPath → file.directory, FileName → file.name.
+    assert_eq!(d["event"]["category"], json!(["file"]));
+    assert_eq!(d["event"]["type"], json!(["info"]));
+    assert_eq!(d["file"]["name"], "payload.ps1");
+    assert!(d["file"]["directory"].is_string());
+}
+
 /// `packages/microsoft_defender_endpoint/data_stream/log/elasticsearch/ingest_pipeline/default.yml`
 #[test]
 fn elastic_defender_endpoint_log_core_fields() {

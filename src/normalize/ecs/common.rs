@@ -225,7 +225,6 @@ impl<'a> Doc<'a> {
     }
 
     /// [`Doc::relate_user`] for a name that does not live as long as the record.
-    #[allow(dead_code)]
     pub fn relate_user_owned(&mut self, user: &str) {
         push_unique(&mut self.related_user, Some(Cow::Owned(user.to_string())));
     }

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::common::{
-    basename, boolean, id_text, int, join, os_type, put_severity, put_techniques, put_tenant, put_url, registry_hive,
+    basename, boolean, id_text, int, join, put_severity, put_techniques, put_tenant, put_url, registry_hive,
     s, s_any, string_list, technique_ids, timestamp, Doc,
 };
 use crate::normalize::recognize::{DEFENDER_TABLES, MDE_ALERT};
@@ -43,22 +43,17 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
         "event.id",
         id_text(p.get("ReportId")).or_else(|| id_text(p.get("AlertId"))),
     );
-    doc.put_str("event.action", s(p, "ActionType"));
-    let host_name = s(p, "DeviceName");
-    doc.put_str("host.name", host_name);
-    doc.relate_host(host_name);
-    doc.put_str("host.id", s(p, "DeviceId"));
+    if table.starts_with("Device") {
+        device(doc, p, table);
+    } else {
+        doc.put_str("event.action", s(p, "ActionType"));
+        let host_name = s(p, "DeviceName");
+        doc.put_str("host.name", host_name);
+        doc.relate_host(host_name);
+        doc.put_str("host.id", s(p, "DeviceId"));
+    }
     match table {
-        "DeviceProcessEvents" => process_events(doc, p),
-        "DeviceNetworkEvents" => network_events(doc, p),
-        "DeviceFileEvents" => file_events(doc, p),
-        "DeviceLogonEvents" => logon_events(doc, p),
-        "DeviceRegistryEvents" => registry_events(doc, p),
-        "DeviceImageLoadEvents" => image_load_events(doc, p),
-        "DeviceEvents" => device_events(doc, p),
-        "DeviceInfo" => device_info(doc, p),
-        "DeviceNetworkInfo" => device_network_info(doc, p),
-        "DeviceFileCertificateInfo" => certificate_info(doc, p),
+        t if t.starts_with("Device") => {}
         "AlertInfo" => alert_info(doc, p),
         "AlertEvidence" => alert_evidence(doc, p),
         "EmailEvents" => email_events(doc, p),
@@ -123,33 +118,6 @@ fn put_file<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value) {
     put_hashes(doc, prefix, p, "SHA1", "SHA256", "MD5");
 }
 
-/// `process.*` from the InitiatingProcess* columns, `process.parent.*` from its parent.
-fn put_initiating_process<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value) {
-    let name = s(p, "InitiatingProcessFileName");
-    let (path, _) = path_of(s(p, "InitiatingProcessFolderPath"), name);
-    doc.put_str(join(prefix, "name"), name);
-    doc.put_string(join(prefix, "executable"), path);
-    doc.put_str(join(prefix, "command_line"), s(p, "InitiatingProcessCommandLine"));
-    doc.put_i64(join(prefix, "pid"), int(p.get("InitiatingProcessId")));
-    doc.put_string(join(prefix, "start"), timestamp(p.get("InitiatingProcessCreationTime")));
-    put_hashes(
-        doc,
-        prefix,
-        p,
-        "InitiatingProcessSHA1",
-        "InitiatingProcessSHA256",
-        "InitiatingProcessMD5",
-    );
-    if prefix == "process" {
-        doc.put_str("process.parent.name", s(p, "InitiatingProcessParentFileName"));
-        doc.put_i64("process.parent.pid", int(p.get("InitiatingProcessParentId")));
-        doc.put_string(
-            "process.parent.start",
-            timestamp(p.get("InitiatingProcessParentCreationTime")),
-        );
-    }
-}
-
 /// `user.*` from the account columns with a given prefix (`InitiatingProcessAccount`, `Account`).
 fn put_account<'a>(doc: &mut Doc<'a>, p: &'a Value, prefix: &'a str) {
     // Column names as literals for the two prefixes in use: no allocation per lookup.
@@ -182,255 +150,285 @@ fn put_account<'a>(doc: &mut Doc<'a>, p: &'a Value, prefix: &'a str) {
     }
 }
 
-fn process_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["process"]);
-    doc.put_list("event.type", &["start"]);
-    let name = s(p, "FileName");
-    let (path, _) = path_of(s(p, "FolderPath"), name);
-    doc.put_str("process.name", name);
-    doc.put_string("process.executable", path);
-    doc.put_str("process.command_line", s(p, "ProcessCommandLine"));
-    doc.put_i64("process.pid", int(p.get("ProcessId")));
-    doc.put_string("process.start", timestamp(p.get("ProcessCreationTime")));
-    put_hashes(doc, "process", p, "SHA1", "SHA256", "MD5");
-    put_initiating_process(doc, "process.parent", p);
-    put_account(doc, p, "Account");
-}
 
-fn network_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    let action = s(p, "ActionType").unwrap_or("");
-    let inbound = action.starts_with("Inbound") || action.starts_with("Listening");
-    doc.put_list("event.category", &["network"]);
-    match action {
-        "ConnectionFailed" | "ConnectionAttempt" => doc.put_list("event.type", &["connection"]),
-        "ConnectionSuccess" | "InboundConnectionAccepted" | "ListeningConnectionCreated" => {
-            doc.put_list("event.type", &["connection", "start"])
-        }
-        _ => doc.put_list("event.type", &["info"]),
-    }
-    match action {
-        "ConnectionFailed" => doc.put_str("event.outcome", Some("failure")),
-        "ConnectionSuccess" | "InboundConnectionAccepted" => doc.put_str("event.outcome", Some("success")),
-        _ => {}
-    }
-    let (local, remote) = if inbound {
-        ("destination", "source")
-    } else {
-        ("source", "destination")
-    };
-    doc.put_ip(join(local, "ip"), s(p, "LocalIP"));
-    doc.put_i64(join(local, "port"), int(p.get("LocalPort")));
-    doc.put_ip(join(remote, "ip"), s(p, "RemoteIP"));
-    doc.put_i64(join(remote, "port"), int(p.get("RemotePort")));
-    if let Some(url) = s(p, "RemoteUrl") {
-        if url.contains("://") {
-            put_url(doc, Some(url));
-        } else {
-            doc.put_str(join(remote, "domain"), Some(url));
-            doc.relate_host(Some(url));
-        }
-    }
-    doc.put_string(
-        "network.transport",
-        s(p, "Protocol").map(|t| t.to_ascii_lowercase().trim_end_matches("v6").to_string()),
-    );
-    doc.put_str("network.direction", Some(if inbound { "inbound" } else { "outbound" }));
-    put_initiating_process(doc, "process", p);
-    put_account(doc, p, "InitiatingProcessAccount");
-}
-
-fn file_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    let action = s(p, "ActionType").unwrap_or("");
-    let kind = match action {
-        "FileCreated" => "creation",
-        "FileDeleted" => "deletion",
-        "FileModified" | "FileRenamed" => "change",
-        _ => "info",
-    };
-    doc.put_list("event.category", &["file"]);
-    doc.put_list("event.type", &[kind]);
-    put_file(doc, "file", p);
-    doc.put_ip("source.ip", s(p, "RequestSourceIP"));
-    doc.put_i64("source.port", int(p.get("RequestSourcePort")));
-    put_initiating_process(doc, "process", p);
-    put_account(doc, p, "InitiatingProcessAccount");
-}
-
-fn logon_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["authentication"]);
-    doc.put_list("event.type", &["start"]);
-    match s(p, "ActionType") {
-        Some("LogonSuccess") => doc.put_str("event.outcome", Some("success")),
-        Some("LogonFailed") => doc.put_str("event.outcome", Some("failure")),
-        _ => doc.put_str("event.outcome", Some("unknown")),
-    }
-    doc.put_str("event.reason", s(p, "FailureReason"));
-    put_account(doc, p, "Account");
-    doc.put_ip("source.ip", s(p, "RemoteIP"));
-    doc.put_i64("source.port", int(p.get("RemotePort")));
-    let remote = s(p, "RemoteDeviceName");
-    doc.put_str("source.domain", remote);
-    doc.relate_host(remote);
-    put_initiating_process(doc, "process", p);
-}
-
-fn registry_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    let kind = match s(p, "ActionType").unwrap_or("") {
-        "RegistryKeyCreated" => "creation",
-        "RegistryKeyDeleted" | "RegistryValueDeleted" => "deletion",
-        "RegistryValueSet" | "RegistryKeyRenamed" => "change",
-        _ => "info",
-    };
-    doc.put_list("event.category", &["registry"]);
-    doc.put_list("event.type", &[kind]);
-    if let Some(key) = s(p, "RegistryKey") {
-        let value = s(p, "RegistryValueName");
-        match registry_hive(key) {
-            Some((hive, rest)) => {
-                doc.put_str("registry.hive", Some(hive));
-                doc.put_str("registry.key", Some(rest));
-            }
-            None => doc.put_str("registry.key", Some(key)),
-        }
-        let path = match value {
-            Some(v) => format!("{key}\\{v}"),
-            None => key.to_string(),
-        };
-        doc.put_string("registry.path", Some(path));
-        doc.put_str("registry.value", value);
-    }
-    if let Some(data) = s(p, "RegistryValueData") {
-        doc.put(
-            "registry.data.strings",
-            Value::Array(vec![Value::String(data.to_string())]),
-        );
-    }
-    doc.put_str("registry.data.type", s(p, "RegistryValueType").map(registry_type));
-    put_initiating_process(doc, "process", p);
-    put_account(doc, p, "InitiatingProcessAccount");
-}
-
-fn registry_type(t: &str) -> &str {
-    match t {
-        "String" => "REG_SZ",
-        "ExpandString" => "REG_EXPAND_SZ",
-        "Binary" => "REG_BINARY",
-        "Dword" => "REG_DWORD",
-        "Qword" => "REG_QWORD",
-        "MultiString" => "REG_MULTI_SZ",
-        "None" => "REG_NONE",
-        other => other,
-    }
-}
-
-fn image_load_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["library"]);
-    doc.put_list("event.type", &["start"]);
-    put_file(doc, "dll", p);
-    put_initiating_process(doc, "process", p);
-    put_account(doc, p, "InitiatingProcessAccount");
-}
-
-fn device_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["host"]);
-    doc.put_list("event.type", &["info"]);
-    if s(p, "FileName").is_some() {
-        put_file(doc, "file", p);
-    }
-    put_initiating_process(doc, "process", p);
-    put_account(doc, p, "InitiatingProcessAccount");
-    if s(p, "AccountName").is_some() {
-        doc.put_str("user.target.name", s(p, "AccountName"));
-        doc.put_str("user.target.domain", s(p, "AccountDomain"));
-        doc.put_str("user.target.id", s(p, "AccountSid"));
-        doc.relate_user(s(p, "AccountName"));
-    }
-    doc.put_ip("source.ip", s(p, "LocalIP"));
-    doc.put_i64("source.port", int(p.get("LocalPort")));
-    doc.put_ip("destination.ip", s(p, "RemoteIP"));
-    doc.put_i64("destination.port", int(p.get("RemotePort")));
-    if let Some(url) = s(p, "RemoteUrl") {
-        put_url(doc, Some(url));
-    }
-    if let Some(key) = s(p, "RegistryKey") {
-        doc.put_str("registry.path", Some(key));
-    }
-}
-
-fn put_os<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    let platform = s(p, "OSPlatform");
-    doc.put_str("host.os.platform", platform);
-    doc.put_str("host.os.type", platform.and_then(os_type));
-    doc.put_str("host.os.name", platform);
-    doc.put_str("host.os.version", s(p, "OSVersion"));
-    doc.put_string("host.os.kernel", id_text(p.get("OSBuild")));
-    doc.put_str("host.architecture", s(p, "OSArchitecture"));
-}
-
-fn device_info<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_str("event.kind", Some("state"));
-    doc.put_list("event.category", &["host"]);
-    doc.put_list("event.type", &["info"]);
-    put_os(doc, p);
-    doc.put_str("host.type", s(p, "DeviceType"));
-    if let Some(ip) = s(p, "PublicIP") {
-        if let Some((ip, _)) = super::common::parse_ip(ip) {
-            let text = ip.to_string();
-            doc.relate_ip(&text);
-            doc.put("host.ip", Value::Array(vec![Value::String(text)]));
-        }
-    }
-    doc.put_str("device.model.name", s(p, "Model"));
-    doc.put_str("device.manufacturer", s(p, "Vendor"));
-}
-
-fn device_network_info<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_str("event.kind", Some("state"));
-    doc.put_list("event.category", &["host"]);
-    doc.put_list("event.type", &["info"]);
-    if let Some(mac) = s(p, "MacAddress") {
-        let hex: String = mac.chars().filter(char::is_ascii_hexdigit).collect();
-        if hex.len() == 12 {
-            let pairs: Vec<String> = (0..6).map(|i| hex[i * 2..i * 2 + 2].to_ascii_uppercase()).collect();
-            doc.put("host.mac", Value::Array(vec![Value::String(pairs.join("-"))]));
-        }
-    }
-    let addresses = match p.get("IPAddresses") {
-        Some(Value::String(t)) => serde_json::from_str::<Value>(t).ok(),
-        Some(v @ Value::Array(_)) => Some(v.clone()),
+/// The Device* tables as Elastic's `pipeline_device.yml` (m365_defender event data stream)
+/// maps them; steps named in the comments, differences in `FIELDS.md`.
+fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
+    let action = s(p, "ActionType");
+    let act = action.map(str::to_ascii_lowercase).unwrap_or_default();
+    // Event categorizations: one category per table, types from the table and ActionType.
+    let cat = match table {
+        "DeviceLogonEvents" => Some("authentication"),
+        "DeviceEvents" | "DeviceInfo" => Some("host"),
+        "DeviceFileEvents" | "DeviceFileCertificateInfo" => Some("file"),
+        "DeviceProcessEvents" => Some("process"),
+        "DeviceImageLoadEvents" => Some("library"),
+        "DeviceNetworkEvents" | "DeviceNetworkInfo" => Some("network"),
+        "DeviceRegistryEvents" => Some("registry"),
         _ => None,
     };
-    let mut ips: Vec<Value> = Vec::new();
-    if let Some(Value::Array(list)) = addresses {
-        for entry in &list {
-            if let Some((ip, _)) = s(entry, "IPAddress").and_then(super::common::parse_ip) {
-                let text = ip.to_string();
-                doc.relate_ip(&text);
-                ips.push(Value::String(text));
-            }
-        }
+    if let Some(c) = cat {
+        doc.put_list("event.category", &[c]);
     }
-    if !ips.is_empty() {
-        doc.put("host.ip", Value::Array(ips));
+    let mut types: Vec<&str> = Vec::new();
+    if matches!(cat, Some("authentication" | "host" | "file"))
+        || ["openprocess", "connectionfound", "networksignatureinspected", "devicenetworkinfo"]
+            .iter()
+            .any(|x| act.contains(x))
+    {
+        types.push("info");
     }
-    doc.put_str("network.name", s(p, "NetworkAdapterName"));
-}
-
-fn certificate_info<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["file"]);
-    doc.put_list("event.type", &["info"]);
-    doc.put_str("file.hash.sha1", s(p, "SHA1"));
-    doc.put_str("file.x509.issuer.distinguished_name", s(p, "Issuer"));
-    doc.put_str(
-        "file.x509.subject.distinguished_name",
-        s(p, "CertificateSubject").or_else(|| s(p, "Signer")),
-    );
-    doc.put_str("file.x509.serial_number", s(p, "CertificateSerialNumber"));
-    doc.put_string("file.x509.not_before", timestamp(p.get("CertificateCreationTime")));
+    if act.contains("connectionsuccess") {
+        types.push("end");
+    }
+    if act.contains("connectionfailed") {
+        types.push("denied");
+    }
+    if action.is_some()
+        && (act.contains("connectionrequest")
+            || act.contains("listeningconnectioncreated")
+            || act.contains("processcreated")
+            || table == "DeviceImageLoadEvents")
+    {
+        types.push("start");
+    }
+    if act.contains("inboundconnectionaccepted") {
+        types.push("allowed");
+    }
+    if act.contains("registrykeycreated") {
+        types.push("creation");
+    }
+    if act.contains("registrykeydeleted") || act.contains("registryvaluedeleted") {
+        types.push("deletion");
+    }
+    if act.contains("registrykeyrenamed") || act.contains("registryvalueset") {
+        types.push("change");
+    }
+    doc.put_list("event.type", &types);
+    // ActionType → event.action, lowercased, spaces to `-`; ImageLoaded → load.
+    let action_out = if act.contains("imageloaded") {
+        Some("load".to_string())
+    } else {
+        action.map(|a| a.to_lowercase().replace(' ', "-"))
+    };
+    doc.put_string("event.action", action_out);
+    // AdditionalFields.direction (In / Out) steers source / destination.
+    let additional = match p.get("AdditionalFields") {
+        Some(Value::String(text)) => serde_json::from_str::<Value>(text).ok(),
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        _ => None,
+    };
+    let direction = additional
+        .as_ref()
+        .and_then(|a| a.get("direction"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let is_process = cat == Some("process");
+    let is_device_events = table == "DeviceEvents";
+    let folder = s(p, "FolderPath");
+    // File mappings (not for process events or DeviceEvents): FolderPath → file.directory.
+    if !is_process && !is_device_events && cat.is_some() {
+        doc.put_str("file.directory", folder);
+        put_hashes(doc, "file", p, "SHA1", "SHA256", "MD5");
+        doc.put_str("file.name", s(p, "FileName"));
+        doc.put_i64("file.size", int(p.get("FileSize")));
+    }
     doc.put_string("file.x509.not_after", timestamp(p.get("CertificateExpirationTime")));
+    doc.put_str("file.x509.serial_number", s(p, "CertificateSerialNumber"));
+    if let Some(issuer) = s(p, "Issuer") {
+        doc.put("file.x509.issuer.common_name", Value::Array(vec![Value::String(issuer.to_string())]));
+    }
     doc.put_str("file.code_signature.subject_name", s(p, "Signer"));
     doc.put_bool("file.code_signature.exists", boolean(p.get("IsSigned")));
     doc.put_bool("file.code_signature.trusted", boolean(p.get("IsTrusted")));
+    // DLL mappings (DeviceImageLoadEvents).
+    if table == "DeviceImageLoadEvents" {
+        doc.put_str("dll.path", folder);
+        put_hashes(doc, "dll", p, "SHA1", "SHA256", "MD5");
+        doc.put_str("dll.name", s(p, "FileName"));
+    }
+    // Process mappings: the row's file is the process and InitiatingProcess* its parent for
+    // process events and DeviceEvents; elsewhere InitiatingProcess* is the process.
+    if (is_process || is_device_events) && table != "DeviceImageLoadEvents" {
+        doc.put_str("process.executable", folder);
+        put_hashes(doc, "process", p, "SHA1", "SHA256", "MD5");
+        doc.put_str("process.name", s(p, "FileName"));
+        doc.put_str("process.parent.command_line", s(p, "InitiatingProcessCommandLine"));
+        put_hashes(
+            doc,
+            "process.parent",
+            p,
+            "InitiatingProcessSHA1",
+            "InitiatingProcessSHA256",
+            "InitiatingProcessMD5",
+        );
+        doc.put_i64("process.parent.pid", int(p.get("InitiatingProcessId")));
+        doc.put_string("process.parent.start", timestamp(p.get("InitiatingProcessCreationTime")));
+        doc.put_str("process.parent.name", s(p, "InitiatingProcessFileName"));
+        doc.put_str("process.parent.executable", s(p, "InitiatingProcessFolderPath"));
+    } else if cat.is_some() {
+        doc.put_str("process.command_line", s(p, "InitiatingProcessCommandLine"));
+        put_hashes(
+            doc,
+            "process",
+            p,
+            "InitiatingProcessSHA1",
+            "InitiatingProcessSHA256",
+            "InitiatingProcessMD5",
+        );
+        doc.put_i64("process.parent.pid", int(p.get("InitiatingProcessParentId")));
+        doc.put_i64("process.pid", int(p.get("InitiatingProcessId")));
+        doc.put_string("process.start", timestamp(p.get("InitiatingProcessCreationTime")));
+        doc.put_str("process.name", s(p, "InitiatingProcessFileName"));
+        doc.put_str("process.executable", s(p, "InitiatingProcessFolderPath"));
+        doc.put_string(
+            "process.parent.start",
+            timestamp(p.get("InitiatingProcessParentCreationTime")),
+        );
+        doc.put_str("process.parent.name", s(p, "InitiatingProcessParentFileName"));
+    }
+    // ProcessCommandLine / ProcessCreationTime / ProcessId always map to process.*.
+    doc.put_str("process.command_line", s(p, "ProcessCommandLine").map(str::trim));
+    doc.put_string("process.start", timestamp(p.get("ProcessCreationTime")));
+    doc.put_i64("process.pid", int(p.get("ProcessId")));
+    // Host mappings: DeviceName lowercased → host.name, DeviceId → host.id, PublicIP → host.ip.
+    let host_name = s(p, "DeviceName").map(str::to_lowercase);
+    doc.put_string("host.name", host_name.clone());
+    doc.put_str("host.id", s(p, "DeviceId"));
+    let public_ip = s(p, "PublicIP").and_then(super::common::parse_ip).map(|(ip, _)| ip.to_string());
+    doc.put_string("host.ip", public_ip.clone());
+    doc.put_str("host.architecture", s(p, "OSArchitecture"));
+    let platform = s(p, "OSPlatform");
+    let lower_platform = platform.map(str::to_ascii_lowercase).unwrap_or_default();
+    let os_type = if lower_platform.contains("windows") {
+        Some("windows")
+    } else if lower_platform.contains("linux") {
+        Some("linux")
+    } else if lower_platform.contains("macos") {
+        Some("macos")
+    } else {
+        None
+    };
+    doc.put_str("host.os.type", os_type);
+    doc.put_str("host.os.full", platform);
+    doc.put_str("host.os.platform", s(p, "OSDistribution"));
+    doc.put_str("host.os.version", s(p, "OSVersion"));
+    doc.put_str("host.type", s(p, "DeviceType"));
+    if let Some(mac) = s(p, "MacAddress") {
+        doc.put_string("host.mac", Some(mac.replace([':', '.'], "-").to_uppercase()));
+    }
+    // Registry mapping.
+    doc.put_str("registry.key", s(p, "RegistryKey"));
+    // Not in Elastic's pipeline: the abbreviated hive (ECS registry.hive).
+    doc.put_str("registry.hive", s(p, "RegistryKey").and_then(registry_hive).map(|(h, _)| h));
+    doc.put_str("registry.value", s(p, "RegistryValueName"));
+    if let Some(data) = s(p, "RegistryValueData") {
+        doc.put("registry.data.strings", Value::Array(vec![Value::String(data.to_string())]));
+    }
+    // Source / destination mapping.
+    let auth = cat == Some("authentication");
+    let network = cat == Some("network");
+    let dir = direction.as_deref();
+    let local_ip = s(p, "LocalIP");
+    let remote_ip = s(p, "RemoteIP");
+    let mut source_ip = None;
+    if auth || (network && dir == Some("In")) {
+        source_ip = remote_ip;
+    }
+    if cat.is_some() && !auth && dir.is_none() {
+        source_ip = local_ip.or(source_ip);
+    }
+    if network && dir == Some("Out") {
+        source_ip = local_ip;
+    }
+    if cat == Some("file") {
+        source_ip = s(p, "RequestSourceIP").or(source_ip);
+    }
+    let mut source_port = None;
+    if (network && dir == Some("In")) || auth {
+        source_port = int(p.get("RemotePort"));
+    }
+    if cat.is_some() && !auth {
+        source_port = int(p.get("LocalPort")).or(source_port);
+    }
+    if network && dir == Some("Out") {
+        source_port = int(p.get("LocalPort")).or(source_port);
+    }
+    source_port = int(p.get("RequestSourcePort")).or(source_port);
+    let mut dest_ip = None;
+    let mut dest_port = None;
+    if (network && dir == Some("Out")) || (cat.is_some() && !auth && dir.is_none()) {
+        dest_ip = remote_ip;
+        dest_port = int(p.get("RemotePort"));
+    }
+    if network && dir == Some("In") {
+        dest_ip = local_ip;
+        dest_port = int(p.get("LocalPort"));
+    }
+    let source_ip = source_ip.and_then(super::common::parse_ip).map(|(ip, _)| ip.to_string());
+    let dest_ip = dest_ip.and_then(super::common::parse_ip).map(|(ip, _)| ip.to_string());
+    doc.put_string("source.ip", source_ip.clone());
+    doc.put_i64("source.port", source_port);
+    doc.put_str("source.domain", s(p, "RemoteDeviceName"));
+    doc.put_string("destination.ip", dest_ip.clone());
+    doc.put_i64("destination.port", dest_port);
+    // User fields: AccountName / RequestAccountName, AccountDomain / RequestAccountDomain, AccountSid.
+    let user_name = s(p, "RequestAccountName").or_else(|| s(p, "AccountName"));
+    let user_domain = s(p, "AccountDomain").or_else(|| s(p, "RequestAccountDomain"));
+    doc.put_str("user.name", user_name);
+    doc.put_str("user.domain", user_domain);
+    doc.put_str("user.id", s(p, "AccountSid"));
+    // Network fields.
+    doc.put_string(
+        "network.protocol",
+        s(p, "Protocol").or_else(|| s(p, "RequestProtocol")).map(str::to_lowercase),
+    );
+    if network {
+        doc.put_str(
+            "network.direction",
+            Some(match dir {
+                Some("In") => "inbound",
+                Some("Out") => "outbound",
+                _ => "unknown",
+            }),
+        );
+    }
+    // event.outcome for DeviceLogonEvents: failure when FailureReason is set.
+    if table == "DeviceLogonEvents" {
+        doc.put_str(
+            "event.outcome",
+            Some(if s(p, "FailureReason").is_some() { "failure" } else { "success" }),
+        );
+    }
+    // RemoteUrl → url.* (uri_parts: only URLs with a scheme parse).
+    if let Some(url) = s(p, "RemoteUrl").filter(|u| u.contains("://")) {
+        put_url(doc, Some(url));
+    }
+    // Related fields: hosts (host.id, host.name, user.domain, initiating account domain),
+    // users (LoggedOnUsers, user.name, initiating account name), IPs.
+    let logged_on = match p.get("LoggedOnUsers") {
+        Some(Value::String(text)) => serde_json::from_str::<Value>(text).ok(),
+        Some(v @ Value::Array(_)) => Some(v.clone()),
+        _ => None,
+    };
+    doc.relate_host(s(p, "DeviceId"));
+    if let Some(h) = &host_name {
+        doc.relate_host_owned(h);
+    }
+    doc.relate_host(user_domain);
+    doc.relate_host(s(p, "InitiatingProcessAccountDomain"));
+    if let Some(Value::Array(users)) = &logged_on {
+        for u in users {
+            if let Some(name) = s(u, "UserName") {
+                doc.relate_user_owned(name);
+            }
+        }
+    }
+    doc.relate_user(user_name);
+    doc.relate_user(s(p, "InitiatingProcessAccountName"));
+    for ip in [source_ip, dest_ip, public_ip].into_iter().flatten() {
+        doc.relate_ip(&ip);
+    }
 }
 
 fn alert_category<'a>(doc: &mut Doc<'a>, category: Option<&'a str>) {

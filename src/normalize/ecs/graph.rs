@@ -522,37 +522,130 @@ fn evidence_fields<'a>(doc: &mut Doc<'a>, evidence: &'a [Value]) {
     put_url(doc, url);
 }
 
+/// A Graph security incident, mapped as Elastic's `m365_defender.incident` pipeline
+/// (`packages/m365_defender/data_stream/incident/elasticsearch/ingest_pipeline/default.yml`).
+/// Elastic's input splits an incident into one document per alert (`alerts` an object); a
+/// whole incident (`alerts` a list) takes the alert-level fields from its first alert and the
+/// evidence of all its alerts.
 fn incident<'a>(doc: &mut Doc<'a>, i: &'a Value) {
-    doc.put_string(
-        "@timestamp",
-        timestamp(i.get("createdDateTime")).or_else(|| timestamp(i.get("lastUpdateDateTime"))),
-    );
     doc.put_str("event.dataset", Some("m365_defender.incident"));
     doc.put_str("event.module", Some("m365_defender"));
     doc.put_str("cloud.service.name", Some("Microsoft Defender XDR"));
+    // `set event.kind: alert`; event.category / event.type from determination.
     doc.put_str("event.kind", Some("alert"));
-    doc.put_list("event.category", &["intrusion_detection"]);
-    doc.put_list("event.type", &["info"]);
-    doc.put_str("event.id", s(i, "id"));
-    doc.put_str("event.url", s(i, "incidentWebUrl"));
+    let determination = s(i, "determination").map(str::to_ascii_lowercase);
+    let cat = match determination.as_deref() {
+        Some("malware" | "malicioususeractivity") => Some(("malware", "info")),
+        Some("phishing") => Some(("email", "info")),
+        Some("apt") => Some(("threat", "indicator")),
+        _ => None,
+    };
+    if let Some((c, t)) = cat {
+        doc.put_list("event.category", &[c]);
+        doc.put_list("event.type", &[t]);
+    }
+    // lastUpdateDateTime → @timestamp (createdDateTime when there is none); displayName →
+    // message; tenantId → cloud.account.id; createdDateTime → event.created; id → event.id.
+    doc.put_string(
+        "@timestamp",
+        timestamp(i.get("lastUpdateDateTime")).or_else(|| timestamp(i.get("createdDateTime"))),
+    );
     doc.put_str("message", s(i, "displayName"));
-    doc.put_str("event.reason", s(i, "classification").filter(|c| *c != "unknown"));
-    put_severity(doc, s(i, "severity"));
     put_tenant(doc, s(i, "tenantId"));
+    doc.put_string("event.created", timestamp(i.get("createdDateTime")));
+    doc.put_str("event.id", s(i, "id"));
+    let alerts: Vec<&Value> = match i.get("alerts") {
+        Some(Value::Array(list)) => list.iter().filter(|a| a.is_object()).collect(),
+        Some(a @ Value::Object(_)) => vec![a],
+        _ => Vec::new(),
+    };
+    let first = alerts.first().copied().unwrap_or(&super::common::NULL);
+    // alerts.serviceSource → event.provider; severity; incidentWebUrl → event.url.
+    doc.put_str("event.provider", s(first, "serviceSource"));
+    put_severity(doc, s(i, "severity"));
+    doc.put_str("event.url", s(i, "incidentWebUrl"));
+    // assignedTo → source.user.name and related.user.
     let assigned = s(i, "assignedTo");
+    doc.put_str("source.user.name", assigned);
     doc.relate_user(assigned);
-    if let Some(alerts) = i.get("alerts").and_then(Value::as_array) {
-        for a in alerts {
-            if let Some(evidence) = a.get("evidence").and_then(Value::as_array) {
-                for e in evidence {
-                    if let Some(name) = s(e, "deviceDnsName") {
-                        doc.relate_host(Some(name));
-                    }
-                    if let Some(upn) = sp(e, &["userAccount", "userPrincipalName"]) {
-                        doc.relate_user(Some(upn));
-                    }
+    // alerts.threatFamilyName → threat.group.name; alerts.category → threat.tactic.name;
+    // alerts.mitreTechniques → threat.technique.* (ECS split, as for alerts).
+    doc.put_str("threat.group.name", s(first, "threatFamilyName"));
+    if let Some(c) = s(first, "category") {
+        doc.put("threat.tactic.name", Value::Array(vec![Value::String(c.to_string())]));
+    }
+    put_techniques(doc, super::common::technique_ids(first.get("mitreTechniques")));
+    // alerts.comments, then comments (createdByDisplayName, createdBy) → related.user.
+    for a in &alerts {
+        if let Some(comments) = a.get("comments").and_then(Value::as_array) {
+            for c in comments {
+                doc.relate_user(s(c, "createdByDisplayName"));
+            }
+        }
+    }
+    if let Some(comments) = i.get("comments").and_then(Value::as_array) {
+        for c in comments {
+            doc.relate_user(s(c, "createdByDisplayName"));
+        }
+        for c in comments {
+            doc.relate_user(s(c, "createdBy"));
+        }
+    }
+    doc.put_str("event.reason", s(i, "classification").filter(|c| *c != "unknown"));
+    // The evidence steps (as for alerts) over the evidence of every alert.
+    let evidence: Vec<Value> = alerts
+        .iter()
+        .filter_map(|a| a.get("evidence").and_then(Value::as_array))
+        .flatten()
+        .cloned()
+        .collect();
+    if !evidence.is_empty() {
+        let mut sub = Doc::new();
+        evidence_fields(&mut sub, &evidence);
+        let built = sub.finish();
+        for (key, value) in built.as_object().into_iter().flatten() {
+            if let Value::Object(inner) = value {
+                for (k2, v2) in inner {
+                    put_nested(doc, key, k2, v2);
                 }
             }
         }
+    }
+}
+
+/// Copy a built sub-document's `key.k2…` subtree into the document, path by path (the
+/// related lists merge with what is already related).
+fn put_nested<'a>(doc: &mut Doc<'a>, key: &str, k2: &str, v: &Value) {
+    let path = format!("{key}.{k2}");
+    match (key, v) {
+        ("related", Value::Array(list)) => {
+            for item in list.iter().filter_map(Value::as_str) {
+                match k2 {
+                    "user" => doc.relate_user_owned(item),
+                    "ip" => doc.relate_ip(item),
+                    "hosts" => doc.relate_host_owned(item),
+                    _ => {}
+                }
+            }
+            if k2 == "hash" {
+                doc.put(path, v.clone());
+            }
+        }
+        (_, Value::Object(inner)) => {
+            for (k3, v3) in inner {
+                put_nested(doc, key, &format!("{k2}.{k3}"), v3);
+            }
+        }
+        // Elastic lowercases host.name in incidents.
+        ("host", Value::Array(list)) if k2 == "name" => doc.put(
+            path,
+            Value::Array(
+                list.iter()
+                    .filter_map(Value::as_str)
+                    .map(|h| Value::String(h.to_lowercase()))
+                    .collect(),
+            ),
+        ),
+        _ => doc.put(path, v.clone()),
     }
 }
