@@ -687,7 +687,11 @@ fn elastic_m365_defender_event_device_core_fields() {
     // Related hosts: host.id, host.name, user.domain, InitiatingProcessAccountDomain.
     assert_eq!(
         d["related"]["hosts"],
-        json!(["0123456789abcdef0123456789abcdef01234567", "ws-01.contoso.example", "contoso"])
+        json!([
+            "0123456789abcdef0123456789abcdef01234567",
+            "ws-01.contoso.example",
+            "contoso"
+        ])
     );
 
     let d = core("defender", "AdvancedHunting-DeviceNetworkEvents", "outbound-success");

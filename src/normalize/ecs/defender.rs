@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::common::{
-    basename, boolean, id_text, int, join, put_severity, put_techniques, put_tenant, put_url, registry_hive,
-    s, s_any, string_list, technique_ids, timestamp, Doc,
+    basename, boolean, id_text, int, join, put_severity, put_techniques, put_tenant, put_url, registry_hive, s, s_any,
+    string_list, technique_ids, timestamp, Doc,
 };
 use crate::normalize::recognize::{DEFENDER_TABLES, MDE_ALERT};
 
@@ -150,7 +150,6 @@ fn put_account<'a>(doc: &mut Doc<'a>, p: &'a Value, prefix: &'a str) {
     }
 }
 
-
 /// The Device* tables as Elastic's `pipeline_device.yml` (m365_defender event data stream)
 /// maps them; steps named in the comments, differences in `FIELDS.md`.
 fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
@@ -172,9 +171,14 @@ fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
     }
     let mut types: Vec<&str> = Vec::new();
     if matches!(cat, Some("authentication" | "host" | "file"))
-        || ["openprocess", "connectionfound", "networksignatureinspected", "devicenetworkinfo"]
-            .iter()
-            .any(|x| act.contains(x))
+        || [
+            "openprocess",
+            "connectionfound",
+            "networksignatureinspected",
+            "devicenetworkinfo",
+        ]
+        .iter()
+        .any(|x| act.contains(x))
     {
         types.push("info");
     }
@@ -236,7 +240,10 @@ fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
     doc.put_string("file.x509.not_after", timestamp(p.get("CertificateExpirationTime")));
     doc.put_str("file.x509.serial_number", s(p, "CertificateSerialNumber"));
     if let Some(issuer) = s(p, "Issuer") {
-        doc.put("file.x509.issuer.common_name", Value::Array(vec![Value::String(issuer.to_string())]));
+        doc.put(
+            "file.x509.issuer.common_name",
+            Value::Array(vec![Value::String(issuer.to_string())]),
+        );
     }
     doc.put_str("file.code_signature.subject_name", s(p, "Signer"));
     doc.put_bool("file.code_signature.exists", boolean(p.get("IsSigned")));
@@ -263,7 +270,10 @@ fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
             "InitiatingProcessMD5",
         );
         doc.put_i64("process.parent.pid", int(p.get("InitiatingProcessId")));
-        doc.put_string("process.parent.start", timestamp(p.get("InitiatingProcessCreationTime")));
+        doc.put_string(
+            "process.parent.start",
+            timestamp(p.get("InitiatingProcessCreationTime")),
+        );
         doc.put_str("process.parent.name", s(p, "InitiatingProcessFileName"));
         doc.put_str("process.parent.executable", s(p, "InitiatingProcessFolderPath"));
     } else if cat.is_some() {
@@ -295,7 +305,9 @@ fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
     let host_name = s(p, "DeviceName").map(str::to_lowercase);
     doc.put_string("host.name", host_name.clone());
     doc.put_str("host.id", s(p, "DeviceId"));
-    let public_ip = s(p, "PublicIP").and_then(super::common::parse_ip).map(|(ip, _)| ip.to_string());
+    let public_ip = s(p, "PublicIP")
+        .and_then(super::common::parse_ip)
+        .map(|(ip, _)| ip.to_string());
     doc.put_string("host.ip", public_ip.clone());
     doc.put_str("host.architecture", s(p, "OSArchitecture"));
     let platform = s(p, "OSPlatform");
@@ -320,10 +332,16 @@ fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
     // Registry mapping.
     doc.put_str("registry.key", s(p, "RegistryKey"));
     // Not in Elastic's pipeline: the abbreviated hive (ECS registry.hive).
-    doc.put_str("registry.hive", s(p, "RegistryKey").and_then(registry_hive).map(|(h, _)| h));
+    doc.put_str(
+        "registry.hive",
+        s(p, "RegistryKey").and_then(registry_hive).map(|(h, _)| h),
+    );
     doc.put_str("registry.value", s(p, "RegistryValueName"));
     if let Some(data) = s(p, "RegistryValueData") {
-        doc.put("registry.data.strings", Value::Array(vec![Value::String(data.to_string())]));
+        doc.put(
+            "registry.data.strings",
+            Value::Array(vec![Value::String(data.to_string())]),
+        );
     }
     // Source / destination mapping.
     let auth = cat == Some("authentication");
@@ -365,7 +383,9 @@ fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
         dest_ip = local_ip;
         dest_port = int(p.get("LocalPort"));
     }
-    let source_ip = source_ip.and_then(super::common::parse_ip).map(|(ip, _)| ip.to_string());
+    let source_ip = source_ip
+        .and_then(super::common::parse_ip)
+        .map(|(ip, _)| ip.to_string());
     let dest_ip = dest_ip.and_then(super::common::parse_ip).map(|(ip, _)| ip.to_string());
     doc.put_string("source.ip", source_ip.clone());
     doc.put_i64("source.port", source_port);
@@ -381,7 +401,9 @@ fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
     // Network fields.
     doc.put_string(
         "network.protocol",
-        s(p, "Protocol").or_else(|| s(p, "RequestProtocol")).map(str::to_lowercase),
+        s(p, "Protocol")
+            .or_else(|| s(p, "RequestProtocol"))
+            .map(str::to_lowercase),
     );
     if network {
         doc.put_str(
@@ -397,7 +419,11 @@ fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
     if table == "DeviceLogonEvents" {
         doc.put_str(
             "event.outcome",
-            Some(if s(p, "FailureReason").is_some() { "failure" } else { "success" }),
+            Some(if s(p, "FailureReason").is_some() {
+                "failure"
+            } else {
+                "success"
+            }),
         );
     }
     // RemoteUrl → url.* (uri_parts: only URLs with a scheme parse).

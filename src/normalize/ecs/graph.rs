@@ -78,10 +78,9 @@ impl Set {
     /// Sorted, as the pipeline's `convertToOrderedArray`.
     fn sorted(mut self) -> Self {
         self.0.sort_by(|a, b| match (a, b) {
-            (Value::Number(x), Value::Number(y)) => x
-                .as_f64()
-                .partial_cmp(&y.as_f64())
-                .unwrap_or(std::cmp::Ordering::Equal),
+            (Value::Number(x), Value::Number(y)) => {
+                x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(std::cmp::Ordering::Equal)
+            }
             _ => a.to_string().cmp(&b.to_string()),
         });
         self
@@ -219,8 +218,14 @@ fn alert<'a>(doc: &mut Doc<'a>, a: &'a Value) {
 /// The evidence steps of the pipeline, each over every evidence item in order.
 fn evidence_fields<'a>(doc: &mut Doc<'a>, evidence: &'a [Value]) {
     let each = |f: &dyn Fn(&'a Value) -> Option<&'a str>| -> Vec<&'a str> { evidence.iter().filter_map(f).collect() };
-    let (mut delivery, mut direction, mut subject, mut to, mut message_id, mut local_id) =
-        (Set::default(), Set::default(), Set::default(), Set::default(), Set::default(), Set::default());
+    let (mut delivery, mut direction, mut subject, mut to, mut message_id, mut local_id) = (
+        Set::default(),
+        Set::default(),
+        Set::default(),
+        Set::default(),
+        Set::default(),
+        Set::default(),
+    );
     for e in evidence {
         if let Some(t) = timestamp(e.get("receivedDateTime")) {
             delivery.add(Some(&t));
@@ -517,7 +522,10 @@ fn evidence_fields<'a>(doc: &mut Doc<'a>, evidence: &'a [Value]) {
     match process_names.len() {
         0 => {}
         1 => doc.put_string("process.name", process_names.pop()),
-        _ => doc.put("process.name", Value::Array(process_names.into_iter().map(Value::String).collect())),
+        _ => doc.put(
+            "process.name",
+            Value::Array(process_names.into_iter().map(Value::String).collect()),
+        ),
     }
     put_url(doc, url);
 }

@@ -91,7 +91,10 @@ pub fn map<'a>(a: &'a Value, doc: &mut Doc<'a>) {
     // mitreTechniques (not in Elastic's pipeline: ECS technique ids).
     if let Some(c) = category {
         doc.put_str("threat.framework", Some("MITRE ATT&CK"));
-        doc.put("threat.technique.name", Value::Array(vec![Value::String(c.to_string())]));
+        doc.put(
+            "threat.technique.name",
+            Value::Array(vec![Value::String(c.to_string())]),
+        );
     }
     put_techniques(doc, technique_ids(a.get("mitreTechniques")));
     if let Some(d) = s(a, "description").filter(|d| d.len() < 1020) {
@@ -107,7 +110,9 @@ pub fn map<'a>(a: &'a Value, doc: &mut Doc<'a>) {
         doc.put_str("file.hash.sha1", s(f, "sha1"));
         doc.put_str("file.path", s(f, "filePath"));
     }
-    if let Some(p) = first(&|e| e.get("processId").is_some_and(|v| !v.is_null()) || s(e, "processCommandLine").is_some()) {
+    if let Some(p) =
+        first(&|e| e.get("processId").is_some_and(|v| !v.is_null()) || s(e, "processCommandLine").is_some())
+    {
         doc.put_i64("process.pid", int(p.get("processId")));
         doc.put_str("process.command_line", s(p, "processCommandLine"));
         doc.put_string("process.start", timestamp(p.get("processCreationTime")));
@@ -134,7 +139,10 @@ pub fn map<'a>(a: &'a Value, doc: &mut Doc<'a>) {
     let user = related.and_then(|u| s(u, "userName"));
     doc.put_str("user.name", user);
     doc.put_str("user.domain", related.and_then(|u| s(u, "domainName")));
-    doc.put_str("user.id", first(&|e| s(e, "userSid").is_some()).and_then(|e| s(e, "userSid")));
+    doc.put_str(
+        "user.id",
+        first(&|e| s(e, "userSid").is_some()).and_then(|e| s(e, "userSid")),
+    );
     // related.ip from evidence ipAddress, related.user = user.name, related.hash.
     for e in &evidence {
         if let Some(ip) = s(e, "ipAddress").and_then(super::common::parse_ip) {

@@ -100,7 +100,10 @@ fn client_parts(raw: &str) -> (Option<String>, Option<String>, Option<u16>) {
     let is_ip = |x: &str| x.parse::<std::net::IpAddr>().is_ok();
     if let Some(rest) = t.strip_prefix('[') {
         if let Some((inside, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0);
+            let port = after
+                .strip_prefix(':')
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|p| *p > 0);
             if is_ip(inside) && port.is_some() {
                 return (Some(inside.to_string()), None, port);
             }
@@ -254,8 +257,15 @@ pub fn common<'a>(record: &'a Value, doc: &mut Doc<'a>, ns: &'static str) {
         }
         match a {
             "FileAccessed" | "FileDownloaded" => lists.typ("access"),
-            "ComplianceSettingChanged" | "FileModified" | "FileMoved" | "FileRenamed" | "FileRestored"
-            | "FolderModified" | "FolderMoved" | "FolderRenamed" | "FolderRestored" => lists.typ("change"),
+            "ComplianceSettingChanged"
+            | "FileModified"
+            | "FileMoved"
+            | "FileRenamed"
+            | "FileRestored"
+            | "FolderModified"
+            | "FolderMoved"
+            | "FolderRenamed"
+            | "FolderRestored" => lists.typ("change"),
             "FileDeleted" | "FolderDeleted" => lists.typ("deletion"),
             "FileUploaded" | "FolderCopied" | "FolderCreated" => lists.typ("creation"),
             _ => {}
@@ -530,7 +540,9 @@ pub fn common<'a>(record: &'a Value, doc: &mut Doc<'a>, ns: &'static str) {
             .and_then(|t| t.strip_suffix(']'))
             .unwrap_or(&cleaned);
         let (domain, address) = match inner.split_once(" (") {
-            Some((d, a)) if !d.contains(char::is_whitespace) => (Some(d.to_string()), a.split(')').next().map(str::to_string)),
+            Some((d, a)) if !d.contains(char::is_whitespace) => {
+                (Some(d.to_string()), a.split(')').next().map(str::to_string))
+            }
             _ => (None, Some(cleaned.clone())),
         };
         if let Some(ip) = address.as_deref().filter(|a| a.parse::<std::net::IpAddr>().is_ok()) {
@@ -613,13 +625,22 @@ fn threat_intelligence<'a>(doc: &mut Doc<'a>, record: &'a Value) {
     doc.put_str("email.subject", s(record, "Subject"));
     doc.put_str("email.message_id", s(record, "InternetMessageId"));
     if let Some(from) = s(record, "P2Sender") {
-        doc.put("email.from.address", Value::Array(vec![Value::String(from.to_string())]));
+        doc.put(
+            "email.from.address",
+            Value::Array(vec![Value::String(from.to_string())]),
+        );
     }
     if let Some(sender) = s(record, "P1Sender") {
-        doc.put("email.sender.address", Value::Array(vec![Value::String(sender.to_string())]));
+        doc.put(
+            "email.sender.address",
+            Value::Array(vec![Value::String(sender.to_string())]),
+        );
     }
     let to = string_list(record.get("Recipients"));
     if !to.is_empty() {
-        doc.put("email.to.address", Value::Array(to.into_iter().map(Value::String).collect()));
+        doc.put(
+            "email.to.address",
+            Value::Array(to.into_iter().map(Value::String).collect()),
+        );
     }
 }
