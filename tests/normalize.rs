@@ -793,9 +793,27 @@ fn elastic_m365_defender_alert_core_fields() {
 #[test]
 fn elastic_m365_defender_incident_core_fields() {
     let d = core("graph", "incident", "active-high");
+    // `set event.kind: alert`; tenantId → cloud.account.id.
     assert_eq!(d["event"]["kind"], "alert");
     assert_eq!(d["event"]["dataset"], "m365_defender.incident");
     assert!(d["cloud"]["account"]["id"].is_string());
+
+    let d = core("graph", "incident", "expanded-alerts");
+    // lastUpdateDateTime → @timestamp; createdDateTime → event.created; displayName → message.
+    assert_eq!(d["@timestamp"], "2025-01-05T15:00:00Z");
+    assert_eq!(d["event"]["created"], "2025-01-05T13:01:00Z");
+    assert_eq!(d["message"], "Multi-stage incident involving Execution on one endpoint");
+    // determination malware → event.category malware, event.type info.
+    assert_eq!(d["event"]["category"], json!(["malware"]));
+    assert_eq!(d["event"]["type"], json!(["info"]));
+    // assignedTo → source.user.name and related.user first; evidence deviceDnsName → host.name
+    // (lowercased) and related.hosts; evidence UPN → related.user.
+    assert_eq!(d["source"]["user"]["name"], "soc@contoso.example");
+    assert_eq!(d["host"]["name"], json!(["ws-02.contoso.example"]));
+    assert_eq!(
+        d["related"]["user"],
+        json!(["soc@contoso.example", "sam@contoso.example"])
+    );
 }
 
 /// Every category of the Microsoft 365 side is recognised and mapped: the unmapped count
