@@ -712,6 +712,39 @@ fn elastic_m365_defender_event_device_core_fields() {
     assert!(d["file"]["directory"].is_string());
 }
 
+/// `packages/m365_defender/data_stream/event/elasticsearch/ingest_pipeline/pipeline_alert.yml`
+#[test]
+fn elastic_m365_defender_event_alert_core_fields() {
+    let d = core("defender", "AdvancedHunting-AlertEvidence", "process");
+    // `set event.kind: [alert]`; EntityType Process → event.category process; type info.
+    assert_eq!(d["event"]["kind"], "alert");
+    assert_eq!(d["event"]["category"], json!(["process"]));
+    assert_eq!(d["event"]["type"], json!(["info"]));
+    // DeviceName → host.domain (not host.name), DeviceId → host.id; Title → message.
+    assert_eq!(d["host"]["domain"], "ws-01.contoso.example");
+    assert!(d["host"].get("name").is_none());
+    assert_eq!(d["message"], "Suspicious PowerShell command line");
+    // AccountName → user.name, AccountDomain → user.domain; ProcessCommandLine → process.command_line.
+    assert_eq!(d["user"]["name"], "alex");
+    assert_eq!(d["user"]["domain"], "contoso");
+    assert_eq!(d["process"]["command_line"], "powershell -enc SQBFAFgA");
+    // FileName → threat.enrichments.indicator.file.name (not file.name).
+    assert_eq!(
+        d["threat"]["enrichments"]["indicator"]["file"]["name"],
+        "powershell.exe"
+    );
+    assert!(d.get("file").is_none());
+    // related.hosts: DeviceName, DeviceId, user.domain; related.user: user.name, AccountObjectId.
+    assert_eq!(
+        d["related"]["hosts"],
+        json!([
+            "ws-01.contoso.example",
+            "0123456789abcdef0123456789abcdef01234567",
+            "contoso"
+        ])
+    );
+}
+
 /// `packages/microsoft_defender_endpoint/data_stream/log/elasticsearch/ingest_pipeline/default.yml`
 #[test]
 fn elastic_defender_endpoint_log_core_fields() {

@@ -1814,6 +1814,7 @@ fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// The last path component of a Windows or POSIX path.
+#[allow(dead_code)]
 pub fn basename(path: &str) -> &str {
     path.rsplit(['\\', '/']).next().unwrap_or(path)
 }

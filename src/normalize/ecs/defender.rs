@@ -5,12 +5,10 @@
 //! column names (values untouched), plus `m365_defender.event.category` and
 //! `m365_defender.event.operation_name` from the envelope.
 
-use std::borrow::Cow;
-
 use serde_json::{Map, Value};
 
 use super::common::{
-    basename, boolean, id_text, int, join, put_severity, put_techniques, put_tenant, put_url, registry_hive, s, s_any,
+    boolean, id_text, int, join, put_severity, put_techniques, put_tenant, put_url, registry_hive, s, s_any,
     string_list, technique_ids, timestamp, Doc,
 };
 use crate::normalize::recognize::{DEFENDER_TABLES, MDE_ALERT};
@@ -45,7 +43,7 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
     );
     if table.starts_with("Device") {
         device(doc, p, table);
-    } else {
+    } else if !table.starts_with("Alert") {
         doc.put_str("event.action", s(p, "ActionType"));
         let host_name = s(p, "DeviceName");
         doc.put_str("host.name", host_name);
@@ -54,8 +52,7 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
     }
     match table {
         t if t.starts_with("Device") => {}
-        "AlertInfo" => alert_info(doc, p),
-        "AlertEvidence" => alert_evidence(doc, p),
+        "AlertInfo" | "AlertEvidence" => alert_row(doc, p),
         "EmailEvents" => email_events(doc, p),
         "EmailAttachmentInfo" => email_attachment(doc, p),
         "EmailUrlInfo" => email_url(doc, p),
@@ -78,76 +75,10 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
     true
 }
 
-/// `(path, directory)` from a Defender `FolderPath` that may or may not end with the file name.
-fn path_of(folder: Option<&str>, name: Option<&str>) -> (Option<String>, Option<String>) {
-    match (folder, name) {
-        (Some(f), Some(n)) if basename(f).eq_ignore_ascii_case(n) => {
-            let dir = f[..f.len() - basename(f).len()].trim_end_matches(['\\', '/']);
-            (Some(f.to_string()), Some(dir.to_string()).filter(|d| !d.is_empty()))
-        }
-        (Some(f), Some(n)) => {
-            let sep = if f.contains('/') && !f.contains('\\') {
-                '/'
-            } else {
-                '\\'
-            };
-            let dir = f.trim_end_matches(['\\', '/']);
-            (Some(format!("{dir}{sep}{n}")), Some(dir.to_string()))
-        }
-        (Some(f), None) => (Some(f.to_string()), None),
-        _ => (None, None),
-    }
-}
-
 fn put_hashes<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value, sha1: &'a str, sha256: &'a str, md5: &'a str) {
     doc.put_str(join(prefix, "hash.sha1"), s(p, sha1));
     doc.put_str(join(prefix, "hash.sha256"), s(p, sha256));
     doc.put_str(join(prefix, "hash.md5"), s(p, md5));
-}
-
-/// `file.*` (or `dll.*`) from the row's FileName / FolderPath / hashes / size.
-fn put_file<'a>(doc: &mut Doc<'a>, prefix: &'a str, p: &'a Value) {
-    let name = s(p, "FileName");
-    let (path, dir) = path_of(s(p, "FolderPath"), name);
-    doc.put_str(join(prefix, "name"), name);
-    doc.put_string(join(prefix, "path"), path);
-    if prefix == "file" {
-        doc.put_string("file.directory", dir);
-        doc.put_i64("file.size", int(p.get("FileSize")));
-    }
-    put_hashes(doc, prefix, p, "SHA1", "SHA256", "MD5");
-}
-
-/// `user.*` from the account columns with a given prefix (`InitiatingProcessAccount`, `Account`).
-fn put_account<'a>(doc: &mut Doc<'a>, p: &'a Value, prefix: &'a str) {
-    // Column names as literals for the two prefixes in use: no allocation per lookup.
-    let cols: [Cow<'static, str>; 5] = match prefix {
-        "Account" => [
-            "AccountName".into(),
-            "AccountUpn".into(),
-            "AccountDomain".into(),
-            "AccountSid".into(),
-            "AccountObjectId".into(),
-        ],
-        "InitiatingProcessAccount" => [
-            "InitiatingProcessAccountName".into(),
-            "InitiatingProcessAccountUpn".into(),
-            "InitiatingProcessAccountDomain".into(),
-            "InitiatingProcessAccountSid".into(),
-            "InitiatingProcessAccountObjectId".into(),
-        ],
-        _ => ["Name", "Upn", "Domain", "Sid", "ObjectId"].map(|suffix| Cow::Owned(format!("{prefix}{suffix}"))),
-    };
-    let name = s(p, &cols[0]);
-    let upn = s(p, &cols[1]);
-    doc.put_str("user.name", name.or(upn));
-    doc.put_str("user.domain", s(p, &cols[2]));
-    doc.put_str("user.id", s(p, &cols[3]).or_else(|| s(p, &cols[4])));
-    doc.put_str("user.email", upn.filter(|u| u.contains('@')));
-    doc.relate_user(name.or(upn));
-    if name.is_some() {
-        doc.relate_user(upn);
-    }
 }
 
 /// The Device* tables as Elastic's `pipeline_device.yml` (m365_defender event data stream)
@@ -457,53 +388,84 @@ fn device<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
     }
 }
 
-fn alert_category<'a>(doc: &mut Doc<'a>, category: Option<&'a str>) {
-    if category.is_some_and(|c| c.eq_ignore_ascii_case("malware") || c.eq_ignore_ascii_case("ransomware")) {
-        doc.put_list("event.category", &["malware"]);
-    } else {
-        doc.put_list("event.category", &["intrusion_detection"]);
-    }
-    doc.put_list("event.type", &["info"]);
-}
-
-fn alert_info<'a>(doc: &mut Doc<'a>, p: &'a Value) {
+/// AlertInfo / AlertEvidence rows as Elastic's `pipeline_alert.yml` (m365_defender event data
+/// stream) maps them; differences in `FIELDS.md`.
+fn alert_row<'a>(doc: &mut Doc<'a>, p: &'a Value) {
+    // `set event.kind: alert`; event.category from EntityType, overridden by Category.
     doc.put_str("event.kind", Some("alert"));
-    alert_category(doc, s(p, "Category"));
+    let entity = s(p, "EntityType").map(str::to_ascii_lowercase);
+    let mut cat = match entity.as_deref() {
+        Some("file") => Some("file"),
+        Some("process") => Some("process"),
+        Some("device") => Some("host"),
+        Some("user") => Some("iam"),
+        _ => None,
+    };
+    let category = s(p, "Category").map(str::to_ascii_lowercase);
+    match category.as_deref() {
+        Some("malware" | "ransomware") => cat = Some("malware"),
+        Some("persistence" | "privilegeescalation" | "suspiciousactivity" | "threatmanagement") => cat = Some("threat"),
+        _ => {}
+    }
+    if let Some(c) = cat {
+        doc.put_list("event.category", &[c]);
+    }
+    doc.put_list(
+        "event.type",
+        &[if cat == Some("threat") { "indicator" } else { "info" }],
+    );
+    // AlertId → event.id; ServiceSource → event.provider; DeviceName → host.domain; DeviceId → host.id.
     doc.put_str("event.id", s(p, "AlertId"));
-    doc.put_str("rule.name", s(p, "Title"));
-    doc.put_str("message", s(p, "Title"));
     doc.put_str("event.provider", s(p, "ServiceSource"));
-    doc.put_str("observer.name", s(p, "DetectionSource"));
+    doc.put_str("host.domain", s(p, "DeviceName"));
+    doc.relate_host(s(p, "DeviceName"));
+    doc.put_str("host.id", s(p, "DeviceId"));
+    doc.relate_host(s(p, "DeviceId"));
+    doc.put_string("network.direction", s(p, "EvidenceDirection").map(str::to_lowercase));
+    doc.put_str("process.command_line", s(p, "ProcessCommandLine"));
+    doc.put_str("registry.key", s(p, "RegistryKey"));
+    doc.put_str("registry.value", s(p, "RegistryValueName"));
+    // RemoteIP → source.ip (and related.ip).
+    doc.put_ip("source.ip", s(p, "RemoteIP"));
+    // File columns → threat.enrichments.indicator.file.*.
+    doc.put_str("threat.enrichments.indicator.file.directory", s(p, "FolderPath"));
+    doc.put_str("threat.enrichments.indicator.file.hash.sha1", s(p, "SHA1"));
+    doc.put_str("threat.enrichments.indicator.file.hash.sha256", s(p, "SHA256"));
+    doc.put_str("threat.enrichments.indicator.file.name", s(p, "FileName"));
+    doc.put_i64("threat.enrichments.indicator.file.size", int(p.get("FileSize")));
+    let mut hashes = Vec::new();
+    for h in [s(p, "SHA1"), s(p, "SHA256")].into_iter().flatten() {
+        hashes.push(Value::String(h.to_string()));
+    }
+    if !hashes.is_empty() {
+        doc.put("related.hash", Value::Array(hashes));
+    }
+    doc.put_str("threat.group.name", s(p, "ThreatFamily"));
+    // AccountName → user.name; Title → message; AccountDomain → user.domain.
+    let user = s(p, "AccountName");
+    doc.put_str("user.name", user);
+    doc.relate_user(user);
+    doc.put_str("message", s(p, "Title"));
+    doc.put_str("user.domain", s(p, "AccountDomain"));
+    doc.relate_host(s(p, "AccountDomain"));
+    // LocalIP → related.ip.
+    if let Some((ip, _)) = s(p, "LocalIP").and_then(super::common::parse_ip) {
+        doc.relate_ip(&ip.to_string());
+    }
     put_severity(doc, s(p, "Severity"));
+    // AttackTechniques: ECS technique / sub-technique ids (Elastic: all as sub-technique ids).
     put_techniques(doc, technique_ids(p.get("AttackTechniques")));
+    doc.relate_user(s(p, "AccountObjectId"));
+    // Not in Elastic's pipeline: the title as rule.name, RemoteUrl as url.*, the category as
+    // the MITRE tactic name, DetectionSource as observer.name, EmailSubject as email.subject.
+    doc.put_str("rule.name", s(p, "Title"));
+    put_url(doc, s(p, "RemoteUrl"));
     doc.put_str(
         "threat.tactic.name",
         s(p, "Category").and_then(super::common::mitre_tactic),
     );
-}
-
-fn alert_evidence<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_str("event.kind", Some("alert"));
-    alert_category(doc, s(p, "Categories").or_else(|| s(p, "Category")));
-    doc.put_str("event.id", s(p, "AlertId"));
-    doc.put_str("rule.name", s(p, "Title"));
-    doc.put_str("message", s(p, "Title"));
-    doc.put_str("event.provider", s(p, "ServiceSource"));
     doc.put_str("observer.name", s(p, "DetectionSource"));
-    put_severity(doc, s(p, "Severity"));
-    put_techniques(doc, technique_ids(p.get("AttackTechniques")));
-    if s(p, "FileName").is_some() || s(p, "SHA256").is_some() || s(p, "SHA1").is_some() {
-        put_file(doc, "file", p);
-    }
-    doc.put_str("process.command_line", s(p, "ProcessCommandLine"));
-    put_account(doc, p, "Account");
-    doc.put_ip("source.ip", s(p, "LocalIP"));
-    doc.put_ip("destination.ip", s(p, "RemoteIP"));
-    if let Some(url) = s(p, "RemoteUrl") {
-        put_url(doc, Some(url));
-    }
     doc.put_str("email.subject", s(p, "EmailSubject"));
-    doc.put_str("registry.path", s(p, "RegistryKey"));
 }
 
 fn email_addresses(v: Option<&str>) -> Option<Value> {
