@@ -745,6 +745,30 @@ fn elastic_m365_defender_event_alert_core_fields() {
     );
 }
 
+/// `packages/m365_defender/data_stream/event/elasticsearch/ingest_pipeline/pipeline_app_and_identity.yml`
+#[test]
+fn elastic_m365_defender_event_app_identity_core_fields() {
+    let d = core("defender", "AdvancedHunting-IdentityLogonEvents", "cloud-failed");
+    // IdentityLogonEvents → authentication; event.type info; FailureReason → outcome failure.
+    assert_eq!(d["event"]["category"], json!(["authentication"]));
+    assert_eq!(d["event"]["type"], json!(["info"]));
+    assert_eq!(d["event"]["outcome"], "failure");
+    // ActionType lowercased → event.action; AccountSid → user.id (logons); IPAddress → host.ip.
+    assert_eq!(d["event"]["action"], "logonfailed");
+    assert_eq!(d["user"]["id"], "S-1-5-21-1000-1000-1000-1001");
+    assert_eq!(d["host"]["ip"], json!(["203.0.113.90"]));
+    assert!(d.get("source").is_none());
+
+    let d = core("defender", "AdvancedHunting-CloudAppEvents", "admin-guid-account");
+    // No category for cloud app events; AccountId → user.id; AccountDisplayName → user.name
+    // when there is no AccountName; UserAgent → user_agent.original.
+    assert!(d["event"].get("category").is_none());
+    assert_eq!(d["event"]["action"], "set-mailbox");
+    assert_eq!(d["user"]["id"], "aaaaaaaa-0000-4000-8000-000000000002");
+    assert_eq!(d["user"]["name"], "Sam Example");
+    assert_eq!(d["user_agent"]["original"], "Mozilla/5.0");
+}
+
 /// `packages/microsoft_defender_endpoint/data_stream/log/elasticsearch/ingest_pipeline/default.yml`
 #[test]
 fn elastic_defender_endpoint_log_core_fields() {

@@ -43,7 +43,7 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
     );
     if table.starts_with("Device") {
         device(doc, p, table);
-    } else if !table.starts_with("Alert") {
+    } else if !table.starts_with("Alert") && !table.starts_with("Identity") && table != "CloudAppEvents" {
         doc.put_str("event.action", s(p, "ActionType"));
         let host_name = s(p, "DeviceName");
         doc.put_str("host.name", host_name);
@@ -57,10 +57,9 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
         "EmailAttachmentInfo" => email_attachment(doc, p),
         "EmailUrlInfo" => email_url(doc, p),
         "EmailPostDeliveryEvents" => email_post_delivery(doc, p),
-        "IdentityLogonEvents" => identity_logon(doc, p),
-        "IdentityQueryEvents" => identity_query(doc, p),
-        "IdentityDirectoryEvents" => identity_directory(doc, p),
-        "CloudAppEvents" => cloud_app(doc, p),
+        "IdentityLogonEvents" | "IdentityQueryEvents" | "IdentityDirectoryEvents" | "CloudAppEvents" => {
+            app_identity(doc, p, table)
+        }
         "UrlClickEvents" => url_click(doc, p),
         _ => return false,
     }
@@ -572,93 +571,117 @@ fn email_post_delivery<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_str("event.reason", s(p, "ActionTrigger"));
 }
 
-fn identity_common<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    let upn = s(p, "AccountUpn");
-    let name = s(p, "AccountName").or(upn);
-    doc.put_str("user.name", name);
-    doc.put_str("user.domain", s(p, "AccountDomain"));
-    doc.put_str("user.id", s_any(p, &["AccountObjectId", "AccountSid"]));
-    doc.put_str("user.email", upn.filter(|u| u.contains('@')));
-    doc.put_str("user.full_name", s(p, "AccountDisplayName"));
-    doc.relate_user(name);
-    doc.relate_user(upn);
-    doc.put_ip("source.ip", s(p, "IPAddress"));
-    doc.put_i64("source.port", int(p.get("Port")));
-    doc.put_ip("destination.ip", s(p, "DestinationIPAddress"));
-    doc.put_i64("destination.port", int(p.get("DestinationPort")));
+/// Identity* and CloudAppEvents rows as Elastic's `pipeline_app_and_identity.yml`
+/// (m365_defender event data stream) maps them; differences in `FIELDS.md`.
+fn app_identity<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
+    // IdentityLogonEvents → authentication; every table → event.type info.
+    if table == "IdentityLogonEvents" {
+        doc.put_list("event.category", &["authentication"]);
+    }
+    doc.put_list("event.type", &["info"]);
+    // Destination mapping: TargetDeviceName, DestinationIPAddress, DestinationPort.
     let target = s(p, "TargetDeviceName");
     doc.put_str("destination.domain", target);
-    doc.relate_host(target);
-    doc.put_str("source.geo.country_iso_code", s(p, "Location").filter(|l| l.len() == 2));
-    doc.put_str("source.as.organization.name", s(p, "ISP"));
-    doc.put_string("network.protocol", s(p, "Protocol").map(str::to_ascii_lowercase));
-    doc.put_str("event.provider", s(p, "Application"));
-}
-
-fn identity_logon<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["authentication"]);
-    doc.put_list("event.type", &["start"]);
-    match s(p, "ActionType") {
-        Some("LogonSuccess") => doc.put_str("event.outcome", Some("success")),
-        Some("LogonFailed") => doc.put_str("event.outcome", Some("failure")),
-        _ => doc.put_str("event.outcome", Some("unknown")),
+    let dest_ip = s(p, "DestinationIPAddress")
+        .and_then(super::common::parse_ip)
+        .map(|(ip, _)| ip.to_string());
+    doc.put_string("destination.ip", dest_ip.clone());
+    doc.put_i64("destination.port", int(p.get("DestinationPort")));
+    // Host mapping: DeviceName lowercased; IPAddress → host.ip (a list); OSPlatform.
+    let host = s(p, "DeviceName").map(str::to_lowercase);
+    doc.put_string("host.name", host.clone());
+    let host_ip = s(p, "IPAddress")
+        .and_then(super::common::parse_ip)
+        .map(|(ip, _)| ip.to_string());
+    if let Some(ip) = &host_ip {
+        doc.put("host.ip", Value::Array(vec![Value::String(ip.clone())]));
     }
-    doc.put_str("event.reason", s(p, "FailureReason"));
-    identity_common(doc, p);
-}
-
-fn identity_query<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["network"]);
-    doc.put_list("event.type", &["protocol", "info"]);
-    identity_common(doc, p);
-    if s(p, "Protocol").is_some_and(|x| x.eq_ignore_ascii_case("dns")) {
+    let platform = s(p, "OSPlatform");
+    let lower = platform.map(str::to_ascii_lowercase).unwrap_or_default();
+    doc.put_str(
+        "host.os.type",
+        if lower.contains("windows") {
+            Some("windows")
+        } else if lower.contains("linux") {
+            Some("linux")
+        } else if lower.contains("macos") {
+            Some("macos")
+        } else {
+            None
+        },
+    );
+    doc.put_str("host.os.name", platform);
+    doc.put_str("host.type", s(p, "DeviceType"));
+    // ActionType → event.action (lowercased, spaces to `-`); IdentityLogonEvents outcome.
+    doc.put_string(
+        "event.action",
+        s(p, "ActionType").map(|a| a.to_lowercase().replace(' ', "-")),
+    );
+    if table == "IdentityLogonEvents" {
+        doc.put_str(
+            "event.outcome",
+            Some(if s(p, "FailureReason").is_some() {
+                "failure"
+            } else {
+                "success"
+            }),
+        );
+    }
+    doc.put_string("network.protocol", s(p, "Protocol").map(str::to_lowercase));
+    // User mapping: AccountDomain; id = AccountSid (logons) / AccountId (cloud apps);
+    // name = AccountName, else RawEventData.UserId, else AccountDisplayName.
+    let domain = s(p, "AccountDomain");
+    doc.put_str("user.domain", domain);
+    let user_id = match table {
+        "IdentityLogonEvents" => s(p, "AccountSid"),
+        "CloudAppEvents" => s(p, "AccountId"),
+        _ => None,
+    };
+    doc.put_str("user.id", user_id);
+    let raw_user = match p.get("RawEventData") {
+        Some(Value::String(text)) => serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v.get("UserId").and_then(Value::as_str).map(str::to_string)),
+        Some(v @ Value::Object(_)) => s(v, "UserId").map(str::to_string),
+        _ => None,
+    };
+    let display = s(p, "AccountDisplayName");
+    let name = s(p, "AccountName")
+        .map(str::to_string)
+        .or(raw_user)
+        .or_else(|| display.map(str::to_string));
+    doc.put_string("user.name", name);
+    // UserAgent → user_agent.original (the user_agent processor).
+    doc.put_str("user_agent.original", s(p, "UserAgent"));
+    // Related: user.id, display names, UPN; hosts: destination.domain, host.name, user.domain;
+    // IPs: destination.ip, host.ip; then AccountName.
+    doc.relate_user(user_id);
+    doc.relate_user(display);
+    doc.relate_user(s(p, "TargetAccountDisplayName"));
+    doc.relate_user(s(p, "AccountUpn"));
+    doc.relate_host(target);
+    if let Some(ip) = &dest_ip {
+        doc.relate_ip(ip);
+    }
+    if let Some(h) = &host {
+        doc.relate_host_owned(h);
+    }
+    if let Some(ip) = &host_ip {
+        doc.relate_ip(ip);
+    }
+    doc.relate_host(domain);
+    doc.relate_user(s(p, "AccountName"));
+    // Not in Elastic's pipeline: the query target of DNS queries, the directory change target.
+    if table == "IdentityQueryEvents" && s(p, "Protocol").is_some_and(|x| x.eq_ignore_ascii_case("dns")) {
         doc.put_str("dns.question.name", s(p, "QueryTarget"));
         doc.put_str("dns.question.type", s(p, "QueryType"));
     }
-}
-
-fn identity_directory<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["iam"]);
-    let action = s(p, "ActionType").unwrap_or("");
-    let group = action.to_ascii_lowercase().contains("group");
-    doc.put_list(
-        "event.type",
-        &[if group { "group" } else { "user" }, super::common::change_type(action)],
-    );
-    identity_common(doc, p);
-    let target = s(p, "TargetAccountUpn").or_else(|| s(p, "TargetAccountDisplayName"));
-    doc.put_str("user.target.name", target);
-    doc.put_str(
-        "user.target.email",
-        s(p, "TargetAccountUpn").filter(|u| u.contains('@')),
-    );
-    doc.put_str("user.target.full_name", s(p, "TargetAccountDisplayName"));
-    doc.relate_user(target);
-}
-
-fn cloud_app<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["web"]);
-    doc.put_list("event.type", &["info"]);
-    let account = s(p, "AccountId");
-    let display = s(p, "AccountDisplayName");
-    if let Some(a) = account.filter(|a| a.contains('@')) {
-        doc.put_str("user.name", Some(a));
-        doc.put_str("user.email", Some(a));
-        doc.put_str("user.domain", super::common::domain_of(a));
-        doc.relate_user(Some(a));
-    } else {
-        doc.put_str("user.name", display);
-        doc.relate_user(display);
+    if table == "IdentityDirectoryEvents" {
+        doc.put_str(
+            "user.target.name",
+            s(p, "TargetAccountUpn").or_else(|| s(p, "TargetAccountDisplayName")),
+        );
     }
-    doc.put_str("user.id", s(p, "AccountObjectId"));
-    doc.put_str("user.full_name", display);
-    doc.put_ip("source.ip", s(p, "IPAddress"));
-    doc.put_str("source.geo.country_iso_code", s(p, "CountryCode"));
-    doc.put_str("source.geo.city_name", s(p, "City"));
-    doc.put_str("source.as.organization.name", s(p, "ISP"));
-    doc.put_str("user_agent.original", s(p, "UserAgent"));
-    doc.put_str("event.provider", s(p, "Application"));
-    doc.put_str("host.os.platform", s(p, "OSPlatform"));
 }
 
 fn url_click<'a>(doc: &mut Doc<'a>, p: &'a Value) {
