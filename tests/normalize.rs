@@ -769,6 +769,35 @@ fn elastic_m365_defender_event_app_identity_core_fields() {
     assert_eq!(d["user_agent"]["original"], "Mozilla/5.0");
 }
 
+/// `packages/m365_defender/data_stream/event/elasticsearch/ingest_pipeline/pipeline_email.yml`
+#[test]
+fn elastic_m365_defender_event_email_core_fields() {
+    let d = core("defender", "AdvancedHunting-EmailEvents", "delivered");
+    // Event categorization: email / info.
+    assert_eq!(d["event"]["category"], json!(["email"]));
+    assert_eq!(d["event"]["type"], json!(["info"]));
+    // Email mappings: SenderFromAddress → email.from.address (a list), RecipientEmailAddress →
+    // email.to.address, NetworkMessageId → email.message_id, InternetMessageId → email.local_id.
+    assert_eq!(d["email"]["from"]["address"], json!(["ceo@partner.example"]));
+    assert_eq!(d["email"]["to"]["address"], json!(["alex@contoso.example"]));
+    assert_eq!(d["email"]["message_id"], "aaaa0000-0000-4000-8000-000000000001");
+    assert_eq!(d["email"]["local_id"], "<msg-1@contoso.example>");
+    // Source mappings: SenderIPv4 → source.ip (a list); related users sender then recipient.
+    assert_eq!(d["source"]["ip"], json!(["198.51.100.25"]));
+    assert_eq!(
+        d["related"]["user"],
+        json!(["ceo@partner.example", "alex@contoso.example"])
+    );
+
+    let d = core("defender", "AdvancedHunting-UrlClickEvents", "blocked");
+    // URL clicks: no email category, event.type info; Url → url.original; no user.* (AccountUpn
+    // stays in the vendor copy).
+    assert!(d["event"].get("category").is_none());
+    assert_eq!(d["event"]["type"], json!(["info"]));
+    assert!(d["url"]["original"].is_string());
+    assert!(d.get("user").is_none());
+}
+
 /// `packages/microsoft_defender_endpoint/data_stream/log/elasticsearch/ingest_pipeline/default.yml`
 #[test]
 fn elastic_defender_endpoint_log_core_fields() {

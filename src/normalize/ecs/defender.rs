@@ -5,11 +5,11 @@
 //! column names (values untouched), plus `m365_defender.event.category` and
 //! `m365_defender.event.operation_name` from the envelope.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::common::{
-    boolean, id_text, int, join, put_severity, put_techniques, put_tenant, put_url, registry_hive, s, s_any,
-    string_list, technique_ids, timestamp, Doc,
+    boolean, id_text, int, join, put_severity, put_techniques, put_tenant, put_url, registry_hive, s, technique_ids,
+    timestamp, Doc,
 };
 use crate::normalize::recognize::{DEFENDER_TABLES, MDE_ALERT};
 
@@ -43,24 +43,16 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
     );
     if table.starts_with("Device") {
         device(doc, p, table);
-    } else if !table.starts_with("Alert") && !table.starts_with("Identity") && table != "CloudAppEvents" {
-        doc.put_str("event.action", s(p, "ActionType"));
-        let host_name = s(p, "DeviceName");
-        doc.put_str("host.name", host_name);
-        doc.relate_host(host_name);
-        doc.put_str("host.id", s(p, "DeviceId"));
     }
     match table {
         t if t.starts_with("Device") => {}
         "AlertInfo" | "AlertEvidence" => alert_row(doc, p),
-        "EmailEvents" => email_events(doc, p),
-        "EmailAttachmentInfo" => email_attachment(doc, p),
-        "EmailUrlInfo" => email_url(doc, p),
-        "EmailPostDeliveryEvents" => email_post_delivery(doc, p),
+        "EmailEvents" | "EmailAttachmentInfo" | "EmailUrlInfo" | "EmailPostDeliveryEvents" | "UrlClickEvents" => {
+            email_row(doc, p, table)
+        }
         "IdentityLogonEvents" | "IdentityQueryEvents" | "IdentityDirectoryEvents" | "CloudAppEvents" => {
             app_identity(doc, p, table)
         }
-        "UrlClickEvents" => url_click(doc, p),
         _ => return false,
     }
     // The envelope's table name and operation win over row columns of the same name.
@@ -467,108 +459,85 @@ fn alert_row<'a>(doc: &mut Doc<'a>, p: &'a Value) {
     doc.put_str("email.subject", s(p, "EmailSubject"));
 }
 
-fn email_addresses(v: Option<&str>) -> Option<Value> {
-    v.map(|a| Value::Array(vec![Value::String(a.to_string())]))
-}
-
-fn email_direction(p: &Value) -> Option<&'static str> {
-    match s(p, "EmailDirection")?.to_ascii_lowercase().as_str() {
-        "inbound" => Some("inbound"),
-        "outbound" => Some("outbound"),
-        "intra-org" | "intraorg" => Some("internal"),
-        _ => Some("unknown"),
+/// Email* and UrlClickEvents rows as Elastic's `pipeline_email.yml` (m365_defender event data
+/// stream) maps them; differences in `FIELDS.md`.
+fn email_row<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
+    // email (not for URL clicks), + file when FileType is set; event.type info.
+    let mut cats: Vec<&str> = Vec::new();
+    if table != "UrlClickEvents" {
+        cats.push("email");
     }
-}
-
-fn put_email_parties<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    if let Some(from) = email_addresses(s(p, "SenderFromAddress")) {
-        doc.put("email.from.address", from);
+    if p.get("FileType").is_some_and(|v| !v.is_null()) {
+        cats.push("file");
     }
-    if let Some(sender) = email_addresses(s(p, "SenderMailFromAddress")) {
-        doc.put("email.sender.address", sender);
-    }
-    if let Some(to) = email_addresses(s(p, "RecipientEmailAddress")) {
-        doc.put("email.to.address", to);
-    }
-    doc.relate_user(s(p, "SenderFromAddress"));
-    doc.relate_user(s(p, "RecipientEmailAddress"));
-}
-
-fn email_events<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["email"]);
+    doc.put_list("event.category", &cats);
     doc.put_list("event.type", &["info"]);
-    doc.put_str("event.action", s(p, "DeliveryAction").or_else(|| s(p, "ActionType")));
-    put_email_parties(doc, p);
-    doc.put_str("email.subject", s(p, "Subject"));
-    doc.put_str("email.message_id", s(p, "InternetMessageId"));
-    doc.put_str("email.direction", email_direction(p));
-    doc.put_ip("source.ip", s_any(p, &["SenderIPv4", "SenderIPv6"]));
-    doc.put_str("source.domain", s(p, "SenderFromDomain"));
-    let threats = string_list(p.get("ThreatTypes"));
-    if !threats.is_empty() {
-        doc.put_string("event.reason", Some(threats.join(",")));
-    }
-}
-
-fn email_attachment<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["email"]);
-    doc.put_list("event.type", &["info"]);
-    put_email_parties(doc, p);
-    let name = s(p, "FileName");
-    doc.put_str("file.name", name);
-    doc.put_str(
-        "file.extension",
-        s(p, "FileExtension")
-            .or_else(|| s(p, "FileType"))
-            .map(|e| e.trim_start_matches('.')),
-    );
+    // File mappings: FileType → file.extension, SHA256, FileName, FileSize.
+    doc.put_str("file.extension", s(p, "FileType"));
+    let sha = s(p, "SHA256");
+    doc.put_str("file.hash.sha256", sha);
+    doc.put_str("file.name", s(p, "FileName"));
     doc.put_i64("file.size", int(p.get("FileSize")));
-    doc.put_str("file.hash.sha256", s(p, "SHA256"));
-    let mut file = Map::new();
-    if let Some(n) = name {
-        file.insert("name".into(), Value::String(n.to_string()));
-    }
-    if let Some(size) = int(p.get("FileSize")) {
-        file.insert("size".into(), Value::from(size));
-    }
-    if let Some(sha) = s(p, "SHA256") {
-        let mut h = Map::new();
-        h.insert("sha256".into(), Value::String(sha.to_string()));
-        file.insert("hash".into(), Value::Object(h));
-    }
-    if !file.is_empty() {
-        let mut att = Map::new();
-        att.insert("file".into(), Value::Object(file));
-        doc.put("email.attachments", Value::Array(vec![Value::Object(att)]));
-    }
-    let threats = string_list(p.get("ThreatTypes"));
-    if !threats.is_empty() {
-        doc.put_string("event.reason", Some(threats.join(",")));
-    }
-}
-
-fn email_url<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["email"]);
-    doc.put_list("event.type", &["info"]);
-    put_url(doc, s(p, "Url"));
-    if !doc.has_path(&["url", "domain"]) {
-        doc.put_str("url.domain", s(p, "UrlDomain"));
-    }
-}
-
-fn email_post_delivery<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["email"]);
-    doc.put_list("event.type", &["info"]);
-    doc.put_str("email.message_id", s(p, "InternetMessageId"));
-    if let Some(to) = email_addresses(s(p, "RecipientEmailAddress")) {
-        doc.put("email.to.address", to);
-    }
-    doc.relate_user(s(p, "RecipientEmailAddress"));
-    doc.put_str(
-        "event.outcome",
-        s(p, "ActionResult").and_then(super::common::outcome_word),
+    // ActionType → event.action, lowercased, spaces to `-`.
+    doc.put_string(
+        "event.action",
+        s(p, "ActionType").map(|a| a.to_lowercase().replace(' ', "-")),
     );
-    doc.put_str("event.reason", s(p, "ActionTrigger"));
+    // Email mappings.
+    let from = s(p, "SenderFromAddress");
+    let to = s(p, "RecipientEmailAddress");
+    if let Some(f) = from {
+        doc.put("email.from.address", Value::Array(vec![Value::String(f.to_string())]));
+    }
+    if let Some(r) = to {
+        doc.put("email.to.address", Value::Array(vec![Value::String(r.to_string())]));
+    }
+    doc.put_str("email.message_id", s(p, "NetworkMessageId"));
+    doc.put_str("email.direction", s(p, "EmailDirection"));
+    doc.put_str("email.subject", s(p, "Subject"));
+    doc.put_str("email.local_id", s(p, "InternetMessageId"));
+    // Source mappings: SenderIPv4, SenderIPv6 → source.ip (a list).
+    let mut sources: Vec<String> = Vec::new();
+    for col in ["SenderIPv4", "SenderIPv6"] {
+        if let Some((ip, _)) = s(p, col).and_then(super::common::parse_ip) {
+            let text = ip.to_string();
+            if !sources.contains(&text) {
+                sources.push(text);
+            }
+        }
+    }
+    if !sources.is_empty() {
+        doc.put(
+            "source.ip",
+            Value::Array(sources.iter().cloned().map(Value::String).collect()),
+        );
+    }
+    // Host mapping: IPAddress → host.ip.
+    let host_ip = s(p, "IPAddress")
+        .and_then(super::common::parse_ip)
+        .map(|(ip, _)| ip.to_string());
+    doc.put_string("host.ip", host_ip.clone());
+    // URL mappings: Url (uri_parts; url.original when it does not parse).
+    put_url(doc, s(p, "Url"));
+    // Related: sender, recipient / SHA256 / sender IPs, IPAddress / sender domains, URL domain.
+    doc.relate_user(from);
+    doc.relate_user(to);
+    if let Some(h) = sha {
+        doc.put("related.hash", Value::Array(vec![Value::String(h.to_string())]));
+    }
+    for ip in sources.iter().chain(host_ip.iter()) {
+        doc.relate_ip(ip);
+    }
+    doc.relate_host(s(p, "SenderFromDomain"));
+    doc.relate_host(s(p, "SenderMailFromDomain"));
+    doc.relate_host(s(p, "UrlDomain"));
+    // Not in Elastic's pipeline: the envelope sender (ECS email.sender.address).
+    if let Some(sender) = s(p, "SenderMailFromAddress") {
+        doc.put(
+            "email.sender.address",
+            Value::Array(vec![Value::String(sender.to_string())]),
+        );
+    }
 }
 
 /// Identity* and CloudAppEvents rows as Elastic's `pipeline_app_and_identity.yml`
@@ -681,25 +650,5 @@ fn app_identity<'a>(doc: &mut Doc<'a>, p: &'a Value, table: &str) {
             "user.target.name",
             s(p, "TargetAccountUpn").or_else(|| s(p, "TargetAccountDisplayName")),
         );
-    }
-}
-
-fn url_click<'a>(doc: &mut Doc<'a>, p: &'a Value) {
-    doc.put_list("event.category", &["web"]);
-    doc.put_list("event.type", &["access"]);
-    put_url(doc, s(p, "Url"));
-    let upn = s(p, "AccountUpn");
-    doc.put_str("user.name", upn);
-    doc.put_str("user.email", upn.filter(|u| u.contains('@')));
-    doc.put_str("user.domain", upn.and_then(super::common::domain_of));
-    doc.relate_user(upn);
-    doc.put_ip("source.ip", s(p, "IPAddress"));
-    doc.put_str("event.provider", s(p, "Workload"));
-    if let Some(action) = s(p, "ActionType") {
-        if action.starts_with("ClickBlocked") {
-            doc.put_str("event.outcome", Some("failure"));
-        } else if action == "ClickAllowed" {
-            doc.put_str("event.outcome", Some("success"));
-        }
     }
 }
