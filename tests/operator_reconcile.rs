@@ -1173,17 +1173,19 @@ async fn a_blocked_log_source_keeps_the_progress_of_its_running_collector() {
     assert_eq!(condition(&status, types::THROTTLED)["status"], "True");
 }
 
-/// A LogSource of a kind this collector cannot run (`azureBlob`) gets a `SourceNotSupported`
-/// condition and no collector: its pod would only crash-loop. A collector left from before is
-/// removed.
+/// A LogSource the collector cannot honour (an `azureBlob` window whose `from` is after its
+/// `to`) gets an `InvalidSpec` condition and no collector: its pod would only crash-loop. A
+/// collector left from before is removed.
 #[tokio::test]
-async fn a_source_kind_the_collector_cannot_run_is_a_condition_not_a_crash_loop() {
+async fn a_source_spec_the_collector_cannot_honour_is_a_condition_not_a_crash_loop() {
     let mut ls = LogSource::new(
         "archive",
         LogSourceSpec {
             azure_blob: Some(BlobSource {
                 account_url: "https://example.blob.core.windows.net".into(),
                 containers: vec!["insights-logs-signinlogs".into()],
+                from: Some("2026-12-02T00:00:00Z".into()),
+                to: Some("2026-12-01T00:00:00Z".into()),
                 credentials: BlobCredentials {
                     connection_string: Some(SecretKeySelector {
                         name: "archive".into(),
@@ -1233,16 +1235,19 @@ async fn a_source_kind_the_collector_cannot_run_is_a_condition_not_a_crash_loop(
     assert_eq!(status["sourceType"], "azureBlob");
     let ready = condition(status, types::READY);
     assert_eq!(ready["status"], "False");
-    assert_eq!(ready["reason"], reasons::SOURCE_NOT_SUPPORTED);
+    assert_eq!(ready["reason"], reasons::INVALID_SPEC);
     let warning = calls[9].body.as_ref().unwrap();
     assert_eq!(warning["type"], "Warning");
-    assert_eq!(warning["reason"], reasons::SOURCE_NOT_SUPPORTED);
+    assert_eq!(warning["reason"], reasons::INVALID_SPEC);
     assert_eq!(
         ctx.metrics
             .failures
-            .with_label_values(&["logsource", reasons::SOURCE_NOT_SUPPORTED])
+            .with_label_values(&["logsource", reasons::INVALID_SPEC])
             .get(),
         1
     );
-    assert!(ready["message"].as_str().unwrap().contains("azureBlob"), "{ready}");
+    assert!(
+        ready["message"].as_str().unwrap().contains("from must be before to"),
+        "{ready}"
+    );
 }
