@@ -1086,6 +1086,15 @@ mod tests {
     }
 
     #[test]
+    fn list_blobs_xml_with_blob_prefixes() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?><EnumerationResults ContainerName="c"><Delimiter>/y=</Delimiter><Blobs><BlobPrefix><Name>resourceId=/SUBSCRIPTIONS/X/y=</Name></BlobPrefix><BlobPrefix><Name>tenantId=t&amp;1/y=</Name></BlobPrefix></Blobs><NextMarker/></EnumerationResults>"#;
+        let page = parse_list(xml).unwrap();
+        assert!(page.items.is_empty());
+        assert_eq!(page.prefixes, vec!["resourceId=/SUBSCRIPTIONS/X/y=", "tenantId=t&1/y="]);
+        assert_eq!(page.next_marker, None);
+    }
+
+    #[test]
     fn error_classes() {
         let e = |status| BlobError::Status {
             status,
