@@ -741,3 +741,121 @@ async fn siembridge_archives_read_back_deliver_every_record_once_at_an_idempoten
     assert!(dup.is_empty(), "duplicated: {dup:?}");
     assert_eq!(docs.len(), N);
 }
+
+/// Checkpoints in Leases of a real API server (`KUBECONFIG`; skipped without one outside CI):
+/// two closed hours and an open blob read, the collector stopped, the open blob grown (its last
+/// line split across two appends), the collector restarted from what the Lease holds: every
+/// record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_in_leases_resume_mid_blob() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, ListParams};
+    let Some(client) = common::cluster::client("blob_source").await else {
+        return;
+    };
+    let Some(az) = azurite::start() else { return };
+    let ns = common::cluster::TestNamespace::create(&client, "sb-blob-lease").await;
+    let svc = service(&az);
+    let container = "insights-logs-auditlogs";
+    svc.create_container(container).await.unwrap();
+    let hour = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap();
+    let mut seq = 0u64;
+    for h in [3, 2] {
+        let at = hour - TimeDelta::hours(h);
+        let mut text = String::new();
+        for _ in 0..500 {
+            text.push_str(&record(seq, at, "AuditLogs"));
+            seq += 1;
+        }
+        let name = blob_name(TENANT_ROOT, at);
+        svc.create_append_blob(container, &name, "application/json")
+            .await
+            .unwrap();
+        svc.append_block(container, &name, Bytes::from(text)).await.unwrap();
+    }
+    let open = blob_name(TENANT_ROOT, hour);
+    svc.create_append_blob(container, &open, "application/json")
+        .await
+        .unwrap();
+    let mut later = String::new();
+    let mut now_text = String::new();
+    for i in 0..600 {
+        let line = record(seq, hour, "AuditLogs");
+        seq += 1;
+        if i < 300 {
+            now_text.push_str(&line);
+        } else {
+            later.push_str(&line);
+        }
+    }
+    // The first part ends with half a line; the rest comes after the restart.
+    let half = now_text.len() + later.find('\n').unwrap() / 2;
+    let whole = format!("{now_text}{later}");
+    svc.append_block(container, &open, Bytes::from(whole[..half].to_string()))
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = source(
+        &az.account_url(),
+        vec![container.into()],
+        Some(hour - TimeDelta::hours(3)),
+        None,
+    );
+    spec.polling.backfill_hours = 0;
+    let mut cfg = config(dir.path(), &az, spec);
+    cfg.checkpoint = siembridge::config::CheckpointConfig::Kubernetes {
+        namespace: ns.name.clone(),
+        lease_prefix: "sb-ls-blob".into(),
+    };
+    let leases = || async {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|l| l.metadata.annotations.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    for (run, expect) in [(1, 1300usize), (2, 1600)] {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(siembridge::collector::Collector::new(cfg.clone()).run(cancel.clone()));
+        until(&format!("run {run}: {expect} records"), 60, || {
+            delivered(dir.path()).len() >= expect
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await; // a checkpoint written
+        cancel.cancel();
+        let summary = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(summary.fully_checkpointed);
+        let annotations = leases().await;
+        let bytes: usize = annotations
+            .iter()
+            .flat_map(|a| a.iter())
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        println!(
+            "run {run}: {} delivered; Lease annotations {bytes} bytes: {annotations:?}",
+            delivered(dir.path()).len()
+        );
+        assert!(
+            annotations
+                .iter()
+                .flat_map(|a| a.values())
+                .any(|v| v.contains("PT1H.json")),
+            "the Lease holds the open blob's offset"
+        );
+        if run == 1 {
+            svc.append_block(container, &open, Bytes::from(whole[half..].to_string()))
+                .await
+                .unwrap();
+        }
+    }
+    let (lost, dup) = lost_and_duplicated("Lease checkpoints, restart mid-blob", 1600, &delivered(dir.path()));
+    assert!(lost.is_empty() && dup.is_empty());
+}
