@@ -293,7 +293,6 @@ async fn append_blobs_read_while_written_and_a_sigkill_mid_blob_lose_nothing() {
         let end = cuts[step as usize];
         (Bytes::from(full[start..end].to_string()), end as u64)
     };
-    let written;
 
     let dir = tempfile::tempdir().unwrap();
     let (proxy, account_url) = proxy(&az, Arc::new(|_| None)).await;
@@ -322,7 +321,7 @@ async fn append_blobs_read_while_written_and_a_sigkill_mid_blob_lose_nothing() {
     // One more append, then the kill lands while it is being read.
     let (bytes, end) = append_step(step);
     svc.append_block(container, &open, bytes).await.unwrap();
-    written = end;
+    let written = end;
     step += 1;
     tokio::time::sleep(Duration::from_millis(150)).await;
     child.kill().unwrap(); // SIGKILL
