@@ -417,6 +417,12 @@ pub struct LogSourceReport {
     pub data_loss: Vec<LostRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill_percent: Option<i32>,
+    /// Blob sources: blobs read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blobs_read: Option<u64>,
+    /// Blob sources: bytes read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_read: Option<u64>,
 }
 
 /// Health of one destination as the collector sees it.

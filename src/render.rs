@@ -286,7 +286,10 @@ pub fn render_log_source(
         SourceKind::EventHub(_) => return Ok(None),
         SourceKind::ManagementActivityApi(s) => SourceConfig::ManagementActivityApi(s.clone()),
         SourceKind::Graph(s) => SourceConfig::Graph(s.clone()),
-        SourceKind::AzureBlob(s) => SourceConfig::AzureBlob(s.clone()),
+        SourceKind::AzureBlob(s) => {
+            s.validate()?;
+            SourceConfig::AzureBlob(s.clone())
+        }
         SourceKind::Replay(s) => {
             replay_config_map = match target {
                 RenderTarget::Cluster => s.config_map.clone(),

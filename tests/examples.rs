@@ -218,7 +218,8 @@ fn examples() -> BTreeMap<String, Vec<Doc>> {
     folders
 }
 
-const FIELD_EXAMPLES: [&str; 4] = [
+const FIELD_EXAMPLES: [&str; 5] = [
+    "entra-blob-splunk",
     "entra-eventhub-qradar",
     "intune-eventhub-sekoia",
     "o365-blob-archive",
@@ -419,6 +420,23 @@ fn o365_examples_collect_all_five_content_types() {
             assert!(hec.indexer_ack, "{folder}: Splunk HEC with indexer acknowledgement");
         }
     }
+}
+
+#[test]
+fn entra_blob_example_reads_diagnostic_archives_to_splunk() {
+    let docs = &examples()["entra-blob-splunk"];
+    let ls: LogSource = typed(docs.iter().find(|d| d.kind() == "LogSource").expect("LogSource"));
+    let blob = ls.spec.azure_blob.expect("azureBlob source");
+    assert_eq!(blob.format, siembridge::api::BlobFormat::DiagnosticSettings);
+    assert_eq!(
+        blob.all_containers(),
+        [
+            "insights-logs-signinlogs",
+            "insights-logs-noninteractiveusersigninlogs",
+            "insights-logs-auditlogs"
+        ]
+    );
+    blob.validate().expect("a spec the collector can run");
 }
 
 // ---- negative cases: the CRDs refuse what they should ----

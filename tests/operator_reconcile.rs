@@ -1173,17 +1173,19 @@ async fn a_blocked_log_source_keeps_the_progress_of_its_running_collector() {
     assert_eq!(condition(&status, types::THROTTLED)["status"], "True");
 }
 
-/// A LogSource of a kind this collector cannot run (`azureBlob`) gets a `SourceNotSupported`
-/// condition and no collector: its pod would only crash-loop. A collector left from before is
-/// removed.
+/// A LogSource the collector cannot honour (an `azureBlob` window whose `from` is after its
+/// `to`) gets an `InvalidSpec` condition and no collector built from it: its pod would only
+/// crash-loop.
 #[tokio::test]
-async fn a_source_kind_the_collector_cannot_run_is_a_condition_not_a_crash_loop() {
+async fn a_source_spec_the_collector_cannot_honour_is_a_condition_not_a_crash_loop() {
     let mut ls = LogSource::new(
         "archive",
         LogSourceSpec {
             azure_blob: Some(BlobSource {
                 account_url: "https://example.blob.core.windows.net".into(),
                 containers: vec!["insights-logs-signinlogs".into()],
+                from: Some("2026-12-02T00:00:00Z".into()),
+                to: Some("2026-12-01T00:00:00Z".into()),
                 credentials: BlobCredentials {
                     connection_string: Some(SecretKeySelector {
                         name: "archive".into(),
@@ -1216,33 +1218,27 @@ async fn a_source_kind_the_collector_cannot_run_is_a_condition_not_a_crash_loop(
     );
     let action = log_source::reconcile(Arc::new(ls), ctx.clone()).await.unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
-    // No collector applied: the one left from before is deleted, then the status and a Warning.
-    let mut expected = vec![
-        "GET /apis/apps/v1/namespaces/soc/deployments".to_string(),
-        "DELETE /apis/apps/v1/namespaces/soc/deployments/sb-ls-archive".to_string(),
-    ];
-    expected.extend(list_lines().into_iter().skip(1));
-    expected.push(EVENTS.into());
-    expected.push("PATCH /apis/siembridge.io/v1alpha1/namespaces/soc/logsources/archive/status".into());
-    expected.push(EVENTS.into());
-    assert_eq!(server.lines(), expected);
+    // No collector built from this spec: only the status and a Warning. (A collector of an
+    // earlier, valid spec is left running, as for any invalid edit.)
+    assert_eq!(
+        server.lines(),
+        vec![
+            "PATCH /apis/siembridge.io/v1alpha1/namespaces/soc/logsources/archive/status".to_string(),
+            EVENTS.to_string(),
+        ]
+    );
     let calls = server.calls();
-    assert_eq!(calls[7].body.as_ref().unwrap()["reason"], "CollectorDeleted");
-    assert!(calls[8].is_field_manager_apply());
-    let status = &calls[8].body.as_ref().unwrap()["status"];
+    assert!(calls[0].is_field_manager_apply());
+    let status = &calls[0].body.as_ref().unwrap()["status"];
     assert_eq!(status["sourceType"], "azureBlob");
     let ready = condition(status, types::READY);
     assert_eq!(ready["status"], "False");
-    assert_eq!(ready["reason"], reasons::SOURCE_NOT_SUPPORTED);
-    let warning = calls[9].body.as_ref().unwrap();
+    assert_eq!(ready["reason"], reasons::INVALID_SPEC);
+    let warning = calls[1].body.as_ref().unwrap();
     assert_eq!(warning["type"], "Warning");
-    assert_eq!(warning["reason"], reasons::SOURCE_NOT_SUPPORTED);
-    assert_eq!(
-        ctx.metrics
-            .failures
-            .with_label_values(&["logsource", reasons::SOURCE_NOT_SUPPORTED])
-            .get(),
-        1
+    assert_eq!(warning["reason"], reasons::INVALID_SPEC);
+    assert!(
+        ready["message"].as_str().unwrap().contains("from must be before to"),
+        "{ready}"
     );
-    assert!(ready["message"].as_str().unwrap().contains("azureBlob"), "{ready}");
 }

@@ -604,11 +604,12 @@ fn state_files_are_readable_by_their_owner_only() {
     }
 }
 
-/// A source kind this collector cannot run (`azureBlob`) is refused before any collector starts.
+/// A source spec the collector cannot honour (an `azureBlob` window whose `from` is after its
+/// `to`) is refused before any collector starts.
 #[test]
-fn a_source_kind_the_collector_cannot_run_is_refused_before_anything_starts() {
+fn a_source_spec_the_collector_cannot_honour_is_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let archive = "apiVersion: siembridge.io/v1alpha1\nkind: LogSource\nmetadata: {name: archive}\nspec:\n  azureBlob:\n    accountUrl: https://example.blob.core.windows.net\n    containers: [insights-logs-signinlogs]\n    credentials: {connectionString: {name: archive, key: cs}}\n  destinations: [{name: console}]\n";
+    let archive = "apiVersion: siembridge.io/v1alpha1\nkind: LogSource\nmetadata: {name: archive}\nspec:\n  azureBlob:\n    accountUrl: https://example.blob.core.windows.net\n    containers: [insights-logs-signinlogs]\n    from: '2026-12-02T00:00:00Z'\n    to: '2026-12-01T00:00:00Z'\n    credentials: {connectionString: {name: archive, key: cs}}\n  destinations: [{name: console}]\n";
     std::fs::write(dir.path().join("m.yaml"), format!("{CONSOLE}---\n{archive}")).unwrap();
     let out = Command::new(BIN)
         .args(["run", "-f"])
@@ -622,7 +623,7 @@ fn a_source_kind_the_collector_cannot_run_is_refused_before_anything_starts() {
     let line = one_line_error(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        line.contains("LogSource archive: source kind azureBlob is not supported"),
+        line.contains("LogSource archive") && line.contains("from must be before to"),
         "{line}"
     );
     assert!(

@@ -440,24 +440,123 @@ impl Default for GraphBudget {
     }
 }
 
-/// Diagnostic-settings archives in Blob Storage.
+/// Archives in Azure Blob Storage read incrementally: Azure Monitor diagnostic-settings archives
+/// (`insights-logs-<category>` containers of hourly append blobs
+/// `.../y=YYYY/m=MM/d=DD/h=HH/m=00/PT1H.json`, one JSON record per line) or siembridge's own
+/// `azureBlob` destination archives (gzip NDJSON).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "(has(self.containers) && size(self.containers) > 0) || (has(self.categories) && size(self.categories) > 0)",
+     "message": "set containers or categories"}
+]))]
 pub struct BlobSource {
-    /// Blob service URL.
+    /// Blob service URL (`https://<account>.blob.core.windows.net`, a national cloud's host, or
+    /// an emulator such as `http://127.0.0.1:10000/devstoreaccount1`).
     #[schemars(regex(pattern = r"^https?://"))]
     pub account_url: String,
-    /// Containers read, e.g. `insights-logs-signinlogs`.
-    #[schemars(length(min = 1))]
+    /// Containers read, e.g. `insights-logs-signinlogs`, `insights-activity-logs`, or the
+    /// container of an `azureBlob` destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub containers: Vec<String>,
-    /// Only blobs under this prefix.
+    /// Diagnostic categories read, each from its container `insights-logs-<category in lower
+    /// case>` (e.g. `SignInLogs`, `AuditLogs`, `IntuneAuditLogs`); added to `containers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub categories: Vec<String>,
+    /// Only blobs under this prefix (e.g. `tenantId=<tenant>/`, or an archive's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// Layout of the blobs.
+    #[serde(default)]
+    pub format: BlobFormat,
     /// Credentials.
     pub credentials: BlobCredentials,
-    /// Polling behaviour.
+    /// Polling: `intervalSeconds` between listings once caught up; `backfillHours` read back on
+    /// first start when `from` is unset; `overlapMinutes` an hour's blobs are still read as they
+    /// grow after the hour ended.
     #[serde(default)]
     pub polling: PollingSpec,
+    /// Start of the hours read (RFC 3339), for a backfill; replaces `polling.backfillHours` on
+    /// first start (a checkpoint, once saved, wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// End of the hours read (RFC 3339, exclusive): a container stops there and the source then
+    /// idles. Unset: new hours are read as they arrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Blob calls in flight at once, over all containers (each container is read in order by
+    /// its own task).
+    #[serde(default = "BlobSource::default_concurrency")]
+    #[schemars(range(min = 1, max = 64))]
+    pub concurrency: u32,
+    /// Seconds behind the newest blob after which the LogSource is `Lagging`.
+    #[serde(default = "BlobSource::default_lag_threshold_seconds")]
+    #[schemars(range(min = 60))]
+    pub lag_threshold_seconds: i64,
+}
+
+impl BlobSource {
+    fn default_concurrency() -> u32 {
+        4
+    }
+    fn default_lag_threshold_seconds() -> i64 {
+        2 * 3600
+    }
+
+    /// What the schema cannot check: times that parse and are in order, a window only for
+    /// hourly archives.
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
+        if self.all_containers().is_empty() {
+            return Err(InvalidSpec::new("azureBlob: set containers or categories"));
+        }
+        let time = |name: &str, v: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>, InvalidSpec> {
+            match v {
+                None => Ok(None),
+                Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                    .map(|t| Some(t.with_timezone(&chrono::Utc)))
+                    .map_err(|e| InvalidSpec::new(format!("azureBlob.{name} {t:?} is not an RFC 3339 time: {e}"))),
+            }
+        };
+        let (from, to) = (time("from", &self.from)?, time("to", &self.to)?);
+        if let (Some(f), Some(t)) = (from, to) {
+            if f >= t {
+                return Err(InvalidSpec::new("azureBlob: from must be before to"));
+            }
+        }
+        if self.format == BlobFormat::SiembridgeArchive && (from.is_some() || to.is_some()) {
+            return Err(InvalidSpec::new(
+                "azureBlob: from and to select hours of diagnosticSettings archives; a siembridgeArchive is selected \
+                 by prefix",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Containers read: `containers`, then `insights-logs-<category>` of each category.
+    pub fn all_containers(&self) -> Vec<String> {
+        let mut out = self.containers.clone();
+        for c in &self.categories {
+            let name = format!("insights-logs-{}", c.to_ascii_lowercase());
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        out
+    }
+}
+
+/// Layout of the blobs a Blob source reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BlobFormat {
+    /// Azure Monitor diagnostic settings: hourly append blobs of JSON lines, read as they grow.
+    #[default]
+    DiagnosticSettings,
+    /// siembridge's `azureBlob` destination: immutable (gzip) NDJSON objects, read once in name
+    /// order; records keep their ids (`event.id`, `Id` or `id`).
+    SiembridgeArchive,
 }
 
 /// Files of recorded records: Azure diagnostic envelopes, JSON arrays, NDJSON or single objects.
@@ -550,4 +649,10 @@ pub struct LogSourceStatus {
     /// Ranges that could not be collected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data_loss: Vec<LostRange>,
+    /// Blob sources: blobs read (a blob read again as it grew counts again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blobs_read: Option<i64>,
+    /// Blob sources: bytes read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_read: Option<i64>,
 }

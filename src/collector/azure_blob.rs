@@ -5,8 +5,10 @@
 //! 0.16 (which the Event Hubs source needs) and it has no Shared Key / connection-string auth
 //! (docs/DESIGN.md, "Dependency facts"). The calls here are the whole of what siembridge uses:
 //! create container, Put Blob (block blob, with metadata and `If-Match` / `If-None-Match`),
-//! Get Blob, Get Blob Properties, Set Blob Metadata (conditional) and List Blobs with a prefix
-//! and `include=metadata`.
+//! Get Blob (whole or a byte range with `x-ms-range`), Get Blob Properties, Set Blob Metadata
+//! (conditional), List Blobs with a prefix, a delimiter, `include=metadata` and continuation
+//! markers, and for append blobs Put Blob (`AppendBlob`) and Append Block (the Blob source reads
+//! diagnostic-settings archives, which Azure Monitor writes as append blobs; tests write them).
 //!
 //! Auth (docs/PROTOCOLS.md section 7.7): Shared Key (HMAC-SHA256 over the canonical request, from an
 //! account-key connection string), a SAS token appended to every URL, or an Entra bearer token
@@ -162,6 +164,27 @@ pub struct BlobItem {
     pub metadata: BTreeMap<String, String>,
     /// Content length in bytes.
     pub content_length: u64,
+}
+
+/// One page of List Blobs: blobs and, with a delimiter, the name prefixes up to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Blobs of the page, in name order.
+    pub items: Vec<BlobItem>,
+    /// `BlobPrefix` names (with a delimiter): each ends with the delimiter.
+    pub prefixes: Vec<String>,
+    /// Continuation marker of the next page; `None` on the last page.
+    pub next_marker: Option<String>,
+}
+
+/// A byte range read with Get Blob and `x-ms-range`.
+#[derive(Clone, Debug, Default)]
+pub struct BlobRange {
+    /// Properties of the blob (ETag, Last-Modified; `content_length` is the blob's whole length
+    /// from `Content-Range`).
+    pub item: BlobItem,
+    /// The bytes read (empty when the range starts at or past the end).
+    pub body: Bytes,
 }
 
 /// How requests are authorized.
@@ -509,6 +532,101 @@ impl BlobService {
         Ok(items)
     }
 
+    /// One page of List Blobs under `prefix`, grouped at `delimiter` when set, from `marker`.
+    pub async fn list_page(
+        &self,
+        container: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        marker: Option<&str>,
+    ) -> Result<ListPage, BlobError> {
+        let mut req = Request::new(Method::GET, container, None)
+            .query("restype", "container")
+            .query("comp", "list");
+        if !prefix.is_empty() {
+            req = req.query("prefix", prefix);
+        }
+        if let Some(d) = delimiter {
+            req = req.query("delimiter", d);
+        }
+        if let Some(m) = marker.filter(|m| !m.is_empty()) {
+            req = req.query("marker", m);
+        }
+        let resp = self.send(req).await?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| BlobError::Transport(e.without_url().to_string()))?;
+        parse_list(&body)
+    }
+
+    /// Get Blob of the bytes from `start` (to `end`, inclusive, when set) with `x-ms-range`;
+    /// `None` when the blob does not exist. A range that starts at the blob's end answers 416
+    /// `InvalidRange`, returned as an empty body with the blob's properties read by HEAD.
+    pub async fn get_range(
+        &self,
+        container: &str,
+        blob: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Option<BlobRange>, BlobError> {
+        let range = match end {
+            Some(e) => format!("bytes={start}-{e}"),
+            None => format!("bytes={start}-"),
+        };
+        let req = Request::new(Method::GET, container, Some(blob)).header("x-ms-range", &range);
+        match self.send(req).await {
+            Ok(resp) => {
+                let mut item = item_from_headers(blob, resp.headers())?;
+                // `Content-Range: bytes 0-99/1234`: the whole length is after the `/`.
+                if let Some(total) = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.rsplit_once('/'))
+                    .and_then(|(_, t)| t.trim().parse().ok())
+                {
+                    item.content_length = total;
+                }
+                let body = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| BlobError::Transport(e.without_url().to_string()))?;
+                Ok(Some(BlobRange { item, body }))
+            }
+            Err(e) if e.status() == Some(416) => {
+                Ok(self.blob_properties(container, blob).await?.map(|item| BlobRange {
+                    item,
+                    body: Bytes::new(),
+                }))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Put Blob of an empty append blob (replacing any blob of that name).
+    pub async fn create_append_blob(
+        &self,
+        container: &str,
+        blob: &str,
+        content_type: &str,
+    ) -> Result<String, BlobError> {
+        let req = Request::new(Method::PUT, container, Some(blob))
+            .header("x-ms-blob-type", "AppendBlob")
+            .header("content-type", content_type);
+        let resp = self.send(req).await?;
+        etag_of(resp.headers())
+    }
+
+    /// Append Block: add `body` at the end of an append blob.
+    pub async fn append_block(&self, container: &str, blob: &str, body: Bytes) -> Result<String, BlobError> {
+        let mut req = Request::new(Method::PUT, container, Some(blob)).query("comp", "appendblock");
+        req.body = body;
+        let resp = self.send(req).await?;
+        etag_of(resp.headers())
+    }
+
     /// Send a request: dates, version, auth; a non-2xx answer becomes [`BlobError::Status`].
     async fn send(&self, req: Request) -> Result<reqwest::Response, BlobError> {
         let path = format!(
@@ -790,13 +908,6 @@ fn item_from_headers(name: &str, headers: &HeaderMap) -> Result<BlobItem, BlobEr
     })
 }
 
-/// One page of List Blobs.
-#[derive(Debug, Default)]
-struct ListPage {
-    items: Vec<BlobItem>,
-    next_marker: Option<String>,
-}
-
 /// Parse a List Blobs answer (`EnumerationResults`).
 fn parse_list(xml: &str) -> Result<ListPage, BlobError> {
     use quick_xml::events::Event as X;
@@ -811,6 +922,9 @@ fn parse_list(xml: &str) -> Result<ListPage, BlobError> {
                 let name = String::from_utf8_lossy(s.name().as_ref()).into_owned();
                 if name == "Blob" && path.last().map(String::as_str) == Some("Blobs") {
                     item = Some(BlobItem::default());
+                }
+                if name == "BlobPrefix" && path.last().map(String::as_str) == Some("Blobs") {
+                    page.prefixes.push(String::new());
                 }
                 path.push(name);
             }
@@ -843,6 +957,11 @@ fn set_list_field(path: &[String], text: &str, item: &mut Option<BlobItem>, page
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     match p.as_slice() {
         ["EnumerationResults", "NextMarker"] => page.next_marker.get_or_insert_with(String::new).push_str(text),
+        ["EnumerationResults", "Blobs", "BlobPrefix", "Name"] => {
+            if let Some(last) = page.prefixes.last_mut() {
+                last.push_str(text);
+            }
+        }
         ["EnumerationResults", "Blobs", "Blob", rest @ ..] => {
             let Some(i) = item.as_mut() else { return };
             match rest {
@@ -964,6 +1083,15 @@ mod tests {
         assert_eq!(page.items[1].etag, "\"0x8DC2\"");
         assert!(page.items[1].metadata.is_empty());
         assert_eq!(page.next_marker.as_deref(), Some("page2"));
+    }
+
+    #[test]
+    fn list_blobs_xml_with_blob_prefixes() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?><EnumerationResults ContainerName="c"><Delimiter>/y=</Delimiter><Blobs><BlobPrefix><Name>resourceId=/SUBSCRIPTIONS/X/y=</Name></BlobPrefix><BlobPrefix><Name>tenantId=t&amp;1/y=</Name></BlobPrefix></Blobs><NextMarker/></EnumerationResults>"#;
+        let page = parse_list(xml).unwrap();
+        assert!(page.items.is_empty());
+        assert_eq!(page.prefixes, vec!["resourceId=/SUBSCRIPTIONS/X/y=", "tenantId=t&1/y="]);
+        assert_eq!(page.next_marker, None);
     }
 
     #[test]

@@ -926,6 +926,8 @@ impl ReportState {
                     data_loss: progress.data_loss.clone(),
                     backfill_percent: progress.backfill_percent,
                     lag_seconds: progress.lag_seconds,
+                    blobs_read: progress.blobs_read,
+                    bytes_read: progress.bytes_read,
                     ..Default::default()
                 },
             );
@@ -954,6 +956,14 @@ fn stable_record_id(origin: &RecordOrigin, value: &serde_json::Value) -> Option<
     let field = match origin {
         RecordOrigin::ManagementActivity(_) => "Id",
         RecordOrigin::Graph(_) => "id",
+        // siembridge's archive: the id ECS carries, else the API record's own.
+        RecordOrigin::Archive => {
+            let ecs = value.get("event").and_then(|e| e.get("id"));
+            return [ecs, value.get("Id"), value.get("id")]
+                .into_iter()
+                .flatten()
+                .find_map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_string));
+        }
         RecordOrigin::Diagnostic | RecordOrigin::Unknown => return None,
     };
     match value.get(field)? {

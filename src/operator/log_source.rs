@@ -106,7 +106,10 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
             .consumer_group(&namespace, &e.consumer_group_ref)
             .map(|cg| cg.spec.lag_threshold.seconds)
             .unwrap_or_else(|| LagThreshold::default().seconds),
-        None => LagThreshold::default().seconds,
+        None => match ls.spec.azure_blob.as_ref() {
+            Some(b) => b.lag_threshold_seconds,
+            None => LagThreshold::default().seconds,
+        },
     };
     let current = ls.status.clone().unwrap_or_default();
     let dead_lettered_before = conditions::find(&current.conditions, types::DEAD_LETTERED)
@@ -167,6 +170,8 @@ fn with_progress(mut status: LogSourceStatus, report: Option<&LogSourceReport>) 
     status.cursors = r.cursors.clone();
     status.backfill_percent = r.backfill_percent;
     status.data_loss = r.data_loss.clone();
+    status.blobs_read = r.blobs_read.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    status.bytes_read = r.bytes_read.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     status
 }
 

@@ -20,6 +20,7 @@
 //! 3. Add one arm to [`build`]. Tests beside the module against a local stand-in API.
 
 pub mod api;
+pub mod blob;
 pub mod delivered;
 pub mod eventhub;
 pub mod graph;
@@ -47,6 +48,8 @@ pub enum RecordOrigin {
     ManagementActivity(String),
     /// Graph objects of this endpoint.
     Graph(String),
+    /// Records of siembridge's own `azureBlob` archive: they carry their ids.
+    Archive,
 }
 
 impl RecordOrigin {
@@ -57,6 +60,7 @@ impl RecordOrigin {
             RecordOrigin::Diagnostic => SourceHint::Diagnostic,
             RecordOrigin::ManagementActivity(c) => SourceHint::ManagementActivity(c),
             RecordOrigin::Graph(e) => SourceHint::Graph(e),
+            RecordOrigin::Archive => SourceHint::Unknown,
         }
     }
 }
@@ -143,6 +147,10 @@ pub struct SourceProgress {
     pub backfill_percent: Option<i32>,
     /// Seconds the slowest stream's cursor is behind now.
     pub lag_seconds: Option<i64>,
+    /// Blob sources: blobs read so far.
+    pub blobs_read: Option<u64>,
+    /// Blob sources: bytes read so far.
+    pub bytes_read: Option<u64>,
 }
 
 /// How long a throttling answer keeps `Throttled` set.
@@ -205,6 +213,13 @@ impl SourceStatus {
         p.lag_seconds = lag_seconds;
     }
 
+    /// Blobs and bytes a Blob source has read so far.
+    pub fn set_blob_reads(&self, blobs: u64, bytes: u64) {
+        let mut p = self.lock();
+        p.blobs_read = Some(blobs);
+        p.bytes_read = Some(bytes);
+    }
+
     pub fn count_request(&self) {
         self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -265,8 +280,8 @@ pub fn supports(config: &SourceConfig) -> bool {
         SourceConfig::EventHub { .. }
         | SourceConfig::ManagementActivityApi(_)
         | SourceConfig::Graph(_)
-        | SourceConfig::Replay(_) => true,
-        SourceConfig::AzureBlob(_) => false,
+        | SourceConfig::Replay(_)
+        | SourceConfig::AzureBlob(_) => true,
     }
 }
 
@@ -292,6 +307,6 @@ pub async fn build(
             secrets,
             ctx,
         )?)),
-        other => Err(SourceError::NotYetSupported(other.kind_name())),
+        SourceConfig::AzureBlob(spec) => Ok(Box::new(blob::BlobReader::open(spec, secrets, ctx).await?)),
     }
 }
