@@ -76,7 +76,12 @@ async fn run() {
 
 /// The operator's `/metrics` as `name{labels}` -> value.
 async fn scrape(addr: &str) -> Option<BTreeMap<String, f64>> {
-    let text = reqwest::get(format!("http://{addr}/metrics")).await.ok()?.text().await.ok()?;
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     Some(
         text.lines()
             .filter(|l| !l.starts_with('#'))
@@ -226,19 +231,30 @@ async fn bench_shape(client: &Client, binary: &str, n: usize, m: usize) {
         let ready = dest_api
             .list(&selector)
             .await
-            .map(|l| l.items.iter().filter(|d| d.status.as_ref().is_some_and(|s| !s.conditions.is_empty())).count())
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|d| d.status.as_ref().is_some_and(|s| !s.conditions.is_empty()))
+                    .count()
+            })
             .unwrap_or(0);
         if ready == n {
             break;
         }
-        assert!(start.elapsed() < GIVE_UP, "operator never reconciled the destinations; log: {}", log_path.display());
+        assert!(
+            start.elapsed() < GIVE_UP,
+            "operator never reconciled the destinations; log: {}",
+            log_path.display()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let baseline = scrape(&metrics_addr).await.unwrap_or_default();
 
     // Apply, and time until every LogSource is reconciled and has its Deployment.
     let t0 = Instant::now();
-    let creates = data_ns.iter().flat_map(|ns| (0..m).map(move |i| (ns.clone(), format!("o365-{i:04}"))));
+    let creates = data_ns
+        .iter()
+        .flat_map(|ns| (0..m).map(move |i| (ns.clone(), format!("o365-{i:04}"))));
     futures::stream::iter(creates)
         .map(|(ns, name)| {
             let api: Api<LogSource> = Api::namespaced(client.clone(), &ns);

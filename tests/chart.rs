@@ -385,7 +385,11 @@ fn watch_namespaces_switch_to_a_role_per_namespace() {
     assert_operator_rules(watched.rules.as_deref().unwrap_or_default());
     let second = in_ns("tenant-b").expect("a Role in the second watched namespace");
     assert_operator_rules(second.rules.as_deref().unwrap_or_default());
-    assert_eq!(roles.len(), 3, "one Role per watched namespace (duplicates once) and one for leader election");
+    assert_eq!(
+        roles.len(),
+        3,
+        "one Role per watched namespace (duplicates once) and one for leader election"
+    );
     let own = in_ns(NAMESPACE).expect("a leader-election Role in the operator's namespace");
     let own_rules = own.rules.as_deref().unwrap_or_default();
     assert!(allows(own_rules, "coordination.k8s.io", "leases", "update"));

@@ -76,7 +76,9 @@ fn chart_objects(namespace: &str, values: Value) -> Vec<Value> {
         .args(["--name", "siembridge", "--json", "--set-json"])
         .arg(values.to_string())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (run e2e/test-all.sh once, or set SIEMBRIDGE_TEST_PYTHON)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python}: {e} (run e2e/test-all.sh once, or set SIEMBRIDGE_TEST_PYTHON)")
+        });
     assert!(
         output.status.success(),
         "helm_render.py failed: {}",
@@ -118,7 +120,10 @@ async fn collectors_read_only_their_secrets_and_the_operator_never_reads_secret_
     // watchNamespaces: [ns], with the release in the same namespace.
     let objects = chart_objects(&ns.name, json!({"watchNamespaces": [ns.name]}));
     let of_kind = |kind: &str| -> Vec<Value> { objects.iter().filter(|o| o["kind"] == kind).cloned().collect() };
-    assert!(of_kind("ClusterRole").is_empty(), "a ClusterRole for one watched namespace");
+    assert!(
+        of_kind("ClusterRole").is_empty(),
+        "a ClusterRole for one watched namespace"
+    );
     let sa: ServiceAccount = serde_json::from_value(of_kind("ServiceAccount")[0].clone()).unwrap();
     let operator_sa = sa.metadata.name.clone().unwrap();
     let roles = of_kind("Role");
@@ -179,9 +184,10 @@ async fn collectors_read_only_their_secrets_and_the_operator_never_reads_secret_
     ));
 
     fixtures::log_source(&admin, &ns.name, "audit").await;
-    let deployment = eventually("the operator (as the chart's ServiceAccount) reconciled the LogSource", || {
-        fixtures::reconciled(&admin, &ns.name, "audit")
-    })
+    let deployment = eventually(
+        "the operator (as the chart's ServiceAccount) reconciled the LogSource",
+        || fixtures::reconciled(&admin, &ns.name, "audit"),
+    )
     .await;
     let hash_of = |d: &Deployment| {
         d.spec
@@ -235,7 +241,10 @@ async fn collectors_read_only_their_secrets_and_the_operator_never_reads_secret_
     let as_collector = Client::try_from(impersonating(&ns.name, &collector).await).unwrap();
     let c_secrets: Api<Secret> = Api::namespaced(as_collector.clone(), &ns.name);
     allowed("get its Secret o365-app", c_secrets.get("o365-app").await);
-    allowed("get its destination's Secret splunk-hec", c_secrets.get("splunk-hec").await);
+    allowed(
+        "get its destination's Secret splunk-hec",
+        c_secrets.get("splunk-hec").await,
+    );
     refused("get Secret unrelated", c_secrets.get("unrelated").await);
     refused("list Secrets", c_secrets.list(&ListParams::default()).await);
     let c_maps: Api<ConfigMap> = Api::namespaced(as_collector.clone(), &ns.name);
@@ -244,7 +253,11 @@ async fn collectors_read_only_their_secrets_and_the_operator_never_reads_secret_
     allowed(
         "patch its report ConfigMap",
         c_maps
-            .patch(&report, &PatchParams::default(), &Patch::Merge(json!({"data": {"probe": "x"}})))
+            .patch(
+                &report,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"probe": "x"}})),
+            )
             .await,
     );
     refused("get ConfigMap kube-root-ca.crt", c_maps.get("kube-root-ca.crt").await);
@@ -252,8 +265,14 @@ async fn collectors_read_only_their_secrets_and_the_operator_never_reads_secret_
     let c_leases: Api<Lease> = Api::namespaced(as_collector.clone(), &ns.name);
     let lease: Lease =
         serde_json::from_value(json!({"metadata": {"name": format!("{collector}-probe")}, "spec": {}})).unwrap();
-    allowed("create a checkpoint Lease", c_leases.create(&PostParams::default(), &lease).await);
-    allowed("get its checkpoint Lease", c_leases.get(&format!("{collector}-probe")).await);
+    allowed(
+        "create a checkpoint Lease",
+        c_leases.create(&PostParams::default(), &lease).await,
+    );
+    allowed(
+        "get its checkpoint Lease",
+        c_leases.get(&format!("{collector}-probe")).await,
+    );
     refused(
         "list Deployments",
         Api::<Deployment>::namespaced(as_collector.clone(), &ns.name)

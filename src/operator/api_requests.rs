@@ -155,18 +155,44 @@ mod tests {
     #[test]
     fn requests_are_classified_as_the_api_server_names_them() {
         let cases = [
-            (req("GET", "/api/v1/namespaces/a/secrets?watch=true&resourceVersion=1", None), ("WATCH", "secrets")),
+            (
+                req("GET", "/api/v1/namespaces/a/secrets?watch=true&resourceVersion=1", None),
+                ("WATCH", "secrets"),
+            ),
             (req("GET", "/api/v1/secrets?limit=500", None), ("LIST", "secrets")),
-            (req("GET", "/api/v1/namespaces/a/configmaps/x", None), ("GET", "configmaps")),
+            (
+                req("GET", "/api/v1/namespaces/a/configmaps/x", None),
+                ("GET", "configmaps"),
+            ),
             (req("GET", "/api/v1/namespaces/a", None), ("GET", "namespaces")),
             (
-                req("PATCH", "/apis/siembridge.io/v1alpha1/namespaces/a/logsources/x/status?fieldManager=f", Some("application/apply-patch+yaml")),
+                req(
+                    "PATCH",
+                    "/apis/siembridge.io/v1alpha1/namespaces/a/logsources/x/status?fieldManager=f",
+                    Some("application/apply-patch+yaml"),
+                ),
                 ("APPLY", "logsources/status"),
             ),
-            (req("PATCH", "/apis/apps/v1/namespaces/a/deployments/x", Some("application/merge-patch+json")), ("PATCH", "deployments")),
-            (req("POST", "/apis/events.k8s.io/v1/namespaces/a/events", None), ("CREATE", "events")),
-            (req("PUT", "/apis/coordination.k8s.io/v1/namespaces/a/leases/l", None), ("UPDATE", "leases")),
-            (req("DELETE", "/api/v1/namespaces/a/serviceaccounts/x", None), ("DELETE", "serviceaccounts")),
+            (
+                req(
+                    "PATCH",
+                    "/apis/apps/v1/namespaces/a/deployments/x",
+                    Some("application/merge-patch+json"),
+                ),
+                ("PATCH", "deployments"),
+            ),
+            (
+                req("POST", "/apis/events.k8s.io/v1/namespaces/a/events", None),
+                ("CREATE", "events"),
+            ),
+            (
+                req("PUT", "/apis/coordination.k8s.io/v1/namespaces/a/leases/l", None),
+                ("UPDATE", "leases"),
+            ),
+            (
+                req("DELETE", "/api/v1/namespaces/a/serviceaccounts/x", None),
+                ("DELETE", "serviceaccounts"),
+            ),
             (req("GET", "/version", None), ("GET", "other")),
         ];
         for (request, (verb, resource)) in cases {

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::Client;
 
 use super::connectivity::ConnectivityCheck;
@@ -386,7 +386,12 @@ impl Context {
     ) -> Option<Arc<Deployment>> {
         use kube::ResourceExt;
         let current = self.stores.deployment(namespace, collector)?;
-        if current.annotations().get(super::children::CHILDREN_HASH_ANNOTATION).map(String::as_str) != Some(hash) {
+        if current
+            .annotations()
+            .get(super::children::CHILDREN_HASH_ANNOTATION)
+            .map(String::as_str)
+            != Some(hash)
+        {
             return None;
         }
         let key = format!("{namespace}/{collector}");
@@ -416,18 +421,14 @@ impl Context {
     /// clean-up of its children find anything (one LIST per child kind otherwise, per reconcile).
     pub fn has_children(&self, owner: &super::builders::CollectorOwner) -> bool {
         let labels = owner.children_labels();
-        let matches = |l: &std::collections::BTreeMap<String, String>| {
-            labels.iter().all(|(k, v)| l.get(k) == Some(v))
-        };
-        self.stores
-            .deployments
-            .state()
-            .iter()
-            .any(|d| d.metadata.namespace.as_deref() == Some(owner.namespace.as_str()) && d.metadata.labels.as_ref().is_some_and(matches))
-            || self.stores.config_maps.state().iter().any(|c| {
-                c.metadata.namespace.as_deref() == Some(owner.namespace.as_str())
-                    && c.metadata.labels.as_ref().is_some_and(matches)
-            })
+        let matches = |l: &std::collections::BTreeMap<String, String>| labels.iter().all(|(k, v)| l.get(k) == Some(v));
+        self.stores.deployments.state().iter().any(|d| {
+            d.metadata.namespace.as_deref() == Some(owner.namespace.as_str())
+                && d.metadata.labels.as_ref().is_some_and(matches)
+        }) || self.stores.config_maps.state().iter().any(|c| {
+            c.metadata.namespace.as_deref() == Some(owner.namespace.as_str())
+                && c.metadata.labels.as_ref().is_some_and(matches)
+        })
     }
 
     /// An Event listing children deleted because they are no longer wanted.

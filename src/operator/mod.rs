@@ -327,7 +327,6 @@ fn managed_selector() -> String {
     format!("{}={}", builders::MANAGED_BY_LABEL, builders::MANAGED_BY)
 }
 
-
 /// Capacity of the fan-out of one shared watch to its subscribers (object references); when it
 /// is full the watch waits for the slowest controller.
 const SHARED_BUFFER: usize = 1024;
@@ -355,7 +354,9 @@ where
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     let (store, writer) = reflector::store_shared(SHARED_BUFFER);
-    let handle = writer.subscribe().unwrap_or_else(|| unreachable!("a shared store has a dispatcher"));
+    let handle = writer
+        .subscribe()
+        .unwrap_or_else(|| unreachable!("a shared store has a dispatcher"));
     let run = events
         .default_backoff()
         .modify(trim::<K>)
@@ -395,7 +396,10 @@ fn hash_of(value: impl std::hash::Hash) -> u64 {
 }
 
 /// What another object reads of a resource: its spec (`generation`) and its `Ready` condition.
-fn spec_and_ready<K: kube::Resource>(obj: &K, conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> u64 {
+fn spec_and_ready<K: kube::Resource>(
+    obj: &K,
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> u64 {
     let ready = crate::api::conditions::find(conditions, crate::api::conditions::types::READY)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
     hash_of((obj.meta().generation, ready))
