@@ -58,9 +58,18 @@ async fn at_steady_state_the_operator_writes_nothing() {
     // Let the reconciles the first status writes trigger run out.
     tokio::time::sleep(Duration::from_secs(10)).await;
 
+    let status_of = |name: &'static str| {
+        let api: kube::Api<siembridge::api::LogSource> = kube::Api::namespaced(admin.clone(), &ns.name);
+        async move { serde_json::to_string(&api.get(name).await.ok()?.status).ok() }
+    };
+    let status_before = status_of("audit-a").await;
     let before = requests.snapshot();
     tokio::time::sleep(AT_REST).await;
     let after = requests.snapshot();
+    let status_after = status_of("audit-a").await;
+    if status_before != status_after {
+        println!("audit-a status before the window: {status_before:?}\naudit-a status after: {status_after:?}");
+    }
     stop.cancel();
     let _ = controllers.await;
     listener.abort();
