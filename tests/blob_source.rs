@@ -682,7 +682,7 @@ async fn siembridge_archives_read_back_deliver_every_record_once_at_an_idempoten
         SiemDestinationSpec {
             elasticsearch: Some(ElasticsearchSpec {
                 urls: vec![es.url.clone()],
-                index: "replayed".into(),
+                index: Some("replayed".into()),
                 ..Default::default()
             }),
             format: EventFormat::Raw,
@@ -806,6 +806,7 @@ async fn checkpoints_in_leases_resume_mid_blob() {
     cfg.checkpoint = siembridge::config::CheckpointConfig::Kubernetes {
         namespace: ns.name.clone(),
         lease_prefix: "sb-ls-blob".into(),
+        owner: None,
     };
     let leases = || async {
         let api: Api<Lease> = Api::namespaced(client.clone(), &ns.name);

@@ -194,7 +194,7 @@ fn default_values_render_the_operator_deployment_service_and_account() {
         Some(image.as_str()),
         "collectors run the operator's image by default"
     );
-    assert_eq!(env_value(&container, "SIEMBRIDGE_WATCH_NAMESPACE"), None);
+    assert_eq!(env_value(&container, "SIEMBRIDGE_WATCH_NAMESPACES"), None);
 
     let ports = container.ports.as_deref().unwrap_or_default();
     assert_eq!(ports.len(), 1);
@@ -364,8 +364,8 @@ fn cluster_rbac_grants_the_operator_least_privilege() {
 }
 
 #[test]
-fn watch_namespace_switches_to_namespaced_roles() {
-    let r = Rendered::of(json!({"watchNamespace": "tenant-a"}));
+fn watch_namespaces_switch_to_a_role_per_namespace() {
+    let r = Rendered::of(json!({"watchNamespaces": ["tenant-b", "tenant-a", "tenant-b"]}));
     assert!(
         r.all::<ClusterRole>("ClusterRole").is_empty(),
         "no cluster-wide rights: {:?}",
@@ -383,6 +383,13 @@ fn watch_namespace_switches_to_namespaced_roles() {
     };
     let watched = in_ns("tenant-a").expect("a Role in the watched namespace");
     assert_operator_rules(watched.rules.as_deref().unwrap_or_default());
+    let second = in_ns("tenant-b").expect("a Role in the second watched namespace");
+    assert_operator_rules(second.rules.as_deref().unwrap_or_default());
+    assert_eq!(
+        roles.len(),
+        3,
+        "one Role per watched namespace (duplicates once) and one for leader election"
+    );
     let own = in_ns(NAMESPACE).expect("a leader-election Role in the operator's namespace");
     let own_rules = own.rules.as_deref().unwrap_or_default();
     assert!(allows(own_rules, "coordination.k8s.io", "leases", "update"));
@@ -391,7 +398,7 @@ fn watch_namespace_switches_to_namespaced_roles() {
         "nothing but leader election in the operator's namespace"
     );
 
-    for role in [&watched, &own] {
+    for role in [&watched, &second, &own] {
         let binding = bindings
             .iter()
             .find(|b| b.metadata.namespace == role.metadata.namespace)
@@ -404,14 +411,14 @@ fn watch_namespace_switches_to_namespaced_roles() {
 
     let (_, container) = r.operator();
     assert_eq!(
-        env_value(&container, "SIEMBRIDGE_WATCH_NAMESPACE").as_deref(),
-        Some("tenant-a")
+        env_value(&container, "SIEMBRIDGE_WATCH_NAMESPACES").as_deref(),
+        Some("tenant-a,tenant-b")
     );
 }
 
 #[test]
 fn watching_the_release_namespace_needs_a_single_role() {
-    let r = Rendered::of(json!({"watchNamespace": NAMESPACE}));
+    let r = Rendered::of(json!({"watchNamespaces": [NAMESPACE]}));
     let roles: Vec<Role> = r.all("Role");
     assert_eq!(roles.len(), 1, "{:?}", r.kinds());
     assert_operator_rules(roles[0].rules.as_deref().unwrap_or_default());
@@ -542,7 +549,8 @@ fn values_schema_rejects_bad_values() {
         (json!({"replicas": 2}), "replicas"),
         (json!({"image": {"pullPolicy": "Sometimes"}}), "pullPolicy"),
         (json!({"serviceMonitor": {"enabled": "yes"}}), "enabled"),
-        (json!({"watchNamespace": "Not_A_Namespace"}), "watchNamespace"),
+        (json!({"watchNamespaces": ["Not_A_Namespace"]}), "watchNamespaces"),
+        (json!({"watchNamespaces": "tenant-a"}), "watchNamespaces"),
         (json!({"logFormat": "xml"}), "logFormat"),
         (json!({"collectorPod": {"nodeSelectr": {"a": "b"}}}), "nodeSelectr"),
     ] {

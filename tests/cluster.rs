@@ -173,7 +173,7 @@ async fn operator_runs_collectors_on_a_real_cluster() {
             collector_pod_defaults: Default::default(),
             connectivity: Arc::new(TcpConnect::default()),
             instance: Some(format!("e2e-{run_id}")),
-            watch_namespace: None,
+            watch_namespaces: Vec::new(),
         },
         stop.clone(),
     ));

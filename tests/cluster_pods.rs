@@ -81,7 +81,7 @@ async fn collector_pods_carry_defaults_overrides_workload_identity_and_scale() {
             collector_pod_defaults: defaults,
             connectivity: Arc::new(TcpConnect::default()),
             instance: Some(namespace.clone()),
-            watch_namespace: Some(namespace.clone()),
+            watch_namespaces: vec![namespace.clone()],
         },
         stop.clone(),
     ));

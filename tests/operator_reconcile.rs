@@ -22,7 +22,7 @@ use siembridge::api::{
     ReplaySource, SecretKeySelector, SiemDestination, SiemDestinationSpec, SplunkHecSpec, StdoutSpec,
 };
 use siembridge::operator::connectivity::ConnectivityCheck;
-use siembridge::operator::context::{Context, Stores};
+use siembridge::operator::context::{secret_meta, Context, Stores};
 use siembridge::operator::metrics::Metrics;
 use siembridge::operator::{consumer_group, destination, log_source};
 
@@ -253,6 +253,17 @@ fn splunk_destination() -> SiemDestination {
     );
     meta(&mut d, "33333333-0000-0000-0000-000000000002");
     d
+}
+
+/// A collector Deployment left from an earlier spec of LogSource `log_source`, as the operator's
+/// Deployment watch holds it (the clean-up looks for children only when the stores hold one).
+fn stale_in_store(log_source: &str) -> Deployment {
+    serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": format!("sb-ls-{log_source}"), "namespace": NS, "labels": {
+            "app.kubernetes.io/managed-by": "siembridge",
+            "siembridge.io/owner-kind": "LogSource",
+            "siembridge.io/owner-name": log_source}}}))
+    .unwrap()
 }
 
 fn secret(name: &str, key: &str, version: &str) -> Secret {
@@ -608,17 +619,26 @@ async fn missing_secret_gives_secret_not_found_and_a_slow_requeue() {
 }
 
 #[tokio::test]
-async fn secret_without_the_named_key_gives_secret_not_found() {
-    let ls = graph_log_source();
+async fn the_operator_sees_secret_metadata_only_so_a_missing_key_is_the_collectors_check() {
+    // The operator watches Secrets as metadata (no data, no keys): a Secret that exists does not
+    // block, whatever its keys; the collector reading `<Secret>/<key>` reports a missing key.
     let stores = stores(
-        vec![ls.clone()],
         vec![],
-        vec![stdout_destination()],
+        vec![],
+        vec![],
         vec![secret("graph-app", "wrong-key", "5")],
         vec![],
         vec![],
     );
-    assert_blocked(ls, stores, reasons::SECRET_NOT_FOUND, "client-secret").await;
+    let stored = stores.secrets.state();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].metadata.resource_version.as_deref(), Some("5"));
+    let wanted = siembridge::api::SecretKeySelector {
+        name: "graph-app".into(),
+        key: "client-secret".into(),
+    };
+    let namespace = stored[0].metadata.namespace.clone().unwrap();
+    assert_eq!(stores.missing_secret_key(&namespace, [&wanted]), None);
 }
 
 #[tokio::test]
@@ -679,7 +699,7 @@ async fn event_hub_log_source_deletes_a_collector_it_no_longer_needs() {
             vec![stdout_destination()],
             vec![],
             vec![],
-            vec![],
+            vec![stale_in_store("intune")],
         ),
         stub(true),
     );
@@ -1074,7 +1094,7 @@ fn watch_mappers_find_the_resources_a_change_concerns() {
     assert_eq!(
         names(triggers::log_sources_of_secret(
             &stores,
-            &secret("hec-token", "token", "1")
+            &secret_meta(secret("hec-token", "token", "1"))
         )),
         vec!["quickstart"]
     );
@@ -1082,7 +1102,7 @@ fn watch_mappers_find_the_resources_a_change_concerns() {
     assert_eq!(
         names(triggers::log_sources_of_secret(
             &stores,
-            &secret("graph-app", "client-secret", "1")
+            &secret_meta(secret("graph-app", "client-secret", "1"))
         )),
         vec!["entra-signins"]
     );
@@ -1098,12 +1118,12 @@ fn watch_mappers_find_the_resources_a_change_concerns() {
         .collect();
     assert_eq!(cgs, vec!["intune-hub"]);
     let cgs: Vec<String> =
-        triggers::consumer_groups_of_secret(&stores, &secret("hub-listen", "connection-string", "1"))
+        triggers::consumer_groups_of_secret(&stores, &secret_meta(secret("hub-listen", "connection-string", "1")))
             .into_iter()
             .map(|r| r.name)
             .collect();
     assert_eq!(cgs, vec!["intune-hub"]);
-    let dests: Vec<String> = triggers::destinations_of_secret(&stores, &secret("hec-token", "token", "1"))
+    let dests: Vec<String> = triggers::destinations_of_secret(&stores, &secret_meta(secret("hec-token", "token", "1")))
         .into_iter()
         .map(|r| r.name)
         .collect();
@@ -1212,7 +1232,7 @@ async fn a_source_spec_the_collector_cannot_honour_is_a_condition_not_a_crash_lo
             vec![stdout_destination()],
             vec![secret("archive", "cs", "1")],
             vec![],
-            vec![],
+            vec![stale_in_store("archive")],
         ),
         stub(true),
     );

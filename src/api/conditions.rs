@@ -93,7 +93,24 @@ pub struct DesiredCondition {
     pub message: String,
 }
 
+/// Longest condition message kept in a status (bytes). Messages quote collector errors and
+/// server answers; a status is read by every watcher of the resource, so it stays small.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 impl DesiredCondition {
+    /// A condition; its message is cut to [`MAX_MESSAGE_BYTES`].
     pub fn new(
         type_: &'static str,
         status: impl Into<Status>,
@@ -104,7 +121,7 @@ impl DesiredCondition {
             type_,
             status: status.into(),
             reason,
-            message: message.into(),
+            message: bounded(&message.into(), MAX_MESSAGE_BYTES),
         }
     }
 }
@@ -133,7 +150,7 @@ pub fn merge(
             type_: d.type_.to_string(),
             status: d.status.as_str().to_string(),
             reason: d.reason.to_string(),
-            message: d.message.clone(),
+            message: bounded(&d.message, MAX_MESSAGE_BYTES),
             last_transition_time,
             observed_generation: generation,
         });
@@ -169,6 +186,25 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_bounded_on_a_character_boundary() {
+        let long = "é".repeat(4000);
+        let d = DesiredCondition::new(types::READY, false, reasons::SOURCE_ERROR, long.clone());
+        assert!(d.message.len() <= MAX_MESSAGE_BYTES, "{}", d.message.len());
+        assert!(d.message.ends_with('…'));
+        let merged = merge(
+            &[],
+            &[DesiredCondition {
+                message: long,
+                ..d.clone()
+            }],
+            Some(1),
+            t(1),
+        );
+        assert!(merged[0].message.len() <= MAX_MESSAGE_BYTES);
+        assert_eq!(bounded("short", MAX_MESSAGE_BYTES), "short");
+    }
 
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).unwrap()

@@ -90,6 +90,15 @@ impl CollectorOwner {
         labels
     }
 
+    /// The labels of [`Self::children_selector`].
+    pub fn children_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+            (OWNER_KIND_LABEL.to_string(), self.kind.to_string()),
+            (OWNER_NAME_LABEL.to_string(), label_value(&self.name)),
+        ])
+    }
+
     /// Label selector of every child of this owner, for the clean-up of unwanted children.
     pub fn children_selector(&self) -> String {
         format!(

@@ -56,9 +56,22 @@ pub async fn run_collector(
     let pod = ctx
         .collector_pod_defaults
         .overridden_by(collector.pod_template.as_ref());
-    let children = collector_children(collector, owner, &ctx.collector_image, &pod, &secret_versions)?;
+    let mut children = collector_children(collector, owner, &ctx.collector_image, &pod, &secret_versions)?;
+    let hash = children_hash(&children);
+    children
+        .deployment
+        .annotations_mut()
+        .insert(CHILDREN_HASH_ANNOTATION.into(), hash.clone());
+    // Unchanged since this operator (or one before it) applied them: nothing to write and
+    // nothing to delete. What is compared is in memory, so a reconcile of an unchanged
+    // resource makes no API request at all.
+    if let Some(current) = ctx.unchanged_collector(namespace, &collector.name, &children, &hash) {
+        let pods = CollectorPods::of(&current);
+        return Ok((pods, requeue_for(&pods)));
+    }
     let created = ctx.is_new_collector(namespace, &collector.name);
     let deployment = apply_collector(&ctx.client, namespace, &children).await?;
+    ctx.applied_collector(namespace, &deployment);
     let keep = [collector.name.clone(), report_config_map_name(&collector.name)];
     let deleted = delete_unwanted(&ctx.client, owner, &keep, children.pod_disruption_budget.is_some()).await?;
     if created {
@@ -73,12 +86,37 @@ pub async fn run_collector(
     }
     ctx.announce_deleted(regarding, &deleted).await;
     let pods = CollectorPods::of(&deployment);
-    let requeue = if pods.is_ready() {
+    Ok((pods, requeue_for(&pods)))
+}
+
+fn requeue_for(pods: &CollectorPods) -> Duration {
+    if pods.is_ready() {
         HEALTHY_REQUEUE
     } else {
         PROGRESSING_REQUEUE
+    }
+}
+
+/// Annotation of a collector Deployment: sha256 of every child as the operator applied it
+/// (the Deployment without this annotation), so a reconcile compares instead of re-applying.
+pub const CHILDREN_HASH_ANNOTATION: &str = "siembridge.io/children-hash";
+
+/// sha256 (hex) of the JSON of every child of a collector.
+pub fn children_hash(children: &CollectorChildren) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut add = |value: serde_json::Result<Vec<u8>>| {
+        hasher.update(value.unwrap_or_default());
+        hasher.update(b"\0");
     };
-    Ok((pods, requeue))
+    add(serde_json::to_vec(&children.service_account));
+    add(serde_json::to_vec(&children.role));
+    add(serde_json::to_vec(&children.role_binding));
+    add(serde_json::to_vec(&children.config_map));
+    add(serde_json::to_vec(&children.report_config_map));
+    add(serde_json::to_vec(&children.deployment));
+    add(serde_json::to_vec(&children.pod_disruption_budget));
+    hex::encode(hasher.finalize())
 }
 
 /// Apply every child of a collector, in the order a pod needs them: identity and permissions,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
@@ -31,14 +32,31 @@ pub const PROGRESSING_REQUEUE: Duration = Duration::from_secs(30);
 /// Time between two connectivity checks of one destination.
 pub const CONNECTIVITY_INTERVAL: Duration = Duration::from_secs(180);
 
+/// What the operator knows of a Secret: its metadata.
+pub type SecretMeta = PartialObjectMeta<Secret>;
+
+/// The metadata of `secret`, its data dropped (for tests and tools that start from whole
+/// Secrets).
+pub fn secret_meta(secret: Secret) -> SecretMeta {
+    PartialObjectMeta {
+        types: Some(kube::api::TypeMeta {
+            api_version: "v1".into(),
+            kind: "PartialObjectMetadata".into(),
+        }),
+        metadata: secret.metadata,
+        _phantom: Default::default(),
+    }
+}
+
 /// In-memory indexes of the watched kinds, shared by the controllers.
 #[derive(Clone)]
 pub struct Stores {
     pub log_sources: Store<LogSource>,
     pub consumer_groups: Store<ConsumerGroup>,
     pub destinations: Store<SiemDestination>,
-    /// Secrets with their values removed: names, keys and `resourceVersion` only.
-    pub secrets: Store<Secret>,
+    /// Secrets as metadata only (`PartialObjectMetadata`): the operator never receives a
+    /// Secret's data, only that it exists and its `resourceVersion`.
+    pub secrets: Store<SecretMeta>,
     /// ConfigMaps made by the operator (collector configs and reports).
     pub config_maps: Store<ConfigMap>,
     /// Deployments made by the operator.
@@ -67,13 +85,7 @@ impl Stores {
             writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
             writer.as_reader()
         }
-        let secrets = secrets
-            .into_iter()
-            .map(|mut s| {
-                strip_secret(&mut s);
-                s
-            })
-            .collect();
+        let secrets = secrets.into_iter().map(secret_meta).collect();
         Stores {
             log_sources: fill(log_sources),
             consumer_groups: fill(consumer_groups),
@@ -167,7 +179,9 @@ impl Stores {
         self.consumer_groups.get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// The first Secret key of `refs` that is missing, as a message naming the Secret and key.
+    /// The first Secret of `refs` that does not exist, as a message naming it. Whether the key
+    /// is in it is the collector's check: the operator sees no Secret data (a collector that
+    /// cannot read `<Secret>/<key>` from its mount says so, naming both, in its report and log).
     pub fn missing_secret_key<'a>(
         &self,
         namespace: &str,
@@ -181,16 +195,7 @@ impl Stores {
                         selector.name
                     ))
                 }
-                Some(secret) => {
-                    let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(&selector.key))
-                        || secret
-                            .string_data
-                            .as_ref()
-                            .is_some_and(|d| d.contains_key(&selector.key));
-                    if !has_key {
-                        return Some(format!("Secret {:?} has no key {:?}", selector.name, selector.key));
-                    }
-                }
+                Some(_) => {}
             }
         }
         None
@@ -213,25 +218,6 @@ impl Stores {
             })
             .collect()
     }
-}
-
-/// Strip a Secret down to what the operator may keep in memory: keys, no values.
-pub fn strip_secret(secret: &mut Secret) {
-    use kube::ResourceExt;
-    if let Some(data) = secret.data.as_mut() {
-        for value in data.values_mut() {
-            value.0.clear();
-        }
-    }
-    if let Some(data) = secret.string_data.as_mut() {
-        for value in data.values_mut() {
-            value.clear();
-        }
-    }
-    secret.managed_fields_mut().clear();
-    secret
-        .annotations_mut()
-        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 /// The last connectivity check of a destination.
@@ -263,6 +249,10 @@ pub struct Context {
     /// Last connectivity check per destination, so a destination is checked at most every
     /// [`CONNECTIVITY_INTERVAL`].
     pub checks: Mutex<HashMap<ObjectRef<SiemDestination>, CheckRecord>>,
+    /// `generation` of each collector Deployment (`namespace/name`) as this process applied it:
+    /// a Deployment whose generation moved since was changed by someone else and is applied
+    /// again.
+    applied: Mutex<HashMap<String, Option<i64>>>,
     /// Collectors announced as created but not yet seen by the Deployment watch, so a second
     /// reconcile before the watch catches up does not announce them again.
     announced: Mutex<std::collections::HashSet<String>>,
@@ -294,6 +284,7 @@ impl Context {
             collector_pod_defaults: Default::default(),
             connectivity,
             checks: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
             announced: Mutex::new(std::collections::HashSet::new()),
         }
     }
@@ -383,6 +374,63 @@ impl Context {
         }
     }
 
+    /// The collector Deployment as last seen, when its children need no apply: the watched
+    /// Deployment carries `hash` (every child unchanged since it was applied), it was not
+    /// changed by anyone since this process applied it, and both ConfigMaps exist.
+    pub fn unchanged_collector(
+        &self,
+        namespace: &str,
+        collector: &str,
+        children: &super::builders::CollectorChildren,
+        hash: &str,
+    ) -> Option<Arc<Deployment>> {
+        use kube::ResourceExt;
+        let current = self.stores.deployment(namespace, collector)?;
+        if current
+            .annotations()
+            .get(super::children::CHILDREN_HASH_ANNOTATION)
+            .map(String::as_str)
+            != Some(hash)
+        {
+            return None;
+        }
+        let key = format!("{namespace}/{collector}");
+        let recorded = self.applied.lock().ok()?.get(&key).cloned();
+        if recorded.is_some_and(|generation| generation != current.metadata.generation) {
+            return None;
+        }
+        for cm in [&children.config_map, &children.report_config_map] {
+            let name = cm.name_any();
+            self.stores.config_maps.get(&ObjectRef::new(&name).within(namespace))?;
+        }
+        Some(current)
+    }
+
+    /// Record the `generation` of a collector Deployment this process just applied.
+    pub fn applied_collector(&self, namespace: &str, deployment: &Deployment) {
+        use kube::ResourceExt;
+        if let Ok(mut applied) = self.applied.lock() {
+            applied.insert(
+                format!("{namespace}/{}", deployment.name_any()),
+                deployment.metadata.generation,
+            );
+        }
+    }
+
+    /// Whether the stores hold a Deployment or ConfigMap made for `owner`: only then can a
+    /// clean-up of its children find anything (one LIST per child kind otherwise, per reconcile).
+    pub fn has_children(&self, owner: &super::builders::CollectorOwner) -> bool {
+        let labels = owner.children_labels();
+        let matches = |l: &std::collections::BTreeMap<String, String>| labels.iter().all(|(k, v)| l.get(k) == Some(v));
+        self.stores.deployments.state().iter().any(|d| {
+            d.metadata.namespace.as_deref() == Some(owner.namespace.as_str())
+                && d.metadata.labels.as_ref().is_some_and(matches)
+        }) || self.stores.config_maps.state().iter().any(|c| {
+            c.metadata.namespace.as_deref() == Some(owner.namespace.as_str())
+                && c.metadata.labels.as_ref().is_some_and(matches)
+        })
+    }
+
     /// An Event listing children deleted because they are no longer wanted.
     pub async fn announce_deleted(&self, regarding: &ObjectReference, deleted: &[String]) {
         if !deleted.is_empty() {
@@ -404,7 +452,7 @@ mod tests {
     use k8s_openapi::ByteString;
 
     #[test]
-    fn stored_secrets_keep_keys_and_version_but_no_value() {
+    fn stored_secrets_keep_metadata_and_version_but_no_data() {
         let mut secret = Secret {
             data: Some(std::collections::BTreeMap::from([(
                 "token".to_string(),
@@ -417,20 +465,13 @@ mod tests {
         secret.metadata.resource_version = Some("42".into());
         let stores = Stores::from_objects(vec![], vec![], vec![], vec![secret], vec![], vec![]);
         let stored = stores.secrets.get(&ObjectRef::new("hec-token").within("soc")).unwrap();
-        assert!(stored.data.as_ref().unwrap()["token"].0.is_empty());
+        // Metadata only: the type has no field a value could be in.
+        assert_eq!(stored.metadata.resource_version.as_deref(), Some("42"));
         let wanted = SecretKeySelector {
             name: "hec-token".into(),
             key: "token".into(),
         };
         assert_eq!(stores.missing_secret_key("soc", [&wanted]), None);
-        let other_key = SecretKeySelector {
-            name: "hec-token".into(),
-            key: "password".into(),
-        };
-        assert!(stores
-            .missing_secret_key("soc", [&other_key])
-            .unwrap()
-            .contains("password"));
         assert!(stores
             .missing_secret_key("other-ns", [&wanted])
             .unwrap()

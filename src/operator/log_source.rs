@@ -59,8 +59,10 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
             if blocked.reason == reasons::SOURCE_NOT_SUPPORTED {
                 // Not a moment: a collector of this spec would only crash-loop, and one left
                 // from an older spec reads a source no longer asked for.
-                let deleted = delete_unwanted(&ctx.client, &owner, &[], false).await?;
-                ctx.announce_deleted(&ls.object_ref(&()), &deleted).await;
+                if ctx.has_children(&owner) {
+                    let deleted = delete_unwanted(&ctx.client, &owner, &[], false).await?;
+                    ctx.announce_deleted(&ls.object_ref(&()), &deleted).await;
+                }
             }
             // A collector that still runs keeps reporting progress.
             (None, ctx.stores.report(&namespace, &collector_name), BLOCKED_REQUEUE)
@@ -74,8 +76,10 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
         Ok(Plan::ConsumerGroup(cg_name)) => {
             // Served by the ConsumerGroup's collector: a LogSource that used to poll an API
             // leaves no collector behind.
-            let deleted = delete_unwanted(&ctx.client, &owner, &[], false).await?;
-            ctx.announce_deleted(&ls.object_ref(&()), &deleted).await;
+            if ctx.has_children(&owner) {
+                let deleted = delete_unwanted(&ctx.client, &owner, &[], false).await?;
+                ctx.announce_deleted(&ls.object_ref(&()), &deleted).await;
+            }
             let (ready, message) = match ctx.stores.consumer_group(&namespace, cg_name) {
                 Some(cg) => {
                     let conds = cg.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
@@ -156,6 +160,9 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
     Ok(Action::requeue(action))
 }
 
+/// Lost ranges kept in a LogSource's status (the newest).
+pub const MAX_LOST_RANGES: usize = 20;
+
 /// The progress part of a LogSource's status from its collector's report: events forwarded,
 /// lag, cursors per content type / endpoint / partition, backfill progress and lost ranges.
 fn with_progress(mut status: LogSourceStatus, report: Option<&LogSourceReport>) -> LogSourceStatus {
@@ -163,13 +170,26 @@ fn with_progress(mut status: LogSourceStatus, report: Option<&LogSourceReport>) 
     status.events_forwarded = Some(i64::try_from(r.events_forwarded).unwrap_or(i64::MAX));
     status.events_dead_lettered = Some(i64::try_from(r.events_dead_lettered).unwrap_or(i64::MAX));
     if r.last_dead_letter_reason.is_some() {
-        status.last_dead_letter_reason = r.last_dead_letter_reason.clone();
+        status.last_dead_letter_reason = r
+            .last_dead_letter_reason
+            .as_deref()
+            .map(|reason| conditions::bounded(reason, conditions::MAX_MESSAGE_BYTES));
     }
     status.last_event_time = r.last_event_time.clone();
     status.lag = r.lag_seconds.map(|s| format!("{s}s"));
     status.cursors = r.cursors.clone();
     status.backfill_percent = r.backfill_percent;
-    status.data_loss = r.data_loss.clone();
+    // The newest lost ranges, each reason bounded: a status stays small whatever the collector
+    // reports (its report keeps them all).
+    let skip = r.data_loss.len().saturating_sub(MAX_LOST_RANGES);
+    status.data_loss = r.data_loss[skip..]
+        .iter()
+        .cloned()
+        .map(|mut range| {
+            range.reason = conditions::bounded(&range.reason, conditions::MAX_MESSAGE_BYTES);
+            range
+        })
+        .collect();
     status.blobs_read = r.blobs_read.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     status.bytes_read = r.bytes_read.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     status

@@ -5,6 +5,22 @@
 //! are computed in `status`. Watched kinds feed shared reflector stores (`context::Stores`) that
 //! every controller reads instead of listing the API.
 //!
+//! # Watches and API traffic
+//!
+//! One watch per kind (per watched namespace), shared by the three controllers through
+//! kube-runtime shared streams (`reflector::store_shared`, `Controller::for_shared_stream`):
+//! LogSources, ConsumerGroups, SiemDestinations, Secrets **as metadata only** (the operator never
+//! receives a Secret value; the `resourceVersion` is what the rollout hash needs, and whether a
+//! key exists is the collector's check), and the operator's own ConfigMaps and Deployments (by
+//! label). A controller is triggered by what it reads of another object (its spec, its `Ready`
+//! condition, a Secret's `resourceVersion`), not by every status write. A reconcile of an
+//! unchanged resource compares the children's hash (annotation of the collector Deployment)
+//! in memory and makes no API request; a status is patched only when it changed. So at rest
+//! the operator reads nothing but its watches and writes nothing (leader Lease renewals
+//! apart); `siembridge_operator_api_requests_total{verb,resource}` counts every request.
+//! Deletions are not fanned out on shared streams: what depends on a deleted object catches up
+//! at its next requeue (30 s to 5 min).
+//!
 //! Finalizers: none. Every child lives in Kubernetes and carries a controller owner reference,
 //! so garbage collection removes it with its owner; nothing outside the cluster needs cleaning.
 //!
@@ -17,13 +33,16 @@
 //! | `""` | `configmaps`, `serviceaccounts` | get, list, watch, create, patch, update, delete |
 //! | `apps` | `deployments` | get, list, watch, create, patch, update, delete |
 //! | `rbac.authorization.k8s.io` | `roles`, `rolebindings` | get, list, watch, create, patch, update, delete |
-//! | `""` | `secrets` | get, list, watch |
+//! | `""` | `secrets` | get, list, watch (list/watch used as metadata only; get held, never used: see below) |
 //! | `coordination.k8s.io` | `leases` | get, list, watch, create, update, patch (leader election, and granted on to collector Roles) |
 //! | `events.k8s.io` | `events` | create, patch |
 //!
 //! Because the operator writes Roles, it must itself hold every permission those Roles grant
 //! (RBAC escalation prevention): `leases` create/get/list/watch/update/patch, `configmaps`
-//! get/create/patch/update, `secrets` get. All of these are in the table above.
+//! get/create/patch/update, `secrets` get. All of these are in the table above. That is the only
+//! reason it holds `get` on Secrets: it never requests a Secret body (`tests/cluster_impersonation.rs`).
+//! The chart gives these rules as a ClusterRole when every namespace is watched, and as a Role in
+//! each namespace of `watchNamespaces` otherwise.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,12 +54,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, Store};
+
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{CollectorPodTemplate, ConsumerGroup, LogSource, SiemDestination};
 
+pub mod api_requests;
 pub mod builders;
 pub mod children;
 pub mod connectivity;
@@ -55,7 +76,7 @@ pub mod status;
 pub mod triggers;
 
 use connectivity::{ConnectivityCheck, TcpConnect};
-use context::{strip_secret, Context, Stores};
+use context::{Context, Stores};
 use metrics::Metrics;
 
 /// Options of `siembridge operator`.
@@ -74,9 +95,10 @@ pub struct OperatorArgs {
     /// Holder identity in the leader Lease; the pod name, else the host name.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Watch only this namespace (needs only a namespaced Role); all namespaces when unset.
-    #[arg(long, env = "SIEMBRIDGE_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated; each needs only a namespaced Role there);
+    /// every namespace when unset or empty.
+    #[arg(long, env = "SIEMBRIDGE_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
     /// Defaults of every collector pod, as JSON in the shape of a resource's `podTemplate`
     /// (the chart's `collectorPod` value): labels, annotations, imagePullSecrets, nodeSelector,
     /// tolerations, affinity, topologySpreadConstraints, priorityClassName, env, resources,
@@ -109,9 +131,9 @@ pub struct ControllerSettings {
     pub connectivity: Arc<dyn ConnectivityCheck>,
     /// Reporting instance of Events.
     pub instance: Option<String>,
-    /// Only this namespace is watched (the chart's `watchNamespace`, with a namespaced Role);
-    /// every namespace when unset.
-    pub watch_namespace: Option<String>,
+    /// Only these namespaces are watched (the chart's `watchNamespaces`, with a Role in each);
+    /// every namespace when empty.
+    pub watch_namespaces: Vec<String>,
     /// Defaults of every collector pod.
     pub collector_pod_defaults: CollectorPodTemplate,
 }
@@ -130,9 +152,10 @@ where
 
 /// Run the operator until SIGTERM or Ctrl-C.
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    let client = connect().await?;
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).context("cannot register metrics")?;
+    let requests = api_requests::ApiRequests::new(&registry).context("cannot register metrics")?;
+    let client = connect(&requests).await?;
     let health = crate::telemetry::Health::new();
 
     let shutdown = CancellationToken::new();
@@ -145,7 +168,13 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         })
     };
 
-    crds_installed(&client, args.watch_namespace.as_deref()).await?;
+    let watch_namespaces: Vec<String> = args
+        .watch_namespaces
+        .iter()
+        .map(|ns| ns.trim().to_string())
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    crds_installed(&client, watch_namespaces.first().map(String::as_str)).await?;
     let namespace = args
         .leader_namespace
         .clone()
@@ -178,7 +207,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         collector_image: args.collector_image.clone(),
         connectivity: Arc::new(TcpConnect::default()),
         instance: Some(identity),
-        watch_namespace: args.watch_namespace.clone(),
+        watch_namespaces,
         collector_pod_defaults: collector_pod_defaults(args.collector_pod_defaults.as_deref())?,
     };
     let controllers = run_controllers(client, metrics, settings, stop.clone()).await;
@@ -201,13 +230,15 @@ async fn finish_server(server: tokio::task::JoinHandle<std::io::Result<()>>) -> 
 }
 
 /// A client that has answered once, or one line saying why the API server cannot be reached.
-async fn connect() -> anyhow::Result<Client> {
+/// Its requests are counted in `requests`.
+async fn connect(requests: &api_requests::ApiRequests) -> anyhow::Result<Client> {
     install_crypto_provider();
     let config = kube::Config::infer()
         .await
         .context("cannot find Kubernetes API server credentials (no in-cluster config, no usable kubeconfig)")?;
     let url = config.cluster_url.to_string();
-    let client = Client::try_from(config)
+    let client = requests
+        .client(config)
         .with_context(|| format!("cannot create a client for the Kubernetes API server {url}"))?;
     // The client logs a failed request itself; this probe's failure is reported below as one
     // line, so its own log is silenced.
@@ -296,82 +327,161 @@ fn managed_selector() -> String {
     format!("{}={}", builders::MANAGED_BY_LABEL, builders::MANAGED_BY)
 }
 
-fn owned_selector(kind: &str) -> String {
-    format!("{},{}={kind}", managed_selector(), builders::OWNER_KIND_LABEL)
+/// Capacity of the fan-out of one shared watch to its subscribers (object references); when it
+/// is full the watch waits for the slowest controller.
+const SHARED_BUFFER: usize = 1024;
+
+/// Drop what no controller reads from a cached object: `managedFields` and the
+/// `last-applied-configuration` copy of the whole object kubectl keeps.
+fn trim<K: kube::Resource>(obj: &mut K) {
+    use kube::ResourceExt;
+    obj.managed_fields_mut().clear();
+    obj.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
-fn keep_as_is<K>(_: &mut K) {}
+/// One watch of a kind feeding one store, shared by every controller through `handle` (cloned
+/// once per subscriber); `run` drives the watch until dropped.
+struct Shared<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    handle: reflector::ReflectHandle<K>,
+    run: futures::future::BoxFuture<'static, ()>,
+}
 
-/// A reflector over `api` feeding a store; the future runs until dropped.
-fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    modify: impl FnMut(&mut K) + Send + 'static,
-) -> (Store<K>, futures::future::BoxFuture<'static, ()>)
+fn shared<K, S>(events: S) -> Shared<K>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff().modify(modify));
-    let fut = stream
+    let (store, writer) = reflector::store_shared(SHARED_BUFFER);
+    let handle = writer
+        .subscribe()
+        .unwrap_or_else(|| unreachable!("a shared store has a dispatcher"));
+    let run = events
+        .default_backoff()
+        .modify(trim::<K>)
+        .reflect_shared(writer)
         .for_each(|event| async move {
             if let Err(error) = event {
                 tracing::warn!(%error, "watch failed; retrying");
             }
         })
         .boxed();
-    (reader, fut)
+    Shared { store, handle, run }
 }
 
-/// Run the three controllers until `stop` fires. Used by `run` once leader, and in-process by
-/// the cluster tests.
+/// `events` without the ones whose `fingerprint` did not change since the last event of the
+/// same object: a controller is triggered by what it reads of another object, not by every
+/// status write (1,000 LogSources naming one SiemDestination would otherwise each be reconciled
+/// on every change of its `usedBy`).
+fn on_change<K, F>(
+    events: impl futures::Stream<Item = Arc<K>> + Send + 'static,
+    fingerprint: F,
+) -> impl futures::Stream<Item = Arc<K>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Send + Sync + 'static,
+    F: Fn(&K) -> u64 + Send + 'static,
+{
+    let mut seen: std::collections::HashMap<reflector::ObjectRef<K>, u64> = Default::default();
+    events.filter(move |obj| {
+        let print = fingerprint(obj.as_ref());
+        let changed = seen.insert(reflector::ObjectRef::from_obj(obj.as_ref()), print) != Some(print);
+        futures::future::ready(changed)
+    })
+}
+
+fn hash_of(value: impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(value)
+}
+
+/// What another object reads of a resource: its spec (`generation`) and its `Ready` condition.
+fn spec_and_ready<K: kube::Resource>(
+    obj: &K,
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> u64 {
+    let ready = crate::api::conditions::find(conditions, crate::api::conditions::types::READY)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    hash_of((obj.meta().generation, ready))
+}
+
+fn generation<K: kube::Resource>(obj: &K) -> u64 {
+    hash_of(obj.meta().generation)
+}
+
+fn destination_print(d: &SiemDestination) -> u64 {
+    spec_and_ready(d, d.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]))
+}
+
+fn consumer_group_print(cg: &ConsumerGroup) -> u64 {
+    spec_and_ready(cg, cg.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]))
+}
+
+fn secret_print(secret: &context::SecretMeta) -> u64 {
+    hash_of(&secret.metadata.resource_version)
+}
+
+/// Run the three controllers until `stop` fires: over every namespace when
+/// `settings.watch_namespaces` is empty, else over each listed namespace (one set of watches per
+/// namespace, which is what a Role per namespace allows). Used by `run` once leader, and
+/// in-process by the cluster tests.
 pub async fn run_controllers(
     client: Client,
     metrics: Metrics,
     settings: ControllerSettings,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let watch_ns = settings.watch_namespace.clone();
+    if settings.watch_namespaces.is_empty() {
+        return run_controllers_in(client, metrics, settings, None, stop).await;
+    }
+    let mut namespaces = settings.watch_namespaces.clone();
+    namespaces.sort();
+    namespaces.dedup();
+    let runs = namespaces.into_iter().map(|ns| {
+        let (client, metrics, settings, stop) = (client.clone(), metrics.clone(), settings.clone(), stop.clone());
+        async move {
+            run_controllers_in(client, metrics, settings, Some(ns.clone()), stop)
+                .await
+                .with_context(|| format!("controllers of namespace {ns}"))
+        }
+    });
+    futures::future::try_join_all(runs).await.map(|_| ())
+}
+
+/// The controllers of one namespace, or of all (`None`). One watch per kind, shared by the
+/// three controllers and the stores they read: LogSources, ConsumerGroups and SiemDestinations
+/// as full objects; Secrets as metadata only (the operator never receives a Secret value; the
+/// `resourceVersion` is all the rollout hash needs); the operator's own ConfigMaps and
+/// Deployments by label.
+async fn run_controllers_in(
+    client: Client,
+    metrics: Metrics,
+    settings: ControllerSettings,
+    watch_ns: Option<String>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let watch_ns = watch_ns.as_deref();
-    let (log_sources, ls_watch) = reflect(
-        scoped::<LogSource>(&client, watch_ns),
-        watcher::Config::default(),
-        keep_as_is,
-    );
-    let (consumer_groups, cg_watch) = reflect(
-        scoped::<ConsumerGroup>(&client, watch_ns),
-        watcher::Config::default(),
-        keep_as_is,
-    );
-    let (destinations, dest_watch) = reflect(
-        scoped::<SiemDestination>(&client, watch_ns),
-        watcher::Config::default(),
-        keep_as_is,
-    );
-    let (secrets, secret_watch) = reflect(
-        scoped::<Secret>(&client, watch_ns),
-        watcher::Config::default(),
-        strip_secret,
-    );
-    let (config_maps, cm_watch) = reflect(
-        scoped::<ConfigMap>(&client, watch_ns),
-        watcher::Config::default().labels(&managed_selector()),
-        keep_as_is,
-    );
-    let (deployments, deploy_watch) = reflect(
-        scoped::<Deployment>(&client, watch_ns),
-        watcher::Config::default().labels(&managed_selector()),
-        keep_as_is,
-    );
+    let all = watcher::Config::default();
+    let managed = watcher::Config::default().labels(&managed_selector());
+    let ls = shared(watcher(scoped::<LogSource>(&client, watch_ns), all.clone()));
+    let cg = shared(watcher(scoped::<ConsumerGroup>(&client, watch_ns), all.clone()));
+    let dest = shared(watcher(scoped::<SiemDestination>(&client, watch_ns), all.clone()));
+    // `Api<PartialObjectMeta<_>>` makes metadata-only requests (`Accept: ...;as=PartialObjectMetadataList`).
+    let secret = shared(watcher(
+        scoped::<kube::core::PartialObjectMeta<Secret>>(&client, watch_ns),
+        all.clone(),
+    ));
+    let cm = shared(watcher(scoped::<ConfigMap>(&client, watch_ns), managed.clone()));
+    let deploy = shared(watcher(scoped::<Deployment>(&client, watch_ns), managed));
     let stores = Stores {
-        log_sources,
-        consumer_groups,
-        destinations,
-        secrets,
-        config_maps,
-        deployments,
+        log_sources: ls.store.clone(),
+        consumer_groups: cg.store.clone(),
+        destinations: dest.store.clone(),
+        secrets: secret.store.clone(),
+        config_maps: cm.store.clone(),
+        deployments: deploy.store.clone(),
     };
-    let watches = futures::future::join_all([ls_watch, cg_watch, dest_watch, secret_watch, cm_watch, deploy_watch]);
+    let watches = futures::future::join_all([ls.run, cg.run, dest.run, secret.run, cm.run, deploy.run]);
     tokio::pin!(watches);
 
     // No reconcile before every store holds a full list: a ConsumerGroup reconciled before
@@ -389,7 +499,7 @@ pub async fn run_controllers(
         _ = &mut watches => anyhow::bail!("watches ended before the caches were filled"),
         r = ready => r.context("cache writer dropped")?,
     }
-    tracing::info!("caches filled; reconciling");
+    tracing::info!(namespace = watch_ns.unwrap_or("(all)"), "caches filled; reconciling");
 
     let mut ctx = Context::new(
         client.clone(),
@@ -401,65 +511,66 @@ pub async fn run_controllers(
     );
     ctx.collector_pod_defaults = settings.collector_pod_defaults;
     let ctx = Arc::new(ctx);
-    let config = watcher::Config::default();
 
+    // Every subscriber handle must be consumed (an idle one would stall its watch once the
+    // fan-out buffer is full): each kind is cloned exactly as often as it is subscribed.
     let s = stores.clone();
     let s2 = stores.clone();
     let s3 = stores.clone();
-    let log_source_controller = Controller::new(scoped::<LogSource>(&client, watch_ns), config.clone())
-        .owns(
-            scoped::<Deployment>(&client, watch_ns),
-            watcher::Config::default().labels(&owned_selector("LogSource")),
-        )
-        .watches(scoped::<SiemDestination>(&client, watch_ns), config.clone(), move |d| {
-            triggers::log_sources_of_destination(&s, &d)
-        })
-        .watches(scoped::<Secret>(&client, watch_ns), config.clone(), move |secret| {
-            triggers::log_sources_of_secret(&s2, &secret)
-        })
-        .watches(scoped::<ConsumerGroup>(&client, watch_ns), config.clone(), move |cg| {
-            triggers::log_sources_of_consumer_group(&s3, &cg)
-        })
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(log_source::reconcile, log_source::error_policy, ctx.clone())
-        .for_each(|result| async move { log_outcome("logsource", result) });
+    // A resource's own status write changes nothing it reads: its reconciles follow its spec.
+    let log_source_controller = Controller::for_shared_stream(
+        on_change(ls.handle.clone(), generation::<LogSource>),
+        stores.log_sources.clone(),
+    )
+    .owns_shared_stream(deploy.handle.clone())
+    .watches_shared_stream(on_change(dest.handle.clone(), destination_print), move |d| {
+        triggers::log_sources_of_destination(&s, &d)
+    })
+    .watches_shared_stream(on_change(secret.handle.clone(), secret_print), move |secret| {
+        triggers::log_sources_of_secret(&s2, &secret)
+    })
+    .watches_shared_stream(on_change(cg.handle.clone(), consumer_group_print), move |cg| {
+        triggers::log_sources_of_consumer_group(&s3, &cg)
+    })
+    .graceful_shutdown_on(stop.clone().cancelled_owned())
+    .run(log_source::reconcile, log_source::error_policy, ctx.clone())
+    .for_each(|result| async move { log_outcome("logsource", result) });
 
     let s = stores.clone();
     let s2 = stores.clone();
-    let consumer_group_controller = Controller::new(scoped::<ConsumerGroup>(&client, watch_ns), config.clone())
-        .owns(
-            scoped::<Deployment>(&client, watch_ns),
-            watcher::Config::default().labels(&owned_selector("ConsumerGroup")),
-        )
-        .watches(scoped::<LogSource>(&client, watch_ns), config.clone(), |ls| {
-            triggers::consumer_group_of_log_source(&ls)
-        })
-        .watches(scoped::<SiemDestination>(&client, watch_ns), config.clone(), move |d| {
-            triggers::consumer_groups_of_destination(&s, &d)
-        })
-        .watches(scoped::<Secret>(&client, watch_ns), config.clone(), move |secret| {
-            triggers::consumer_groups_of_secret(&s2, &secret)
-        })
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(consumer_group::reconcile, consumer_group::error_policy, ctx.clone())
-        .for_each(|result| async move { log_outcome("consumergroup", result) });
+    let consumer_group_controller = Controller::for_shared_stream(
+        on_change(cg.handle, generation::<ConsumerGroup>),
+        stores.consumer_groups.clone(),
+    )
+    .owns_shared_stream(deploy.handle)
+    .watches_shared_stream(on_change(ls.handle.clone(), generation::<LogSource>), |ls| {
+        triggers::consumer_group_of_log_source(&ls)
+    })
+    .watches_shared_stream(on_change(dest.handle.clone(), destination_print), move |d| {
+        triggers::consumer_groups_of_destination(&s, &d)
+    })
+    .watches_shared_stream(on_change(secret.handle.clone(), secret_print), move |secret| {
+        triggers::consumer_groups_of_secret(&s2, &secret)
+    })
+    .graceful_shutdown_on(stop.clone().cancelled_owned())
+    .run(consumer_group::reconcile, consumer_group::error_policy, ctx.clone())
+    .for_each(|result| async move { log_outcome("consumergroup", result) });
 
     let s = stores.clone();
-    let destination_controller = Controller::new(scoped::<SiemDestination>(&client, watch_ns), config.clone())
-        .watches(scoped::<Secret>(&client, watch_ns), config.clone(), move |secret| {
-            triggers::destinations_of_secret(&s, &secret)
-        })
-        .watches(scoped::<LogSource>(&client, watch_ns), config.clone(), |ls| {
-            triggers::destinations_of_log_source(&ls)
-        })
-        .watches(
-            scoped::<ConfigMap>(&client, watch_ns),
-            watcher::Config::default().labels(&managed_selector()),
-            |cm| triggers::destinations_in_report(&cm),
-        )
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(destination::reconcile, destination::error_policy, ctx.clone())
-        .for_each(|result| async move { log_outcome("siemdestination", result) });
+    let destination_controller = Controller::for_shared_stream(
+        on_change(dest.handle, generation::<SiemDestination>),
+        stores.destinations.clone(),
+    )
+    .watches_shared_stream(on_change(secret.handle, secret_print), move |secret| {
+        triggers::destinations_of_secret(&s, &secret)
+    })
+    .watches_shared_stream(on_change(ls.handle, generation::<LogSource>), |ls| {
+        triggers::destinations_of_log_source(&ls)
+    })
+    .watches_shared_stream(cm.handle, |cm| triggers::destinations_in_report(&cm))
+    .graceful_shutdown_on(stop.clone().cancelled_owned())
+    .run(destination::reconcile, destination::error_policy, ctx.clone())
+    .for_each(|result| async move { log_outcome("siemdestination", result) });
 
     let controllers = futures::future::join3(log_source_controller, consumer_group_controller, destination_controller);
     tokio::select! {

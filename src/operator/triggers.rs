@@ -1,11 +1,11 @@
 //! Which resources a change of another object concerns: the mappers of
 //! `Controller::watches`, reading the shared stores instead of the API.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
-use super::context::Stores;
+use super::context::{SecretMeta, Stores};
 use crate::api::{ConsumerGroup, LogSource, SiemDestination};
 
 fn log_source_names_secret(stores: &Stores, ls: &LogSource, secret: &str) -> bool {
@@ -31,7 +31,7 @@ pub fn log_sources_of_destination(stores: &Stores, dest: &SiemDestination) -> Ve
 }
 
 /// LogSources that read a Secret themselves or through a destination.
-pub fn log_sources_of_secret(stores: &Stores, secret: &Secret) -> Vec<ObjectRef<LogSource>> {
+pub fn log_sources_of_secret(stores: &Stores, secret: &SecretMeta) -> Vec<ObjectRef<LogSource>> {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
     stores
@@ -77,7 +77,7 @@ pub fn consumer_groups_of_destination(stores: &Stores, dest: &SiemDestination) -
 }
 
 /// ConsumerGroups that read a Secret themselves or through their LogSources' destinations.
-pub fn consumer_groups_of_secret(stores: &Stores, secret: &Secret) -> Vec<ObjectRef<ConsumerGroup>> {
+pub fn consumer_groups_of_secret(stores: &Stores, secret: &SecretMeta) -> Vec<ObjectRef<ConsumerGroup>> {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
     let mut out = consumer_groups_of(stores, log_sources_of_secret(stores, secret));
@@ -96,7 +96,7 @@ pub fn consumer_groups_of_secret(stores: &Stores, secret: &Secret) -> Vec<Object
 }
 
 /// Destinations that read a Secret.
-pub fn destinations_of_secret(stores: &Stores, secret: &Secret) -> Vec<ObjectRef<SiemDestination>> {
+pub fn destinations_of_secret(stores: &Stores, secret: &SecretMeta) -> Vec<ObjectRef<SiemDestination>> {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
     stores

@@ -160,7 +160,7 @@ pub fn run_operator(
             collector_image: siembridge::operator::default_collector_image(),
             connectivity: std::sync::Arc::new(TcpConnect::default()),
             instance: Some(instance),
-            watch_namespace: Some(namespace.to_string()),
+            watch_namespaces: vec![namespace.to_string()],
             collector_pod_defaults: Default::default(),
         },
         stop.clone(),

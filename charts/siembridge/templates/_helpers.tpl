@@ -101,3 +101,8 @@ the operator holds those verbs itself.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/* The watched namespaces as a JSON list (sorted, without duplicates); empty: every namespace. */}}
+{{- define "siembridge.watchNamespaces" -}}
+{{- toJson (.Values.watchNamespaces | default list | uniq | sortAlpha) -}}
+{{- end }}
