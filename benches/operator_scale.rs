@@ -376,10 +376,8 @@ async fn bench_shape(client: &Client, binary: &str, n: usize, m: usize) {
         by_verb(&rest_requests)
     );
     println!("operator peak RSS (VmHWM): {:.1} MiB", peak_kib as f64 / 1024.0);
-    if let Ok(status) = operator.try_wait() {
-        if let Some(status) = status {
-            println!("operator exited early: {status}; log: {}", log_path.display());
-        }
+    if let Ok(Some(status)) = operator.try_wait() {
+        println!("operator exited early: {status}; log: {}", log_path.display());
     }
     let _ = operator.start_kill();
     let _ = operator.wait().await;

@@ -188,14 +188,15 @@ impl Stores {
         refs: impl IntoIterator<Item = &'a SecretKeySelector>,
     ) -> Option<String> {
         for selector in refs {
-            match self.secrets.get(&ObjectRef::new(&selector.name).within(namespace)) {
-                None => {
-                    return Some(format!(
-                        "Secret {:?} not found in namespace {namespace:?}",
-                        selector.name
-                    ))
-                }
-                Some(_) => {}
+            if self
+                .secrets
+                .get(&ObjectRef::new(&selector.name).within(namespace))
+                .is_none()
+            {
+                return Some(format!(
+                    "Secret {:?} not found in namespace {namespace:?}",
+                    selector.name
+                ));
             }
         }
         None
