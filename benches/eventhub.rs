@@ -11,6 +11,8 @@
 //! under `strace -f -c`; every thread of the child counted, start-up included), and the ratio
 //! to plain `serde_json` parse + serialize of the same bodies in the same run.
 
+#![recursion_limit = "256"]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../tests/common/eventhub_collector.rs"]
