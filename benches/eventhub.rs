@@ -60,7 +60,8 @@ fn child() {
     let cores: usize = var("BENCH_CORES").parse().expect("cores");
     let n: u64 = var("BENCH_RECORDS").parse().expect("records");
     let dir = std::path::PathBuf::from(var("BENCH_DIR"));
-    let mut spec = eventhub_collector::consumer_group_spec(NS, &var("BENCH_HUB"), &var("BENCH_GROUP"), &var("BENCH_ENDPOINT"));
+    let mut spec =
+        eventhub_collector::consumer_group_spec(NS, &var("BENCH_HUB"), &var("BENCH_GROUP"), &var("BENCH_ENDPOINT"));
     spec.prefetch = 1000;
     let config = eventhub_collector::eventhub_config(spec, &dir, &dir.join("unused.ndjson"), None);
     let rt = if cores <= 1 {
@@ -128,7 +129,9 @@ fn main() {
         let (base_rps, _) = serde_json_baseline(&bodies, n);
         standin.state.add_hub(&hub, 4, &GROUPS);
         standin.state.publish(&hub, None, bodies);
-        println!("{per_event} record(s)/event: {mb:.1} MB; serde_json parse+serialize {base_rps:.0} records/s per core");
+        println!(
+            "{per_event} record(s)/event: {mb:.1} MB; serde_json parse+serialize {base_rps:.0} records/s per core"
+        );
         let mut wall_one = f64::NAN;
         for (group, cores, under_strace) in [("one", 1usize, false), ("two", 2, false), ("strace", 1, true)] {
             if under_strace && !strace {
@@ -153,7 +156,9 @@ fn main() {
             if under_strace {
                 println!(
                     "  syscalls/record (one core, every thread of the collector process): {}",
-                    calls.map(|c| format!("{:.3}", c as f64 / n as f64)).unwrap_or_else(|| "n/a".into())
+                    calls
+                        .map(|c| format!("{:.3}", c as f64 / n as f64))
+                        .unwrap_or_else(|| "n/a".into())
                 );
                 continue;
             }

@@ -134,7 +134,11 @@ fn runtime(cores: usize) -> tokio::runtime::Runtime {
 /// The child: one collector run over the replay file, printing its CPU, wall time and peak RSS.
 fn child() {
     let var = |k: &str| std::env::var(k).expect(k);
-    let format = if var("BENCH_FORMAT") == "raw" { EventFormat::Raw } else { EventFormat::Ecs };
+    let format = if var("BENCH_FORMAT") == "raw" {
+        EventFormat::Raw
+    } else {
+        EventFormat::Ecs
+    };
     let cores: usize = var("BENCH_CORES").parse().expect("cores");
     let n: usize = var("BENCH_RECORDS").parse().expect("records");
     let dir = std::path::PathBuf::from(var("BENCH_DIR"));
@@ -242,7 +246,11 @@ fn main() {
                 ("BENCH_FILE", records.display().to_string()),
             ];
             let (r, _) = run_child(&env, false);
-            let (cpu, wall, rss) = (r.get("cpu").copied().unwrap_or(f64::NAN), r.get("wall").copied().unwrap_or(f64::NAN), r.get("rss").copied().unwrap_or(f64::NAN));
+            let (cpu, wall, rss) = (
+                r.get("cpu").copied().unwrap_or(f64::NAN),
+                r.get("wall").copied().unwrap_or(f64::NAN),
+                r.get("rss").copied().unwrap_or(f64::NAN),
+            );
             let per_core = n as f64 / cpu;
             let syscalls = if strace && cores == 1 {
                 let strace_dir = tempfile::tempdir_in(dir.path()).expect("run dir");

@@ -102,7 +102,6 @@ pub fn record(i: usize) -> serde_json::Value {
     }
 }
 
-
 /// `{"records":[...]}` bodies of `per_body` records each, `total` records in all.
 pub fn bodies(total: usize, per_body: usize) -> Vec<String> {
     let mut out = Vec::new();
@@ -168,10 +167,7 @@ pub fn serde_json_baseline(bodies: &[impl AsRef<[u8]>], records: usize) -> (f64,
     }
     std::hint::black_box(sink);
     let cpu = (thread_cpu_seconds() - cpu0).max(t0.elapsed().as_secs_f64().min(0.01));
-    (
-        (records * rounds) as f64 / cpu,
-        (bytes * rounds) as f64 / cpu,
-    )
+    ((records * rounds) as f64 / cpu, (bytes * rounds) as f64 / cpu)
 }
 
 /// What a child run printed: `key=value` pairs on a line starting with `RESULT`.
@@ -188,10 +184,7 @@ pub fn parse_result(stdout: &str) -> std::collections::BTreeMap<String, f64> {
 /// Run this benchmark binary again as a child with `env` set; with `strace`, under
 /// `strace -f -c` and return the total system calls it counted (every thread of the child).
 /// Returns the child's RESULT pairs and the system-call count (None without strace).
-pub fn run_child(
-    env: &[(&str, String)],
-    strace: bool,
-) -> (std::collections::BTreeMap<String, f64>, Option<u64>) {
+pub fn run_child(env: &[(&str, String)], strace: bool) -> (std::collections::BTreeMap<String, f64>, Option<u64>) {
     let exe = std::env::current_exe().expect("current exe");
     let summary = std::env::temp_dir().join(format!("siembridge-bench-strace-{}", std::process::id()));
     let mut cmd = if strace {
