@@ -33,6 +33,9 @@ pub(crate) struct Router {
     pub(super) started: Instant,
 }
 
+/// Events gathered for a destination before they are handed over as one run.
+const HAND_OVER_EVENTS: usize = 256;
+
 impl Router {
     /// A router over compiled routes and the destination queues they index.
     pub(crate) fn new(
@@ -90,7 +93,11 @@ impl Router {
             .source_units
             .with_label_values(&[self.source_kind])
             .inc_by(batch.units.len() as u64);
+        // Events per destination, handed over in runs; deliveries a unit waits for, registered
+        // with its tracker once per unit (or before a run is handed over).
+        let mut pending: Vec<Vec<Event>> = self.queues.iter().map(|_| Vec::new()).collect();
         for unit in batch.units {
+            let mut owed = 0u32;
             self.units += 1;
             // The unit is held open by one guard delivery until every record is routed.
             let position = unit.position.clone();
@@ -145,18 +152,16 @@ impl Router {
                         let queue = &self.queues[di];
                         match body {
                             Ok(body) => {
-                                guard.expect(1);
-                                queue
-                                    .enqueue(Event {
-                                        body,
-                                        id: event_id.clone(),
-                                        log_source: route.log_source.clone(),
-                                        record: raw.bytes().clone(),
-                                        ack: guard.clone(),
-                                        dead_letter: None,
-                                        _slot: None,
-                                    })
-                                    .await?;
+                                owed += 1;
+                                pending[di].push(Event {
+                                    body,
+                                    id: event_id.clone(),
+                                    log_source: route.log_source.clone(),
+                                    record: raw.bytes().clone(),
+                                    ack: guard.clone(),
+                                    dead_letter: None,
+                                    _slot: None,
+                                });
                             }
                             Err(reason) => {
                                 let reason = format!("normalization failed: {reason}");
@@ -182,8 +187,30 @@ impl Router {
                         .with_label_values(&[self.source_kind])
                         .inc();
                 }
+                // A run is handed over when it is long enough or would no longer fit in the
+                // destination's buffer: the router never holds more than one event beyond it.
+                let due = pending
+                    .iter()
+                    .zip(&self.queues)
+                    .any(|(p, q)| !p.is_empty() && p.len() >= HAND_OVER_EVENTS.min(q.room().max(1)));
+                if due {
+                    // The unit waits for its events before any can be acknowledged.
+                    guard.expect(std::mem::take(&mut owed));
+                    self.hand_over(&mut pending).await?;
+                }
             }
+            guard.expect(owed);
             guard.ack();
+        }
+        self.hand_over(&mut pending).await
+    }
+
+    /// Hand the events gathered for each destination to its queue, one run per destination.
+    async fn hand_over(&self, pending: &mut [Vec<Event>]) -> Result<(), EnqueueError> {
+        for (di, events) in pending.iter_mut().enumerate() {
+            if !events.is_empty() {
+                self.queues[di].enqueue_all(std::mem::take(events)).await?;
+            }
         }
         Ok(())
     }
