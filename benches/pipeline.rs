@@ -28,105 +28,12 @@ use siembridge::config::{
 };
 use tokio_util::sync::CancellationToken;
 
+#[path = "common/records.rs"]
+mod records;
+
+use records::{peak_rss_mib, process_cpu_seconds, record, run_child, serde_json_baseline};
+
 const PER_BODY: usize = 10;
-const TENANT: &str = "11111111-2222-3333-4444-555555555555";
-
-fn signin(i: usize) -> serde_json::Value {
-    let cat = [
-        "SignInLogs",
-        "NonInteractiveUserSignInLogs",
-        "ServicePrincipalSignInLogs",
-    ][i % 3];
-    serde_json::json!({
-        "time": format!("2026-01-15T08:{:02}:{:02}.{:07}Z", i / 60 % 60, i % 60, i % 9_999_999),
-        "resourceId": format!("/tenants/{TENANT}/providers/Microsoft.aadiam"),
-        "operationName": "Sign-in activity", "operationVersion": "1.0", "category": cat,
-        "tenantId": TENANT, "resultType": if i.is_multiple_of(7) { "50126" } else { "0" }, "resultSignature": "None",
-        "resultDescription": if i.is_multiple_of(7) { "Invalid username or password." } else { "" },
-        "durationMs": i % 500, "callerIpAddress": format!("198.51.100.{}", i % 250),
-        "correlationId": format!("aaaaaaaa-2222-4222-8222-{i:012}"), "identity": format!("User {}", i % 1000),
-        "Level": 4, "location": "FR",
-        "properties": {
-            "id": format!("aaaaaaaa-3333-4333-8333-{i:012}"),
-            "createdDateTime": format!("2026-01-15T08:{:02}:{:02}+00:00", i / 60 % 60, i % 60),
-            "userDisplayName": format!("User {}", i % 1000), "userPrincipalName": format!("user{}@contoso.example", i % 1000),
-            "userId": format!("cccccccc-0000-4000-8000-{:012}", i % 1000), "appId": "bbbbbbbb-0000-0000-0000-000000000002",
-            "appDisplayName": "Microsoft Teams", "ipAddress": format!("198.51.100.{}", i % 250),
-            "clientAppUsed": "Mobile Apps and Desktop clients", "isInteractive": i.is_multiple_of(3),
-            "status": {"errorCode": if i.is_multiple_of(7) { 50126 } else { 0 }, "failureReason": "Other."},
-            "deviceDetail": {"deviceId": "", "displayName": "", "operatingSystem": "Windows10", "browser": "Edge 120.0.0", "isCompliant": false, "isManaged": false, "trustType": ""},
-            "location": {"city": "Paris", "state": "Paris", "countryOrRegion": "FR", "geoCoordinates": {"latitude": 48.85, "longitude": 2.35}},
-            "conditionalAccessStatus": "notApplied", "riskLevelDuringSignIn": "none", "riskLevelAggregated": "none",
-            "riskState": "none", "riskDetail": "none", "authenticationRequirement": "singleFactorAuthentication",
-            "tokenIssuerType": "AzureAD", "resourceDisplayName": "Microsoft Graph",
-            "resourceId": "00000003-0000-0000-c000-000000000000",
-            "authenticationDetails": [{"authenticationMethod": "Password", "succeeded": !i.is_multiple_of(7), "authenticationStepResultDetail": "Correct password"}]
-        }
-    })
-}
-
-fn audit(i: usize) -> serde_json::Value {
-    serde_json::json!({
-        "time": format!("2026-01-15T09:{:02}:{:02}.0000000Z", i / 60 % 60, i % 60),
-        "resourceId": format!("/tenants/{TENANT}/providers/Microsoft.aadiam"), "operationName": "Add member to group",
-        "operationVersion": "1.0", "category": "AuditLogs", "tenantId": TENANT, "resultSignature": "None",
-        "durationMs": 0, "callerIpAddress": "203.0.113.25", "correlationId": format!("dddddddd-2222-4222-8222-{i:012}"), "Level": 4,
-        "properties": {
-            "id": format!("Directory_{i:08}"), "category": "GroupManagement", "result": "success", "resultReason": "",
-            "activityDisplayName": "Add member to group", "activityDateTime": "2026-01-15T09:00:11+00:00",
-            "loggedByService": "Core Directory", "operationType": "Assign",
-            "initiatedBy": {"user": {"id": "cccccccc-0000-4000-8000-000000000001", "userPrincipalName": "admin@contoso.example", "ipAddress": "203.0.113.25"}},
-            "targetResources": [
-                {"id": format!("eeeeeeee-0000-4000-8000-{:012}", i % 50), "displayName": "Finance Team", "type": "Group",
-                 "modifiedProperties": [{"displayName": "Group.DisplayName", "oldValue": null, "newValue": "\"Finance Team\""}]},
-                {"id": format!("cccccccc-0000-4000-8000-{:012}", i % 1000), "userPrincipalName": format!("user{}@contoso.example", i % 1000), "type": "User"}
-            ],
-            "additionalDetails": [{"key": "User-Agent", "value": "Mozilla/5.0 (Windows NT 10.0; Win64; x64)"}]
-        }
-    })
-}
-
-fn intune(i: usize) -> serde_json::Value {
-    serde_json::json!({
-        "time": format!("2026-01-15T11:{:02}:{:02}.0000000Z", i / 60 % 60, i % 60), "tenantId": TENANT,
-        "resourceId": format!("/tenants/{TENANT}/providers/Microsoft.Intune"), "operationName": "DeviceComplianceOrg",
-        "category": "DeviceComplianceOrg", "resultType": "None", "identity": "",
-        "properties": {
-            "DeviceId": format!("77777777-0000-4000-8000-{i:012}"), "DeviceName": format!("WS-{}", i % 5000), "DeviceType": "Desktop",
-            "OSDescription": "Windows", "OSVersion": "10.0.22631.3007", "OwnerType": "Company", "UPN": format!("user{}@contoso.example", i % 1000),
-            "UserName": format!("User {}", i % 1000), "ComplianceState": if i.is_multiple_of(3) { "Noncompliant" } else { "Compliant" },
-            "ManagedBy": "Intune", "LastContact": "2026-01-15T11:00:00Z", "SerialNumber": format!("SN{i:08}"),
-            "PrimaryUser": "cccccccc-0000-4000-8000-000000000002", "DeviceHealthThreatLevel": "Secured",
-            "EncryptionStatusString": "True", "JailBroken": "False", "IMEI": "", "MEID": "", "Model": "Latitude 7440", "Manufacturer": "Dell Inc."
-        }
-    })
-}
-
-fn defender(i: usize) -> serde_json::Value {
-    serde_json::json!({
-        "time": format!("2026-01-15T10:{:02}:{:02}.0000000Z", i / 60 % 60, i % 60), "tenantId": TENANT,
-        "operationName": "Publish", "category": "AdvancedHunting-DeviceProcessEvents",
-        "_TimeReceivedBySvc": "2026-01-15T09:59:58.0000000Z",
-        "properties": {
-            "Timestamp": "2026-01-15T09:59:57.5000000Z", "DeviceId": format!("{:040x}", i), "DeviceName": format!("ws-{}.contoso.example", i % 5000),
-            "ActionType": "ProcessCreated", "FileName": "cmd.exe", "FolderPath": "C:\\Windows\\System32\\cmd.exe",
-            "SHA1": "0123456789abcdef0123456789abcdef01234567", "SHA256": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-            "ProcessId": 4000 + i % 1000, "ProcessCommandLine": "cmd.exe /c whoami /all", "AccountDomain": "contoso", "AccountName": format!("user{}", i % 1000),
-            "AccountSid": "S-1-5-21-1111111111-2222222222-3333333333-1001", "InitiatingProcessFileName": "explorer.exe",
-            "InitiatingProcessCommandLine": "explorer.exe", "InitiatingProcessParentFileName": "userinit.exe",
-            "ReportId": i, "MachineGroup": "Workstations", "AppGuardContainerId": ""
-        }
-    })
-}
-
-fn record(i: usize) -> serde_json::Value {
-    match i % 10 {
-        0..=3 => signin(i),
-        4 | 5 => audit(i),
-        6 | 7 => intune(i),
-        _ => defender(i),
-    }
-}
 
 /// Write `n` records, ten to an Event Hubs body, one body a line; returns (bytes, bodies).
 fn write_records(path: &Path, n: usize) -> u64 {
@@ -209,17 +116,60 @@ fn config(dir: &Path, records: &Path, format: EventFormat, buffer: BufferSpec) -
 }
 
 fn vm_hwm_kb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    Some((peak_rss_mib() * 1024.0) as u64)
+}
+
+fn runtime(cores: usize) -> tokio::runtime::Runtime {
+    if cores <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .enable_all()
+            .build()
+    }
+    .expect("runtime")
+}
+
+/// The child: one collector run over the replay file, printing its CPU, wall time and peak RSS.
+fn child() {
+    let var = |k: &str| std::env::var(k).expect(k);
+    let format = if var("BENCH_FORMAT") == "raw" {
+        EventFormat::Raw
+    } else {
+        EventFormat::Ecs
+    };
+    let cores: usize = var("BENCH_CORES").parse().expect("cores");
+    let n: usize = var("BENCH_RECORDS").parse().expect("records");
+    let dir = std::path::PathBuf::from(var("BENCH_DIR"));
+    let records = std::path::PathBuf::from(var("BENCH_FILE"));
+    let rt = runtime(cores);
+    let discard = Arc::new(Discard::default());
+    let cpu0 = process_cpu_seconds();
+    let started = Instant::now();
+    let summary = rt
+        .block_on(
+            Collector::new(config(&dir, &records, format, BufferSpec::default()))
+                .with_destination("sink", discard.clone())
+                .with_checkpoint_interval(Duration::from_secs(1))
+                .run(CancellationToken::new()),
+        )
+        .expect("collector run");
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu0;
+    assert_eq!(summary.records as usize, n);
+    assert_eq!(discard.events.load(Ordering::Relaxed) as usize, n);
+    println!(
+        "RESULT records={n} cpu={cpu:.3} wall={wall:.3} rss={:.1} out={}",
+        peak_rss_mib(),
+        discard.bytes.load(Ordering::Relaxed)
+    );
 }
 
 fn main() {
+    if std::env::var("BENCH_CHILD").is_ok() {
+        return child();
+    }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
     // as a quick smoke test of the same code.
     let bench_mode = std::env::args().any(|a| a == "--bench");
@@ -241,12 +191,8 @@ fn main() {
         file_bytes as f64 / n as f64
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-
     // 1. Memory under a stalled destination.
+    let rt = runtime(1);
     let buffer = BufferSpec::default();
     let bound = buffer.max_events;
     let hwm_before = vm_hwm_kb().unwrap_or(0);
@@ -269,6 +215,7 @@ fn main() {
         let _ = run.await;
         (depth, hwm)
     });
+    drop(rt);
     println!(
         "stalled destination: queue depth {depth} (bound {bound}), peak RSS {:.1} MB (VmHWM; {:.1} MB before the collector started; replay file {:.1} MB)",
         hwm as f64 / 1024.0,
@@ -276,39 +223,56 @@ fn main() {
         file_bytes as f64 / 1e6
     );
 
-    // 2. Throughput, one core.
-    for format in [EventFormat::Ecs, EventFormat::Raw] {
-        let discard = Arc::new(Discard::default());
-        let started = Instant::now();
-        let summary = rt
-            .block_on(
-                Collector::new(config(dir.path(), &records, format, BufferSpec::default()))
-                    .with_destination("sink", discard.clone())
-                    .with_checkpoint_interval(Duration::from_secs(1))
-                    .run(CancellationToken::new()),
-            )
-            .expect("collector run");
-        let secs = started.elapsed().as_secs_f64();
-        assert_eq!(summary.records as usize, n);
-        assert_eq!(discard.events.load(Ordering::Relaxed) as usize, n);
-        let pipeline_mbps = file_bytes as f64 / 1e6 / secs;
-
-        // Baseline: parse and serialize the same bytes with serde_json alone.
-        let text = std::fs::read_to_string(&records).expect("read");
-        let started = Instant::now();
-        let mut out = 0usize;
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("json");
-            out += serde_json::to_vec(&v).expect("ser").len();
+    // 2. Throughput: each run in a child process of its own (clean peak RSS, its own CPU time),
+    // then once more under `strace -f -c` for the system calls per record.
+    let text = std::fs::read_to_string(&records).expect("read");
+    let lines: Vec<&str> = text.lines().collect();
+    let (base_rps, base_bps) = serde_json_baseline(&lines, n);
+    println!(
+        "serde_json parse+serialize baseline (same bytes, this run): {base_rps:.0} records/s, {:.1} MB/s per core",
+        base_bps / 1e6
+    );
+    let strace = bench_mode || std::env::var("BENCH_STRACE").is_ok();
+    let mut wall_one = std::collections::BTreeMap::new();
+    for format in ["ecs", "raw"] {
+        for cores in [1usize, 2] {
+            let run_dir = tempfile::tempdir_in(dir.path()).expect("run dir");
+            let env = vec![
+                ("BENCH_CHILD", "1".to_string()),
+                ("BENCH_FORMAT", format.to_string()),
+                ("BENCH_CORES", cores.to_string()),
+                ("BENCH_RECORDS", n.to_string()),
+                ("BENCH_DIR", run_dir.path().display().to_string()),
+                ("BENCH_FILE", records.display().to_string()),
+            ];
+            let (r, _) = run_child(&env, false);
+            let (cpu, wall, rss) = (
+                r.get("cpu").copied().unwrap_or(f64::NAN),
+                r.get("wall").copied().unwrap_or(f64::NAN),
+                r.get("rss").copied().unwrap_or(f64::NAN),
+            );
+            let per_core = n as f64 / cpu;
+            let syscalls = if strace && cores == 1 {
+                let strace_dir = tempfile::tempdir_in(dir.path()).expect("run dir");
+                let mut env = env.clone();
+                env[4].1 = strace_dir.path().display().to_string();
+                run_child(&env, true).1
+            } else {
+                None
+            };
+            let scaling = if cores == 1 {
+                wall_one.insert(format, wall);
+                String::new()
+            } else {
+                format!("; {:.2}x the wall-clock rate of one core", wall_one[format] / wall)
+            };
+            println!(
+                "format {format}, {cores} core(s): {per_core:.0} events/s per core, {:.1} MB/s per core ({cpu:.2} s CPU), {:.0} events/s wall ({wall:.2} s); peak RSS {rss:.1} MiB; syscalls/record {}; ratio to serde_json per core {:.2}{scaling}",
+                file_bytes as f64 / 1e6 / cpu,
+                n as f64 / wall,
+                syscalls.map(|c| format!("{:.3}", c as f64 / n as f64)).unwrap_or_else(|| "n/a".into()),
+                per_core / base_rps,
+            );
         }
-        std::hint::black_box(out);
-        let base_secs = started.elapsed().as_secs_f64();
-        let base_mbps = file_bytes as f64 / 1e6 / base_secs;
-        println!(
-            "format {format:?}: {:.0} events/s, {pipeline_mbps:.1} MB/s in; output {:.1} MB; serde_json parse+serialize {base_mbps:.1} MB/s; ratio pipeline/serde_json {:.2}",
-            n as f64 / secs,
-            discard.bytes.load(Ordering::Relaxed) as f64 / 1e6,
-            pipeline_mbps / base_mbps
-        );
     }
 }

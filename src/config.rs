@@ -5,6 +5,8 @@
 //! no secret value: it names Secret keys, and [`SecretSource`] says where the collector finds
 //! them (files mounted by the operator, or environment variables in standalone mode).
 
+pub mod lease;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

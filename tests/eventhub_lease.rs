@@ -12,10 +12,11 @@ use http::{Request, Response};
 use kube::client::Body;
 use kube::Client;
 use serde_json::{json, Value};
-use siembridge::collector::checkpoint::lease::{LeaseStore, ENQUEUED_TIME, OFFSET, SEQUENCE_NUMBER};
+use siembridge::collector::checkpoint::lease::LeaseStore;
 use siembridge::collector::checkpoint::ownership::{OwnershipClaim, OwnershipError, PartitionOwnership};
 use siembridge::collector::checkpoint::{Checkpoint, CheckpointStore};
 use siembridge::collector::sources::eventhub::balance;
+use siembridge::config::lease::{ENQUEUED_TIME, OFFSET, SEQUENCE_NUMBER};
 
 const NS: &str = "soc";
 

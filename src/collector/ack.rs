@@ -71,6 +71,14 @@ impl AckRef {
     pub fn seq(&self) -> u64 {
         self.seq
     }
+
+    /// The unit waits for `n` more deliveries (records fanned out, dead letters written), each
+    /// acknowledged through a clone of this handle.
+    pub fn expect(&self, n: u32) {
+        if n > 0 {
+            self.stream.lock().add_pending(self.seq, n);
+        }
+    }
 }
 
 /// Acknowledge many deliveries with one lock per run of the same stream.
@@ -218,6 +226,58 @@ impl StreamTracker {
     /// Current watermark.
     pub fn watermark(&self) -> Option<String> {
         self.lock().watermark().map(str::to_string)
+    }
+}
+
+/// The streams of one collector run, by id: the router registers units in them, the checkpoint
+/// writer reads their watermarks, and the run's summary what is still open.
+#[derive(Clone, Debug, Default)]
+pub struct Streams(Arc<Mutex<std::collections::BTreeMap<String, StreamTracker>>>);
+
+/// A stream's watermark and the source state that goes with it.
+pub type Watermark = (String, Option<SharedState>);
+
+/// What is still open across the streams: units and the deliveries they wait for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outstanding {
+    pub units: u64,
+    pub deliveries: u64,
+}
+
+impl Streams {
+    /// The tracker of stream `id`, made on first use.
+    pub fn tracker(&self, id: &str) -> StreamTracker {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = map.get(id) {
+            return t.clone();
+        }
+        let t = StreamTracker::new(id, None);
+        map.insert(id.to_string(), t.clone());
+        t
+    }
+
+    /// The watermark of every stream that has one.
+    pub fn watermarks(&self) -> Vec<(String, Watermark)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter_map(|(id, t)| {
+                let inflight = t.lock();
+                let w = inflight.watermark()?.to_string();
+                Some((id.clone(), (w, inflight.watermark_state())))
+            })
+            .collect()
+    }
+
+    /// Units not fully acknowledged and the deliveries they wait for, over every stream.
+    pub fn outstanding(&self) -> Outstanding {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Outstanding::default();
+        for t in map.values() {
+            let inflight = t.lock();
+            out.units += inflight.open_units() as u64;
+            out.deliveries += inflight.pending_deliveries();
+        }
+        out
     }
 }
 

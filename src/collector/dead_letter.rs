@@ -44,7 +44,6 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 
 use crate::collector::ack::{ack_all, AckRef};
 use crate::collector::destinations::Event;
@@ -324,7 +323,7 @@ pub struct DeadLetters {
     /// Dead-letter destination by LogSource.
     targets: HashMap<Arc<str>, Arc<str>>,
     /// Queues of the dead-letter destinations, by destination; emptied by [`DeadLetters::close`].
-    queues: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Event>>>,
+    queues: Mutex<HashMap<Arc<str>, crate::collector::delivery::QueueSender>>,
     tallies: Mutex<HashMap<Arc<str>, Tally>>,
     metric: Option<prometheus::IntCounterVec>,
     /// Records whose dead letter could not be made safe, over the collector's life.
@@ -356,7 +355,7 @@ impl DeadLetters {
     }
 
     /// Give the queue of a dead-letter destination.
-    pub(crate) fn attach(&self, destination: &str, queue: mpsc::UnboundedSender<Event>) {
+    pub(crate) fn attach(&self, destination: &str, queue: crate::collector::delivery::QueueSender) {
         self.queues
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -463,7 +462,7 @@ impl DeadLetters {
         // No buffer slot: dead letters replace records that held one, so they are bounded by
         // the buffers already, and a destination dead-lettering into itself cannot wait on
         // itself.
-        let sent = queue.map(|q| q.send(event).is_ok()).unwrap_or(false);
+        let sent = queue.map(|q| q.send(vec![event]).is_ok()).unwrap_or(false);
         if !sent {
             let message = format!("dead-letter destination {target} is stopped; the record stays unacknowledged");
             tracing::error!(logsource = %letter.log_source, "{message}");
@@ -659,12 +658,12 @@ mod tests {
             HashMap::from([(Arc::from("entra"), Arc::from("archive"))]),
             None,
         );
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         dl.attach("archive", tx);
         let stream = StreamTracker::new("s", None);
         dl.submit(vec![letter(&stream, Stage::Normalize, b"\xff")]);
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "no file");
-        let e = rx.try_recv().unwrap();
+        let e = rx.try_recv().unwrap().pop().unwrap();
         assert_eq!(&*e.id, "rec-1/dead-letter/normalize/siem");
         assert_eq!(original(std::str::from_utf8(&e.body).unwrap()), b"\xff");
         assert_eq!(stream.watermark(), None, "not before the destination has it");

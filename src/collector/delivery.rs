@@ -16,7 +16,7 @@
 //!   (`2 * ceil(log2 n)` for a batch of `n`); a batch whose every record is refused costs
 //!   `2n - 1` requests before all of it is dead-lettered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,6 +104,10 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// The sending side of a destination's queue: events go over in runs (a router batch, a dead
+/// letter), one wake-up of the sender task per run rather than per event.
+pub(crate) type QueueSender = mpsc::UnboundedSender<Vec<Event>>;
+
 /// Why an event could not be handed to a destination.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
@@ -115,7 +119,7 @@ pub enum EnqueueError {
 #[derive(Debug)]
 pub struct DestinationQueue {
     name: Arc<str>,
-    tx: mpsc::UnboundedSender<Event>,
+    tx: QueueSender,
     slots: Arc<Semaphore>,
     capacity: usize,
     policy: OverflowPolicy,
@@ -148,8 +152,47 @@ impl DestinationQueue {
         };
         event._slot = Some(permit);
         self.tx
-            .send(event)
+            .send(vec![event])
             .map_err(|_| EnqueueError::Stopped(self.name.to_string()))?;
+        self.metrics.queue_depth.set(self.depth() as i64);
+        Ok(())
+    }
+
+    /// Put a run of events in the buffer, handed to the sender task together. With `block`, it
+    /// waits for room for the run (in chunks of at most the buffer's size); with `deadLetter`,
+    /// a run that does not fit whole goes event by event (what fits is buffered, the rest
+    /// dead-lettered).
+    pub async fn enqueue_all(&self, mut events: Vec<Event>) -> Result<(), EnqueueError> {
+        while !events.is_empty() {
+            let rest = events.split_off(events.len().min(self.capacity));
+            let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
+            let permit = match self.policy {
+                OverflowPolicy::Block => Some(
+                    self.slots
+                        .clone()
+                        .acquire_many_owned(n)
+                        .await
+                        .map_err(|_| EnqueueError::Stopped(self.name.to_string()))?,
+                ),
+                OverflowPolicy::DeadLetter => self.slots.clone().try_acquire_many_owned(n).ok(),
+            };
+            match permit {
+                Some(mut permit) => {
+                    for e in &mut events {
+                        e._slot = permit.split(1);
+                    }
+                    self.tx
+                        .send(std::mem::take(&mut events))
+                        .map_err(|_| EnqueueError::Stopped(self.name.to_string()))?;
+                }
+                None => {
+                    for e in std::mem::take(&mut events) {
+                        self.enqueue(e).await?;
+                    }
+                }
+            }
+            events = rest;
+        }
         self.metrics.queue_depth.set(self.depth() as i64);
         Ok(())
     }
@@ -157,6 +200,11 @@ impl DestinationQueue {
     /// Events buffered or in flight.
     pub fn depth(&self) -> usize {
         self.capacity.saturating_sub(self.slots.available_permits())
+    }
+
+    /// Free slots in the buffer.
+    pub fn room(&self) -> usize {
+        self.slots.available_permits()
     }
 
     /// Largest number of events held.
@@ -174,7 +222,7 @@ impl DestinationQueue {
 
     /// A sender into this destination's queue for dead letters (no buffer slot: see
     /// [`DeadLetters`]). The sender task ends only once every such sender is dropped too.
-    pub(crate) fn dead_letter_sender(&self) -> mpsc::UnboundedSender<Event> {
+    pub(crate) fn dead_letter_sender(&self) -> QueueSender {
         self.tx.clone()
     }
 }
@@ -231,18 +279,22 @@ struct Sender {
 }
 
 impl Sender {
-    async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Event>) {
+    async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Vec<Event>>) {
         let max_events = self.settings.batch.max_events.max(1) as usize;
         let max_bytes = self.settings.batch.max_bytes.max(1) as usize;
         let latency = Duration::from_millis(self.settings.batch.max_latency_ms.max(1));
         let in_flight = Arc::new(Semaphore::new(self.settings.concurrency.max(1) as usize));
         let mut tasks = JoinSet::new();
-        let mut carry: Option<Event> = None;
+        // Events received and not yet batched (runs arrive whole).
+        let mut received: VecDeque<Event> = VecDeque::new();
         loop {
-            let first = match carry.take() {
+            let first = match received.pop_front() {
                 Some(e) => e,
                 None => match rx.recv().await {
-                    Some(e) => e,
+                    Some(run) => {
+                        received.extend(run);
+                        continue;
+                    }
                     None => break,
                 },
             };
@@ -250,19 +302,25 @@ impl Sender {
             let mut bytes = first.body.len();
             let mut batch = vec![first];
             while batch.len() < max_events {
-                let next = match rx.try_recv() {
-                    Ok(e) => Some(e),
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        tokio::select! {
-                            e = rx.recv() => e,
-                            _ = tokio::time::sleep_until(deadline) => None,
+                if received.is_empty() {
+                    let run = match rx.try_recv() {
+                        Ok(run) => Some(run),
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            tokio::select! {
+                                run = rx.recv() => run,
+                                _ = tokio::time::sleep_until(deadline) => None,
+                            }
                         }
+                    };
+                    match run {
+                        Some(run) => received.extend(run),
+                        None => break,
                     }
-                };
-                let Some(e) = next else { break };
+                }
+                let Some(e) = received.pop_front() else { continue };
                 if bytes + e.body.len() > max_bytes {
-                    carry = Some(e);
+                    received.push_front(e);
                     break;
                 }
                 bytes += e.body.len();

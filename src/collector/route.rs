@@ -1,4 +1,15 @@
-//! Routing: which LogSources take a record.
+//! Routing: which LogSources take a record, and the [`router::Router`] that routes them.
+//!
+//! - [`router`]: a source batch in, events into the destination queues out.
+//! - `record`: a record's one parse, its category, stable id and bodies per shape.
+//! - `letters`: what the router dead-letters (undecodable parts, records over
+//!   `maxRecordBytes`, records a format cannot be made of).
+
+mod letters;
+mod record;
+pub(crate) mod router;
+
+pub use letters::DEAD_LETTER_KEEP_BYTES;
 
 use std::sync::Arc;
 

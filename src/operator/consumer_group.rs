@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::Client;
@@ -17,7 +17,7 @@ use super::error::{Error, Result};
 use super::status::{consumer_group_conditions, max_lag_seconds, Blocked, CollectorPods, ConsumerGroupObservation};
 use crate::api::conditions::{self, reasons};
 use crate::api::{ConsumerGroup, ConsumerGroupStatus, LogSource, PartitionStatus};
-use crate::collector::checkpoint::lease as lease_keys;
+use crate::config::lease::LeaseRecord;
 use crate::config::CheckpointConfig;
 use crate::render::{render_consumer_group, RenderTarget, RenderedCollector};
 
@@ -181,38 +181,25 @@ async fn write_status(ctx: &Context, cg: &ConsumerGroup, namespace: &str, status
 /// it expire counts as unowned.
 async fn partition_ownership(client: &Client, namespace: &str, lease_prefix: &str) -> Result<Vec<PartitionStatus>> {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
-    let prefix = format!("{lease_prefix}-");
     let now = Timestamp::now();
     let mut out: Vec<PartitionStatus> = api
         .list(&ListParams::default())
         .await?
         .items
-        .into_iter()
-        .filter_map(|lease| {
-            let name = lease.name_any();
-            // Event Hub partition ids are numbers; this also keeps out the Leases of another
-            // group whose name extends this one (`sb-cg-a-` is a prefix of `sb-cg-a-b-0`).
-            let id = name.strip_prefix(&prefix)?.to_string();
-            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let spec = lease.spec.unwrap_or_default();
-            let live = match (&spec.renew_time, spec.lease_duration_seconds) {
-                (Some(renewed), Some(secs)) => renewed.0 + SignedDuration::from_secs(i64::from(secs)) > now,
-                _ => false,
-            };
-            let owner = spec.holder_identity.filter(|h| !h.is_empty() && live);
-            let annotations = lease.metadata.annotations.unwrap_or_default();
-            Some(PartitionStatus {
-                id,
-                owner,
-                offset: annotations.get(lease_keys::OFFSET).cloned(),
-                sequence_number: annotations
-                    .get(lease_keys::SEQUENCE_NUMBER)
-                    .and_then(|s| s.parse().ok()),
-                enqueued_time: annotations.get(lease_keys::ENQUEUED_TIME).cloned(),
+        .iter()
+        // Event Hub partition ids are numbers; this also keeps out the Leases of another group
+        // whose name extends this one (`sb-cg-a-` is a prefix of `sb-cg-a-b-0`).
+        .filter_map(|lease| LeaseRecord::read(lease, lease_prefix, |id| id.bytes().all(|b| b.is_ascii_digit())))
+        .map(|r| {
+            let position = r.event_hub.clone();
+            PartitionStatus {
+                owner: r.live_holder(now).map(str::to_string),
+                id: r.stream,
+                offset: position.as_ref().map(|p| p.offset.clone()),
+                sequence_number: position.as_ref().and_then(|p| p.sequence_number),
+                enqueued_time: position.and_then(|p| p.enqueued_time),
                 ..PartitionStatus::default()
-            })
+            }
         })
         .collect();
     // Partition ids are numbers on Event Hubs: "2" before "10".

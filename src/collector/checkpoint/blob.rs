@@ -22,12 +22,12 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde_json::json;
 
 use super::ownership::{Ownership, OwnershipClaim, OwnershipError, PartitionOwnership as OwnershipStore};
 use super::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::api::{BlobCheckpointStore as BlobCheckpointStoreSpec, EventHubRef};
 use crate::collector::azure_blob::{BlobError, BlobItem, BlobService, Condition};
+use crate::config::lease::EventHubPosition;
 use crate::config::SecretSource;
 
 /// Who owns a partition, as the ownership blob says.
@@ -209,13 +209,14 @@ fn checkpoint_from(
         .trim()
         .parse()
         .map_err(|_| corrupt("sequencenumber metadata is not a number".into()))?;
-    let mut state = json!({ "sequenceNumber": sequence });
-    if let Some(t) = metadata.get("enqueuedtime") {
-        state["enqueuedTime"] = json!(t);
-    }
+    let position = EventHubPosition {
+        offset: offset.clone(),
+        sequence_number: Some(sequence),
+        enqueued_time: metadata.get("enqueuedtime").cloned(),
+    };
     Ok(Checkpoint {
-        position: offset.clone(),
-        state: Some(state),
+        state: Some(position.state()),
+        position: position.offset,
         updated: last_modified
             .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_default(),
@@ -234,19 +235,15 @@ impl CheckpointStore for BlobCheckpointStore {
     }
 
     async fn save(&self, stream: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-        let state = checkpoint.state.as_ref();
-        let sequence = state
-            .and_then(|s| s.get("sequenceNumber"))
-            .and_then(|v| v.as_i64())
+        let position = EventHubPosition::from_checkpoint(&checkpoint.position, checkpoint.state.as_ref());
+        let sequence = position
+            .sequence_number
             .ok_or_else(|| CheckpointError::Corrupt {
                 stream: stream.to_string(),
                 message: "an Event Hubs checkpoint needs state.sequenceNumber".into(),
             })?
             .to_string();
-        let enqueued = state
-            .and_then(|s| s.get("enqueuedTime"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+        let enqueued = position.enqueued_time;
         let mut metadata: Vec<(&str, &str)> = vec![("offset", &checkpoint.position), ("sequencenumber", &sequence)];
         if let Some(t) = &enqueued {
             metadata.push(("enqueuedtime", t));
@@ -439,6 +436,7 @@ impl BlobCheckpointStore {
 mod tests {
     use super::*;
     use crate::collector::secrets::SecretValue;
+    use serde_json::json;
 
     fn store() -> BlobCheckpointStore {
         let svc = BlobService::from_connection_string(&SecretValue::new("UseDevelopmentStorage=true"), None).unwrap();

@@ -8,6 +8,8 @@
 //! - Checkpoint: annotations `siembridge.io/position`, `siembridge.io/state` (JSON),
 //!   `siembridge.io/updated`, and for Event Hubs also `siembridge.io/offset`,
 //!   `siembridge.io/sequence-number`, `siembridge.io/enqueued-time` (what the operator shows).
+//!   The record's layout has one owner, [`crate::config::lease::LeaseRecord`], which the
+//!   operator reads too.
 //!
 //! A checkpoint whose annotations would pass the API server's 256 KiB limit is refused here
 //! ([`CheckpointError::TooLarge`]) rather than sent; the API sources keep theirs far below it
@@ -32,18 +34,7 @@ use kube::{Client, ResourceExt};
 use super::ownership::{Ownership, OwnershipClaim, OwnershipError, PartitionOwnership};
 use super::{Checkpoint, CheckpointError, CheckpointStore};
 
-/// Label on every Lease of a store, with the lease prefix as value.
-pub const PREFIX_LABEL: &str = "siembridge.io/lease-prefix";
-/// Annotations.
-pub const POSITION: &str = "siembridge.io/position";
-pub const STATE: &str = "siembridge.io/state";
-pub const UPDATED: &str = "siembridge.io/updated";
-pub const OFFSET: &str = "siembridge.io/offset";
-pub const SEQUENCE_NUMBER: &str = "siembridge.io/sequence-number";
-pub const ENQUEUED_TIME: &str = "siembridge.io/enqueued-time";
-pub const REQUESTED_BY: &str = "siembridge.io/requested-by";
-/// What the API server accepts of an object's annotations, keys and values together.
-pub const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+use crate::config::lease::{LeaseRecord, ANNOTATIONS_LIMIT, PREFIX_LABEL, REQUESTED_BY};
 
 /// Checkpoints and ownership in Leases of one namespace.
 #[derive(Clone)]
@@ -145,10 +136,8 @@ impl LeaseStore {
         }
     }
 
-    fn stream_of(&self, lease: &Lease) -> Option<String> {
-        let name = lease.name_any();
-        let id = name.strip_prefix(&format!("{}-", self.prefix))?;
-        (!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| id.to_string())
+    fn record_of(&self, lease: &Lease) -> Option<LeaseRecord> {
+        LeaseRecord::read(lease, &self.prefix, |id| id.bytes().all(|b| b.is_ascii_alphanumeric()))
     }
 
     fn fresh(&self, stream: &str) -> Lease {
@@ -182,18 +171,17 @@ impl LeaseStore {
     }
 
     fn ownership_of(&self, lease: &Lease) -> Option<Ownership> {
-        let partition = self.stream_of(lease)?;
-        let spec = lease.spec.clone().unwrap_or_default();
-        let renewed = spec
-            .renew_time
-            .and_then(|t| DateTime::<Utc>::from_timestamp_micros(t.0.as_microsecond()))
+        let r = self.record_of(lease)?;
+        let renewed = r
+            .renewed
+            .and_then(|t| DateTime::<Utc>::from_timestamp_micros(t.as_microsecond()))
             .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
         Some(Ownership {
-            partition,
-            owner: spec.holder_identity.unwrap_or_default(),
+            partition: r.stream,
+            owner: r.holder.unwrap_or_default(),
             renewed,
-            requested_by: lease.annotations().get(REQUESTED_BY).cloned(),
-            version: lease.resource_version().unwrap_or_default(),
+            requested_by: r.requested_by,
+            version: r.version,
         })
     }
 }
@@ -212,11 +200,13 @@ impl CheckpointStore for LeaseStore {
         let Some(lease) = self.get(stream).await.map_err(|e| io(&self.label(), e))? else {
             return Ok(None);
         };
-        let a = lease.annotations();
-        let Some(position) = a.get(POSITION) else {
+        let Some(record) = LeaseRecord::read(&lease, &self.prefix, |_| true) else {
             return Ok(None);
         };
-        let state = match a.get(STATE) {
+        let Some(position) = record.position else {
+            return Ok(None);
+        };
+        let state = match &record.state {
             Some(s) => Some(serde_json::from_str(s).map_err(|e| CheckpointError::Corrupt {
                 stream: stream.to_string(),
                 message: e.to_string(),
@@ -224,9 +214,9 @@ impl CheckpointStore for LeaseStore {
             None => None,
         };
         Ok(Some(Checkpoint {
-            position: position.clone(),
+            position,
             state,
-            updated: a.get(UPDATED).cloned().unwrap_or_default(),
+            updated: record.updated.unwrap_or_default(),
         }))
     }
 
@@ -236,37 +226,22 @@ impl CheckpointStore for LeaseStore {
             let existing = self.get(stream).await.map_err(|e| io(&self.label(), e))?;
             let creating = existing.is_none();
             let mut lease = existing.unwrap_or_else(|| self.fresh(stream));
-            if let Some(spec) = &lease.spec {
-                let holder = spec.holder_identity.clone().unwrap_or_default();
-                let live = match (&spec.renew_time, spec.lease_duration_seconds) {
-                    (Some(t), Some(d)) => t.0.as_second() + i64::from(d) > Timestamp::now().as_second(),
-                    _ => false,
-                };
-                if !holder.is_empty() && holder != self.identity && live {
-                    return Err(io(
-                        &self.label(),
-                        format!("stream {stream} is owned by {holder}; checkpoint not written"),
-                    ));
-                }
-            }
-            let a = lease.annotations_mut();
-            a.insert(POSITION.into(), checkpoint.position.clone());
-            a.insert(UPDATED.into(), checkpoint.updated.clone());
-            match &checkpoint.state {
-                Some(s) => {
-                    a.insert(STATE.into(), s.to_string());
-                    if let Some(seq) = s.get("sequenceNumber").and_then(|v| v.as_i64()) {
-                        a.insert(OFFSET.into(), checkpoint.position.clone());
-                        a.insert(SEQUENCE_NUMBER.into(), seq.to_string());
-                    }
-                    if let Some(t) = s.get("enqueuedTime").and_then(|v| v.as_str()) {
-                        a.insert(ENQUEUED_TIME.into(), t.to_string());
+            if let Some(record) = LeaseRecord::read(&lease, &self.prefix, |_| true) {
+                if let Some(holder) = record.live_holder(Timestamp::now()) {
+                    if holder != self.identity {
+                        return Err(io(
+                            &self.label(),
+                            format!("stream {stream} is owned by {holder}; checkpoint not written"),
+                        ));
                     }
                 }
-                None => {
-                    a.remove(STATE);
-                }
             }
+            LeaseRecord::set_checkpoint(
+                lease.annotations_mut(),
+                &checkpoint.position,
+                checkpoint.state.as_ref(),
+                &checkpoint.updated,
+            );
             let bytes: usize = lease.annotations().iter().map(|(k, v)| k.len() + v.len()).sum();
             if bytes > ANNOTATIONS_LIMIT {
                 return Err(CheckpointError::TooLarge {
