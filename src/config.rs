@@ -106,6 +106,10 @@ pub struct Route {
     /// [`crate::api::DEFAULT_MAX_RECORD_BYTES`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_record_bytes: Option<u64>,
+    /// Seconds without a record after which the LogSource counts as silent (exported as
+    /// `siembridge_collector_silence_threshold_seconds`); unset: no threshold is exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_threshold_seconds: Option<u64>,
 }
 
 /// Where checkpoints are kept.

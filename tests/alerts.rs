@@ -10,12 +10,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn chart_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/siembridge/files").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("charts/siembridge/files")
+        .join(rel)
 }
 
 fn promtool() -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("promtool")).find(|p| p.is_file()))
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("promtool"))
+                .find(|p| p.is_file())
+        })
         .unwrap_or_default();
     if found.is_none() {
         assert!(
@@ -44,7 +50,8 @@ fn promtool_checks_the_rules_and_passes_one_unit_test_per_alert() {
         assert!(out.status.success(), "promtool {} failed:\n{text}", args.join(" "));
     }
     // Every alert has a unit test that expects it to fire.
-    let rules: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join("alerts.yaml")).unwrap()).unwrap();
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("alerts.yaml")).unwrap()).unwrap();
     let tests: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("alerts_test.yaml")).unwrap()).unwrap();
     let alerts: BTreeSet<String> = rule_list(&rules)
@@ -122,7 +129,9 @@ fn registered_metrics() -> BTreeMap<String, String> {
                 let text = std::fs::read_to_string(&path).unwrap();
                 for part in text.split('"').skip(1).step_by(2) {
                     if part.starts_with("siembridge_")
-                        && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                        && part
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                     {
                         found.entry(part.to_string()).or_insert_with(|| {
                             path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
