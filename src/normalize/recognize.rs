@@ -5,8 +5,10 @@ use serde_json::Value;
 
 use super::{Recognized, SourceHint};
 
-/// Entra ID diagnostic categories (`microsoft.aadiam`).
-pub const ENTRA_CATEGORIES: [&str; 13] = [
+/// Entra ID diagnostic categories (`microsoft.aadiam`): the categories of Microsoft Entra
+/// diagnostic settings (the "export all Entra logs" list) plus the custom security attribute
+/// audit logs, which have their own diagnostic setting.
+pub const ENTRA_CATEGORIES: [&str; 16] = [
     "SignInLogs",
     "NonInteractiveUserSignInLogs",
     "ServicePrincipalSignInLogs",
@@ -20,6 +22,9 @@ pub const ENTRA_CATEGORIES: [&str; 13] = [
     "ServicePrincipalRiskEvents",
     "MicrosoftGraphActivityLogs",
     "NetworkAccessTrafficLogs",
+    "EnrichedOffice365AuditLogs",
+    "RemoteNetworkHealthLogs",
+    "CustomSecurityAttributeAuditLogs",
 ];
 
 /// Intune diagnostic categories (`microsoft.intune`).

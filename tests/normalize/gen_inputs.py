@@ -134,10 +134,10 @@ prov_props = {
     "targetIdentity": {"id": "hr-0042", "displayName": U2, "identityType": "User"},
     "initiatedBy": {"displayName": "Azure AD Provisioning Service"},
 }
-base = diag("ProvisioningLogs", "Microsoft.aadiam", prov_props, "Provisioning activity", t="2025-01-01T13:00:00.0000000Z", durationMs=120)
+base = diag("ProvisioningLogs", "Microsoft.aadiam", prov_props, "Provisioning activity", t="2025-01-01T13:00:00.0000000Z", durationMs=120, resultType="Success")
 write("entra", "ProvisioningLogs", "create-user", base)
-write("entra", "ProvisioningLogs", "failure", merge(base, properties={"provisioningAction": "update", "provisioningStatusInfo": {"status": "failure", "errorInformation": {"errorCode": "SchemaAttributeMissing", "reason": "Attribute mail is missing"}}}))
-write("entra", "ProvisioningLogs", "skipped-group-odd", merge(base, durationMs="x", properties={"provisioningAction": "other", "provisioningStatusInfo": {"status": "skipped"}, "targetIdentity": {"id": "grp-1", "displayName": "Finance", "identityType": "Group"}, "sourceIdentity": None}))
+write("entra", "ProvisioningLogs", "failure", merge(base, resultType="Failure", properties={"provisioningAction": "update", "provisioningStatusInfo": {"status": "failure", "errorInformation": {"errorCode": "SchemaAttributeMissing", "reason": "Attribute mail is missing"}}}))
+write("entra", "ProvisioningLogs", "skipped-group-odd", merge(base, durationMs="x", resultType="Skipped", properties={"provisioningAction": "other", "provisioningStatusInfo": {"status": "skipped"}, "targetIdentity": {"id": "grp-1", "displayName": "Finance", "identityType": "Group"}, "sourceIdentity": None}))
 
 risky_user = {"id": OID1, "userPrincipalName": U1, "userDisplayName": "Alex Example", "riskLevel": "high",
               "riskState": "atRisk", "riskDetail": "none", "riskLastUpdatedDateTime": "2025-01-01T14:00:00Z",
@@ -206,6 +206,76 @@ pascal = {"TimeGenerated": "2025-01-01T18:05:00Z", "TransactionId": "tx-3", "Sou
           "TransportProtocol": "Udp", "Action": "allow", "UserPrincipalName": U2, "SentBytes": "10"}
 write("entra", "NetworkAccessTrafficLogs", "pascal-case-strings", diag("NetworkAccessTrafficLogs", "Microsoft.aadiam", pascal, "NetworkAccessTrafficLogs", t="2025-01-01T18:05:00.0000000Z"))
 
+# ---------------------------------------------------------------- Entra: categories added for issue 15
+# Synthetic values in the documentation ranges: tenant 00000000-0000-4000-8000-..., example.com /
+# example.org, 192.0.2.0/24, 2001:db8::/32. Field names from Microsoft's published schemas
+# (Entra audit log schema, Global Secure Access enriched Microsoft 365 and remote network health logs).
+TN = "00000000-0000-4000-8000-000000000000"
+UN = "kim@example.com"
+ON = "00000000-0000-4000-8000-00000000a001"
+
+csa = {"id": "CSA_00000000-0000-4000-8000-00000000c001", "category": "CustomSecurityAttributeManagement",
+       "correlationId": "00000000-0000-4000-8000-00000000c002", "result": "success", "resultReason": "",
+       "activityDisplayName": "Update attribute values assigned to a user", "activityDateTime": "2025-02-01T08:00:00Z",
+       "loggedByService": "Core Directory", "operationType": "Update",
+       "initiatedBy": {"user": {"id": ON, "displayName": "Kim Example", "userPrincipalName": UN, "ipAddress": "192.0.2.21"}},
+       "targetResources": [{"id": "00000000-0000-4000-8000-00000000a002", "displayName": "Lee Example", "type": "User",
+                            "userPrincipalName": "lee@example.com",
+                            "modifiedProperties": [{"displayName": "Engineering_Project", "oldValue": "[]", "newValue": "[\"Alpine\"]"}]}]}
+base = {"time": "2025-02-01T08:00:00.0000000Z", "resourceId": f"/tenants/{TN}/providers/Microsoft.aadiam",
+        "operationName": "Update attribute values assigned to a user", "operationVersion": "1.0",
+        "category": "CustomSecurityAttributeAuditLogs", "tenantId": TN, "resultSignature": "None", "durationMs": 0,
+        "callerIpAddress": "192.0.2.21", "correlationId": "00000000-0000-4000-8000-00000000c002", "Level": 4,
+        "properties": csa}
+write("entra", "CustomSecurityAttributeAuditLogs", "update-user-attribute", base)
+write("entra", "CustomSecurityAttributeAuditLogs", "add-attribute-definition-failure", merge(base, operationName="Add custom security attribute definition in an attribute set", properties={
+    "activityDisplayName": "Add custom security attribute definition in an attribute set", "operationType": "Add",
+    "result": "Failure", "resultReason": "Attribute already exists",
+    "targetResources": [{"id": "Engineering_Project", "displayName": "Project", "type": "CustomSecurityAttributeDefinition"}]}))
+write("entra", "CustomSecurityAttributeAuditLogs", "app-initiator-ipv6", merge(base, callerIpAddress="2001:db8::21", properties={
+    "result": "timeout",
+    "initiatedBy": {"app": {"appId": "00000000-0000-4000-8000-00000000a003", "displayName": "Attribute sync",
+                            "servicePrincipalId": "00000000-0000-4000-8000-00000000a004", "servicePrincipalName": None}}}))
+
+eo = {"createdDateTime": "2025-02-01T09:00:00Z", "id": "00000000-0000-4000-8000-00000000e001", "recordType": "SharePointFileOperation",
+      "operation": "FileDownloaded", "organizationId": TN, "userType": "Regular", "userId": UN, "workload": "SharePoint",
+      "objectId": "https://example.sharepoint.com/sites/eng/Shared Documents/plan.docx",
+      "sourceIp": "192.0.2.31", "sourcePort": 51000, "destinationIp": "192.0.2.200", "destinationPort": 443,
+      "deviceId": "00000000-0000-4000-8000-00000000d001", "deviceOperatingSystem": "Windows 11",
+      "deviceOperatingSystemVersion": "10.0.22631", "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "tenantId": TN}
+base = {"time": "2025-02-01T09:00:00.0000000Z", "resourceId": f"/tenants/{TN}/providers/Microsoft.aadiam",
+        "operationName": "EnrichedOffice365AuditLogs", "category": "EnrichedOffice365AuditLogs", "tenantId": TN, "properties": eo}
+write("entra", "EnrichedOffice365AuditLogs", "sharepoint-download", base)
+write("entra", "EnrichedOffice365AuditLogs", "exchange-mailitems-ipv6", merge(base, properties={"recordType": "ExchangeItemAggregated", "operation": "MailItemsAccessed", "workload": "Exchange", "sourceIp": "2001:db8::31", "sourcePort": None}))
+pascal_eo = {"TimeGenerated": "2025-02-01T09:05:00Z", "Id": "00000000-0000-4000-8000-00000000e002", "RecordType": 25, "Operation": "MessageSent",
+             "Workload": "MicrosoftTeams", "UserId": "svc-bot", "SourceIp": "192.0.2.32", "SourcePort": "51001", "DeviceOperatingSystem": " ",
+             "OrganizationId": TN}
+write("entra", "EnrichedOffice365AuditLogs", "pascal-case-non-upn-user", {"time": "2025-02-01T09:05:00.0000000Z", "resourceId": f"/tenants/{TN}/providers/Microsoft.aadiam", "category": "EnrichedOffice365AuditLogs", "properties": pascal_eo})
+
+rnh = {"createdDateTime": "2025-02-01T10:00:00Z", "remoteNetworkId": "00000000-0000-4000-8000-00000000f001",
+       "status": "bgpConnected", "description": "BGP session established", "sourceIp": "192.0.2.41", "destinationIp": "192.0.2.242",
+       "bgpRoutesAdvertisedCount": 12, "sentBytes": 4096, "receivedBytes": 8192, "tenantId": TN}
+base = {"time": "2025-02-01T10:00:00.0000000Z", "resourceId": f"/tenants/{TN}/providers/Microsoft.aadiam",
+        "operationName": "RemoteNetworkHealthLogs", "category": "RemoteNetworkHealthLogs", "tenantId": TN, "properties": rnh}
+write("entra", "RemoteNetworkHealthLogs", "bgp-connected", base)
+write("entra", "RemoteNetworkHealthLogs", "tunnel-disconnected", merge(base, properties={"status": "tunnelDisconnected", "description": "IPsec tunnel down", "sentBytes": 0, "receivedBytes": 0}))
+write("entra", "RemoteNetworkHealthLogs", "pascal-ipv6-strings", {"time": "2025-02-01T10:05:00.0000000Z", "category": "RemoteNetworkHealthLogs", "resourceId": f"/tenants/{TN}/providers/Microsoft.aadiam",
+      "properties": {"CreatedDateTime": "2025-02-01T10:05:00Z", "Status": "bgpDisconnected", "SourceIp": "2001:db8::41", "DestinationIp": "2001:db8::242", "SentBytes": "10", "ReceivedBytes": "x"}})
+
+# Sign-in edge cases of Elastic's pipeline: guest UPN (grok falls back to the whole value),
+# failureReason + additionalDetails (message script), resultType "0" with a non-zero errorCode
+# (outcome from status.errorCode), callerIpAddress only (source.address fallback).
+guest = {"id": "00000000-0000-4000-8000-00000000b001", "createdDateTime": "2025-02-01T11:00:00Z",
+         "userPrincipalName": "pat_example.org#EXT#@example.onmicrosoft.com", "userId": "00000000-0000-4000-8000-00000000a005",
+         "userDisplayName": "Pat Example", "appId": "00000000-0000-4000-8000-00000000a006", "appDisplayName": "Azure Portal",
+         "clientAppUsed": "Browser", "isInteractive": True, "userAgent": "Mozilla/5.0 (X11; Linux x86_64)",
+         "status": {"errorCode": 50074, "failureReason": "Strong Authentication is required.", "additionalDetails": "MFA required in Azure AD"},
+         "location": {"city": "Lyon", "state": "Auvergne-Rhone-Alpes", "countryOrRegion": "FR"}}
+write("entra", "SignInLogs", "guest-mfa-required-caller-ip-only", {"time": "2025-02-01T11:00:00.0000000Z", "resourceId": f"/tenants/{TN}/providers/Microsoft.aadiam",
+      "operationName": "Sign-in activity", "operationVersion": "1.0", "category": "SignInLogs", "tenantId": TN, "resultType": "0",
+      "resultSignature": "None", "durationMs": 0, "callerIpAddress": "192.0.2.51", "correlationId": "00000000-0000-4000-8000-00000000b002",
+      "identity": "Pat Example", "Level": 4, "location": "FR", "properties": guest})
+
 # ---------------------------------------------------------------- Intune
 IR = f"/TENANTS/{T}/PROVIDERS/MICROSOFT.INTUNE"
 def intune(cat, op, props, result="Success", **extra):
@@ -244,7 +314,8 @@ write("intune", "DeviceComplianceOrg", "no-user-odd", merge(base, properties={"U
 dv = {"DeviceName": "MBP-07", "DeviceId": "c3c3c3c3-0000-4000-8000-000000000002", "CreatedDate": "2024-06-01T10:00:00", "LastContact": "2025-01-02T08:00:00",
       "Model": "MacBook Pro", "Manufacturer": "Apple", "OS": "macOS", "OSVersion": "14.2.1", "SerialNumber": "SN-0002",
       "CompliantState": "Compliant", "ManagedBy": "Intune", "Ownership": "Corporate", "UPN": U2, "UserEmail": U2,
-      "UserName": "Sam Example", "PrimaryUser": OID2, "JoinType": "Azure AD registered", "StorageTotal": "494384", "StorageFree": "120000"}
+      "UserName": "Sam Example", "PrimaryUser": OID2, "JoinType": "Azure AD registered", "StorageTotal": "494384", "StorageFree": "120000",
+      "WifiMacAddress": "A1B2C3D4E5F6"}
 base = intune("Devices", "Devices", dv)
 write("intune", "Devices", "macbook", base)
 write("intune", "Devices", "iphone-noncompliant", merge(base, properties={"DeviceName": "IPHONE-3", "Model": "iPhone 15", "OS": "iOS", "OSVersion": "17.2", "CompliantState": "Noncompliant"}))
@@ -575,7 +646,7 @@ write("graph", "incident", "hinted-minimal", {"id": "43", "displayName": "Single
 # ---------------------------------------------------------------- Unknown / fallback
 write("unknown", "unknown", "azure-other-category", {"time": "2025-01-06T10:00:00Z", "resourceId": "/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/KV1", "category": "AuditEvent", "operationName": "SecretGet", "properties": {"id": 1}})
 write("unknown", "unknown", "defender-new-table", ah("BehaviorInfo", {"Timestamp": "2025-01-06T10:00:00Z", "BehaviorId": "b-1"}))
-write("unknown", "unknown", "entra-new-category", {"time": "2025-01-06T10:00:00Z", "resourceId": f"/tenants/{T}/providers/Microsoft.aadiam", "category": "RemoteNetworkHealthLogs", "tenantId": T, "properties": {}})
+write("unknown", "unknown", "entra-new-category", {"time": "2025-01-06T10:00:00Z", "resourceId": f"/tenants/{T}/providers/Microsoft.aadiam", "category": "FutureEntraPreviewLogs", "tenantId": T, "properties": {}})
 write("unknown", "unknown", "o365-new-record-type", o365(999, "CopilotFuture", "Copilot"))
 write("unknown", "unknown", "plain-object", {"hello": "world", "Timestamp": "2025-01-06T10:00:00Z"})
 print("ok")

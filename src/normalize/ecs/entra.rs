@@ -3,6 +3,12 @@
 //! Vendor detail is kept as Elastic's Azure integration names it: envelope fields under
 //! `azure.<dataset>.*` (snake_case), the payload under `azure.<dataset>.properties.*` with
 //! snake_case keys.
+//!
+//! The core ECS fields follow the ingest pipelines of Elastic's `azure` package
+//! (`packages/azure/data_stream/{signinlogs,auditlogs,provisioning,identity_protection,
+//! graphactivitylogs}/elasticsearch/ingest_pipeline/default.yml` in `elastic/integrations`);
+//! each function says which pipeline step a field follows, and `FIELDS.md` lists every
+//! deliberate difference with its reason.
 
 use serde_json::Value;
 
@@ -10,6 +16,95 @@ use super::common::{
     change_type, duration_ns, int, join, outcome_word, put_entra_geo, put_severity, put_tenant, put_url, put_user, s,
     s_any, sp, timestamp, Doc,
 };
+
+/// Split a user principal name as Elastic's sign-in pipeline does with the grok patterns
+/// `%{USERNAME:user.name}@%{HOSTNAME:user.domain}` then `%{GREEDYDATA:user.name}`: the first
+/// `@` preceded by `[A-Za-z0-9._-]+` and followed by a host name gives name and domain (grok
+/// is not anchored, so the name is the run of those characters just before the `@`);
+/// otherwise the whole value is the name (guest `…#EXT#@…` UPNs, object ids).
+pub fn split_upn(upn: &str) -> (&str, Option<&str>) {
+    let b = upn.as_bytes();
+    let user_char = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
+    for (at, _) in upn.match_indices('@') {
+        let mut start = at;
+        while start > 0 && user_char(b[start - 1]) {
+            start -= 1;
+        }
+        if start == at {
+            continue;
+        }
+        if let Some(end) = hostname_end(b, at + 1) {
+            return (&upn[start..at], Some(&upn[at + 1..end]));
+        }
+    }
+    (upn, None)
+}
+
+/// End of the grok `HOSTNAME` match starting at `from`: labels of `[0-9A-Za-z][0-9A-Za-z-]{0,62}`
+/// joined by dots, then an optional trailing dot.
+fn hostname_end(b: &[u8], from: usize) -> Option<usize> {
+    let label = |i: usize| -> Option<usize> {
+        if i < b.len() && b[i].is_ascii_alphanumeric() {
+            let mut j = i + 1;
+            while j < b.len() && j - i < 63 && (b[j].is_ascii_alphanumeric() || b[j] == b'-') {
+                j += 1;
+            }
+            Some(j)
+        } else {
+            None
+        }
+    };
+    let mut end = label(from)?;
+    while end < b.len() && b[end] == b'.' {
+        match label(end + 1) {
+            Some(next) => end = next,
+            None => {
+                end += 1; // `(\.?|\b)`: a trailing dot is part of the match
+                break;
+            }
+        }
+    }
+    Some(end)
+}
+
+/// Elastic's outcome from a result word: only `success` / `failure` (any case) give an
+/// outcome, lowercased (auditlogs `properties.result`, provisioning `resultType`).
+fn success_or_failure(word: Option<&str>) -> Option<&'static str> {
+    let w = word?.trim();
+    if w.eq_ignore_ascii_case("success") {
+        Some("success")
+    } else if w.eq_ignore_ascii_case("failure") {
+        Some("failure")
+    } else {
+        None
+    }
+}
+
+/// `user.*` of a record that names a user by UPN, object id and display name (sign-ins,
+/// risk detections, risky users): the UPN split as Elastic's sign-in grok does, `user.email`
+/// when the UPN is an address, `related.user` with every identifier.
+fn put_upn_user<'a>(doc: &mut Doc<'a>, upn: Option<&'a str>, id: Option<&'a str>, display: Option<&'a str>) {
+    if let Some(upn) = upn {
+        let (name, domain) = split_upn(upn);
+        doc.put_str("user.name", Some(name));
+        doc.put_str("user.domain", domain);
+        if domain.is_some() {
+            doc.put_str("user.email", Some(upn));
+        }
+        doc.relate_user(Some(name));
+        doc.relate_user(Some(upn));
+    }
+    doc.put_str("user.id", id);
+    doc.put_str("user.full_name", display);
+    doc.relate_user(id);
+    doc.relate_user(display);
+}
+
+/// `client.ip` = `source.ip`, as Elastic's `set client.ip from {{source.ip}}` steps.
+fn client_ip_from_source<'a>(doc: &mut Doc<'a>, ip: Option<&'a str>) {
+    doc.put_ip("source.ip", ip);
+    doc.put_ip("client.ip", ip);
+}
 
 const MODULE: &str = "azure";
 const SERVICE: &str = "Microsoft Entra ID";
@@ -27,7 +122,10 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
             sign_in(doc, p, Some(record), category);
             "azure.signinlogs"
         }
-        "AuditLogs" => {
+        // Custom security attribute audits are "a subset of the standard audit logs" (same
+        // `properties` shape); Elastic's auditlogs pipeline keeps only `AuditLogs`, so they take
+        // the auditlogs mapping under their own category.
+        "AuditLogs" | "CustomSecurityAttributeAuditLogs" => {
             directory_audit(doc, p, Some(record));
             "azure.auditlogs"
         }
@@ -58,6 +156,14 @@ pub fn map<'a>(record: &'a Value, category: &'a str, doc: &mut Doc<'a>) -> bool 
         "NetworkAccessTrafficLogs" => {
             network_access(doc, p, record);
             "azure.network_access_traffic"
+        }
+        "EnrichedOffice365AuditLogs" => {
+            enriched_office365(doc, p, record);
+            "azure.enriched_office365_audit"
+        }
+        "RemoteNetworkHealthLogs" => {
+            remote_network_health(doc, p, record);
+            "azure.remote_network_health"
         }
         _ => return false,
     };
@@ -110,24 +216,21 @@ fn envelope<'a>(doc: &mut Doc<'a>, record: &'a Value, ns: &'a str) {
     }
 }
 
-/// The result code of an Entra record: `resultType` (string, sometimes a number) else
-/// `properties.status.errorCode`.
-fn result_code(env: Option<&Value>, p: &Value) -> Option<String> {
-    let from_env = env.and_then(|e| match e.get("resultType") {
-        Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
+/// `properties.status.errorCode` as a number (Graph and diagnostics give a number; a numeric
+/// string is read too).
+fn error_code(p: &Value) -> Option<i64> {
+    match p.get("status").and_then(|st| st.get("errorCode")) {
+        Some(v @ Value::Number(_)) => int(Some(v)),
+        Some(Value::String(t)) => t.trim().parse::<i64>().ok(),
         _ => None,
-    });
-    from_env.or_else(|| match p.get("status").and_then(|st| st.get("errorCode")) {
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
-        _ => None,
-    })
+    }
 }
 
 /// Sign-ins of every kind (interactive, non-interactive, service principal, managed
-/// identity, AD FS). `category` is the diagnostic category or the Graph kind.
+/// identity, AD FS: Elastic's signinlogs pipeline keeps every category ending in
+/// `SignInLogs`). `category` is the diagnostic category or the Graph kind.
 pub fn sign_in<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>, category: &'a str) {
+    // `date` of `azure.signinlogs.time` (Graph objects have only `createdDateTime`).
     doc.put_string(
         "@timestamp",
         env.and_then(|e| timestamp(e.get("time")))
@@ -136,49 +239,58 @@ pub fn sign_in<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>, cate
     doc.put_str("event.dataset", Some("azure.signinlogs"));
     doc.put_str("event.module", Some(MODULE));
     doc.put_str("cloud.service.name", Some(SERVICE));
+    // `set event.category: [authentication]`, `set event.type: [info]`.
     doc.put_list("event.category", &["authentication"]);
-    doc.put_list("event.type", &["start"]);
+    doc.put_list("event.type", &["info"]);
+    // `convert operation_name -> event.action`.
     doc.put_str(
         "event.action",
         env.and_then(|e| s(e, "operationName")).or(Some("Sign-in activity")),
     );
+    // `set event.id from properties.id`.
     doc.put_str("event.id", s(p, "id"));
-    let code = result_code(env, p);
-    if let Some(code) = code.as_deref() {
-        let ok = code == "0";
-        doc.put_str("event.outcome", Some(if ok { "success" } else { "failure" }));
-        if !ok {
-            doc.put_string("error.code", Some(code.to_string()));
+    // `set event.outcome`: success when `status.error_code` is null or 0, failure when > 0.
+    let code = error_code(p);
+    match code {
+        None | Some(0) => doc.put_str("event.outcome", Some("success")),
+        Some(c) if c > 0 => {
+            doc.put_str("event.outcome", Some("failure"));
+            doc.put_string("error.code", Some(c.to_string()));
             doc.put_str(
                 "error.message",
                 sp(p, &["status", "failureReason"]).or_else(|| env.and_then(|e| s(e, "resultDescription"))),
             );
         }
+        Some(_) => {}
     }
+    // The `message` script: failureReason, "(additionalDetails)" appended when both exist.
+    let reason = sp(p, &["status", "failureReason"]);
+    let details = sp(p, &["status", "additionalDetails"]);
+    match (reason, details) {
+        (Some(r), Some(d)) => doc.put_string("message", Some(format!("{r} ({d})"))),
+        (Some(r), None) => doc.put_str("message", Some(r)),
+        (None, d) => doc.put_str("message", d),
+    }
+    // `rename duration_ms -> event.duration` times 1,000,000.
     doc.put_i64("event.duration", env.and_then(|e| duration_ns(e.get("durationMs"))));
+    // `grok user_principal_name` -> user.name / user.domain; `convert user_display_name ->
+    // user.full_name`; `convert user_id -> user.id`.
+    put_upn_user(doc, s(p, "userPrincipalName"), s(p, "userId"), s(p, "userDisplayName"));
+    // Service principal and managed identity sign-ins name no user; Elastic leaves `user.*`
+    // empty and so do we, but their identifiers go to `related.user`.
     let service = matches!(category, "ServicePrincipalSignInLogs" | "ManagedIdentitySignInLogs")
-        || (s(p, "userPrincipalName").is_none() && s(p, "servicePrincipalId").is_some());
+        || s(p, "userPrincipalName").is_none();
     if service {
-        put_user(
-            doc,
-            "user",
-            s_any(p, &["servicePrincipalName", "appDisplayName"]),
-            s(p, "servicePrincipalId"),
-            None,
-        );
-    } else {
-        put_user(
-            doc,
-            "user",
-            s(p, "userPrincipalName"),
-            s(p, "userId"),
-            s(p, "userDisplayName"),
-        );
+        doc.relate_user(s(p, "servicePrincipalName"));
+        doc.relate_user(s(p, "servicePrincipalId"));
     }
+    // `set source.address` from the first of properties.ipAddress, callerIpAddress;
+    // `convert -> source.ip`; `append related.ip`; `set client.ip from source.ip`.
     let ip = s(p, "ipAddress").or_else(|| env.and_then(|e| s(e, "callerIpAddress")));
-    doc.put_ip("source.ip", ip);
+    client_ip_from_source(doc, ip);
     put_entra_geo(doc, p.get("location"));
     doc.put_i64("source.as.number", int(p.get("autonomousSystemNumber")));
+    // `rename properties.user_agent -> user_agent.original`.
     doc.put_str("user_agent.original", s(p, "userAgent"));
     doc.put_str("device.id", sp(p, &["deviceDetail", "deviceId"]));
     put_tenant(
@@ -190,8 +302,10 @@ pub fn sign_in<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>, cate
     }
 }
 
-/// Directory audits (`AuditLogs` from `microsoft.aadiam`, Graph `directoryAudit`).
+/// Directory audits (`AuditLogs` and `CustomSecurityAttributeAuditLogs` from
+/// `microsoft.aadiam`, Graph `directoryAudit`).
 pub fn directory_audit<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>) {
+    // `date azure.auditlogs.time -> @timestamp` (Graph objects: `activityDateTime`).
     doc.put_string(
         "@timestamp",
         env.and_then(|e| timestamp(e.get("time")))
@@ -201,11 +315,14 @@ pub fn directory_audit<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Valu
     doc.put_str("event.module", Some(MODULE));
     doc.put_str("cloud.service.name", Some(SERVICE));
     doc.put_str("event.id", s(p, "id"));
+    // `convert azure.auditlogs.operationName -> event.action`.
     let action = env
         .and_then(|e| s(e, "operationName"))
         .or_else(|| s(p, "activityDisplayName"));
     doc.put_str("event.action", action);
     doc.put_str("event.provider", s(p, "loggedByService"));
+    // Elastic sets no event.category / event.type for audit logs; ECS categorisation from
+    // the operation and the first target (a deliberate addition, see FIELDS.md).
     let verb = s(p, "operationType").or(action).unwrap_or("");
     let change = change_type(verb);
     let targets = p.get("targetResources").and_then(Value::as_array);
@@ -223,46 +340,47 @@ pub fn directory_audit<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Valu
         Some(t) => doc.put_list("event.type", &[t, change]),
         None => doc.put_list("event.type", &[change]),
     }
-    if let Some(result) = s(p, "result").or_else(|| env.and_then(|e| s(e, "resultSignature"))) {
-        doc.put_str("event.outcome", outcome_word(result).or(Some("unknown")));
-    }
+    // `rename properties.result -> event.outcome` only for success / failure, lowercased by
+    // the shared pipeline.
+    doc.put_str("event.outcome", success_or_failure(s(p, "result")));
     doc.put_str("event.reason", s(p, "resultReason"));
-    if let Some(user) = p
+    // initiated_by.user: userPrincipalName -> user.name, id -> user.id, displayName ->
+    // user.full_name, all three appended to related.user (elastic/integrations#20075). An app
+    // initiator sets no user.
+    let initiator = p
         .get("initiatedBy")
         .and_then(|i| i.get("user"))
-        .filter(|u| u.is_object())
-    {
-        put_user(
-            doc,
-            "user",
-            s(user, "userPrincipalName"),
-            s(user, "id"),
-            s(user, "displayName"),
-        );
-        doc.put_ip("source.ip", s(user, "ipAddress"));
-    } else if let Some(app) = p
-        .get("initiatedBy")
-        .and_then(|i| i.get("app"))
-        .filter(|u| u.is_object())
-    {
-        put_user(
-            doc,
-            "user",
-            s_any(app, &["servicePrincipalName", "displayName"]),
-            s(app, "servicePrincipalId"),
-            None,
-        );
+        .filter(|u| u.is_object());
+    if let Some(user) = initiator {
+        let upn = s(user, "userPrincipalName");
+        doc.put_str("user.name", upn);
+        doc.put_str("user.id", s(user, "id"));
+        doc.put_str("user.full_name", s(user, "displayName"));
+        doc.relate_user(upn);
+        doc.relate_user(s(user, "id"));
+        doc.relate_user(s(user, "displayName"));
     }
+    // `convert callerIpAddress -> source.ip`; `set client.ip`; `append related.ip`. Graph
+    // objects have no envelope: the initiating user's address stands in.
+    let ip = env
+        .and_then(|e| s(e, "callerIpAddress"))
+        .or_else(|| initiator.and_then(|u| s(u, "ipAddress")));
+    client_ip_from_source(doc, ip);
     if let Some(targets) = targets {
         if let Some(t) = targets
             .iter()
             .find(|t| s(t, "type").is_some_and(|x| x.eq_ignore_ascii_case("user")))
         {
-            put_user(
-                doc,
-                "user.target",
-                s_any(t, &["userPrincipalName", "displayName"]),
-                s(t, "id"),
+            // user.target.* only: Elastic's related.user holds the initiator alone.
+            let name = s_any(t, &["userPrincipalName", "displayName"]);
+            doc.put_str("user.target.name", name);
+            if let Some((_, domain)) = name.filter(|n| n.contains('@')).map(split_upn) {
+                doc.put_str("user.target.email", name);
+                doc.put_str("user.target.domain", domain);
+            }
+            doc.put_str("user.target.id", s(t, "id"));
+            doc.put_str(
+                "user.target.full_name",
                 s(t, "displayName").filter(|_| s(t, "userPrincipalName").is_some()),
             );
         }
@@ -289,6 +407,8 @@ pub fn provisioning<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>)
     doc.put_str("cloud.service.name", Some(SERVICE));
     doc.put_str("event.id", s(p, "id"));
     let action = s(p, "provisioningAction");
+    // `convert operation_name -> event.action`; `convert callerIpAddress -> source.ip` is done
+    // by the envelope (Elastic sets no client.ip here).
     doc.put_str("event.action", env.and_then(|e| s(e, "operationName")).or(action));
     let change = match action.map(str::to_ascii_lowercase).as_deref() {
         Some("create") => "creation",
@@ -305,8 +425,13 @@ pub fn provisioning<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>)
     } else {
         doc.put_list("event.type", &[change]);
     }
-    let status = sp(p, &["provisioningStatusInfo", "status"]);
-    doc.put_str("event.outcome", status.map(|st| outcome_word(st).unwrap_or("unknown")));
+    // `convert resultType -> event.outcome` when it is success / failure (lowercased by the
+    // shared pipeline). Graph objects have no envelope: `provisioningStatusInfo.status`.
+    let outcome = match env {
+        Some(e) => success_or_failure(s(e, "resultType")),
+        None => sp(p, &["provisioningStatusInfo", "status"]).and_then(outcome_word),
+    };
+    doc.put_str("event.outcome", outcome);
     if let Some(err) = p
         .get("provisioningStatusInfo")
         .and_then(|i| i.get("errorInformation"))
@@ -317,7 +442,14 @@ pub fn provisioning<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>)
     }
     doc.put_str("event.provider", sp(p, &["servicePrincipal", "displayName"]));
     if let Some(t) = p.get("targetIdentity").filter(|t| t.is_object()) {
-        put_user(doc, "user.target", s(t, "displayName"), s(t, "id"), None);
+        // user.target.* only (Elastic's provisioning pipeline fills no related.user).
+        let name = s(t, "displayName");
+        doc.put_str("user.target.name", name);
+        if let Some((_, domain)) = name.filter(|n| n.contains('@')).map(split_upn) {
+            doc.put_str("user.target.email", name);
+            doc.put_str("user.target.domain", domain);
+        }
+        doc.put_str("user.target.id", s(t, "id"));
     }
     put_tenant(doc, env.and_then(|e| s(e, "tenantId")).or_else(|| s(p, "tenantId")));
 }
@@ -345,6 +477,7 @@ pub fn risky_user<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>) {
     doc.put_str("event.kind", Some("state"));
     doc.put_list("event.category", &["iam"]);
     doc.put_list("event.type", &["user", "info"]);
+    // identity_protection: `convert operation_name -> event.action`.
     doc.put_str(
         "event.action",
         env.and_then(|e| s(e, "operationName")).or(Some("Risky user")),
@@ -352,13 +485,10 @@ pub fn risky_user<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value>) {
     doc.put_str("event.id", s(p, "id"));
     doc.put_str("event.reason", s(p, "riskDetail").filter(|d| *d != "none"));
     put_risk_level(doc, p);
-    put_user(
-        doc,
-        "user",
-        s(p, "userPrincipalName"),
-        s(p, "id"),
-        s(p, "userDisplayName"),
-    );
+    // Elastic keeps the user under azure.identityprotection.properties.* only; ECS user.*
+    // as the sign-in pipeline does (see FIELDS.md).
+    put_upn_user(doc, s(p, "userPrincipalName"), s(p, "id"), s(p, "userDisplayName"));
+    caller_ip(doc, env);
     if env.is_none() {
         put_tenant(doc, s(p, "tenantId"));
     }
@@ -383,7 +513,15 @@ pub fn risky_service_principal<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<
     doc.put_str("event.id", s(p, "id"));
     doc.put_str("event.reason", s(p, "riskDetail").filter(|d| *d != "none"));
     put_risk_level(doc, p);
-    put_user(doc, "user", s(p, "displayName"), s(p, "id"), None);
+    // Not a user: the service principal's identifiers go to related.user only.
+    doc.relate_user(s(p, "displayName"));
+    doc.relate_user(s(p, "id"));
+    caller_ip(doc, env);
+}
+
+/// `convert callerIpAddress -> source.ip` (identity_protection; no client.ip there).
+fn caller_ip<'a>(doc: &mut Doc<'a>, env: Option<&'a Value>) {
+    doc.put_ip("source.ip", env.and_then(|e| s(e, "callerIpAddress")));
 }
 
 /// Risk detections for users (`UserRiskEvents`, Graph `riskDetection`) and service
@@ -399,23 +537,27 @@ pub fn risk_detection<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value
     doc.put_str("event.kind", Some("alert"));
     doc.put_list("event.category", &["intrusion_detection"]);
     doc.put_list("event.type", &["info"]);
-    doc.put_str("event.action", s(p, "riskEventType"));
+    // `convert operation_name -> event.action` (e.g. "User Risk Detection"); Graph objects,
+    // which have no operation name, keep the risk event type.
+    doc.put_str(
+        "event.action",
+        env.and_then(|e| s(e, "operationName"))
+            .or_else(|| s(p, "riskEventType")),
+    );
     doc.put_str("event.id", s(p, "id"));
     doc.put_str("event.reason", s(p, "riskDetail").filter(|d| *d != "none"));
     doc.put_string("event.start", timestamp(p.get("activityDateTime")));
     put_risk_level(doc, p);
     doc.put_str("rule.name", s(p, "riskEventType"));
+    caller_ip(doc, env);
     if service_principal {
-        put_user(
-            doc,
-            "user",
-            s(p, "servicePrincipalDisplayName"),
-            s(p, "servicePrincipalId"),
-            None,
-        );
+        doc.relate_user(s(p, "servicePrincipalDisplayName"));
+        doc.relate_user(s(p, "servicePrincipalId"));
         if let Some(ips) = p.get("ipAddresses").and_then(Value::as_array) {
             if let Some(first) = ips.iter().find_map(Value::as_str) {
-                doc.put_ip("source.ip", Some(first));
+                if !doc.has("source") {
+                    doc.put_ip("source.ip", Some(first));
+                }
             }
             for ip in ips.iter().filter_map(Value::as_str) {
                 if let Some((ip, _)) = super::common::parse_ip(ip) {
@@ -424,14 +566,10 @@ pub fn risk_detection<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value
             }
         }
     } else {
-        put_user(
-            doc,
-            "user",
-            s(p, "userPrincipalName"),
-            s(p, "userId"),
-            s(p, "userDisplayName"),
-        );
-        doc.put_ip("source.ip", s(p, "ipAddress"));
+        put_upn_user(doc, s(p, "userPrincipalName"), s(p, "userId"), s(p, "userDisplayName"));
+        if !doc.has("source") {
+            doc.put_ip("source.ip", s(p, "ipAddress"));
+        }
     }
     put_entra_geo(doc, p.get("location"));
     if env.is_none() {
@@ -439,40 +577,60 @@ pub fn risk_detection<'a>(doc: &mut Doc<'a>, p: &'a Value, env: Option<&'a Value
     }
 }
 
-/// `MicrosoftGraphActivityLogs`: one record per Graph HTTP request.
+/// `MicrosoftGraphActivityLogs`: one record per Graph HTTP request (graphactivitylogs
+/// pipeline).
 fn graph_activity<'a>(doc: &mut Doc<'a>, p: &'a Value, env: &'a Value) {
+    // `date time -> @timestamp`.
     doc.put_string(
         "@timestamp",
         timestamp(env.get("time")).or_else(|| timestamp(p.get("timeGenerated"))),
     );
     doc.put_str("event.dataset", Some("azure.graphactivitylogs"));
     doc.put_str("event.module", Some(MODULE));
+    // `set cloud.service.name: Microsoft Graph`.
     doc.put_str("cloud.service.name", Some("Microsoft Graph"));
+    // `append event.type: access`; Elastic sets no category (ECS `web` added, see FIELDS.md).
     doc.put_list("event.category", &["web"]);
     doc.put_list("event.type", &["access"]);
+    // `convert operation_name -> event.action`.
     doc.put_str(
         "event.action",
         s(env, "operationName").or(Some("Microsoft Graph Activity")),
     );
     doc.put_str("event.id", s_any(p, &["requestId", "operationId"]));
+    // `rename duration_ms -> event.duration` (envelope first, then properties) times 1e6.
     doc.put_i64(
         "event.duration",
-        duration_ns(p.get("durationMs")).or_else(|| duration_ns(env.get("durationMs"))),
+        duration_ns(env.get("durationMs")).or_else(|| duration_ns(p.get("durationMs"))),
     );
+    // `rename properties.request_id -> http.request.id`, `request_method ->
+    // http.request.method`, `response_size_bytes -> http.response.bytes`,
+    // `response_status_code -> http.response.status_code`.
+    doc.put_str("http.request.id", s(p, "requestId"));
     doc.put_str("http.request.method", s(p, "requestMethod"));
-    doc.put_str("http.request.id", s(p, "clientRequestId"));
     let status = int(p.get("responseStatusCode"));
     doc.put_i64("http.response.status_code", status);
     doc.put_i64("http.response.bytes", int(p.get("responseSizeBytes")));
     if let Some(st) = status {
         doc.put_str("event.outcome", Some(if st < 400 { "success" } else { "failure" }));
     }
+    // `uri_parts properties.request_uri` (keep_original -> url.original).
     put_url(doc, s(p, "requestUri"));
-    doc.put_ip("source.ip", s(p, "ipAddress"));
+    // `convert caller_ip_address -> source.ip`, else `properties.ip_address`; `set client.ip`.
+    client_ip_from_source(doc, s(env, "callerIpAddress").or_else(|| s(p, "ipAddress")));
+    // `rename location -> destination.geo.region_name`; `set cloud.region` from it.
+    let region = s(env, "location").or_else(|| s(p, "location"));
+    doc.put_str("destination.geo.region_name", region);
+    doc.put_str("cloud.region", region);
+    // `user_agent properties.user_agent` (sets user_agent.original).
     doc.put_str("user_agent.original", s(p, "userAgent"));
-    doc.put_str("user.id", s(p, "userId"));
+    // `rename properties.user_id -> user.id`; `set client.user.id`; `append related.user`.
+    let user = s(p, "userId");
+    doc.put_str("user.id", user);
+    doc.put_str("client.user.id", user);
+    doc.relate_user(user);
     doc.put_str("device.id", s(p, "deviceId"));
-    doc.put_str("client.user.id", s(p, "servicePrincipalId"));
+    // `set cloud.account.id from azure.tenant_id` (envelope tenantId, else properties).
     put_tenant(doc, s(env, "tenantId").or_else(|| s(p, "tenantId")));
 }
 
@@ -543,4 +701,135 @@ fn network_access<'a>(doc: &mut Doc<'a>, p: &'a Value, env: &'a Value) {
     doc.put_str("rule.ruleset", g("policyName", "PolicyName"));
     put_url(doc, g("destinationUrl", "DestinationUrl"));
     put_tenant(doc, s(env, "tenantId").or_else(|| g("tenantId", "TenantId")));
+}
+
+/// `EnrichedOffice365AuditLogs` (Global Secure Access): Office 365 audit records enriched
+/// with the network and device of the connection. No Elastic data stream reads them; the
+/// fields follow ECS and the o365 audit mapping (`event.action` = Operation, `event.provider`
+/// = Workload, `user.id` = UserId). Accepts camelCase and PascalCase properties.
+fn enriched_office365<'a>(doc: &mut Doc<'a>, p: &'a Value, env: &'a Value) {
+    let g = |camel: &str, pascal: &str| s(p, camel).or_else(|| s(p, pascal));
+    let gv = |camel: &str, pascal: &str| p.get(camel).or_else(|| p.get(pascal));
+    doc.put_string(
+        "@timestamp",
+        timestamp(env.get("time"))
+            .or_else(|| timestamp(gv("createdDateTime", "CreationTime")))
+            .or_else(|| timestamp(gv("timeGenerated", "TimeGenerated"))),
+    );
+    doc.put_str("event.dataset", Some("azure.enriched_office365_audit"));
+    doc.put_str("event.module", Some(MODULE));
+    doc.put_str("cloud.service.name", Some("Global Secure Access"));
+    doc.put_str(
+        "event.action",
+        g("operation", "Operation").or_else(|| s(env, "operationName")),
+    );
+    doc.put_str("event.provider", g("workload", "Workload"));
+    doc.put_str("event.id", g("id", "Id"));
+    doc.put_str("event.code", g("recordType", "RecordType"));
+    doc.put_list("event.category", &["web"]);
+    doc.put_list("event.type", &["access"]);
+    let user = g("userId", "UserId");
+    doc.put_str("user.id", user);
+    if let Some(u) = user.filter(|u| u.contains('@')) {
+        doc.put_str("user.email", Some(u));
+        let (name, domain) = split_upn(u);
+        doc.put_str("user.name", Some(name));
+        doc.put_str("user.domain", domain);
+        doc.relate_user(Some(name));
+    }
+    doc.relate_user(user);
+    let source = g("sourceIp", "SourceIp").or_else(|| g("clientIp", "ClientIp"));
+    doc.put_ip("source.ip", source);
+    doc.put_i64("source.port", int(gv("sourcePort", "SourcePort")));
+    doc.put_ip("destination.ip", g("destinationIp", "DestinationIp"));
+    doc.put_i64("destination.port", int(gv("destinationPort", "DestinationPort")));
+    doc.put_str("host.id", g("deviceId", "DeviceId"));
+    doc.put_str(
+        "host.os.platform",
+        g("deviceOperatingSystem", "DeviceOperatingSystem")
+            .map(str::trim)
+            .filter(|o| !o.is_empty()),
+    );
+    doc.put_str(
+        "host.os.version",
+        g("deviceOperatingSystemVersion", "DeviceOperatingSystemVersion"),
+    );
+    doc.put_str("user_agent.original", g("userAgent", "UserAgent"));
+    put_tenant(
+        doc,
+        s(env, "tenantId")
+            .or_else(|| g("tenantId", "TenantId"))
+            .or_else(|| g("organizationId", "OrganizationId")),
+    );
+}
+
+/// `RemoteNetworkHealthLogs` (Global Secure Access): health events of a remote network's
+/// tunnel and BGP session. No Elastic data stream; ECS network fields. Accepts camelCase and
+/// PascalCase properties.
+fn remote_network_health<'a>(doc: &mut Doc<'a>, p: &'a Value, env: &'a Value) {
+    let g = |camel: &str, pascal: &str| s(p, camel).or_else(|| s(p, pascal));
+    let gv = |camel: &str, pascal: &str| p.get(camel).or_else(|| p.get(pascal));
+    doc.put_string(
+        "@timestamp",
+        timestamp(env.get("time"))
+            .or_else(|| timestamp(gv("createdDateTime", "CreatedDateTime")))
+            .or_else(|| timestamp(gv("timeGenerated", "TimeGenerated"))),
+    );
+    doc.put_str("event.dataset", Some("azure.remote_network_health"));
+    doc.put_str("event.module", Some(MODULE));
+    doc.put_str("cloud.service.name", Some("Global Secure Access"));
+    doc.put_list("event.category", &["network"]);
+    doc.put_list("event.type", &["info"]);
+    let status = g("status", "Status");
+    doc.put_str("event.action", status.or_else(|| s(env, "operationName")));
+    doc.put_str("event.id", g("id", "Id"));
+    doc.put_str("message", g("description", "Description"));
+    doc.put_str("network.name", g("remoteNetworkId", "RemoteNetworkId"));
+    doc.put_ip("source.ip", g("sourceIp", "SourceIp"));
+    doc.put_ip("destination.ip", g("destinationIp", "DestinationIp"));
+    doc.put_i64("source.bytes", int(gv("sentBytes", "SentBytes")));
+    doc.put_i64("destination.bytes", int(gv("receivedBytes", "ReceivedBytes")));
+    put_tenant(doc, s(env, "tenantId").or_else(|| g("tenantId", "TenantId")));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_upn;
+
+    /// `split_upn` gives what Elastic's grok `%{USERNAME:user.name}@%{HOSTNAME:user.domain}`,
+    /// then `%{GREEDYDATA:user.name}`, gives (grok searches, it does not anchor).
+    #[test]
+    fn upn_split_follows_elastic_grok() {
+        let cases: &[(&str, (&str, Option<&str>))] = &[
+            ("alex@contoso.example", ("alex", Some("contoso.example"))),
+            (
+                "first.last-2@sub.example.org",
+                ("first.last-2", Some("sub.example.org")),
+            ),
+            // Guest UPNs: `#` before the `@`, so USERNAME cannot reach it; GREEDYDATA wins.
+            (
+                "pat_example.org#EXT#@example.onmicrosoft.com",
+                ("pat_example.org#EXT#@example.onmicrosoft.com", None),
+            ),
+            // Unanchored: the USERNAME run just before the `@`.
+            ("john.o'neil@example.com", ("neil", Some("example.com"))),
+            // HOSTNAME stops at a character it cannot hold; a trailing dot is kept.
+            ("a@b_c.example", ("a", Some("b"))),
+            ("x@host.", ("x", Some("host."))),
+            // Object ids and other non-UPNs are the name whole.
+            (
+                "c3813493-bf92-5123-2717-8a8b2979c38b",
+                ("c3813493-bf92-5123-2717-8a8b2979c38b", None),
+            ),
+            ("@example.com", ("@example.com", None)),
+            ("x@-bad", ("x@-bad", None)),
+            ("", ("", None)),
+            // The first `@` that fits wins.
+            ("a@@b.example", ("a@@b.example", None)),
+            ("é@x.example", ("é@x.example", None)),
+        ];
+        for (upn, want) in cases {
+            assert_eq!(split_upn(upn), *want, "{upn}");
+        }
+    }
 }
