@@ -378,6 +378,9 @@ pub struct PartitionReport {
     /// Sequence number of the last event handed to the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_sequence_number: Option<i64>,
+    /// Enqueued time (RFC 3339) of the last event handed to the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_enqueued_time: Option<String>,
     /// Sequence number of the last event in the partition (service side).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_enqueued_sequence_number: Option<i64>,

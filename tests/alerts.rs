@@ -198,3 +198,93 @@ fn the_dashboard_and_the_rules_use_only_metrics_siembridge_exports() {
     }
     assert!(missing.is_empty(), "metrics nobody exports:\n{}", missing.join("\n"));
 }
+
+#[path = "common/mod.rs"]
+mod common;
+
+/// The value of `name{labels}` in `families`, if the series exists.
+fn sample(families: &[prometheus::proto::MetricFamily], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let family = families.iter().find(|f| f.name() == name)?;
+    family
+        .get_metric()
+        .iter()
+        .find(|m| {
+            labels
+                .iter()
+                .all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v))
+        })
+        .map(|m| {
+            if m.get_gauge().has_value() {
+                m.get_gauge().value()
+            } else {
+                m.get_counter().value()
+            }
+        })
+}
+
+#[tokio::test]
+async fn a_collector_exports_the_state_the_alerts_read() {
+    use siembridge::api::{FileSpec, SiemDestinationSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let records = dir.path().join("records.ndjson");
+    let lines: Vec<String> = (0..3)
+        .map(|n| {
+            serde_json::json!({"time": "2026-12-07T10:00:00Z", "category": "SignInLogs",
+                "operationName": "Sign-in activity", "correlationId": format!("00000000-0000-4000-8000-00000000000{n}")})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&records, lines.join("\n") + "\n").unwrap();
+    let destinations = BTreeMap::from([(
+        "out".to_string(),
+        SiemDestinationSpec {
+            file: Some(FileSpec {
+                path: dir.path().join("out.ndjson").display().to_string(),
+                max_bytes: 1 << 20,
+            }),
+            ..Default::default()
+        },
+    )]);
+    let mut config = common::replay_config(dir.path(), &records, "entra-signins", destinations);
+    config.routes[0].categories = vec!["SignInLogs".into()];
+    config.routes[0].silence_threshold_seconds = Some(1800);
+    let mut quiet = config.routes[0].clone();
+    quiet.log_source = "entra-audit".into();
+    quiet.categories = vec!["AuditLogs".into()];
+    quiet.silence_threshold_seconds = Some(3600);
+    config.routes.push(quiet);
+
+    let registry = prometheus::Registry::new();
+    let started = chrono::Utc::now().timestamp();
+    let summary = siembridge::collector::Collector::new(config)
+        .with_registry(registry.clone())
+        .run(tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(summary.records, 3);
+    let families = registry.gather();
+    let get = |name: &str, labels: &[(&str, &str)]| {
+        sample(&families, name, labels).unwrap_or_else(|| panic!("no series {name}{labels:?}"))
+    };
+    let busy = [("logsource", "entra-signins")];
+    let silent = [("logsource", "entra-audit")];
+    assert_eq!(get("siembridge_collector_events_received_total", &busy), 3.0);
+    // The quiet LogSource's series exist at 0 (absence-based alerts need them), its last event
+    // is the collector's start, and both thresholds come from the routes.
+    assert_eq!(get("siembridge_collector_events_received_total", &silent), 0.0);
+    assert_eq!(
+        get(
+            "siembridge_collector_events_dead_lettered_total",
+            &[("logsource", "entra-audit"), ("stage", "deliver")]
+        ),
+        0.0
+    );
+    let last_busy = get("siembridge_collector_last_event_timestamp_seconds", &busy);
+    let last_silent = get("siembridge_collector_last_event_timestamp_seconds", &silent);
+    assert!(last_busy >= started as f64, "{last_busy} >= {started}");
+    assert!((last_silent - started as f64).abs() <= 2.0, "{last_silent} ~ {started}");
+    assert_eq!(get("siembridge_collector_silence_threshold_seconds", &busy), 1800.0);
+    assert_eq!(get("siembridge_collector_silence_threshold_seconds", &silent), 3600.0);
+    assert_eq!(get("siembridge_collector_throttled", &[]), 0.0);
+    println!("last event: entra-signins {last_busy}, entra-audit {last_silent} (started {started})");
+}

@@ -16,7 +16,7 @@ use crate::collector::dead_letter::{DeadLetters, Letter, Stage};
 use crate::collector::decode::{decode_bytes, RawRecord};
 use crate::collector::delivery::{self, DeliverySettings, DestinationHealth, DestinationQueue};
 use crate::collector::destinations::{self, BuildError, Destination, Event};
-use crate::collector::metrics::CollectorMetrics;
+use crate::collector::metrics::{CollectorMetrics, StateGauges};
 use crate::collector::report::ReportWriter;
 use crate::collector::route::{self, category_from, CompiledRoute, Shape};
 use crate::collector::sources::{self, RecordOrigin, SourceBatch, SourceContext, SourceError, SourceHealth};
@@ -271,6 +271,12 @@ impl Collector {
             source_status: source_status.clone(),
             source_health: source_health.clone(),
             checkpointer: checkpointer.clone(),
+            gauges: Mutex::new(StateGauges::register(
+                &self.registry,
+                &metrics,
+                config,
+                chrono::Utc::now().timestamp(),
+            )?),
         });
         let reporter = Arc::new(ReportWriter::new(config.report.clone()));
 
@@ -879,6 +885,8 @@ struct ReportState {
     source_health: Arc<SourceHealth>,
     /// Cursors come from what it saved, never from acknowledged positions ahead of it.
     checkpointer: Arc<Checkpointer>,
+    /// The alerting gauges, refreshed with every report.
+    gauges: Mutex<StateGauges>,
 }
 
 impl ReportState {
@@ -896,12 +904,19 @@ impl ReportState {
             .reduce(|a, b| format!("{a}; {b}"));
         let progress = self.source_status.snapshot();
         let throttled = self.source_status.is_throttled();
+        let now = chrono::Utc::now();
         let mut report = CollectorReport {
             reporter: std::env::var("HOSTNAME").unwrap_or_else(|_| self.collector.clone()),
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            time: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             partitions: self.source_health.partitions(),
             ..Default::default()
         };
+        self.gauges.lock().unwrap_or_else(|p| p.into_inner()).observe(
+            throttled,
+            &progress,
+            &report.partitions,
+            now.timestamp(),
+        );
         for r in &self.routes {
             let forwarded = r
                 .destinations
