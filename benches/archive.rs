@@ -130,6 +130,7 @@ async fn syslog(records: &[String], payload: SyslogPayload) -> Option<Rate> {
         // The bench measures encoding and the wire; the confirmation delay is a fixed wait per
         // batch that the destination's `concurrency` overlaps, not work.
         confirm_delay_ms: 0,
+        hostname: None,
     };
     let dest = SyslogDestination::new("bench", &spec, &SecretSource::Environment).expect("syslog destination");
     let started = Instant::now();

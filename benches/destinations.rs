@@ -189,7 +189,7 @@ async fn main() {
                 dest(SiemDestinationSpec {
                     elasticsearch: Some(ElasticsearchSpec {
                         urls: vec![es.url.clone()],
-                        index: "logs-azure.signinlogs-default".into(),
+                        index: Some("logs-azure.signinlogs-default".into()),
                         compression,
                         ..Default::default()
                     }),

@@ -8,6 +8,7 @@
 //! - [`collector`]: the pipeline (data plane); never imports `operator`.
 //! - [`normalize`]: Microsoft records to ECS, CEF and LEEF.
 //! - [`standalone`]: `siembridge run`, rendering plus collectors in one process.
+//! - [`normalize_command`]: `siembridge normalize`, records on stdin to what a SIEM receives.
 //! - [`telemetry`]: metrics, health and logging.
 //! - [`crdgen`]: the CRD manifests.
 //! - [`tls`]: process-wide TLS set-up.
@@ -17,6 +18,7 @@ pub mod collector;
 pub mod config;
 pub mod crdgen;
 pub mod normalize;
+pub mod normalize_command;
 pub mod operator;
 pub mod render;
 pub mod standalone;

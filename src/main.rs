@@ -29,6 +29,10 @@ enum Command {
     Collector(siembridge::collector::CollectorArgs),
     /// Run the pipelines of LogSource/ConsumerGroup/SiemDestination manifests in this process.
     Run(siembridge::standalone::RunArgs),
+    /// Show what a SIEM would receive: records on stdin (one a line, or an envelope, Graph page
+    /// or array), one ECS, CEF, LEEF or raw line per record on stdout, in order; an error line
+    /// for a record that cannot be read. Exits non-zero when any record failed.
+    Normalize(siembridge::normalize_command::NormalizeArgs),
     /// Write the CustomResourceDefinitions (to stdout, or one file per CRD into --out).
     Crdgen {
         /// Folder to write the CRD files into (e.g. `crds/`).
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     siembridge::tls::install_crypto_provider();
     let result = match cli.command {
         Command::Crdgen { out } => crdgen(out),
+        Command::Normalize(args) => siembridge::normalize_command::main(&args).map_err(anyhow::Error::from),
         Command::Operator(args) => block_on(siembridge::operator::run(args)),
         Command::Collector(args) => block_on(siembridge::collector::run(args)),
         Command::Run(args) => block_on(siembridge::standalone::run(args)),

@@ -355,6 +355,8 @@ async fn elasticsearch_401_holds_every_record_until_the_api_key_is_accepted() {
     let spec = SiemDestinationSpec {
         elasticsearch: Some(ElasticsearchSpec {
             urls: vec![es.url.clone()],
+            // Raw records are no data stream documents (no `@timestamp`): a plain index.
+            index: Some("siembridge-raw".into()),
             api_key: Some(siem::set_secret("es-key", "key", "the-new-key")),
             ..Default::default()
         }),

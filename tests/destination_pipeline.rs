@@ -56,6 +56,8 @@ fn es_spec(url: &str) -> SiemDestinationSpec {
         SiemDestinationSpec {
             elasticsearch: Some(ElasticsearchSpec {
                 urls: vec![url.to_string()],
+                // Raw records are no data stream documents (no `@timestamp`): a plain index.
+                index: Some("siembridge-raw".into()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -311,6 +313,8 @@ async fn the_collector_never_logs_or_reports_credentials() {
             one(SiemDestinationSpec {
                 elasticsearch: Some(ElasticsearchSpec {
                     urls: vec![es.url.clone()],
+                    // Raw records are no data stream documents (no `@timestamp`): a plain index.
+                    index: Some("siembridge-raw".into()),
                     basic_auth: Some(BasicAuth {
                         username: "elastic".into(),
                         password: sel("es", "password"),

@@ -176,6 +176,8 @@ async fn elasticsearch_per_item_refusals_get_every_good_record() {
         SiemDestinationSpec {
             elasticsearch: Some(ElasticsearchSpec {
                 urls: vec![es.url.clone()],
+                // Raw records are no data stream documents (no `@timestamp`): a plain index.
+                index: Some("siembridge-raw".into()),
                 ..Default::default()
             }),
             ..Default::default()

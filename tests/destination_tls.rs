@@ -23,6 +23,8 @@ fn es(url: &str, tls: Option<TlsSpec>) -> SiemDestinationSpec {
     let mut spec = SiemDestinationSpec {
         elasticsearch: Some(ElasticsearchSpec {
             urls: vec![url.to_string()],
+            // Raw records are no data stream documents (no `@timestamp`): a plain index.
+            index: Some("siembridge-raw".into()),
             tls,
             ..Default::default()
         }),

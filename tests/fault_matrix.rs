@@ -125,7 +125,7 @@ fn es_dest(url: &str) -> SiemDestinationSpec {
     SiemDestinationSpec {
         elasticsearch: Some(ElasticsearchSpec {
             urls: vec![url.into()],
-            index: "logs-m365-default".into(),
+            index: Some("siembridge-m365".into()),
             basic_auth: Some(BasicAuth {
                 username: "elastic".into(),
                 password: selector("es", "password"),

@@ -318,7 +318,7 @@ fn leef_uses_delimiter_and_replaces_it_in_values() {
     );
     assert_eq!(
         line,
-        "LEEF:2.0|Microsoft|Office365|1.0|ExchangeAdmin|^|devTime=2025-01-01T10:03:19.123+0000^devTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ^sev=5^cat=o365.audit^src=203.0.113.10^usrName=alex@contoso.example^externalId=id=1^action=Set|Mailbox^outcome=failure^targetUser=Zoë=Ünïcødé^emailSubject=a=b\\c  d e f^tenantId=11111111-2222-3333-4444-555555555555^msg=line1 line2 | pipe \\ back"
+        "LEEF:2.0|Microsoft|Office365|1.0|ExchangeAdmin:Set\\|Mailbox:failure|^|devTime=2025-01-01T10:03:19.123+0000^devTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ^sev=5^cat=o365.audit^src=203.0.113.10^usrName=alex@contoso.example^externalId=id=1^action=Set|Mailbox^outcome=failure^targetUser=Zoë=Ünïcødé^emailSubject=a=b\\c  d e f^tenantId=11111111-2222-3333-4444-555555555555^msg=line1 line2 | pipe \\ back"
     );
     let tab = leef::encode(
         &tricky_doc(),
@@ -329,7 +329,7 @@ fn leef_uses_delimiter_and_replaces_it_in_values() {
         },
     );
     assert!(
-        tab.starts_with("LEEF:2.0|Microsoft|Office365|1.0|ExchangeAdmin|x09|devTime="),
+        tab.starts_with("LEEF:2.0|Microsoft|Office365|1.0|ExchangeAdmin:Set\\|Mailbox:failure|x09|devTime="),
         "{tab}"
     );
     assert!(tab.contains("\temailSubject=a=b\\c  d^e f\t"), "{tab}");
@@ -582,7 +582,7 @@ fn failed_sign_in_end_to_end_to_cef_and_leef() {
     );
     assert_eq!(
         leef_line,
-        "LEEF:2.0|Microsoft|EntraID|1.0|Sign-in activity|^|devTime=2025-01-01T10:00:05.123+0000^devTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ^sev=5^cat=azure.signinlogs^src=198.51.100.7^identSrc=198.51.100.7^usrName=alex^domain=contoso.example^externalId=bbbbbbbb-1111-4111-8111-000000000001^action=Sign-in activity^outcome=failure^userId=aaaaaaaa-0000-4000-8000-000000000001^userAgent=Mozilla/5.0 (Windows NT 10.0; Win64; x64)^tenantId=11111111-2222-3333-4444-555555555555^errorMessage=Invalid username or password.^msg=Invalid username or password."
+        "LEEF:2.0|Microsoft|EntraID|1.0|SignInLogs:Sign-in activity:50126|^|devTime=2025-01-01T10:00:05.123+0000^devTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ^sev=5^cat=azure.signinlogs^src=198.51.100.7^identSrc=198.51.100.7^usrName=alex^domain=contoso.example^externalId=bbbbbbbb-1111-4111-8111-000000000001^action=Sign-in activity^outcome=failure^userId=aaaaaaaa-0000-4000-8000-000000000001^userAgent=Mozilla/5.0 (Windows NT 10.0; Win64; x64)^tenantId=11111111-2222-3333-4444-555555555555^errorMessage=Invalid username or password.^msg=Invalid username or password."
     );
 }
 

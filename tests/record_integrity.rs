@@ -263,6 +263,7 @@ async fn every_record_of_awkward_input_is_delivered_or_dead_lettered_with_its_re
                     max_message_bytes: 65536,
                     tls: None,
                     confirm_delay_ms: 0,
+                    hostname: None,
                 }),
                 format: EventFormat::Ecs,
                 ..Default::default()

@@ -3,9 +3,13 @@
 //! restarted mid-stream, UDP with the size limit, and the JSON, CEF and LEEF payloads. rsyslog
 //! writes each raw message to a file; the test parses every line (RFC 5424 header, structured
 //! data, payload) and counts the events. Plain TCP's remaining loss window is measured against
-//! a small receiver here that drops its connections mid-stream.
+//! a small receiver here that drops its connections mid-stream. For QRadar: the HOSTNAME it keys
+//! log sources on is the LogSource's name (or the spec's `hostname`) in every message of every
+//! run, and the LEEF EventID tells a failed sign-in from a successful one.
 
 mod common;
+#[path = "common/mixed.rs"]
+mod mixed;
 #[path = "common/rsyslog.rs"]
 mod rsyslog;
 
@@ -126,6 +130,7 @@ fn spec(transport: SyslogTransport, port: u16, payload: SyslogPayload, tls: Opti
         max_message_bytes: 8192,
         tls,
         confirm_delay_ms: SyslogSpec::default_confirm_delay_ms(),
+        hostname: None,
     }
 }
 
@@ -935,4 +940,88 @@ async fn relp_tls_with_client_certificate_delivers_every_event_once() {
     let lines = rs.wait_for(N, Duration::from_secs(20));
     assert!(!lines.iter().any(|l| l.contains("anonymous")));
     check_json_lines(&lines, N, "relp over tls (mutual)");
+}
+
+/// What QRadar keys on, through the collector and real rsyslog: the RFC 5424 HOSTNAME (its log
+/// source identifier) is the LogSource name in every message of two separate runs (not the
+/// machine's or the pod's name, not the device an event is about), or the spec's `hostname`
+/// when set; the LEEF EventID (what QRadar maps to a QID) is the one `leef::event_id` gives,
+/// and differs between a successful and a failed sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qradar_hostname_is_stable_and_leef_event_ids_tell_outcomes_apart() {
+    siembridge::tls::install_crypto_provider();
+    let Some(rs) = rsyslog::start(Listeners {
+        tcp: true,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let port = rs.tcp_port.unwrap();
+    let n = mixed::RECORDS.len();
+    let mut expected_lines = 0;
+    for (run, hostname) in [(1, None), (2, None), (3, Some("m365-qradar"))] {
+        let dir = tempfile::tempdir().unwrap();
+        let records = mixed::write(dir.path(), 1);
+        let mut s = spec(SyslogTransport::Tcp, port, SyslogPayload::Leef, None);
+        s.hostname = hostname.map(str::to_string);
+        let mut dest = destination(s);
+        dest.format = EventFormat::Ecs;
+        let config = common::replay_config(
+            dir.path(),
+            &records,
+            &format!("entra-qradar-{}", if hostname.is_some() { "named" } else { "default" }),
+            BTreeMap::from([("qradar".into(), dest)]),
+        );
+        let summary = tokio::time::timeout(
+            Duration::from_secs(120),
+            Collector::new(config).run(CancellationToken::new()),
+        )
+        .await
+        .expect("collector finished")
+        .expect("collector ran");
+        assert!(summary.fully_checkpointed, "run {run}");
+        expected_lines += n;
+        let lines = rs.wait_for(expected_lines, Duration::from_secs(20));
+        assert_eq!(lines.len(), expected_lines, "run {run}");
+    }
+    let lines = rs.lines();
+    let mut hosts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    for (k, l) in lines.iter().enumerate() {
+        let p = parse(l);
+        *hosts.entry(p.hostname.clone()).or_default() += 1;
+        let expected_host = if k < 2 * n {
+            "entra-qradar-default"
+        } else {
+            "m365-qradar"
+        };
+        assert_eq!(p.hostname, expected_host, "{l}");
+        assert!(p.msg.starts_with("LEEF:2.0|Microsoft|"), "{l}");
+        let h = split_header(&p.msg, 7);
+        let attrs: HashMap<&str, &str> = h[6].split('^').filter_map(|kv| kv.split_once('=')).collect();
+        // Which record this is: the `externalId` is its event.id, else the collector's
+        // `{stream}/{position}#{index}`; find it by its position in the file instead.
+        let index = k % n;
+        let (tag, _, _, record) = mixed::RECORDS[index];
+        let doc = siembridge::normalize::to_ecs(
+            &serde_json::from_str(record).unwrap(),
+            &siembridge::normalize::EcsContext::default(),
+        )
+        .unwrap();
+        assert_eq!(h[4], siembridge::normalize::leef::event_id(&doc), "{tag}: {l}");
+        assert!(!attrs.is_empty());
+        ids.insert(tag.to_string(), h[4].clone());
+    }
+    println!("qradar over rsyslog: {} messages, HOSTNAMEs {hosts:?}", lines.len());
+    println!("qradar LEEF EventIDs: {ids:#?}");
+    assert_eq!(
+        hosts.len(),
+        2,
+        "one log source per LogSource, one for the named hostname"
+    );
+    let (ok, failed) = (&ids["entra-signin-ok"], &ids["entra-signin-failed"]);
+    assert_ne!(ok, failed, "success and failure map to different QIDs");
+    assert!(failed.ends_with(":50126") || failed.ends_with(":failure"), "{failed}");
+    assert!(ok.starts_with("SignInLogs:"), "{ok}");
+    assert_ne!(ids["entra-audit"], ids["intune-audit"]);
 }

@@ -228,7 +228,10 @@ pub struct SplunkHecSpec {
     /// Index for events; the token's default index when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<String>,
-    /// Sourcetype; when unset siembridge picks one per category (e.g. `azure:aad:signin`).
+    /// Sourcetype; when unset siembridge picks the one the Splunk add-on for the record's family
+    /// and category uses (`azure:monitor:aad`, `o365:management:activity`,
+    /// `ms:defender:eventhub`...) with `format: raw`, and `siembridge:ecs:<product>` with
+    /// `format: ecs` (the table is in the README).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sourcetype: Option<String>,
     /// `source` field of every event; defaults to the LogSource name.
@@ -244,7 +247,7 @@ pub struct SplunkHecSpec {
 }
 
 /// Elasticsearch or OpenSearch `_bulk` API.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "!(has(self.basicAuth) && has(self.apiKey))",
@@ -254,11 +257,30 @@ pub struct ElasticsearchSpec {
     /// Base URLs of the cluster nodes, e.g. `https://es.example:9200`.
     #[schemars(length(min = 1), inner(regex(pattern = r"^https?://")))]
     pub urls: Vec<String>,
-    /// Index or data stream written to. Data streams accept only `create`, which siembridge
-    /// always uses, with the event's stable id as `_id`.
-    #[serde(default = "ElasticsearchSpec::default_index")]
+    /// Index, alias or data stream every event is written to, as it is. When unset (the
+    /// default) each event goes to the data stream of its dataset,
+    /// `logs-<dataset>-<namespace>`, so the dashboards and rules of Elastic's integrations
+    /// apply: with `format: ecs` the document's `event.dataset` (`logs-azure.signinlogs-default`);
+    /// with `format: raw` the data stream of the Elastic integration that parses the record
+    /// (`azure.signinlogs`, `o365.audit`, `m365_defender.event`...), the record shipped as Elastic
+    /// Agent ships it (`message` holding the record, `@timestamp`, `data_stream.*`) for the
+    /// integration's pipeline to parse (see the README). Every write is a `create` with the
+    /// event's stable id as `_id`, which data streams require.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
-    pub index: String,
+    pub index: Option<String>,
+    /// Namespace of the data streams when `index` is unset (`logs-<dataset>-<namespace>`):
+    /// lowercase letters, digits, `_` and `.`, at most 100 characters (Elastic's data stream
+    /// naming scheme forbids `-` in it).
+    #[serde(default = "ElasticsearchSpec::default_namespace")]
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"^[a-z0-9_.]+$"))]
+    pub namespace: String,
+    /// Ingest pipeline to run on every document (the `pipeline` of each `_bulk` action); when
+    /// unset, the target's default pipeline runs (an installed integration's, for its data
+    /// streams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub pipeline: Option<String>,
     /// Basic authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
@@ -273,9 +295,25 @@ pub struct ElasticsearchSpec {
     pub tls: Option<TlsSpec>,
 }
 
+impl Default for ElasticsearchSpec {
+    fn default() -> Self {
+        ElasticsearchSpec {
+            urls: Vec::new(),
+            index: None,
+            namespace: ElasticsearchSpec::default_namespace(),
+            pipeline: None,
+            basic_auth: None,
+            api_key: None,
+            compression: false,
+            tls: None,
+        }
+    }
+}
+
 impl ElasticsearchSpec {
-    fn default_index() -> String {
-        "logs-siembridge-default".to_string()
+    /// The default of `namespace`.
+    pub fn default_namespace() -> String {
+        "default".to_string()
     }
 }
 
@@ -351,6 +389,14 @@ pub struct SyslogSpec {
     /// Message body.
     #[serde(default)]
     pub payload: SyslogPayload,
+    /// RFC 5424 HOSTNAME of every message. QRadar names (and auto-detects) a log source by it,
+    /// so it must not change across restarts, rollouts and replicas. When unset, the name of the
+    /// event's LogSource: one stable QRadar log source per LogSource, whichever collector pod
+    /// sends. The host an event is about stays in the payload (`host.name`; LEEF
+    /// `identHostName`, CEF `dvchost`). Printable ASCII without spaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[!-~]+$"))]
+    pub hostname: Option<String>,
     /// RFC 5424 APP-NAME.
     #[serde(default = "SyslogSpec::default_app_name")]
     #[schemars(length(min = 1, max = 48))]

@@ -452,6 +452,7 @@ impl DeadLetters {
             body,
             id: Arc::from(id.as_str()),
             log_source: letter.log_source.clone(),
+            recognized: None,
             ack: letter.ack,
             dead_letter: Some(DeadLetterMark {
                 stage: letter.stage,

@@ -504,6 +504,7 @@ impl Router {
                         None => format!("{}/{}#{}", batch.stream, position, index_in_unit),
                     });
                 let event_id: Arc<str> = Arc::from(record_id.as_str());
+                let recognized = record.recognized.clone().map(Arc::new);
                 let mut bodies: [Option<Result<Bytes, String>>; 3] = [None, None, None];
                 let mut routed = false;
                 for (ri, route) in self.routes.iter().enumerate() {
@@ -530,6 +531,7 @@ impl Router {
                                         body,
                                         id: event_id.clone(),
                                         log_source: route.log_source.clone(),
+                                        recognized: recognized.clone(),
                                         record: raw.bytes().clone(),
                                         ack: guard.clone(),
                                         dead_letter: None,

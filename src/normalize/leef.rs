@@ -2,8 +2,9 @@
 //!
 //! `LEEF:2.0|Vendor|Product|Version|EventID|Delimiter|key=value<delim>key=value...`
 //!
-//! - Vendor `Microsoft`; Product from `observer.product`; Version the crate version;
-//!   EventID `event.code`, else `event.action`, else `rule.id`, else `event.dataset`.
+//! - Vendor `Microsoft`; Product from `observer.product`; Version the crate version.
+//! - EventID (what QRadar maps to a QID) tells category, activity and outcome apart:
+//!   `<category>:<activity>:<result>`, see [`event_id`]; at most 255 characters.
 //! - Delimiter: configurable, default `^`. In the header it is written as the character when
 //!   it is printable ASCII, else as hex (`x09` for tab).
 //! - Header fields: `|` is escaped as `\|`, CR/LF become spaces.
@@ -90,11 +91,7 @@ pub fn encode(ecs: &Value, opts: &LeefOptions) -> String {
         .clone()
         .or_else(|| text(ecs, "observer.product"))
         .unwrap_or_else(|| "Unknown".into());
-    let event_id = text(ecs, "event.code")
-        .or_else(|| text(ecs, "event.action"))
-        .or_else(|| text(ecs, "rule.id"))
-        .or_else(|| text(ecs, "event.dataset"))
-        .unwrap_or_else(|| "unknown".into());
+    let event_id = event_id(ecs);
     let d = opts.delimiter;
     let mut out = String::with_capacity(512);
     out.push_str("LEEF:2.0|");
@@ -162,6 +159,45 @@ pub fn encode(ecs: &Value, opts: &LeefOptions) -> String {
     out
 }
 
+/// Longest EventID written, in characters.
+const MAX_EVENT_ID: usize = 255;
+
+/// The LEEF EventID of an ECS document: `<category>:<activity>:<result>`, parts absent from the
+/// document left out, so that QRadar's QID map can tell a failed sign-in from a successful one
+/// and an interactive sign-in from a non-interactive one.
+/// - category: the record's category as the document keeps it (`<event.dataset>.category`, e.g.
+///   `azure.signinlogs.category` = `NonInteractiveUserSignInLogs`), else `event.code` (the
+///   Office 365 RecordType name, the Defender table) when it is not the activity itself;
+/// - activity: `event.action`, else `rule.id`, else `event.code`, else `event.dataset`, else
+///   `unknown`;
+/// - result: `error.code` (Entra's error code of a failed sign-in, e.g. `50126`), else
+///   `event.outcome` (`success`, `failure`, `unknown`).
+///
+/// E.g. `SignInLogs:Sign-in activity:50126`, `SignInLogs:Sign-in activity:success`,
+/// `ExchangeAdmin:New-InboxRule:success`.
+pub fn event_id(ecs: &Value) -> String {
+    let activity = text(ecs, "event.action")
+        .or_else(|| text(ecs, "rule.id"))
+        .or_else(|| text(ecs, "event.code"))
+        .or_else(|| text(ecs, "event.dataset"))
+        .unwrap_or_else(|| "unknown".into());
+    let category = text(ecs, "event.dataset")
+        .and_then(|d| text(ecs, &format!("{d}.category")))
+        .or_else(|| text(ecs, "event.code").filter(|c| *c != activity));
+    let result = text(ecs, "error.code").or_else(|| text(ecs, "event.outcome"));
+    let mut id = String::with_capacity(64);
+    for part in [category, Some(activity), result].into_iter().flatten() {
+        if !id.is_empty() {
+            id.push(':');
+        }
+        id.push_str(&part);
+    }
+    match id.char_indices().nth(MAX_EVENT_ID) {
+        Some((cut, _)) => id[..cut].to_string(),
+        None => id,
+    }
+}
+
 /// `@timestamp` as `yyyy-MM-dd'T'HH:mm:ss.SSSZ`.
 fn dev_time(ecs: &Value) -> Option<String> {
     let t = get(ecs, "@timestamp")?.as_str()?;
@@ -170,4 +206,42 @@ fn dev_time(ecs: &Value) -> Option<String> {
             .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
             .to_string()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn event_ids_tell_category_activity_and_outcome_apart() {
+        let sign_in = |category: &str, code: Option<&str>, outcome: &str| {
+            let mut d = json!({"event": {"action": "Sign-in activity", "dataset": "azure.signinlogs", "outcome": outcome},
+                               "azure": {"signinlogs": {"category": category}}});
+            if let Some(c) = code {
+                d["error"] = json!({"code": c});
+            }
+            event_id(&d)
+        };
+        let ok = sign_in("SignInLogs", None, "success");
+        let failed = sign_in("SignInLogs", Some("50126"), "failure");
+        let other_failure = sign_in("SignInLogs", Some("50053"), "failure");
+        let non_interactive = sign_in("NonInteractiveUserSignInLogs", None, "success");
+        assert_eq!(ok, "SignInLogs:Sign-in activity:success");
+        assert_eq!(failed, "SignInLogs:Sign-in activity:50126");
+        let all = [&ok, &failed, &other_failure, &non_interactive];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        let o365 = json!({"event": {"action": "New-InboxRule", "code": "ExchangeAdmin", "outcome": "success", "dataset": "o365.audit"}});
+        assert_eq!(event_id(&o365), "ExchangeAdmin:New-InboxRule:success");
+        assert_eq!(event_id(&json!({"event": {"dataset": "x.y"}})), "x.y");
+        assert_eq!(event_id(&json!({})), "unknown");
+        let long = json!({"event": {"action": "a".repeat(400)}});
+        assert_eq!(event_id(&long).chars().count(), 255);
+        let line = encode(&o365, &LeefOptions::default());
+        assert!(line.contains("|ExchangeAdmin:New-InboxRule:success|^|"), "{line}");
+    }
 }

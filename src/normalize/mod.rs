@@ -18,6 +18,7 @@
 //! encode ECS documents. The field tables are in `FIELDS.md` next to this file.
 
 pub mod cef;
+pub mod content;
 mod ecs;
 pub mod leef;
 mod parse;

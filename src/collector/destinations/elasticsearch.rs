@@ -1,7 +1,25 @@
 //! `elasticsearch`: the `_bulk` API of Elasticsearch and OpenSearch (docs/PROTOCOLS.md section 7.2).
 //!
-//! Every event is a `create` of the event's stable id as `_id` in the configured index or data
-//! stream, so a re-delivery is answered 409 and counted as delivered: exactly once per id.
+//! Every event is a `create` of the event's stable id as `_id` (data streams accept only
+//! `create`), so a re-delivery is answered 409 and counted as delivered: exactly once per id.
+//!
+//! Where an event goes: the spec's `index` when set, the document as it is. Otherwise the data
+//! stream of its dataset, `logs-<dataset>-<namespace>` (Elastic's data stream naming scheme):
+//! - `format: ecs`: the document's `event.dataset` (`logs-azure.signinlogs-default`), the data
+//!   stream the Elastic integration of that dataset owns, so its dashboards and rules apply.
+//! - `format: raw`: the record is shipped as Elastic Agent ships it, for the installed
+//!   integration's ingest pipeline to parse: `{"@timestamp", "message": "<the record>",
+//!   "data_stream": {"type": "logs", "dataset", "namespace"}}` to the data stream of the
+//!   integration that reads that record (`crate::normalize::content`: `azure.signinlogs`,
+//!   `o365.audit`, `m365_defender.event`...; `siembridge.original` where none does). The
+//!   integrations' pipelines read the record from `message` (e.g. the `azure` package's
+//!   `signinlogs` pipeline starts with a `json` processor on `message`) and set `@timestamp`
+//!   from the record's own time.
+//!
+//! Dataset and namespace keep lowercase letters, digits, `_` and `.` (others become `_`; `-`
+//! is the separator of the name) and at most 100 bytes each. `pipeline`, when set, names the
+//! ingest pipeline of every action; otherwise the target's default pipeline runs.
+//!
 //! Per-item answers: 2xx and 409 delivered, 429 and 5xx sent again alone, 401/403
 //! (`security_exception`: the role may not write this index) kept as refused credentials, other
 //! 4xx (`mapper_parsing_exception`...) dead-lettered with the error type and reason.
@@ -20,14 +38,25 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::document::facts;
 use super::http_client::{self, excerpt, request_error, uniform};
 use super::{AuthFailure, BuildError, Destination, Event, EventOutcome, SendOutcome};
-use crate::api::{ElasticsearchSpec, RetrySpec};
+use crate::api::{ElasticsearchSpec, EventFormat, RetrySpec};
 use crate::collector::secrets;
 use crate::config::SecretSource;
+use crate::normalize::content;
 
 /// Longest `_id` Elasticsearch accepts, in bytes; longer ids are replaced by their SHA-256.
 const MAX_ID_BYTES: usize = 512;
+
+/// Longest dataset or namespace of a data stream name, in bytes (Elastic's naming scheme).
+const MAX_NAME_PART: usize = 100;
+
+/// The dataset of raw records no Elastic integration reads.
+pub const UNPARSED_DATASET: &str = "siembridge.original";
+
+/// The dataset of ECS documents without `event.dataset`.
+pub const FALLBACK_DATASET: &str = "siembridge";
 
 /// Sends batches to a cluster's `_bulk` endpoint.
 #[derive(Debug)]
@@ -35,9 +64,34 @@ pub struct ElasticsearchDestination {
     client: reqwest::Client,
     bulk_urls: Vec<String>,
     next_node: AtomicUsize,
-    index: String,
+    /// A fixed target; `None`: the data stream of each event's dataset.
+    index: Option<String>,
+    namespace: String,
+    pipeline: Option<String>,
+    format: EventFormat,
     authorization: Option<HeaderValue>,
     compression: bool,
+}
+
+/// `text` as a data stream dataset or namespace: lowercase, `[a-z0-9_.]` (anything else
+/// becomes `_`), at most 100 bytes, never empty.
+pub fn name_part(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_NAME_PART)
+        .collect();
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,15 +152,23 @@ fn item_outcome(item: &BulkItem) -> EventOutcome {
 }
 
 impl ElasticsearchDestination {
-    /// Build from the spec; credentials and TLS Secrets are read now.
+    /// Build from the spec; credentials and TLS Secrets are read now. `format` is the
+    /// SiemDestination's: it decides how data streams are chosen and what a raw record becomes.
     pub fn new(
         name: &str,
         spec: &ElasticsearchSpec,
+        format: EventFormat,
         retry: &RetrySpec,
         secrets: &SecretSource,
     ) -> Result<Self, BuildError> {
         if spec.urls.is_empty() {
             return Err(http_client::invalid(name, "urls: at least one node URL is needed"));
+        }
+        if name_part(&spec.namespace) != spec.namespace {
+            return Err(http_client::invalid(
+                name,
+                "namespace: lowercase letters, digits, `_` and `.` only, at most 100 characters",
+            ));
         }
         let bulk_urls = spec
             .urls
@@ -148,23 +210,63 @@ impl ElasticsearchDestination {
             bulk_urls,
             next_node: AtomicUsize::new(0),
             index: spec.index.clone(),
+            namespace: spec.namespace.clone(),
+            pipeline: spec.pipeline.clone(),
+            format,
             authorization,
             compression: spec.compression,
         })
     }
 
+    /// Where an event goes and the document written there: the fixed `index` and the body, or
+    /// the data stream of its dataset and (raw records) the document an integration parses.
+    pub fn target(&self, e: &Event) -> (String, Option<Vec<u8>>) {
+        if let Some(index) = &self.index {
+            return (index.clone(), None);
+        }
+        let stream = |dataset: &str| format!("logs-{}-{}", name_part(dataset), self.namespace);
+        match self.format {
+            EventFormat::Ecs => {
+                let dataset = facts(&e.body).dataset;
+                (stream(dataset.as_deref().unwrap_or(FALLBACK_DATASET)), None)
+            }
+            EventFormat::Raw => {
+                let dataset = e
+                    .recognized
+                    .as_ref()
+                    .and_then(|r| content::elastic_integration_dataset(r.family, &r.category))
+                    .unwrap_or(UNPARSED_DATASET);
+                let dataset = name_part(dataset);
+                let time = facts(&e.body)
+                    .time_rfc3339()
+                    .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                let doc = serde_json::json!({
+                    "@timestamp": time,
+                    "message": String::from_utf8_lossy(&e.body),
+                    "data_stream": {"type": "logs", "dataset": dataset, "namespace": self.namespace},
+                });
+                (stream(&dataset), Some(doc.to_string().into_bytes()))
+            }
+        }
+    }
+
     /// The NDJSON body of a batch: a `create` action and the document per event, with the
     /// final newline `_bulk` requires.
     pub fn encode(&self, batch: &[Event]) -> Vec<u8> {
-        let mut body = Vec::with_capacity(batch.iter().map(|e| e.body.len() + self.index.len() + 64).sum());
+        let mut body = Vec::with_capacity(batch.iter().map(|e| e.body.len() + 128).sum());
         for e in batch {
+            let (index, wrapped) = self.target(e);
             body.extend_from_slice(b"{\"create\":{\"_index\":");
             // Serializing a str cannot fail.
-            let _ = serde_json::to_writer(&mut body, &self.index);
+            let _ = serde_json::to_writer(&mut body, &index);
             body.extend_from_slice(b",\"_id\":");
             let _ = serde_json::to_writer(&mut body, &*document_id(&e.id));
+            if let Some(p) = &self.pipeline {
+                body.extend_from_slice(b",\"pipeline\":");
+                let _ = serde_json::to_writer(&mut body, p);
+            }
             body.extend_from_slice(b"}}\n");
-            body.extend_from_slice(&e.body);
+            body.extend_from_slice(wrapped.as_deref().unwrap_or(&e.body));
             body.push(b'\n');
         }
         body
@@ -323,19 +425,92 @@ mod tests {
         ));
     }
 
+    fn destination(spec: ElasticsearchSpec, format: EventFormat) -> ElasticsearchDestination {
+        ElasticsearchDestination::new("es", &spec, format, &RetrySpec::default(), &SecretSource::Environment).unwrap()
+    }
+
     #[test]
     fn bulk_bodies_are_create_pairs_ending_with_a_newline() {
         let spec = ElasticsearchSpec {
             urls: vec!["http://127.0.0.1:9200/".into()],
-            index: "logs-m365.audit-default".into(),
+            index: Some("logs-m365.audit-default".into()),
             ..Default::default()
         };
-        let d = ElasticsearchDestination::new("es", &spec, &RetrySpec::default(), &SecretSource::Environment).unwrap();
+        let d = destination(spec, EventFormat::Ecs);
         assert_eq!(d.bulk_urls, vec!["http://127.0.0.1:9200/_bulk"]);
         let body = d.encode(&[Event::detached_with_id("{\"a\":1}", "ls", "id\"1")]);
         assert_eq!(
             String::from_utf8(body).unwrap(),
             "{\"create\":{\"_index\":\"logs-m365.audit-default\",\"_id\":\"id\\\"1\"}}\n{\"a\":1}\n"
         );
+    }
+
+    #[test]
+    fn ecs_documents_go_to_the_data_stream_of_their_dataset_with_the_pipeline() {
+        let spec = ElasticsearchSpec {
+            urls: vec!["http://127.0.0.1:9200".into()],
+            namespace: "prod".into(),
+            pipeline: Some("siembridge-extra".into()),
+            ..Default::default()
+        };
+        let d = destination(spec, EventFormat::Ecs);
+        let e = Event::detached_with_id(
+            r#"{"@timestamp":"2026-01-01T00:00:00Z","event":{"dataset":"azure.signinlogs"}}"#,
+            "ls",
+            "i",
+        );
+        let body = String::from_utf8(d.encode(&[e])).unwrap();
+        let action: serde_json::Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+        assert_eq!(action["create"]["_index"], "logs-azure.signinlogs-prod");
+        assert_eq!(action["create"]["pipeline"], "siembridge-extra");
+        let odd = Event::detached_with_id(r#"{"event":{"dataset":"Weird-Name/X"}}"#, "ls", "j");
+        assert_eq!(d.target(&odd).0, "logs-weird_name_x-prod");
+        assert_eq!(d.target(&Event::detached("{}", "ls")).0, "logs-siembridge-prod");
+    }
+
+    #[test]
+    fn raw_records_are_shipped_in_message_to_the_integration_data_stream() {
+        let d = destination(
+            ElasticsearchSpec {
+                urls: vec!["http://127.0.0.1:9200".into()],
+                ..Default::default()
+            },
+            EventFormat::Raw,
+        );
+        let record = r#"{"time":"2026-01-15T08:00:01.1234567Z","category":"SignInLogs","properties":{}}"#;
+        let mut e = Event::detached_with_id(record, "ls", "i");
+        e.recognized = Some(std::sync::Arc::new(crate::normalize::Recognized {
+            family: "entra",
+            category: "SignInLogs".into(),
+        }));
+        let (index, doc) = d.target(&e);
+        assert_eq!(index, "logs-azure.signinlogs-default");
+        let doc: serde_json::Value = serde_json::from_slice(&doc.unwrap()).unwrap();
+        assert_eq!(doc["message"], record);
+        assert_eq!(doc["@timestamp"], "2026-01-15T08:00:01.123Z");
+        assert_eq!(
+            doc["data_stream"],
+            serde_json::json!({"type": "logs", "dataset": "azure.signinlogs", "namespace": "default"})
+        );
+        let (index, _) = d.target(&Event::detached("{}", "ls"));
+        assert_eq!(index, "logs-siembridge.original-default");
+    }
+
+    #[test]
+    fn invalid_namespaces_are_refused() {
+        let spec = ElasticsearchSpec {
+            urls: vec!["http://127.0.0.1:9200".into()],
+            namespace: "Prod-EU".into(),
+            ..Default::default()
+        };
+        let e = ElasticsearchDestination::new(
+            "es",
+            &spec,
+            EventFormat::Ecs,
+            &RetrySpec::default(),
+            &SecretSource::Environment,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("namespace"), "{e}");
     }
 }

@@ -56,6 +56,10 @@ pub struct Event {
     pub id: Arc<str>,
     /// The LogSource it was routed for.
     pub log_source: Arc<str>,
+    /// What normalization recognised the record as (family and category), computed once for
+    /// every destination: the Splunk sourcetype and the Elasticsearch data stream come from it
+    /// ([`crate::normalize::content`]). `None` for a record that could not be parsed.
+    pub recognized: Option<Arc<crate::normalize::Recognized>>,
     /// The record as the source delivered it, for a dead letter (the same bytes as `body` for
     /// `format: raw`).
     pub record: Bytes,
@@ -83,6 +87,7 @@ impl Event {
             body,
             id: Arc::from(id),
             log_source: Arc::from(log_source),
+            recognized: None,
             ack: stream.register(String::new(), 1),
             dead_letter: None,
             _slot: None,
@@ -201,13 +206,18 @@ pub fn build(
         DestinationKind::Elasticsearch(s) => Arc::new(elasticsearch::ElasticsearchDestination::new(
             name,
             s,
+            spec.format,
             &spec.retry,
             secrets,
         )?),
         DestinationKind::Sekoia(s) => Arc::new(sekoia::SekoiaDestination::new(name, s, &spec.retry, secrets)?),
         DestinationKind::Sentinel(s) => Arc::new(sentinel::SentinelDestination::new(name, s, &spec.retry, secrets)?),
-        DestinationKind::SplunkHec(s) => {
-            Arc::new(splunk_hec::SplunkHecDestination::new(name, s, &spec.retry, secrets)?)
-        }
+        DestinationKind::SplunkHec(s) => Arc::new(splunk_hec::SplunkHecDestination::new(
+            name,
+            s,
+            spec.format,
+            &spec.retry,
+            secrets,
+        )?),
     })
 }

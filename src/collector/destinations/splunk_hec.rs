@@ -32,8 +32,9 @@ use tokio::time::Instant;
 use super::document::facts;
 use super::http_client::{self, excerpt, uniform};
 use super::{AuthFailure, BuildError, Destination, Event, EventOutcome, SendOutcome};
-use crate::api::{RetrySpec, SplunkHecSpec};
+use crate::api::{EventFormat, RetrySpec, SplunkHecSpec};
 use crate::config::SecretSource;
+use crate::normalize::content;
 
 /// Header naming the indexer-acknowledgement channel.
 pub const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
@@ -54,6 +55,8 @@ pub struct SplunkHecDestination {
     indexer_ack: bool,
     channel: String,
     ack_timeout: Duration,
+    /// The destination's format, which picks the sourcetype.
+    format: EventFormat,
 }
 
 /// HEC's JSON answer.
@@ -120,25 +123,13 @@ fn verdict(status: StatusCode, reply: &HecReply, body: &str, events: usize, afte
     Verdict::Rejected(why)
 }
 
-/// The sourcetype of a dataset or category when the spec sets none: the ones the Splunk add-ons
-/// for Microsoft services parse, `siembridge:json` otherwise.
-pub fn sourcetype_for(dataset: Option<&str>) -> &'static str {
-    match dataset {
-        Some(
-            "azure.signinlogs"
-            | "SignInLogs"
-            | "NonInteractiveUserSignInLogs"
-            | "ServicePrincipalSignInLogs"
-            | "ManagedIdentitySignInLogs",
-        ) => "azure:aad:signin",
-        Some("azure.auditlogs" | "AuditLogs") => "azure:aad:audit",
-        Some("azure.provisioning" | "ProvisioningLogs") => "azure:aad:provisioning",
-        Some("o365.audit" | "o365") => "o365:management:activity",
-        Some("m365_defender.incident") => "ms365:defender:incident",
-        Some("m365_defender.alert") => "ms365:defender:incident:alerts",
-        Some(d) if d.starts_with("intune.") || d.starts_with("Intune") || d.starts_with("Device") => "ms:intune:audit",
-        Some(d) if d.starts_with("AdvancedHunting-") || d.starts_with("m365_defender.") => "ms365:defender:event",
-        _ => "siembridge:json",
+/// The sourcetype of an event when the spec sets none: the one the Splunk add-ons for Microsoft
+/// services parse for its family and category in this format (`crate::normalize::content`),
+/// from what normalization recognised, never from the body.
+pub fn sourcetype_for(event: &Event, format: EventFormat) -> &'static str {
+    match &event.recognized {
+        Some(r) => content::splunk_sourcetype(r.family, &r.category, format),
+        None => content::splunk_sourcetype("unknown", "unknown", format),
     }
 }
 
@@ -165,10 +156,12 @@ fn hec_root(url: &str) -> &str {
 type Outcomes<'a> = Pin<Box<dyn Future<Output = (Vec<EventOutcome>, Option<Duration>)> + Send + 'a>>;
 
 impl SplunkHecDestination {
-    /// Build from the spec; the token and TLS Secrets are read now.
+    /// Build from the spec; the token and TLS Secrets are read now. `format` is the
+    /// SiemDestination's, which picks the sourcetype of each event.
     pub fn new(
         name: &str,
         spec: &SplunkHecSpec,
+        format: EventFormat,
         retry: &RetrySpec,
         secrets: &SecretSource,
     ) -> Result<Self, BuildError> {
@@ -188,6 +181,7 @@ impl SplunkHecDestination {
             indexer_ack: spec.indexer_ack,
             channel: http_client::random_guid(),
             ack_timeout: Duration::from_millis(retry.request_timeout_ms),
+            format,
         })
     }
 
@@ -220,7 +214,7 @@ impl SplunkHecDestination {
             "sourcetype",
             self.sourcetype
                 .as_deref()
-                .unwrap_or_else(|| sourcetype_for(f.dataset.as_deref())),
+                .unwrap_or_else(|| sourcetype_for(event, self.format)),
         );
         if let Some(i) = &self.index {
             field("index", i);
@@ -453,17 +447,28 @@ mod tests {
             index: Some("m365".into()),
             ..Default::default()
         };
-        let d = SplunkHecDestination::new("hec", &spec, &RetrySpec::default(), &SecretSource::Environment).unwrap();
+        let d = SplunkHecDestination::new(
+            "hec",
+            &spec,
+            EventFormat::Ecs,
+            &RetrySpec::default(),
+            &SecretSource::Environment,
+        )
+        .unwrap();
         assert!(!format!("{d:?}").contains("tok\""));
-        let e = Event::detached_with_id(
+        let mut e = Event::detached_with_id(
             r#"{"@timestamp":"2025-01-01T10:03:19.123Z","event":{"dataset":"azure.signinlogs"}}"#,
             "entra",
             "id-1",
         );
+        e.recognized = Some(std::sync::Arc::new(crate::normalize::Recognized {
+            family: "entra",
+            category: "SignInLogs".into(),
+        }));
         let text = String::from_utf8(d.encode(&[e])).unwrap();
         let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(v["time"].as_f64(), Some(1735725799.123));
-        assert_eq!(v["sourcetype"], "azure:aad:signin");
+        assert_eq!(v["sourcetype"], "siembridge:ecs:entra");
         assert_eq!(v["source"], "entra");
         assert_eq!(v["index"], "m365");
         assert_eq!(v["fields"]["siembridge_id"], "id-1");

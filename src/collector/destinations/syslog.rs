@@ -7,9 +7,12 @@
 //!   `event.severity`, else 5 for alerts and failures, 3 otherwise): 9-10 critical, 7-8 error,
 //!   5-6 warning, 4 notice, 0-3 informational.
 //! - TIMESTAMP is the event's time (ECS `@timestamp`, else the record's `time`, ...) in UTC with
-//!   milliseconds, else the send time. HOSTNAME is the event's `host.name` / `host.hostname`, else
-//!   the collector's host name. MSGID is `event.dataset`, else the record's `category`. Header
-//!   fields are cut to the RFC's lengths and limited to printable ASCII without spaces.
+//!   milliseconds, else the send time. HOSTNAME is the spec's `hostname`, else the event's
+//!   LogSource name: stable across restarts, rollouts and replicas, since QRadar keys its log
+//!   sources on it (neither the pod's name nor the host an event is about, which would make a
+//!   new log source per pod or per device). MSGID is `event.dataset`, else the record's
+//!   `category`. Header fields are cut to the RFC's lengths and limited to printable ASCII
+//!   without spaces.
 //! - The structured data element carries the event's stable id and its LogSource, so a SIEM can
 //!   drop re-deliveries. `32473` is the private enterprise number RFC 5612 reserves for
 //!   documentation, used until siembridge has its own.
@@ -79,8 +82,8 @@ pub struct SyslogDestination {
     app_name: String,
     facility: u8,
     max_message_bytes: usize,
-    /// The collector's host name, for events that name none.
-    hostname: String,
+    /// The spec's HOSTNAME; `None`: each event's LogSource name.
+    hostname: Option<String>,
     /// TCP and TLS: how long a connection must stay up after a write for the batch to count.
     confirm_delay: Duration,
     tls: Option<(TlsConnector, ServerName<'static>)>,
@@ -121,7 +124,7 @@ impl SyslogDestination {
             app_name: header_field(&spec.app_name, 48),
             facility: spec.facility.min(23),
             max_message_bytes: spec.max_message_bytes as usize,
-            hostname: local_hostname(),
+            hostname: spec.hostname.as_deref().map(|h| header_field(h, 255)),
             confirm_delay: Duration::from_millis(u64::from(spec.confirm_delay_ms)),
             tls,
             pool: Mutex::new(Vec::new()),
@@ -170,12 +173,10 @@ impl SyslogDestination {
         .iter()
         .find_map(|k| doc.get(*k).and_then(Value::as_str).and_then(parse_time))
         .unwrap_or_else(Utc::now);
-        let hostname = ["host.name", "host.hostname"]
-            .iter()
-            .find_map(|p| cef::text(&doc, p))
-            .map(|h| header_field(&h, 255))
-            .filter(|h| h != "-")
-            .unwrap_or_else(|| self.hostname.clone());
+        let hostname = match &self.hostname {
+            Some(h) => h.clone(),
+            None => header_field(&event.log_source, 255),
+        };
         let msgid = cef::text(&doc, "event.dataset")
             .or_else(|| doc.get("category").and_then(Value::as_str).map(str::to_string))
             .map(|m| header_field(&m, 32))
@@ -496,14 +497,6 @@ fn sd_escape(s: &str) -> String {
     out
 }
 
-fn local_hostname() -> String {
-    let name = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .unwrap_or_default();
-    header_field(name.trim(), 255)
-}
-
 fn tls_connector(
     name: &str,
     host: &str,
@@ -615,6 +608,7 @@ mod tests {
             max_message_bytes: 65_536,
             tls: None,
             confirm_delay_ms: 100,
+            hostname: None,
         };
         SyslogDestination::new("t", &spec, &SecretSource::Environment).unwrap()
     }
@@ -628,10 +622,39 @@ mod tests {
         assert_eq!(
             m,
             format!(
-                "<108>1 2025-01-01T10:03:19.000Z pc01 siembridge - azure.signinlogs \
+                "<108>1 2025-01-01T10:03:19.000Z entra siembridge - azure.signinlogs \
                  [siembridge@32473 id=\"id\\\"with\\]\\\\odd\" logsource=\"entra\"] {body}"
             )
         );
+    }
+
+    #[test]
+    fn hostname_is_the_spec_s_else_the_log_source_never_the_pod_or_the_event_host() {
+        let body = r#"{"host":{"name":"pc01"}}"#;
+        let header_host = |d: &SyslogDestination, log_source: &str| {
+            let m = String::from_utf8(d.message(&Event::detached_with_id(body, log_source, "x"))).unwrap();
+            m.split(' ').nth(2).unwrap().to_string()
+        };
+        let d = dest(SyslogPayload::Json);
+        assert_eq!(header_host(&d, "tenant-a entra signins"), "tenant-aentrasignins");
+        assert_eq!(header_host(&d, "intune"), "intune");
+        let mut spec = SyslogSpec {
+            host: "127.0.0.1".into(),
+            port: Some(1),
+            transport: SyslogTransport::Tcp,
+            payload: SyslogPayload::Leef,
+            app_name: "siembridge".into(),
+            facility: 13,
+            max_message_bytes: 65_536,
+            tls: None,
+            confirm_delay_ms: 100,
+            hostname: Some("m365-qradar".into()),
+        };
+        let fixed = SyslogDestination::new("t", &spec, &SecretSource::Environment).unwrap();
+        assert_eq!(header_host(&fixed, "intune"), "m365-qradar");
+        spec.hostname = Some("has space".into());
+        let cleaned = SyslogDestination::new("t", &spec, &SecretSource::Environment).unwrap();
+        assert_eq!(header_host(&cleaned, "intune"), "hasspace");
     }
 
     #[test]
@@ -666,6 +689,7 @@ mod tests {
             max_message_bytes: 480,
             tls: None,
             confirm_delay_ms: 100,
+            hostname: None,
         };
         let d = SyslogDestination::new("t", &spec, &SecretSource::Environment).unwrap();
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(600));

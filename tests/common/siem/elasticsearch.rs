@@ -3,6 +3,13 @@
 //! second `create` of an id answers 409, per-item 429 (`es_rejected_execution_exception`) and 400
 //! (`mapper_parsing_exception` for documents with `"poison":true`) injection, whole-request
 //! 401/413/429/503, basic and API-key authentication, gzip bodies, `GET /` cluster info.
+//! Indices named `logs-*` are data streams (the built-in `logs-*-*` index template): only
+//! `create` is accepted, every document needs `@timestamp`, `data_stream.*` fields must match
+//! the name, and the name must follow Elastic's data stream naming scheme
+//! `logs-<dataset>-<namespace>` (lowercase, `[a-z0-9_.]`, no `-` inside a part, at most 100
+//! bytes a part, 255 in all), which integrations rely on (ES itself would create an unrelated
+//! data stream for `logs-a-b-c`; the stand-in refuses it with `invalid_index_name_exception`).
+//! The `pipeline` of each action is recorded.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +43,48 @@ pub struct EsState {
     /// Requests received, and how many were gzip.
     pub requests: AtomicUsize,
     pub gzip_requests: AtomicUsize,
+    /// `(index, _id)` -> the `pipeline` its action named.
+    pub pipelines: Mutex<BTreeMap<(String, String), String>>,
+}
+
+/// Why a data stream name is off Elastic's naming scheme, if it is.
+pub fn data_stream_name_error(index: &str) -> Option<String> {
+    let parts: Vec<&str> = index.split('-').collect();
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 100
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+    };
+    if index.len() > 255 {
+        return Some(format!("data stream name [{index}] is longer than 255 bytes"));
+    }
+    match parts.as_slice() {
+        ["logs", dataset, namespace] if part_ok(dataset) && part_ok(namespace) => None,
+        _ => Some(format!(
+            "invalid data stream name [{index}], must be logs-<dataset>-<namespace>, lowercase [a-z0-9_.], no '-' in a part"
+        )),
+    }
+}
+
+/// Why a document cannot go to data stream `index`, if it cannot.
+fn data_stream_document_error(index: &str, doc: &Value) -> Option<String> {
+    if doc.get("@timestamp").and_then(Value::as_str).is_none() {
+        return Some("data stream timestamp field [@timestamp] is missing".into());
+    }
+    let parts: Vec<&str> = index.split('-').collect();
+    if let Some(ds) = doc.get("data_stream") {
+        for (field, expected) in [("type", parts[0]), ("dataset", parts[1]), ("namespace", parts[2])] {
+            if let Some(v) = ds.get(field) {
+                if v.as_str() != Some(expected) {
+                    return Some(format!(
+                        "[data_stream.{field}] must be [{expected}] for data stream [{index}], not [{v}]"
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// A running Elasticsearch stand-in.
@@ -160,34 +209,51 @@ fn bulk(state: &EsState, target: Option<String>, headers: &HeaderMap, body: &[u8
                 429,
                 Some((
                     "es_rejected_execution_exception",
-                    "rejected execution of primary operation",
+                    "rejected execution of primary operation".to_string(),
                 )),
             )
         } else {
+            let data_stream = index.starts_with("logs-");
+            let name_error = data_stream.then(|| data_stream_name_error(&index)).flatten();
+            let doc_error = |doc: &Value| data_stream.then(|| data_stream_document_error(&index, doc)).flatten();
             match serde_json::from_slice::<Value>(pair[1]) {
-                Err(_) => (400, Some(("mapper_parsing_exception", "failed to parse"))),
+                Err(_) => (400, Some(("mapper_parsing_exception", "failed to parse".to_string()))),
+                Ok(_) if name_error.is_some() => (400, Some(("invalid_index_name_exception", name_error.unwrap()))),
                 Ok(doc) if doc["poison"] == Value::Bool(true) => (
                     400,
                     Some((
                         "mapper_parsing_exception",
-                        "failed to parse field [poison] of type [long]",
+                        "failed to parse field [poison] of type [long]".to_string(),
                     )),
                 ),
                 Ok(_) if op != "create" && index.starts_with("logs-") => (
                     400,
                     Some((
                         "illegal_argument_exception",
-                        "only write ops with an op_type of create are allowed in data streams",
+                        "only write ops with an op_type of create are allowed in data streams".to_string(),
                     )),
                 ),
+                Ok(doc) if doc_error(&doc).is_some() => {
+                    (400, Some(("document_parsing_exception", doc_error(&doc).unwrap())))
+                }
                 Ok(_) if op == "create" && docs.contains_key(&(index.clone(), id.clone())) => {
                     state.conflicts.fetch_add(1, Ordering::SeqCst);
                     (
                         409,
-                        Some(("version_conflict_engine_exception", "document already exists")),
+                        Some((
+                            "version_conflict_engine_exception",
+                            "document already exists".to_string(),
+                        )),
                     )
                 }
                 Ok(doc) => {
+                    if let Some(p) = meta["pipeline"].as_str() {
+                        state
+                            .pipelines
+                            .lock()
+                            .unwrap()
+                            .insert((index.clone(), id.clone()), p.to_string());
+                    }
                     docs.insert((index.clone(), id.clone()), doc);
                     (201, None)
                 }
