@@ -204,7 +204,7 @@ mod common;
 
 /// The value of `name{labels}` in `families`, if the series exists.
 fn sample(families: &[prometheus::proto::MetricFamily], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let family = families.iter().find(|f| f.name() == name)?;
+    let family = families.iter().find(|f| f.get_name() == name)?;
     family
         .get_metric()
         .iter()
@@ -213,12 +213,9 @@ fn sample(families: &[prometheus::proto::MetricFamily], name: &str, labels: &[(&
                 .iter()
                 .all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v))
         })
-        .map(|m| {
-            if m.get_gauge().has_value() {
-                m.get_gauge().value()
-            } else {
-                m.get_counter().value()
-            }
+        .map(|m| match family.get_field_type() {
+            prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
+            _ => m.get_counter().get_value(),
         })
 }
 
