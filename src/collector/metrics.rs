@@ -243,6 +243,9 @@ pub struct StateGauges {
     backfill_percent: IntGauge,
     partition_lag_events: IntGaugeVec,
     partition_lag_seconds: IntGaugeVec,
+    /// Per (destination, LogSource): events delivered, and the total at the last tick.
+    delivered: IntCounterVec,
+    delivered_seen: std::collections::HashMap<(String, String), u64>,
 }
 
 impl StateGauges {
@@ -301,7 +304,20 @@ impl StateGauges {
             )?
             .set(spec.lag_threshold.seconds);
         }
+        let delivered = counter(
+            r,
+            "siembridge_destination_events_delivered_total",
+            "Events of a LogSource acknowledged by a destination",
+            &["destination", "logsource"],
+        )?;
+        for route in &config.routes {
+            for d in &route.destinations {
+                delivered.with_label_values(&[d.as_str(), route.log_source.as_str()]);
+            }
+        }
         Ok(StateGauges {
+            delivered,
+            delivered_seen: Default::default(),
             log_sources,
             throttled: single(
                 "siembridge_collector_throttled",
@@ -328,6 +344,21 @@ impl StateGauges {
                 &["partition"],
             )?,
         })
+    }
+
+    /// `total` events of `log_source` delivered by `destination` so far (a running total the
+    /// destination keeps); the counter moves by the difference.
+    pub fn delivered(&mut self, destination: &str, log_source: &str, total: u64) {
+        let seen = self
+            .delivered_seen
+            .entry((destination.to_string(), log_source.to_string()))
+            .or_insert(0);
+        if total > *seen {
+            self.delivered
+                .with_label_values(&[destination, log_source])
+                .inc_by(total - *seen);
+            *seen = total;
+        }
     }
 
     /// Refresh from the source's state at `now` (Unix seconds).

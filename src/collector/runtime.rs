@@ -913,19 +913,22 @@ impl ReportState {
             partitions: self.source_health.partitions(),
             ..Default::default()
         };
-        self.gauges.lock().unwrap_or_else(|p| p.into_inner()).observe(
-            throttled,
-            &progress,
-            &report.partitions,
-            now.timestamp(),
-        );
+        let mut gauges = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
+        gauges.observe(throttled, &progress, &report.partitions, now.timestamp());
+        drop(gauges);
+        let mut gauges = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
         for r in &self.routes {
-            let forwarded = r
+            let done: Vec<u64> = r
                 .destinations
                 .iter()
-                .map(|(i, _)| self.destinations[*i].1.done_for(&r.log_source))
-                .min()
-                .unwrap_or(0);
+                .map(|(i, _)| {
+                    let (name, health) = &self.destinations[*i];
+                    let done = health.done_for(&r.log_source);
+                    gauges.delivered(name, &r.log_source, done);
+                    done
+                })
+                .collect();
+            let forwarded = done.into_iter().min().unwrap_or(0);
             let dead = self.dead_letters.tally(&r.log_source);
             report.log_sources.insert(
                 r.log_source.to_string(),
