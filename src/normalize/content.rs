@@ -174,19 +174,20 @@ pub const TABLE: &[ContentRow] = &[
         "siembridge:ecs:intune",
         Some("azure.eventhub"),
     ),
+    // The Defender for Endpoint API's alert object (recognised by shape, family `defender`).
+    row(
+        "defender",
+        OneOf(&[super::MDE_ALERT]),
+        "ms:defender:atp:alerts",
+        "siembridge:ecs:defender",
+        Some("microsoft_defender_endpoint.log"),
+    ),
     row(
         "defender",
         Any,
         "ms:defender:eventhub",
         "siembridge:ecs:defender",
         Some("m365_defender.event"),
-    ),
-    row(
-        "defender_endpoint",
-        Any,
-        "ms:defender:atp:alerts",
-        "siembridge:ecs:defender",
-        Some("microsoft_defender_endpoint.log"),
     ),
     row(
         "o365",
@@ -299,11 +300,23 @@ mod tests {
         ] {
             expect("o365", c, "o365:management:activity", "siembridge:ecs:o365");
         }
+        // A Defender for Endpoint API alert, recognised by its shape, not as a streaming table.
+        let mde = json!({"id": "da00000000000000000_-000000000", "incidentId": 7, "machineId": "0000000000000000000000000000000000000001",
+            "alertCreationTime": "2026-01-01T00:00:00Z", "computerDnsName": "pc01.contoso.example", "title": "Suspicious PowerShell"});
+        let r = recognize(&mde, SourceHint::Unknown);
+        assert_eq!(
+            (r.family, r.category.as_ref()),
+            ("defender", crate::normalize::MDE_ALERT)
+        );
         expect(
-            "defender_endpoint",
-            "alert",
+            r.family,
+            &r.category,
             "ms:defender:atp:alerts",
             "siembridge:ecs:defender",
+        );
+        assert_eq!(
+            elastic_integration_dataset(r.family, &r.category),
+            Some("microsoft_defender_endpoint.log")
         );
         for k in GRAPH_KINDS {
             let (raw, ecs) = match k {

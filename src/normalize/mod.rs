@@ -31,7 +31,9 @@ pub use self::parse::{
     category_field, parse_document, parse_record, replace_lone_surrogates, ParsedRecord, RecordError, MAX_DEPTH,
     MAX_DOCUMENT_DEPTH,
 };
-pub use self::recognize::{o365_record_type, DEFENDER_TABLES, ENTRA_CATEGORIES, GRAPH_KINDS, INTUNE_CATEGORIES};
+pub use self::recognize::{
+    o365_record_type, DEFENDER_TABLES, ENTRA_CATEGORIES, GRAPH_KINDS, INTUNE_CATEGORIES, MDE_ALERT,
+};
 
 /// Where a record came from, when the source knows. Recognition works without it; it only
 /// breaks ties (e.g. an O365 record fetched for a given content type).

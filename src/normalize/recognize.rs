@@ -55,6 +55,9 @@ pub const DEFENDER_TABLES: [&str; 21] = [
     "DeviceFileCertificateInfo",
 ];
 
+/// The category of a Defender for Endpoint API alert (family `defender`).
+pub const MDE_ALERT: &str = "mde_alert";
+
 /// Graph object kinds this module maps.
 pub const GRAPH_KINDS: [&str; 9] = [
     "directoryAudit",
@@ -68,47 +71,150 @@ pub const GRAPH_KINDS: [&str; 9] = [
     "incident",
 ];
 
-/// Office 365 `RecordType` numbers to their names (AuditLogRecordType).
+/// Office 365 `RecordType` numbers to their names: Microsoft's AuditLogRecordType table
+/// ("Office 365 Management Activity API schema"; `Viva Goals` written without its space),
+/// plus CopilotInteraction (261, "Copilot schema"), MicrosoftDefenderForIdentityAudit (235)
+/// and AadRiskDetection (294).
 pub fn o365_record_type(n: i64) -> Option<&'static str> {
     Some(match n {
         1 => "ExchangeAdmin",
         2 => "ExchangeItem",
         3 => "ExchangeItemGroup",
         4 => "SharePoint",
+        5 => "SyntheticProbe",
         6 => "SharePointFileOperation",
         7 => "OneDrive",
         8 => "AzureActiveDirectory",
         9 => "AzureActiveDirectoryAccountLogon",
         10 => "DataCenterSecurityCmdlet",
         11 => "ComplianceDLPSharePoint",
+        12 => "Sway",
         13 => "ComplianceDLPExchange",
         14 => "SharePointSharingOperation",
         15 => "AzureActiveDirectoryStsLogon",
+        16 => "SkypeForBusinessPSTNUsage",
+        17 => "SkypeForBusinessUsersBlocked",
         18 => "SecurityComplianceCenterEOPCmdlet",
         19 => "ExchangeAggregatedOperation",
         20 => "PowerBIAudit",
         21 => "CRM",
+        22 => "Yammer",
+        23 => "SkypeForBusinessCmdlets",
         24 => "Discovery",
         25 => "MicrosoftTeams",
         28 => "ThreatIntelligence",
         29 => "MailSubmission",
         30 => "MicrosoftFlow",
+        31 => "AeD",
+        32 => "MicrosoftStream",
+        33 => "ComplianceDLPSharePointClassification",
+        34 => "ThreatFinder",
+        35 => "Project",
         36 => "SharePointListOperation",
+        37 => "SharePointCommentOperation",
+        38 => "DataGovernance",
+        39 => "Kaizala",
         40 => "SecurityComplianceAlerts",
         41 => "ThreatIntelligenceUrl",
+        42 => "SecurityComplianceInsights",
+        43 => "MIPLabel",
+        44 => "WorkplaceAnalytics",
+        45 => "PowerAppsApp",
+        46 => "PowerAppsPlan",
         47 => "ThreatIntelligenceAtpContent",
+        48 => "LabelContentExplorer",
+        49 => "TeamsHealthcare",
         50 => "ExchangeItemAggregated",
+        51 => "HygieneEvent",
+        52 => "DataInsightsRestApiAudit",
+        53 => "InformationBarrierPolicyApplication",
+        54 => "SharePointListItemOperation",
+        55 => "SharePointContentTypeOperation",
+        56 => "SharePointFieldOperation",
         57 => "MicrosoftTeamsAdmin",
+        58 => "HRSignal",
+        59 => "MicrosoftTeamsDevice",
+        60 => "MicrosoftTeamsAnalytics",
+        61 => "InformationWorkerProtection",
+        62 => "Campaign",
         63 => "DLPEndpoint",
         64 => "AirInvestigation",
         65 => "Quarantine",
+        66 => "MicrosoftForms",
+        67 => "ApplicationAudit",
+        68 => "ComplianceSupervisionExchange",
+        69 => "CustomerKeyServiceEncryption",
+        70 => "OfficeNative",
+        71 => "MipAutoLabelSharePointItem",
+        72 => "MipAutoLabelSharePointPolicyLocation",
+        73 => "MicrosoftTeamsShifts",
+        75 => "MipAutoLabelExchangeItem",
+        76 => "CortanaBriefing",
         78 => "WDATPAlerts",
+        82 => "SensitivityLabelPolicyMatch",
+        83 => "SensitivityLabelAction",
+        84 => "SensitivityLabeledFileAction",
+        85 => "AttackSim",
+        86 => "AirManualInvestigation",
+        87 => "SecurityComplianceRBAC",
+        88 => "UserTraining",
+        89 => "AirAdminActionInvestigation",
+        90 => "MSTIC",
+        91 => "PhysicalBadgingSignal",
+        93 => "AipDiscover",
+        94 => "AipSensitivityLabelAction",
+        95 => "AipProtectionAction",
+        96 => "AipFileDeleted",
+        97 => "AipHeartBeat",
         98 => "MCASAlerts",
+        99 => "OnPremisesFileShareScannerDlp",
+        100 => "OnPremisesSharePointScannerDlp",
+        101 => "ExchangeSearch",
+        102 => "SharePointSearch",
+        103 => "PrivacyInsights",
+        105 => "MyAnalyticsSettings",
+        106 => "SecurityComplianceUserChange",
+        107 => "ComplianceDLPExchangeClassification",
+        109 => "MipExactDataMatch",
+        113 => "MS365DCustomDetection",
+        147 => "CoreReportingSettings",
+        148 => "ComplianceConnector",
+        154 => "OMEPortal",
+        174 => "DataShareOperation",
+        181 => "EduDataLakeDownloadOperation",
+        183 => "MicrosoftGraphDataConnectOperation",
+        186 => "PowerPagesSite",
+        188 => "PlannerPlan",
+        189 => "PlannerCopyPlan",
+        190 => "PlannerTask",
+        191 => "PlannerRoster",
+        192 => "PlannerPlanList",
+        193 => "PlannerTaskList",
+        194 => "PlannerTenantSettings",
+        195 => "ProjectForTheWebProject",
+        196 => "ProjectForTheWebTask",
+        197 => "ProjectForTheWebRoadmap",
+        198 => "ProjectForTheWebRoadmapItem",
+        199 => "ProjectForTheWebProjectSettings",
+        200 => "ProjectForTheWebRoadmapSettings",
+        216 => "VivaGoals",
+        217 => "MicrosoftGraphDataConnectConsent",
+        230 => "TeamsUpdates",
+        231 => "PlannerRosterSensitivityLabel",
         235 => "MicrosoftDefenderForIdentityAudit",
         261 => "CopilotInteraction",
         294 => "AadRiskDetection",
         _ => return None,
     })
+}
+
+/// The RecordType names Elastic's o365 pipeline writes to `event.code`: its table is
+/// Microsoft's up to 181 without 154 (OMEPortal); other types get no `event.code` there.
+pub fn elastic_o365_code(n: i64) -> Option<&'static str> {
+    if n > 181 || n == 154 || n == 5 {
+        return None;
+    }
+    o365_record_type(n)
 }
 
 fn rec(family: &'static str, category: &str) -> Recognized {
@@ -139,6 +245,14 @@ pub fn recognize(record: &Value, hint: SourceHint<'_>) -> Recognized {
             _ => None,
         };
         return rec("o365", category.unwrap_or("unknown"));
+    }
+    // The Defender for Endpoint API's alert object (`/api/alerts`): Graph alerts have none of
+    // these keys.
+    if obj.contains_key("alertCreationTime")
+        || obj.contains_key("computerDnsName")
+        || (obj.contains_key("machineId") && (obj.contains_key("incidentId") || obj.contains_key("detectionSource")))
+    {
+        return rec("defender", MDE_ALERT);
     }
     if let Some(kind) = graph_kind(record, hint) {
         return rec("graph", kind);

@@ -237,6 +237,11 @@ impl<'a> Doc<'a> {
         push_unique(&mut self.related_hosts, host.map(Cow::Borrowed));
     }
 
+    /// [`Doc::relate_host`] for a name that does not live as long as the record.
+    pub fn relate_host_owned(&mut self, host: &str) {
+        push_unique(&mut self.related_hosts, Some(Cow::Owned(host.to_string())));
+    }
+
     /// Whether something was written at or below this top-level key.
     pub fn has(&self, key: &str) -> bool {
         self.entries.iter().any(|(p, _)| under(p, key))
@@ -1809,6 +1814,7 @@ fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// The last path component of a Windows or POSIX path.
+#[allow(dead_code)]
 pub fn basename(path: &str) -> &str {
     path.rsplit(['\\', '/']).next().unwrap_or(path)
 }

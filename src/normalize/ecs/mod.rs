@@ -5,6 +5,7 @@ mod defender;
 mod entra;
 mod graph;
 mod intune;
+mod mde;
 mod o365;
 
 use serde_json::Value;
@@ -136,6 +137,7 @@ pub fn product(recognized: &Recognized) -> &'static str {
     match recognized.family {
         "entra" => "EntraID",
         "intune" => "Intune",
+        "defender" if recognized.category == crate::normalize::recognize::MDE_ALERT => "DefenderForEndpoint",
         "defender" => "DefenderXDR",
         "o365" => "Office365",
         "graph" => match recognized.category.as_str() {
