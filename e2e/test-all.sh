@@ -16,12 +16,12 @@ if [ ! -x e2e/.azurite/node_modules/.bin/azurite-blob ]; then
     npm install --prefix e2e/.azurite --no-audit --no-fund azurite@3.37.0
 fi
 # rsyslog with its TLS stream drivers and RELP input (syslog destination tests); buildah (container image test);
-# Lua 5.4 (Argo CD health check test).
+# Lua 5.4 (Argo CD health check test); promtool from prometheus (alert rule unit tests).
 if [ ! -x /usr/sbin/rsyslogd ] || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_ossl.so ] \
     || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so ] \
-    || ! command -v buildah >/dev/null || ! command -v lua5.4 >/dev/null; then
+    || ! command -v buildah >/dev/null || ! command -v lua5.4 >/dev/null || ! command -v promtool >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog rsyslog-openssl rsyslog-relp \
-        buildah lua5.4
+        buildah lua5.4 prometheus
 fi
 
 # A real Kubernetes API server for the cluster suites (tests/*cluster*.rs): KUBECONFIG when set,

@@ -108,6 +108,10 @@ pub struct Route {
     /// [`crate::api::DEFAULT_MAX_RECORD_BYTES`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_record_bytes: Option<u64>,
+    /// Seconds without a record after which the LogSource counts as silent (exported as
+    /// `siembridge_collector_silence_threshold_seconds`); unset: no threshold is exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_threshold_seconds: Option<u64>,
 }
 
 /// Where checkpoints are kept.
@@ -376,6 +380,9 @@ pub struct PartitionReport {
     /// Sequence number of the last event handed to the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_sequence_number: Option<i64>,
+    /// Enqueued time (RFC 3339) of the last event handed to the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_enqueued_time: Option<String>,
     /// Sequence number of the last event in the partition (service side).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_enqueued_sequence_number: Option<i64>,

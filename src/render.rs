@@ -395,6 +395,7 @@ fn route_for<'a>(
             destinations: names,
             dead_letter,
             max_record_bytes: ls.spec.max_record_bytes,
+            silence_threshold_seconds: Some(u64::from(ls.spec.silence_threshold_minutes()) * 60),
         },
         dests,
     ))

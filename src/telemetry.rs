@@ -48,6 +48,26 @@ struct ServerState {
     health: Arc<Health>,
 }
 
+/// A registry for a whole process (operator or collector): `siembridge_build_info{component,
+/// version}` (always 1, so an alert can tell which version runs where) and the standard
+/// `process_*` metrics (CPU seconds, resident memory, open file descriptors, start time) of this
+/// process.
+pub fn process_registry(component: &str) -> Result<Registry, prometheus::Error> {
+    let registry = Registry::new();
+    let info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "siembridge_build_info",
+            "1, labelled with the version of siembridge that runs",
+        ),
+        &["component", "version"],
+    )?;
+    info.with_label_values(&[component, env!("CARGO_PKG_VERSION")]).set(1);
+    registry.register(Box::new(info))?;
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    Ok(registry)
+}
+
 /// The `/metrics`, `/healthz` and `/readyz` routes.
 pub fn router(registry: Registry, health: Arc<Health>) -> Router {
     Router::new()

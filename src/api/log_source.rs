@@ -90,6 +90,29 @@ pub struct LogSourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024, max = 67108864))]
     pub max_record_bytes: Option<u64>,
+    /// Minutes without a single record after which this source counts as silent (the
+    /// `SiembridgeSourceSilent` alert, through the collector's
+    /// `siembridge_collector_silence_threshold_seconds`): the logs just stopped, e.g. a
+    /// diagnostic setting was removed. Default per kind: eventHub 60, managementActivityApi 720
+    /// (content can take hours to appear), graph 360, azureBlob 180 (hourly blobs), replay 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10080))]
+    pub silence_threshold_minutes: Option<u32>,
+}
+
+impl LogSourceSpec {
+    /// [`Self::silence_threshold_minutes`], or the default of the source kind.
+    pub fn silence_threshold_minutes(&self) -> u32 {
+        if let Some(m) = self.silence_threshold_minutes {
+            return m;
+        }
+        match self.kind() {
+            Ok(SourceKind::ManagementActivityApi(_)) => 720,
+            Ok(SourceKind::Graph(_)) => 360,
+            Ok(SourceKind::AzureBlob(_)) => 180,
+            Ok(SourceKind::EventHub(_) | SourceKind::Replay(_)) | Err(_) => 60,
+        }
+    }
 }
 
 /// Default of [`LogSourceSpec::max_record_bytes`]: 1 MiB (an Event Hubs event holds at most

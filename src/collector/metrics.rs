@@ -228,6 +228,188 @@ pub struct DestinationMetrics {
     pub refused: IntGauge,
 }
 
+/// Gauges of the collector's state for alerting (`charts/siembridge/files/prometheus/alerts.yaml`),
+/// refreshed from the source status on every report tick, so the record path pays nothing:
+/// the last time each LogSource received a record (from its `events_received` counter, which
+/// this also initialises at 0, as it does every series an absence-based alert reads), its
+/// silence threshold, throttling, cursor lag and backfill progress, and per Event Hubs
+/// partition the lag in events and seconds with the ConsumerGroup's thresholds.
+#[derive(Debug)]
+pub struct StateGauges {
+    /// Per LogSource: its received counter, the count at the last tick, its last-event gauge.
+    log_sources: Vec<(IntCounter, u64, IntGauge)>,
+    throttled: IntGauge,
+    source_lag_seconds: IntGauge,
+    backfill_percent: IntGauge,
+    partition_lag_events: IntGaugeVec,
+    partition_lag_seconds: IntGaugeVec,
+    /// Per (destination, LogSource): events delivered, and the total at the last tick.
+    delivered: IntCounterVec,
+    delivered_seen: std::collections::HashMap<(String, String), u64>,
+}
+
+impl StateGauges {
+    /// Register the gauges for `config`'s LogSources and source, with `now` (Unix seconds) as
+    /// every LogSource's last event: silence counts from the collector's start.
+    pub fn register(
+        r: &Registry,
+        metrics: &CollectorMetrics,
+        config: &crate::config::CollectorConfig,
+        now: i64,
+    ) -> Result<Self, prometheus::Error> {
+        let last_event = gauge(
+            r,
+            "siembridge_collector_last_event_timestamp_seconds",
+            "Unix time a record of the LogSource was last received (the collector's start until one is)",
+            &["logsource"],
+        )?;
+        let silence = gauge(
+            r,
+            "siembridge_collector_silence_threshold_seconds",
+            "Seconds without a record after which the LogSource counts as silent (spec.silenceThresholdMinutes)",
+            &["logsource"],
+        )?;
+        let kind = config.source.kind_name();
+        let mut log_sources = Vec::new();
+        for route in &config.routes {
+            let ls = route.log_source.as_str();
+            let received = metrics.events_received.with_label_values(&[ls, kind]);
+            metrics.bytes_received.with_label_values(&[ls, kind]);
+            for stage in ["deliver", "normalize", "overflow"] {
+                metrics.log_source_dead_lettered.with_label_values(&[ls, stage]);
+            }
+            let gauge = last_event.with_label_values(&[ls]);
+            gauge.set(now);
+            if let Some(t) = route.silence_threshold_seconds {
+                silence
+                    .with_label_values(&[ls])
+                    .set(i64::try_from(t).unwrap_or(i64::MAX));
+            }
+            log_sources.push((received.clone(), received.get(), gauge));
+        }
+        let single = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        if let crate::config::SourceConfig::EventHub { spec, .. } = &config.source {
+            single(
+                "siembridge_eventhub_lag_threshold_events",
+                "The ConsumerGroup's lagThreshold.events",
+            )?
+            .set(spec.lag_threshold.events);
+            single(
+                "siembridge_eventhub_lag_threshold_seconds",
+                "The ConsumerGroup's lagThreshold.seconds",
+            )?
+            .set(spec.lag_threshold.seconds);
+        }
+        let delivered = counter(
+            r,
+            "siembridge_destination_events_delivered_total",
+            "Events of a LogSource acknowledged by a destination",
+            &["destination", "logsource"],
+        )?;
+        for route in &config.routes {
+            for d in &route.destinations {
+                delivered.with_label_values(&[d.as_str(), route.log_source.as_str()]);
+            }
+        }
+        Ok(StateGauges {
+            delivered,
+            delivered_seen: Default::default(),
+            log_sources,
+            throttled: single(
+                "siembridge_collector_throttled",
+                "1 while the source throttles requests (429, AF429, 503 within the last 2 minutes)",
+            )?,
+            source_lag_seconds: single(
+                "siembridge_collector_source_lag_seconds",
+                "Seconds the slowest stream's cursor is behind now (API sources)",
+            )?,
+            backfill_percent: single(
+                "siembridge_collector_backfill_percent",
+                "Progress of the backfill window, 0 to 100 (API sources)",
+            )?,
+            partition_lag_events: gauge(
+                r,
+                "siembridge_eventhub_partition_lag_events",
+                "Events between the last event read and the last event enqueued, per partition this replica reads",
+                &["partition"],
+            )?,
+            partition_lag_seconds: gauge(
+                r,
+                "siembridge_eventhub_partition_lag_seconds",
+                "Seconds between the last event read and the last event enqueued, per partition this replica reads",
+                &["partition"],
+            )?,
+        })
+    }
+
+    /// `total` events of `log_source` delivered by `destination` so far (a running total the
+    /// destination keeps); the counter moves by the difference.
+    pub fn delivered(&mut self, destination: &str, log_source: &str, total: u64) {
+        let seen = self
+            .delivered_seen
+            .entry((destination.to_string(), log_source.to_string()))
+            .or_insert(0);
+        if total > *seen {
+            self.delivered
+                .with_label_values(&[destination, log_source])
+                .inc_by(total - *seen);
+            *seen = total;
+        }
+    }
+
+    /// Refresh from the source's state at `now` (Unix seconds).
+    pub fn observe(
+        &mut self,
+        throttled: bool,
+        progress: &crate::collector::sources::SourceProgress,
+        partitions: &std::collections::BTreeMap<String, crate::config::PartitionReport>,
+        now: i64,
+    ) {
+        for (counter, seen, gauge) in &mut self.log_sources {
+            let count = counter.get();
+            if count != *seen {
+                *seen = count;
+                gauge.set(now);
+            }
+        }
+        self.throttled.set(i64::from(throttled));
+        if let Some(lag) = progress.lag_seconds {
+            self.source_lag_seconds.set(lag);
+        }
+        if let Some(p) = progress.backfill_percent {
+            self.backfill_percent.set(i64::from(p));
+        }
+        self.partition_lag_events.reset();
+        self.partition_lag_seconds.reset();
+        for (id, p) in partitions {
+            if let (Some(read), Some(last)) = (p.read_sequence_number, p.last_enqueued_sequence_number) {
+                self.partition_lag_events
+                    .with_label_values(&[id])
+                    .set((last - read).max(0));
+            }
+            let time = |t: &Option<String>| {
+                t.as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.timestamp())
+            };
+            match (time(&p.read_enqueued_time), time(&p.last_enqueued_time)) {
+                (Some(read), Some(last)) => {
+                    let caught_up =
+                        p.read_sequence_number.is_some() && p.read_sequence_number == p.last_enqueued_sequence_number;
+                    let lag = if caught_up { 0 } else { (last - read).max(0) };
+                    self.partition_lag_seconds.with_label_values(&[id]).set(lag);
+                }
+                // Nothing read yet: unknown (reading may start at `latest`), no series.
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Most distinct values of a label taken from record content.
 pub const MAX_CONTENT_LABELS: usize = 200;
 

@@ -83,7 +83,9 @@ pub fn shutdown_on_signals() -> CancellationToken {
 pub async fn run(args: CollectorArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     let name = config.collector.clone();
+    let registry = crate::telemetry::process_registry("collector")?;
     let summary = Collector::new(config)
+        .with_registry(registry)
         .run(shutdown_on_signals())
         .await
         .with_context(|| format!("collector {name}"))?;

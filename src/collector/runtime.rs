@@ -212,6 +212,12 @@ impl Collector {
             source_status: source_status.clone(),
             source_health: source_health.clone(),
             checkpointer: checkpointer.clone(),
+            gauges: Mutex::new(crate::collector::metrics::StateGauges::register(
+                &self.registry,
+                &metrics,
+                config,
+                chrono::Utc::now().timestamp(),
+            )?),
         });
         let reporter = Arc::new(ReportWriter::new(config.report.clone()));
         let background = Background::start(BackgroundSettings {

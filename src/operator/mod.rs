@@ -152,7 +152,7 @@ where
 
 /// Run the operator until SIGTERM or Ctrl-C.
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    let registry = prometheus::Registry::new();
+    let registry = crate::telemetry::process_registry("operator").context("cannot register metrics")?;
     let metrics = Metrics::new(&registry).context("cannot register metrics")?;
     let requests = api_requests::ApiRequests::new(&registry).context("cannot register metrics")?;
     let client = connect(&requests).await?;

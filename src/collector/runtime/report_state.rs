@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::checkpointer::Checkpointer;
 use crate::collector::dead_letter::DeadLetters;
 use crate::collector::delivery::DestinationHealth;
+use crate::collector::metrics::StateGauges;
 use crate::collector::route::CompiledRoute;
 use crate::collector::sources::{self, SourceHealth};
 use crate::config::{CollectorReport, DestinationReport, LogSourceReport};
@@ -22,6 +23,8 @@ pub(super) struct ReportState {
     pub(super) source_health: Arc<SourceHealth>,
     /// Cursors come from what it saved, never from acknowledged positions ahead of it.
     pub(super) checkpointer: Arc<Checkpointer>,
+    /// The alerting gauges, refreshed with every report.
+    pub(super) gauges: Mutex<StateGauges>,
 }
 
 impl ReportState {
@@ -40,19 +43,27 @@ impl ReportState {
             .reduce(|a, b| format!("{a}; {b}"));
         let progress = self.source_status.snapshot();
         let throttled = self.source_status.is_throttled();
+        let now = chrono::Utc::now();
         let mut report = CollectorReport {
             reporter: std::env::var("HOSTNAME").unwrap_or_else(|_| self.collector.clone()),
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            time: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             partitions: self.source_health.partitions(),
             ..Default::default()
         };
+        let mut gauges = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
+        gauges.observe(throttled, &progress, &report.partitions, now.timestamp());
         for r in &self.routes {
-            let forwarded = r
+            let done: Vec<u64> = r
                 .destinations
                 .iter()
-                .map(|(i, _)| self.destinations[*i].1.done_for(&r.log_source))
-                .min()
-                .unwrap_or(0);
+                .map(|(i, _)| {
+                    let (name, health) = &self.destinations[*i];
+                    let done = health.done_for(&r.log_source);
+                    gauges.delivered(name, &r.log_source, done);
+                    done
+                })
+                .collect();
+            let forwarded = done.into_iter().min().unwrap_or(0);
             let dead = self.dead_letters.tally(&r.log_source);
             report.log_sources.insert(
                 r.log_source.to_string(),

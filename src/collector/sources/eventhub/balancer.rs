@@ -309,9 +309,12 @@ impl Balancer {
         self.last_progress = Instant::now();
         let mut progress = BTreeMap::new();
         for (p, r) in self.local.readers.iter() {
+            let (read_sequence_number, read_enqueued_time) =
+                r.last_sequence.lock().unwrap_or_else(|x| x.into_inner()).clone();
             let mut report = crate::config::PartitionReport {
                 owner: self.shared.identity.clone(),
-                read_sequence_number: *r.last_sequence.lock().unwrap_or_else(|x| x.into_inner()),
+                read_sequence_number,
+                read_enqueued_time,
                 ..Default::default()
             };
             if let Ok(Ok(props)) = tokio::time::timeout(Duration::from_secs(5), c.get_partition_properties(p)).await {

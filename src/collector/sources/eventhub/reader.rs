@@ -40,8 +40,8 @@ pub(super) struct RunningReader {
     pub(super) last: Arc<Mutex<Option<String>>>,
     /// The receiver attached and delivered.
     pub(super) healthy: Arc<std::sync::atomic::AtomicBool>,
-    /// Sequence number of the last event handed to the pipeline.
-    pub(super) last_sequence: Arc<Mutex<Option<i64>>>,
+    /// Sequence number and enqueued time of the last event handed to the pipeline.
+    pub(super) last_sequence: Arc<Mutex<(Option<i64>, Option<String>)>>,
 }
 
 /// Start reading a partition: after `resume` (the last event this replica's pipeline took, when
@@ -55,7 +55,7 @@ pub(super) fn start_reader(
     let stop = CancellationToken::new();
     let last = Arc::new(Mutex::new(None));
     let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let last_sequence = Arc::new(Mutex::new(None));
+    let last_sequence = Arc::new(Mutex::new((None, None)));
     let task = tokio::spawn(read_partition(
         partition,
         resume,
@@ -81,7 +81,7 @@ pub(super) fn start_reader(
 struct ReaderProgress {
     last: Arc<Mutex<Option<String>>>,
     healthy: Arc<std::sync::atomic::AtomicBool>,
-    last_sequence: Arc<Mutex<Option<i64>>>,
+    last_sequence: Arc<Mutex<(Option<i64>, Option<String>)>>,
 }
 
 /// Where to start a partition: after its checkpoint, else the configured start.
@@ -263,10 +263,10 @@ async fn read_partition(
             }
             if let Some(u) = units.last() {
                 let position = u.position.clone();
-                let sequence = u
-                    .state
-                    .as_ref()
-                    .and_then(|s| EventHubPosition::sequence_in(&s.to_json()));
+                let sequence = u.state.as_ref().map(|s| {
+                    let p = EventHubPosition::from_checkpoint(&position, Some(&s.to_json()));
+                    (p.sequence_number, p.enqueued_time)
+                });
                 let batch = SourceBatch {
                     stream: partition.clone(),
                     origin: RecordOrigin::Diagnostic,
@@ -280,7 +280,7 @@ async fn read_partition(
                     break ReaderEnd::Stopped;
                 }
                 *progress.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(position);
-                *progress.last_sequence.lock().unwrap_or_else(|p| p.into_inner()) = sequence;
+                *progress.last_sequence.lock().unwrap_or_else(|p| p.into_inner()) = sequence.unwrap_or_default();
                 progress.healthy.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             if let Some(f) = failure {
