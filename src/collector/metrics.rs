@@ -396,15 +396,12 @@ impl StateGauges {
                     .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                     .map(|t| t.timestamp())
             };
-            match (time(&p.read_enqueued_time), time(&p.last_enqueued_time)) {
-                (Some(read), Some(last)) => {
-                    let caught_up =
-                        p.read_sequence_number.is_some() && p.read_sequence_number == p.last_enqueued_sequence_number;
-                    let lag = if caught_up { 0 } else { (last - read).max(0) };
-                    self.partition_lag_seconds.with_label_values(&[id]).set(lag);
-                }
-                // Nothing read yet: unknown (reading may start at `latest`), no series.
-                _ => {}
+            // Nothing read yet: unknown (reading may start at `latest`), no series.
+            if let (Some(read), Some(last)) = (time(&p.read_enqueued_time), time(&p.last_enqueued_time)) {
+                let caught_up =
+                    p.read_sequence_number.is_some() && p.read_sequence_number == p.last_enqueued_sequence_number;
+                let lag = if caught_up { 0 } else { (last - read).max(0) };
+                self.partition_lag_seconds.with_label_values(&[id]).set(lag);
             }
         }
     }
