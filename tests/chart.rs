@@ -706,3 +706,62 @@ fn every_value_is_in_the_schema_and_the_readme() {
         );
     }
 }
+
+#[test]
+fn pod_monitor_alert_rules_and_dashboard_are_rendered_only_when_enabled() {
+    let off = Rendered::of(json!({}));
+    for kind in ["PodMonitor", "PrometheusRule"] {
+        assert!(!off.kinds().contains(&kind.to_string()), "{kind} is opt-in");
+    }
+    assert!(
+        off.all::<Value>("ConfigMap").is_empty(),
+        "no dashboard ConfigMap by default"
+    );
+
+    let on = Rendered::of(json!({
+        "podMonitor": {"enabled": true, "labels": {"release": "kube-prometheus"}},
+        "prometheusRule": {"enabled": true, "labels": {"release": "kube-prometheus"}},
+        "grafanaDashboard": {"enabled": true}
+    }));
+    // The PodMonitor selects the pods the operator creates (their labels, from the builder) on
+    // their `metrics` port, and labels them for the alert rules.
+    let monitor: Value = on.one("PodMonitor");
+    let selector = &monitor["spec"]["selector"]["matchLabels"];
+    assert_eq!(
+        selector["app.kubernetes.io/name"],
+        siembridge::operator::builders::COLLECTOR_APP
+    );
+    assert_eq!(
+        selector["app.kubernetes.io/managed-by"],
+        siembridge::operator::builders::MANAGED_BY
+    );
+    assert_eq!(monitor["spec"]["namespaceSelector"]["any"], true);
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "metrics");
+    assert_eq!(endpoint["relabelings"][0]["targetLabel"], "siembridge_component");
+    assert_eq!(endpoint["relabelings"][0]["replacement"], "collector");
+
+    // The PrometheusRule carries the rule file as promtool checks it, `{{ $labels }}` intact.
+    let rule: Value = on.one("PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
+    let file: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("charts/siembridge/files/prometheus/alerts.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rule["spec"]["groups"], file["groups"]);
+    assert!(rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("{{ $labels.pod }}"));
+
+    // The dashboard ConfigMap, labelled for Grafana's sidecar, holds the JSON unchanged.
+    let maps: Vec<Value> = on.all("ConfigMap");
+    assert_eq!(maps.len(), 1);
+    assert_eq!(maps[0]["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value = serde_json::from_str(maps[0]["data"]["siembridge.json"].as_str().unwrap()).unwrap();
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("charts/siembridge/files/grafana/siembridge.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shipped, file);
+}
