@@ -311,27 +311,25 @@ fn evidence_fields<'a>(doc: &mut Doc<'a>, evidence: &'a [Value]) {
         }
     }
     let mut action = Set::default();
-    for e in evidence {
-        action.add(s(e, "detectionStatus"));
+    for v in each(&|e| s(e, "detectionStatus")) {
+        action.add(Some(v));
     }
     let (mut sha1, mut sha256, mut file_name, mut file_path) =
         (Set::default(), Set::default(), Set::default(), Set::default());
     let mut related_hash = Set::default();
-    for e in evidence {
-        let h = sp(e, &["fileDetails", "sha1"]);
-        sha1.add(h);
-        related_hash.add(h);
+    for h in each(&|e| sp(e, &["fileDetails", "sha1"])) {
+        sha1.add(Some(h));
+        related_hash.add(Some(h));
     }
-    for e in evidence {
-        let h = sp(e, &["fileDetails", "sha256"]);
-        sha256.add(h);
-        related_hash.add(h);
+    for h in each(&|e| sp(e, &["fileDetails", "sha256"])) {
+        sha256.add(Some(h));
+        related_hash.add(Some(h));
     }
-    for e in evidence {
-        file_name.add(sp(e, &["fileDetails", "fileName"]));
+    for v in each(&|e| sp(e, &["fileDetails", "fileName"])) {
+        file_name.add(Some(v));
     }
-    for e in evidence {
-        file_path.add(sp(e, &["fileDetails", "filePath"]));
+    for v in each(&|e| sp(e, &["fileDetails", "filePath"])) {
+        file_path.add(Some(v));
     }
     let mut host_ip = Set::default();
     for e in evidence {
@@ -341,46 +339,42 @@ fn evidence_fields<'a>(doc: &mut Doc<'a>, evidence: &'a [Value]) {
             doc.relate_ip(&text);
         }
     }
-    for e in evidence {
-        doc.relate_host(sp(e, &["userAccount", "domainName"]));
+    for v in each(&|e| sp(e, &["userAccount", "domainName"])) {
+        doc.relate_host(Some(v));
     }
-    for e in evidence {
-        doc.relate_user(sp(e, &["userAccount", "azureAdUserId"]));
+    for v in each(&|e| sp(e, &["userAccount", "azureAdUserId"])) {
+        doc.relate_user(Some(v));
     }
-    for e in evidence {
-        doc.relate_user(sp(e, &["userAccount", "userPrincipalName"]));
+    for v in each(&|e| sp(e, &["userAccount", "userPrincipalName"])) {
+        doc.relate_user(Some(v));
     }
-    for e in evidence {
-        doc.relate_user(sp(e, &["userAccount", "accountName"]));
+    for v in each(&|e| sp(e, &["userAccount", "accountName"])) {
+        doc.relate_user(Some(v));
     }
-    for e in evidence {
-        doc.relate_user(sp(e, &["userAccount", "userSid"]));
+    for v in each(&|e| sp(e, &["userAccount", "userSid"])) {
+        doc.relate_user(Some(v));
     }
     let mut command_line = Set::default();
-    for e in evidence {
-        command_line.add(s(e, "processCommandLine"));
+    for v in each(&|e| s(e, "processCommandLine")) {
+        command_line.add(Some(v));
     }
     let (mut p_sha1, mut p_sha256, mut pp_sha1, mut pp_sha256) =
         (Set::default(), Set::default(), Set::default(), Set::default());
-    for e in evidence {
-        let h = sp(e, &["imageFile", "sha1"]);
-        p_sha1.add(h);
-        related_hash.add(h);
+    for h in each(&|e| sp(e, &["imageFile", "sha1"])) {
+        p_sha1.add(Some(h));
+        related_hash.add(Some(h));
     }
-    for e in evidence {
-        let h = sp(e, &["imageFile", "sha256"]);
-        p_sha256.add(h);
-        related_hash.add(h);
+    for h in each(&|e| sp(e, &["imageFile", "sha256"])) {
+        p_sha256.add(Some(h));
+        related_hash.add(Some(h));
     }
-    for e in evidence {
-        let h = sp(e, &["parentProcessImageFile", "sha1"]);
-        pp_sha1.add(h);
-        related_hash.add(h);
+    for h in each(&|e| sp(e, &["parentProcessImageFile", "sha1"])) {
+        pp_sha1.add(Some(h));
+        related_hash.add(Some(h));
     }
-    for e in evidence {
-        let h = sp(e, &["parentProcessImageFile", "sha256"]);
-        pp_sha256.add(h);
-        related_hash.add(h);
+    for h in each(&|e| sp(e, &["parentProcessImageFile", "sha256"])) {
+        pp_sha256.add(Some(h));
+        related_hash.add(Some(h));
     }
     let (mut parent_start, mut process_start) = (Set::default(), Set::default());
     for e in evidence {
@@ -410,8 +404,8 @@ fn evidence_fields<'a>(doc: &mut Doc<'a>, evidence: &'a [Value]) {
         value.add(s(e, "registryValue"));
     }
     let mut group_id = Set::default();
-    for e in evidence {
-        group_id.add(s(e, "securityGroupId"));
+    for v in each(&|e| s(e, "securityGroupId")) {
+        group_id.add(Some(v));
     }
     // Script "map ecs fields based on evidence type" (sorted lists).
     let (mut group_name, mut host_id, mut user_domain, mut user_id, mut user_name, mut user_email) = (
