@@ -36,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 const NS: &str = "contoso-ns.servicebus.windows.net";
 const KEY: &str = "YmVuY2gta2V5";
 const GROUPS: [&str; 3] = ["one", "two", "strace"];
+/// How long a child may go without delivering a record before the run fails.
+const STALL: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Discard {
@@ -81,8 +83,17 @@ fn child() {
         let stop = CancellationToken::new();
         let collector = Collector::new(config).with_destination("file", d.clone());
         let handle = tokio::spawn(collector.run(stop.clone()));
-        while d.events.load(Ordering::Relaxed) < n {
+        // A run that stops making progress is a failure, not a hang.
+        let (mut seen, mut progress_at) = (0, Instant::now());
+        while seen < n {
             tokio::time::sleep(Duration::from_millis(5)).await;
+            let now = d.events.load(Ordering::Relaxed);
+            if now > seen {
+                (seen, progress_at) = (now, Instant::now());
+            } else if progress_at.elapsed() > STALL {
+                eprintln!("no record delivered for {} s: {seen} of {n} delivered", STALL.as_secs());
+                std::process::exit(1);
+            }
         }
         stop.cancel();
         let _ = handle.await;

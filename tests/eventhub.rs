@@ -501,6 +501,46 @@ async fn records_are_identified_by_namespace_hub_partition_sequence_and_index() 
     assert_eq!(ids, expected);
 }
 
+/// Events near the 1 MB Event Hubs limit span many AMQP frames (the client's max-frame-size is
+/// far smaller): each arrives whole, every record in it delivered. A stand-in that wrote frames
+/// over the client's limit once made the collector reconnect forever without reading them.
+#[tokio::test]
+async fn events_spanning_many_frames_arrive_whole() {
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_BALANCE_INTERVAL_MS", "200");
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_OWNERSHIP_EXPIRY_MS", "3000");
+    let s = standin(2).await;
+    set_connection_string(&s, KEY);
+    let padding = "x".repeat(1800);
+    let big = |n: u64| {
+        let records: Vec<String> = (0..450)
+            .map(|i| {
+                format!(
+                    "{{\"time\":\"2026-01-01T10:00:05Z\",\"category\":\"SignInLogs\",\"correlationId\":\"{n}-{i}\",\"note\":\"{padding}\"}}"
+                )
+            })
+            .collect();
+        bytes::Bytes::from(format!("{{\"records\":[{}]}}", records.join(",")))
+    };
+    let events: Vec<bytes::Bytes> = (0..4).map(big).collect();
+    assert!(events.iter().all(|e| e.len() > 800_000 && e.len() < 1_000_000));
+    s.state.publish("entra-logs", None, events);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = consumer_group_spec(NS, "entra-logs", "siem", &s.endpoint());
+    let config = eventhub_config(spec, dir.path(), &dir.path().join("unused.ndjson"), None);
+    let capture = std::sync::Arc::new(IdCapture::default());
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(
+        Collector::new(config)
+            .with_destination("file", capture.clone())
+            .run(stop.clone()),
+    );
+    wait_for(|| capture.0.lock().unwrap().len() >= 1800, Duration::from_secs(60)).await;
+    stop.cancel();
+    handle.await.unwrap().expect("collector ran");
+    let ids: std::collections::BTreeSet<String> = capture.0.lock().unwrap().iter().cloned().collect();
+    assert_eq!(ids.len(), 1800, "every record of the four events, once");
+}
+
 /// An Event Hub that does not exist (yet): a clear error naming it in the report, retries with
 /// backoff, and events flow once it is created.
 #[tokio::test]

@@ -205,9 +205,13 @@ pub fn run_child(env: &[(&str, String)], strace: bool) -> (std::collections::BTr
             return (Default::default(), None);
         }
     };
-    if !out.status.success() {
-        eprintln!("child failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    // A failed child fails the bench (and `cargo test --all-targets`, which runs it as a smoke test).
+    assert!(
+        out.status.success(),
+        "child failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let result = parse_result(&String::from_utf8_lossy(&out.stdout));
     let calls = strace
         .then(|| {

@@ -1255,7 +1255,38 @@ async fn full_field_frames(client: tokio::net::TcpStream, server: tokio::io::Dup
     let (mut client_read, client_write) = client.into_split();
     let (server_read, mut server_write) = tokio::io::split(server);
     let upstream = async move {
-        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        // Frames up to the client's `open`, which is passed on with a smaller max-frame-size
+        // (see `shrink_max_frame_size`); everything after it unchanged.
+        let mut from = BufReader::new(&mut client_read);
+        loop {
+            let mut head = [0u8; 8];
+            if from.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let frame = if &head[..4] == b"AMQP" {
+                head.to_vec()
+            } else {
+                let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+                let mut frame = head.to_vec();
+                frame.resize(size.max(8), 0);
+                if from.read_exact(&mut frame[8..]).await.is_err() {
+                    return;
+                }
+                frame
+            };
+            let (frame, open) = shrink_max_frame_size(frame);
+            if server_write.write_all(&frame).await.is_err() {
+                return;
+            }
+            if open {
+                break;
+            }
+        }
+        let buffered = from.buffer().to_vec();
+        drop(from);
+        if server_write.write_all(&buffered).await.is_ok() {
+            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        }
         let _ = server_write.shutdown().await;
     };
     let downstream = async move {
@@ -1291,6 +1322,62 @@ async fn full_field_frames(client: tokio::net::TcpStream, server: tokio::io::Dup
         let _ = to.into_inner().shutdown().await;
     };
     tokio::join!(upstream, downstream);
+}
+
+/// What padding can add to a frame: up to ten null fields of a `transfer` and a list8 header
+/// grown to list32, with room to spare.
+const PADDING_ROOM: u32 = 256;
+
+/// The client's `open` frame with its max-frame-size lowered by [`PADDING_ROOM`], and whether
+/// the frame was that `open` (other frames come back unchanged).
+///
+/// fe2o3 fills the frames of a large message up to the client's max-frame-size; padding those
+/// `transfer` frames would then exceed the limit and the client would close the connection
+/// (the broker writes full field lists and stays within the limit). Told a limit smaller by
+/// the padding's room, fe2o3's frames still fit after padding.
+fn shrink_max_frame_size(frame: Vec<u8>) -> (Vec<u8>, bool) {
+    let body_at = frame.get(4).map_or(0, |d| *d as usize * 4);
+    if frame.len() < 8 || frame[5] != 0 || body_at < 8 || frame.get(body_at..body_at + 3) != Some(&[0x00, 0x53, 0x10])
+    {
+        return (frame, false);
+    }
+    let list = body_at + 3;
+    let (count, first) = match frame.get(list) {
+        Some(0xc0) => (frame.get(list + 2).copied().unwrap_or(0) as usize, list + 3),
+        Some(0xd0) => match frame.get(list + 5..list + 9) {
+            Some(b) => (u32::from_be_bytes(b.try_into().unwrap()) as usize, list + 9),
+            None => return (frame, true),
+        },
+        _ => return (frame, true),
+    };
+    // Fields: container-id, hostname, max-frame-size, ...
+    let mut at = first;
+    let mut fields = Vec::with_capacity(count);
+    for _ in 0..count {
+        let Some(len) = encoded_len(&frame, at) else {
+            return (frame, true);
+        };
+        fields.push(frame[at..at + len].to_vec());
+        at += len;
+    }
+    let max = match fields.get(2).map(Vec::as_slice) {
+        Some([0x70, a, b, c, d]) => u32::from_be_bytes([*a, *b, *c, *d]),
+        Some([0x52, v]) => *v as u32,
+        // Absent or null: no limit, nothing to keep room in.
+        _ => return (frame, true),
+    };
+    let lowered = max.saturating_sub(PADDING_ROOM).max(512);
+    fields[2] = [&[0x70][..], &lowered.to_be_bytes()].concat();
+    let items: Vec<u8> = fields.concat();
+    let mut out = frame[..list].to_vec();
+    out.push(0xd0);
+    out.extend_from_slice(&(items.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(&(count as u32).to_be_bytes());
+    out.extend_from_slice(&items);
+    out.extend_from_slice(&frame[at..]);
+    let size = out.len() as u32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    (out, true)
 }
 
 /// A frame with its performative's described lists padded to full length (unchanged if it
