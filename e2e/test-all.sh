@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== setup"
+# Each phase prints its start and the time spent so far, so a slow run shows where it went.
+phase() { echo "== $* (at $((SECONDS / 60))m$((SECONDS % 60))s)"; }
+phase setup
 # Helm's own Go engine (through the helm-python-sdk wheel) renders and lints the chart.
 if [ ! -x e2e/.venv/bin/python ]; then
     python3 -m venv e2e/.venv
@@ -27,7 +29,7 @@ fi
 # A real Kubernetes API server for the cluster suites (tests/*cluster*.rs): KUBECONFIG when set,
 # else the control plane in ../shared/k8s (etcd, kube-apiserver, kube-controller-manager), which
 # up.sh starts or reuses. Only what this script started is stopped at the end.
-echo "== Kubernetes API server"
+phase "Kubernetes API server"
 k8s_dir="${K8S_DIR:-${TMPDIR:-/tmp}/siembridge-k8s}"
 k8s_running() { # any of the control plane's processes alive, per up.sh's pid files
     local n pid
@@ -65,15 +67,17 @@ else
     echo "no KUBECONFIG and no ../shared/k8s: the cluster suites will skip (saying so)"
 fi
 
-echo "== format and lint"
+phase "format and lint"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 
-echo "== Argo CD health check"
+phase "Argo CD health check"
 python3 e2e/test_argocd_health.py
 
-echo "== container image"
+phase "container image"
 e2e/test-image.sh
 
-echo "== tests"
-cargo test --all-targets --locked
+phase "tests"
+# --no-fail-fast: a failing binary does not hide the results of the ones after it.
+cargo test --all-targets --locked --no-fail-fast
+phase "done"
