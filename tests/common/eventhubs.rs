@@ -1337,8 +1337,7 @@ const PADDING_ROOM: u32 = 256;
 /// the padding's room, fe2o3's frames still fit after padding.
 fn shrink_max_frame_size(frame: Vec<u8>) -> (Vec<u8>, bool) {
     let body_at = frame.get(4).map_or(0, |d| *d as usize * 4);
-    if frame.len() < 8 || frame[5] != 0 || body_at < 8 || frame.get(body_at..body_at + 3) != Some(&[0x00, 0x53, 0x10])
-    {
+    if frame.len() < 8 || frame[5] != 0 || body_at < 8 || frame.get(body_at..body_at + 3) != Some(&[0x00, 0x53, 0x10]) {
         return (frame, false);
     }
     let list = body_at + 3;
