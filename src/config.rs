@@ -326,6 +326,7 @@ impl CollectorReport {
                 }
                 m.dead_letters_durable &= ls.dead_letters_durable;
                 m.last_event_time = later(m.last_event_time.take(), &ls.last_event_time);
+                m.last_received_time = later(m.last_received_time.take(), &ls.last_received_time);
                 m.cursors.extend(ls.cursors);
                 m.lag_seconds = m.lag_seconds.max(ls.lag_seconds);
                 if ls.source_error.is_some() {
@@ -414,6 +415,11 @@ pub struct LogSourceReport {
     pub dead_letters_durable: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_time: Option<String>,
+    /// Wall-clock time (RFC 3339) a record of the LogSource was last received, or the
+    /// collector's start while none has been: the operator's `SourceSilent` condition counts
+    /// from it (the same moment as `siembridge_collector_last_event_timestamp_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_received_time: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cursors: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@
 //! - [`collector`]: the pipeline (data plane); never imports `operator`.
 //! - [`normalize`]: Microsoft records to ECS, CEF and LEEF.
 //! - [`standalone`]: `siembridge run`, rendering plus collectors in one process.
+//! - [`progress`]: the live progress line of `siembridge run` on a terminal.
 //! - [`normalize_command`]: `siembridge normalize`, records on stdin to what a SIEM receives.
 //! - [`telemetry`]: metrics, health and logging.
 //! - [`crdgen`]: the CRD manifests.
@@ -20,6 +21,7 @@ pub mod crdgen;
 pub mod normalize;
 pub mod normalize_command;
 pub mod operator;
+pub mod progress;
 pub mod render;
 pub mod standalone;
 pub mod telemetry;

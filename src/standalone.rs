@@ -348,15 +348,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let shutdown = shutdown_on_signals();
     tracing::info!(collectors = collectors.len(), state_dir = %state_dir.display(), "standalone run starting");
+    // On a terminal: a live progress line drawn from the report files, written every second.
+    let progress = crate::progress::enabled().then(|| {
+        let reports = collectors
+            .iter()
+            .filter_map(|rc| match &rc.config.report {
+                Some(crate::config::ReportTarget::File { path }) => Some(PathBuf::from(path)),
+                _ => None,
+            })
+            .collect();
+        let stop = tokio_util::sync::CancellationToken::new();
+        (tokio::spawn(crate::progress::show(reports, stop.clone())), stop)
+    });
     let runs = collectors.into_iter().map(|rc| {
         let shutdown = shutdown.clone();
+        let every_second = progress.is_some();
         async move {
             let name = rc.name.clone();
-            let result = Collector::new(rc.config).run(shutdown).await;
+            let mut collector = Collector::new(rc.config);
+            if every_second {
+                collector = collector.with_report_interval(crate::progress::INTERVAL);
+            }
+            let result = collector.run(shutdown).await;
             (name, result)
         }
     });
     let results = futures::future::join_all(runs).await;
+    if let Some((task, stop)) = progress {
+        stop.cancel();
+        let _ = task.await;
+    }
     let mut failed = Vec::new();
     for (name, result) in results {
         match result {

@@ -9,37 +9,17 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::Client;
 use serde_json::json;
 use siembridge::api::{LogSource, SiemDestination};
 
 #[path = "common/cluster.rs"]
 mod cluster_env;
-use cluster_env::{eventually, install_crds};
+use cluster_env::{eventually, install_crds, table_row};
 
 const MANAGER: &str = "siembridge-e2e-dead-letter";
 
 fn condition(ls: &LogSource, type_: &str) -> Option<(String, String, String)> {
-    let c = ls.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// The cells of `kubectl get logsource NAME` (server-side table), by column name.
-async fn table_row(client: &Client, namespace: &str, name: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let request = http::Request::get(format!(
-        "/apis/siembridge.io/v1alpha1/namespaces/{namespace}/logsources/{name}"
-    ))
-    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-    .body(Vec::new())
-    .unwrap();
-    let table: serde_json::Value = client.request(request).await.ok()?;
-    let columns: Vec<String> = table["columnDefinitions"]
-        .as_array()?
-        .iter()
-        .filter_map(|c| c["name"].as_str().map(str::to_string))
-        .collect();
-    let cells = table["rows"][0]["cells"].as_array()?.clone();
-    Some(columns.into_iter().zip(cells).collect())
+    cluster_env::condition(ls.status.as_ref().map(|s| s.conditions.as_slice()), type_)
 }
 
 #[tokio::test]

@@ -62,6 +62,12 @@ fn quickstart_prints_every_record_then_resumes_from_its_checkpoint() {
         expected
     );
     assert_eq!(report["destinations"]["console"]["eventsSent"], expected);
+    // When a record was last received (what the operator's SourceSilent counts from): this run.
+    let received = report["logSources"]["quickstart-entra-intune"]["lastReceivedTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("lastReceivedTime in {report}"));
+    assert!((chrono::Utc::now() - received.with_timezone(&chrono::Utc)).num_seconds().abs() < 120);
     assert_eq!(report["destinations"]["console"]["healthy"], true);
 
     let again = run(&["run", "-f", "examples/quickstart"], state.path());
@@ -72,6 +78,44 @@ fn quickstart_prints_every_record_then_resumes_from_its_checkpoint() {
     let fresh = run(&["run", "-f", "examples/quickstart", "--from-start"], state.path());
     assert!(fresh.status.success());
     assert_eq!(String::from_utf8_lossy(&fresh.stdout).lines().count(), expected);
+}
+
+/// On a terminal (forced here with `SIEMBRIDGE_PROGRESS=always`) the run draws a progress line on
+/// stderr and ends it with the final tally; piped, as here by default, the logs stay plain.
+#[test]
+fn the_progress_line_is_drawn_on_a_terminal_only() {
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "-f", "examples/quickstart", "--state-dir"])
+        .arg(state.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SIEMBRIDGE_PROGRESS", "always")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = quickstart_record_count();
+    let last = stderr
+        .split(['\r', '\n'])
+        .filter(|l| l.contains("quickstart-entra-intune: "))
+        .last()
+        .unwrap_or_else(|| panic!("no progress line in {stderr:?}"));
+    println!("progress line: {last:?}");
+    assert!(
+        last.ends_with(&format!("quickstart-entra-intune: {expected} records"))
+            || last.contains(&format!("quickstart-entra-intune: {expected} records,")),
+        "{last:?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        expected,
+        "records still go to stdout, the line to stderr"
+    );
+
+    let plain = run(&["run", "-f", "examples/quickstart", "--from-start"], state.path());
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(plain.status.success());
+    assert!(!stderr.contains("\x1b[2K") && !stderr.contains('\r'), "{stderr:?}");
 }
 
 fn one_line_error(out: &std::process::Output) -> String {

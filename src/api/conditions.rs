@@ -17,6 +17,8 @@ pub mod types {
     pub const BALANCED: &str = "Balanced";
     pub const DEAD_LETTERED: &str = "DeadLettered";
     pub const DEAD_LETTERS_DURABLE: &str = "DeadLettersDurable";
+    /// No record received for longer than the LogSource's silence threshold.
+    pub const SOURCE_SILENT: &str = "SourceSilent";
 }
 
 /// Reasons, in CamelCase as the conventions ask.
@@ -54,6 +56,10 @@ pub mod reasons {
     pub const UNAUTHORIZED: &str = "Unauthorized";
     /// A collector reports that the destination refuses the credentials (403-like).
     pub const FORBIDDEN: &str = "Forbidden";
+    /// `SourceSilent`: no record received for longer than the threshold.
+    pub const NO_RECORDS_RECEIVED: &str = "NoRecordsReceived";
+    /// `SourceSilent=False`: records arrive within the threshold.
+    pub const RECEIVING: &str = "Receiving";
 }
 
 /// Condition status values.

@@ -27,6 +27,8 @@ use super::InvalidSpec;
     printcolumn = r#"{"name":"Forwarded","type":"integer","jsonPath":".status.eventsForwarded"}"#,
     printcolumn = r#"{"name":"Dead-Lettered","type":"integer","jsonPath":".status.eventsDeadLettered"}"#,
     printcolumn = r#"{"name":"Lag","type":"string","jsonPath":".status.lag"}"#,
+    printcolumn = r#"{"name":"Backfill %","type":"integer","jsonPath":".status.backfillPercent"}"#,
+    printcolumn = r#"{"name":"Silent","type":"string","jsonPath":".status.conditions[?(@.type==\"SourceSilent\")].status","priority":1}"#,
     printcolumn = r#"{"name":"Last Event","type":"date","jsonPath":".status.lastEventTime","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -637,7 +639,7 @@ pub struct LostRange {
 #[serde(rename_all = "camelCase")]
 pub struct LogSourceStatus {
     /// Conditions: `Ready`, `Progressing`, `Degraded`, `SourceConnected`, `DestinationsReady`,
-    /// `Lagging`, `Throttled`, `DataLoss`, `DeadLettered`, `DeadLettersDurable`.
+    /// `Lagging`, `Throttled`, `DataLoss`, `DeadLettered`, `DeadLettersDurable`, `SourceSilent`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

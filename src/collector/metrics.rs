@@ -236,8 +236,9 @@ pub struct DestinationMetrics {
 /// partition the lag in events and seconds with the ConsumerGroup's thresholds.
 #[derive(Debug)]
 pub struct StateGauges {
-    /// Per LogSource: its received counter, the count at the last tick, its last-event gauge.
-    log_sources: Vec<(IntCounter, u64, IntGauge)>,
+    /// Per LogSource: its name, its received counter, the count at the last tick, its last-event
+    /// gauge.
+    log_sources: Vec<(String, IntCounter, u64, IntGauge)>,
     throttled: IntGauge,
     source_lag_seconds: IntGauge,
     backfill_percent: IntGauge,
@@ -285,7 +286,7 @@ impl StateGauges {
                     .with_label_values(&[ls])
                     .set(i64::try_from(t).unwrap_or(i64::MAX));
             }
-            log_sources.push((received.clone(), received.get(), gauge));
+            log_sources.push((ls.to_string(), received.clone(), received.get(), gauge));
         }
         let single = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
             let g = IntGauge::new(name, help)?;
@@ -362,6 +363,15 @@ impl StateGauges {
     }
 
     /// Refresh from the source's state at `now` (Unix seconds).
+    /// Unix time a record of `log_source` was last received (the collector's start until one
+    /// is), as of the last [`Self::observe`].
+    pub fn last_received(&self, log_source: &str) -> Option<i64> {
+        self.log_sources
+            .iter()
+            .find(|(name, ..)| name == log_source)
+            .map(|(.., gauge)| gauge.get())
+    }
+
     pub fn observe(
         &mut self,
         throttled: bool,
@@ -369,7 +379,7 @@ impl StateGauges {
         partitions: &std::collections::BTreeMap<String, crate::config::PartitionReport>,
         now: i64,
     ) {
-        for (counter, seen, gauge) in &mut self.log_sources {
+        for (_, counter, seen, gauge) in &mut self.log_sources {
             let count = counter.get();
             if count != *seen {
                 *seen = count;

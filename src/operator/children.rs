@@ -2,6 +2,7 @@
 //! is applied with server-side apply under [`FIELD_MANAGER`] with `force`, and the labelled
 //! children of the owner that are no longer wanted are deleted.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -57,6 +58,11 @@ pub async fn run_collector(
         .collector_pod_defaults
         .overridden_by(collector.pod_template.as_ref());
     let mut children = collector_children(collector, owner, &ctx.collector_image, &pod, &secret_versions)?;
+    let versions = secret_versions_annotation(&secret_versions);
+    children
+        .deployment
+        .annotations_mut()
+        .insert(SECRET_VERSIONS_ANNOTATION.into(), versions.clone());
     let hash = children_hash(&children);
     children
         .deployment
@@ -70,6 +76,12 @@ pub async fn run_collector(
         return Ok((pods, requeue_for(&pods)));
     }
     let created = ctx.is_new_collector(namespace, &collector.name);
+    let rotated = ctx
+        .stores
+        .deployment(namespace, &collector.name)
+        .and_then(|d| d.annotations().get(SECRET_VERSIONS_ANNOTATION).cloned())
+        .map(|before| rotated_secrets(&before, &versions))
+        .unwrap_or_default();
     let deployment = apply_collector(&ctx.client, namespace, &children).await?;
     ctx.applied_collector(namespace, &deployment);
     let keep = [collector.name.clone(), report_config_map_name(&collector.name)];
@@ -84,9 +96,52 @@ pub async fn run_collector(
         )
         .await;
     }
+    if !rotated.is_empty() {
+        ctx.publish(
+            regarding,
+            EventType::Normal,
+            "SecretRotated",
+            "Rollout",
+            format!(
+                "Secret(s) {} changed: rolling out the pods of collector Deployment {:?}",
+                rotated.join(", "),
+                collector.name
+            ),
+        )
+        .await;
+    }
     ctx.announce_deleted(regarding, &deleted).await;
     let pods = CollectorPods::of(&deployment);
     Ok((pods, requeue_for(&pods)))
+}
+
+/// Annotation of a collector Deployment: `name=resourceVersion` of each Secret it reads, so a
+/// rollout caused by a rotation can be told apart and announced.
+pub const SECRET_VERSIONS_ANNOTATION: &str = "siembridge.io/secret-versions";
+
+fn secret_versions_annotation(versions: &BTreeMap<String, String>) -> String {
+    versions
+        .iter()
+        .map(|(name, version)| format!("{name}={version}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Secrets of `after` whose version differs from `before` (both as in
+/// [`SECRET_VERSIONS_ANNOTATION`]); a Secret that was absent and now exists is not a rotation.
+fn rotated_secrets(before: &str, after: &str) -> Vec<String> {
+    let parse = |s: &str| -> BTreeMap<String, String> {
+        s.split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let before = parse(before);
+    parse(after)
+        .into_iter()
+        .filter(|(name, version)| before.get(name).is_some_and(|old| !old.is_empty() && old != version))
+        .map(|(name, _)| format!("{name:?}"))
+        .collect()
 }
 
 fn requeue_for(pods: &CollectorPods) -> Duration {
@@ -176,4 +231,28 @@ pub async fn delete_unwanted(
     let budget_keep = if keep_budget { keep } else { &[] };
     deleted.extend(delete_unwanted_of::<PodDisruptionBudget>(client, owner, budget_keep).await?);
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_version_is_a_rotation_a_new_secret_is_not() {
+        let before = secret_versions_annotation(&BTreeMap::from([
+            ("hec-token".to_string(), "41".to_string()),
+            ("app".to_string(), "7".to_string()),
+        ]));
+        assert_eq!(before, "app=7,hec-token=41");
+        assert_eq!(
+            rotated_secrets(&before, "app=7,hec-token=52"),
+            vec!["\"hec-token\"".to_string()]
+        );
+        assert!(rotated_secrets(&before, &before).is_empty());
+        assert!(rotated_secrets("app=7", "app=7,hec-token=52").is_empty());
+        assert!(
+            rotated_secrets("app=", "app=9").is_empty(),
+            "a Secret created after its LogSource"
+        );
+    }
 }

@@ -359,6 +359,46 @@ impl Context {
         }
     }
 
+    /// Events when a LogSource's `DataLoss`, `Throttled`, `Lagging` or `SourceSilent` turns
+    /// `True` (a Warning with the condition's reason and message) or back to `False` after being
+    /// `True` (Normal, reason `<Type>Resolved`). Nothing for `Unknown` or an unchanged status,
+    /// so a reconcile loop does not repeat them. (`DeadLettered` has its own Event with the
+    /// growth of the count; `Ready` has [`Self::announce_ready_transition`].)
+    pub async fn announce_condition_transitions(
+        &self,
+        regarding: &ObjectReference,
+        before: &[Condition],
+        after: &[Condition],
+    ) {
+        for (type_, action) in condition_transitions(before, after) {
+            let Some(new) = crate::api::conditions::find(after, type_) else {
+                continue;
+            };
+            match action {
+                Transition::Raised => {
+                    self.publish(
+                        regarding,
+                        EventType::Warning,
+                        &new.reason,
+                        "Collect",
+                        new.message.clone(),
+                    )
+                    .await
+                }
+                Transition::Resolved => {
+                    self.publish(
+                        regarding,
+                        EventType::Normal,
+                        &format!("{type_}Resolved"),
+                        "Collect",
+                        new.message.clone(),
+                    )
+                    .await
+                }
+            }
+        }
+    }
+
     /// Whether the collector Deployment is new: neither in the Deployment store nor announced
     /// already. Call once per reconcile, before applying it.
     pub fn is_new_collector(&self, namespace: &str, collector: &str) -> bool {
@@ -482,5 +522,83 @@ mod tests {
             versions,
             std::collections::BTreeMap::from([("hec-token".to_string(), "42".to_string())])
         );
+    }
+}
+
+/// How a problem condition changed between two statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Turned `True`.
+    Raised,
+    /// Back to `False` after `True`.
+    Resolved,
+}
+
+/// The problem conditions of a LogSource that get an Event when they change.
+pub const ANNOUNCED_CONDITIONS: [&str; 4] = [
+    crate::api::conditions::types::DATA_LOSS,
+    crate::api::conditions::types::THROTTLED,
+    crate::api::conditions::types::LAGGING,
+    crate::api::conditions::types::SOURCE_SILENT,
+];
+
+/// Which of [`ANNOUNCED_CONDITIONS`] were raised or resolved from `before` to `after`.
+pub fn condition_transitions(before: &[Condition], after: &[Condition]) -> Vec<(&'static str, Transition)> {
+    use crate::api::conditions::find;
+    ANNOUNCED_CONDITIONS
+        .iter()
+        .filter_map(|&t| {
+            let old = find(before, t).map(|c| c.status.as_str());
+            match (old, find(after, t).map(|c| c.status.as_str())) {
+                (Some("True"), Some("True")) => None,
+                (_, Some("True")) => Some((t, Transition::Raised)),
+                (Some("True"), Some("False")) => Some((t, Transition::Resolved)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod transition_tests {
+    use super::*;
+
+    fn cond(t: &str, status: &str) -> Condition {
+        Condition {
+            type_: t.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: String::new(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+            observed_generation: None,
+        }
+    }
+
+    #[test]
+    fn raised_and_resolved_once_and_unknown_is_neither() {
+        use crate::api::conditions::types::*;
+        let before = [
+            cond(DATA_LOSS, "False"),
+            cond(THROTTLED, "True"),
+            cond(LAGGING, "Unknown"),
+        ];
+        let after = [
+            cond(DATA_LOSS, "True"),
+            cond(THROTTLED, "False"),
+            cond(LAGGING, "False"),
+            cond(SOURCE_SILENT, "True"),
+        ];
+        assert_eq!(
+            condition_transitions(&before, &after),
+            vec![
+                (DATA_LOSS, Transition::Raised),
+                (THROTTLED, Transition::Resolved),
+                (SOURCE_SILENT, Transition::Raised)
+            ]
+        );
+        // Unchanged: nothing again.
+        assert!(condition_transitions(&after, &after).is_empty());
+        // Unknown after True is not a resolution.
+        assert!(condition_transitions(&[cond(LAGGING, "True")], &[cond(LAGGING, "Unknown")]).is_empty());
     }
 }

@@ -17,6 +17,7 @@ use super::context::{Context, Stores, BLOCKED_REQUEUE, HEALTHY_REQUEUE, PROGRESS
 use super::error::{Error, Result};
 use super::status::{
     log_source_conditions, Blocked, CredentialsRefused, DestinationHealth, LogSourceObservation, LogSourceReader,
+    SilenceCheck,
 };
 use crate::api::conditions::{self, reasons, types};
 use crate::api::{LagThreshold, LogSource, LogSourceStatus, SourceKind};
@@ -119,7 +120,12 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
     let dead_lettered_before = conditions::find(&current.conditions, types::DEAD_LETTERED)
         .filter(|c| c.status == "True" && c.observed_generation == ls.metadata.generation)
         .map(|c| c.message.as_str());
+    let silence = SilenceCheck {
+        threshold_seconds: i64::from(ls.spec.silence_threshold_minutes()) * 60,
+        now: chrono::Utc::now(),
+    };
     let observation = LogSourceObservation {
+        silence: Some(silence),
         blocked: plan.as_ref().err().cloned(),
         suspended: ls.spec.suspend,
         reader: observation_reader,
@@ -152,11 +158,18 @@ pub async fn reconcile(ls: Arc<LogSource>, ctx: Arc<Context>) -> Result<Action> 
             .await?;
         ctx.announce_ready_transition(&ls.object_ref(&()), &current.conditions, &status.conditions)
             .await;
+        ctx.announce_condition_transitions(&ls.object_ref(&()), &current.conditions, &status.conditions)
+            .await;
         if let Some(note) = dead_letter_news(&current, &status) {
             ctx.publish(&ls.object_ref(&()), EventType::Warning, "DeadLettered", "Collect", note)
                 .await;
         }
     }
+    // Look again when the source would turn silent: no report changes while nothing arrives.
+    let action = match silence.due_in(source_report.as_ref()) {
+        Some(due) => action.min(due + std::time::Duration::from_secs(1)),
+        None => action,
+    };
     Ok(Action::requeue(action))
 }
 
@@ -304,6 +317,7 @@ mod tests {
 
     fn conditions_for(report: &LogSourceReport) -> Vec<DesiredCondition> {
         log_source_conditions(&LogSourceObservation {
+            silence: None,
             blocked: None,
             suspended: false,
             reader: Some(LogSourceReader::Own(CollectorPods {
@@ -420,6 +434,7 @@ mod tests {
         }];
         let destinations = with_refusals(reachable.clone(), "sb-ls-o365", Some(&report), now);
         let conds = log_source_conditions(&LogSourceObservation {
+            silence: None,
             blocked: None,
             suspended: false,
             reader: Some(LogSourceReader::Own(CollectorPods {

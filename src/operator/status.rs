@@ -158,6 +158,84 @@ pub struct LogSourceObservation<'a> {
     /// Message of a `DeadLettered=True` already set for this generation of the spec: it stays
     /// `True` when a collector restart resets the counters.
     pub dead_lettered_before: Option<&'a str>,
+    /// The silence threshold and the time to judge it at; `None`: no `SourceSilent` condition.
+    pub silence: Option<SilenceCheck>,
+}
+
+/// When a LogSource counts as silent: no record received for `threshold_seconds` before `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SilenceCheck {
+    /// `spec.silenceThresholdMinutes` (or the source kind's default), in seconds.
+    pub threshold_seconds: i64,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+impl SilenceCheck {
+    /// Seconds from `now` until a LogSource that last received a record at the report's
+    /// `lastReceivedTime` turns silent; `None` when it is silent already or nothing is known.
+    pub fn due_in(&self, report: Option<&LogSourceReport>) -> Option<std::time::Duration> {
+        let last = last_received(report?)?;
+        let due = last + chrono::Duration::seconds(self.threshold_seconds);
+        (due > self.now).then(|| (due - self.now).to_std().unwrap_or_default())
+    }
+}
+
+fn last_received(report: &LogSourceReport) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = report.last_received_time.as_deref()?;
+    Some(
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()?
+            .with_timezone(&chrono::Utc),
+    )
+}
+
+/// `SourceSilent` from the report's `lastReceivedTime`. The messages hold no running time, so
+/// the condition (and the status) only changes when the state does.
+fn silence_condition(obs: &LogSourceObservation<'_>, check: &SilenceCheck) -> DesiredCondition {
+    let minutes = check.threshold_seconds / 60;
+    if obs.suspended {
+        return DesiredCondition::new(
+            types::SOURCE_SILENT,
+            false,
+            reasons::SUSPENDED,
+            "collection is suspended",
+        );
+    }
+    let Some(report) = obs.report else {
+        return DesiredCondition::new(
+            types::SOURCE_SILENT,
+            Status::Unknown,
+            reasons::AWAITING_REPORT,
+            "no report yet",
+        );
+    };
+    let Some(last) = last_received(report) else {
+        return DesiredCondition::new(
+            types::SOURCE_SILENT,
+            Status::Unknown,
+            reasons::AWAITING_REPORT,
+            "the collector does not report when it last received a record",
+        );
+    };
+    if check.now - last > chrono::Duration::seconds(check.threshold_seconds) {
+        DesiredCondition::new(
+            types::SOURCE_SILENT,
+            true,
+            reasons::NO_RECORDS_RECEIVED,
+            format!(
+                "no record received since {} (threshold {minutes}m): check the source (diagnostic setting, \
+                 subscription, credentials), see the SiembridgeSourceSilent runbook",
+                last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        )
+    } else {
+        DesiredCondition::new(
+            types::SOURCE_SILENT,
+            false,
+            reasons::RECEIVING,
+            format!("records received within the threshold ({minutes}m)"),
+        )
+    }
 }
 
 /// The conditions of a LogSource.
@@ -216,6 +294,7 @@ pub fn log_source_conditions(obs: &LogSourceObservation<'_>) -> Vec<DesiredCondi
         }
         out.extend(report_conditions(obs.report, obs.lag_threshold_seconds));
         out.extend(dead_letter_conditions(obs));
+        out.extend(obs.silence.as_ref().map(|check| silence_condition(obs, check)));
         return out;
     }
 
@@ -314,6 +393,7 @@ pub fn log_source_conditions(obs: &LogSourceObservation<'_>) -> Vec<DesiredCondi
     out.push(destinations_ready);
     out.extend(report_conditions(obs.report, obs.lag_threshold_seconds));
     out.extend(dead_letter_conditions(obs));
+    out.extend(obs.silence.as_ref().map(|check| silence_condition(obs, check)));
     out
 }
 
@@ -637,6 +717,79 @@ mod tests {
         }]
     }
 
+    fn silence_conditions(report: Option<&LogSourceReport>, now: &str, suspended: bool) -> Vec<DesiredCondition> {
+        log_source_conditions(&LogSourceObservation {
+            silence: Some(SilenceCheck {
+                threshold_seconds: 3600,
+                now: now.parse().unwrap(),
+            }),
+            blocked: None,
+            suspended,
+            reader: Some(LogSourceReader::Own(ready_pods())),
+            destinations: healthy_destination(),
+            report,
+            lag_threshold_seconds: 600,
+            dead_letter_destination: None,
+            dead_lettered_before: None,
+        })
+    }
+
+    #[test]
+    fn a_source_without_records_past_its_threshold_is_silent_and_the_condition_holds_no_running_time() {
+        let report = LogSourceReport {
+            last_received_time: Some("2026-05-01T10:00:00Z".into()),
+            ..LogSourceReport::default()
+        };
+        let within = silence_conditions(Some(&report), "2026-05-01T10:30:00Z", false);
+        let later_within = silence_conditions(Some(&report), "2026-05-01T10:59:00Z", false);
+        let c = find(&within, types::SOURCE_SILENT);
+        assert_eq!((c.status, c.reason), (Status::False, reasons::RECEIVING));
+        // Same condition half an hour later: no status write while nothing changes.
+        assert_eq!(find(&later_within, types::SOURCE_SILENT), c);
+        let silent = silence_conditions(Some(&report), "2026-05-01T11:00:01Z", false);
+        let c = find(&silent, types::SOURCE_SILENT);
+        assert_eq!((c.status, c.reason), (Status::True, reasons::NO_RECORDS_RECEIVED));
+        assert!(
+            c.message.contains("2026-05-01T10:00:00Z") && c.message.contains("60m"),
+            "{}",
+            c.message
+        );
+        assert_eq!(
+            silence_conditions(Some(&report), "2026-05-01T15:00:00Z", false),
+            silent,
+            "unchanged while silent"
+        );
+        // Not silent: suspended, or nothing known.
+        let suspended = silence_conditions(Some(&report), "2026-05-01T15:00:00Z", true);
+        assert_eq!(find(&suspended, types::SOURCE_SILENT).status, Status::False);
+        let none = silence_conditions(None, "2026-05-01T15:00:00Z", false);
+        assert_eq!(find(&none, types::SOURCE_SILENT).status, Status::Unknown);
+        let old_collector = silence_conditions(Some(&LogSourceReport::default()), "2026-05-01T15:00:00Z", false);
+        assert_eq!(find(&old_collector, types::SOURCE_SILENT).status, Status::Unknown);
+    }
+
+    #[test]
+    fn the_operator_looks_again_when_a_source_would_turn_silent() {
+        let report = LogSourceReport {
+            last_received_time: Some("2026-05-01T10:00:00Z".into()),
+            ..LogSourceReport::default()
+        };
+        let check = |now: &str| SilenceCheck {
+            threshold_seconds: 3600,
+            now: now.parse().unwrap(),
+        };
+        assert_eq!(
+            check("2026-05-01T10:59:30Z").due_in(Some(&report)),
+            Some(std::time::Duration::from_secs(30))
+        );
+        assert_eq!(
+            check("2026-05-01T11:00:30Z").due_in(Some(&report)),
+            None,
+            "silent already"
+        );
+        assert_eq!(check("2026-05-01T10:00:00Z").due_in(None), None);
+    }
+
     #[test]
     fn log_source_is_ready_when_collector_and_destinations_are() {
         let report = LogSourceReport {
@@ -644,6 +797,7 @@ mod tests {
             ..LogSourceReport::default()
         };
         let conds = log_source_conditions(&LogSourceObservation {
+            silence: None,
             blocked: None,
             suspended: false,
             reader: Some(LogSourceReader::Own(ready_pods())),
@@ -664,6 +818,7 @@ mod tests {
     #[test]
     fn missing_secret_blocks_with_its_reason() {
         let conds = log_source_conditions(&LogSourceObservation {
+            silence: None,
             blocked: Some(Blocked::new(reasons::SECRET_NOT_FOUND, "Secret \"o365\" not found")),
             suspended: false,
             reader: None,
@@ -694,6 +849,7 @@ mod tests {
             ..LogSourceReport::default()
         };
         let conds = log_source_conditions(&LogSourceObservation {
+            silence: None,
             blocked: None,
             suspended: false,
             reader: Some(LogSourceReader::Own(CollectorPods {
@@ -721,6 +877,7 @@ mod tests {
     #[test]
     fn destination_not_ready_keeps_log_source_not_ready() {
         let conds = log_source_conditions(&LogSourceObservation {
+            silence: None,
             blocked: None,
             suspended: false,
             reader: Some(LogSourceReader::Own(ready_pods())),
@@ -746,6 +903,7 @@ mod tests {
         before: Option<&'a str>,
     ) -> Vec<DesiredCondition> {
         log_source_conditions(&LogSourceObservation {
+            silence: None,
             blocked: None,
             suspended: false,
             reader: Some(LogSourceReader::Own(ready_pods())),

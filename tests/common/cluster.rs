@@ -167,3 +167,35 @@ pub fn run_operator(
     ));
     (stop, controllers)
 }
+
+/// `(status, reason, message)` of condition `type_` of a resource's `status.conditions`.
+pub fn condition(
+    conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    let c = conditions?.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// The cells of `kubectl get logsource NAME` (the server-side table, printer columns included),
+/// by column name.
+pub async fn table_row(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let request = http::Request::get(format!(
+        "/apis/siembridge.io/v1alpha1/namespaces/{namespace}/logsources/{name}"
+    ))
+    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .unwrap();
+    let table: serde_json::Value = client.request(request).await.ok()?;
+    let columns: Vec<String> = table["columnDefinitions"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    let cells = table["rows"][0]["cells"].as_array()?.clone();
+    Some(columns.into_iter().zip(cells).collect())
+}

@@ -81,6 +81,10 @@ impl ReportState {
                     lag_seconds: progress.lag_seconds,
                     blobs_read: progress.blobs_read,
                     bytes_read: progress.bytes_read,
+                    last_received_time: gauges
+                        .last_received(&r.log_source)
+                        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                     ..Default::default()
                 },
             );
