@@ -4,7 +4,7 @@
 //! `SourceSilent=True` with a `NoRecordsReceived` Event and `SourceSilentResolved` once records
 //! arrive again; throttling and lost ranges raise `Throttled` and `RecordsLost` Events; the
 //! backfill percentage is a printer column; rotating a Secret the collector reads rolls it out
-//! with a `SecretRotated` Event.
+//! with a `SecretRotated` Event; deleting its SiemDestination shows at once.
 
 use std::time::Duration;
 
@@ -226,6 +226,23 @@ async fn reported_problems_become_conditions_columns_and_events() {
         Some(&hash_before),
         "the pod template changed: pods roll"
     );
+
+    // A deleted SiemDestination reaches the LogSource at once, not at its next periodic
+    // reconcile (two minutes when healthy): kube's shared watch streams carry no deletions, the
+    // operator forwards them itself.
+    let deleted_at = std::time::Instant::now();
+    dests.delete("splunk", &Default::default()).await.unwrap();
+    let (status, reason, _) = eventually("Ready=False DestinationNotFound", || {
+        let sources = sources.clone();
+        async move { condition(&sources.get("quiet").await.ok()?, "Ready").filter(|c| c.1 == "DestinationNotFound") }
+    })
+    .await;
+    let took = deleted_at.elapsed();
+    println!(
+        "SiemDestination deleted: Ready={status} {reason} after {:.1} s",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
 
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), controllers).await;

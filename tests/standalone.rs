@@ -67,7 +67,12 @@ fn quickstart_prints_every_record_then_resumes_from_its_checkpoint() {
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .unwrap_or_else(|| panic!("lastReceivedTime in {report}"));
-    assert!((chrono::Utc::now() - received.with_timezone(&chrono::Utc)).num_seconds().abs() < 120);
+    assert!(
+        (chrono::Utc::now() - received.with_timezone(&chrono::Utc))
+            .num_seconds()
+            .abs()
+            < 120
+    );
     assert_eq!(report["destinations"]["console"]["healthy"], true);
 
     let again = run(&["run", "-f", "examples/quickstart"], state.path());

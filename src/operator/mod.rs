@@ -345,7 +345,36 @@ fn trim<K: kube::Resource>(obj: &mut K) {
 struct Shared<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     handle: reflector::ReflectHandle<K>,
+    /// Objects deleted, as the watch saw them: kube's shared streams carry only applied
+    /// objects, so without this a deleted SiemDestination, ConsumerGroup or Secret would reach
+    /// the resources that name it only at their next periodic reconcile (minutes).
+    deleted: tokio::sync::broadcast::Sender<Arc<K>>,
     run: futures::future::BoxFuture<'static, ()>,
+}
+
+/// References to reconcile when an object of `shared` is deleted from now on, from `map`
+/// (the same mapper as for its changes). A subscriber that falls behind skips what it missed;
+/// the periodic reconcile covers that.
+fn on_delete<K, M, F>(
+    shared: &tokio::sync::broadcast::Sender<Arc<K>>,
+    map: F,
+) -> impl futures::Stream<Item = reflector::ObjectRef<M>> + Send + 'static
+where
+    K: Send + Sync + 'static,
+    M: kube::Resource<DynamicType = ()> + Send + 'static,
+    F: Fn(&K) -> Vec<reflector::ObjectRef<M>> + Send + 'static,
+{
+    use tokio::sync::broadcast::error::RecvError;
+    futures::stream::unfold(shared.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(obj) => return Some((obj, rx)),
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flat_map(move |obj| futures::stream::iter(map(&obj)))
 }
 
 fn shared<K, S>(events: S) -> Shared<K>
@@ -357,9 +386,17 @@ where
     let handle = writer
         .subscribe()
         .unwrap_or_else(|| unreachable!("a shared store has a dispatcher"));
+    let (deleted, _) = tokio::sync::broadcast::channel(SHARED_BUFFER);
+    let tell = deleted.clone();
     let run = events
         .default_backoff()
         .modify(trim::<K>)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(obj)) = event {
+                // No subscriber (yet) is fine.
+                let _ = tell.send(Arc::new(obj.clone()));
+            }
+        })
         .reflect_shared(writer)
         .for_each(|event| async move {
             if let Err(error) = event {
@@ -367,7 +404,12 @@ where
             }
         })
         .boxed();
-    Shared { store, handle, run }
+    Shared {
+        store,
+        handle,
+        deleted,
+        run,
+    }
 }
 
 /// `events` without the ones whose `fingerprint` did not change since the last event of the
@@ -532,6 +574,23 @@ async fn run_controllers_in(
     .watches_shared_stream(on_change(cg.handle.clone(), consumer_group_print), move |cg| {
         triggers::log_sources_of_consumer_group(&s3, &cg)
     })
+    .reconcile_on(futures::stream::select_all([
+        on_delete(&dest.deleted, {
+            let s = stores.clone();
+            move |d| triggers::log_sources_of_destination(&s, d)
+        })
+        .boxed(),
+        on_delete(&secret.deleted, {
+            let s = stores.clone();
+            move |secret| triggers::log_sources_of_secret(&s, secret)
+        })
+        .boxed(),
+        on_delete(&cg.deleted, {
+            let s = stores.clone();
+            move |cg| triggers::log_sources_of_consumer_group(&s, cg)
+        })
+        .boxed(),
+    ]))
     .graceful_shutdown_on(stop.clone().cancelled_owned())
     .run(log_source::reconcile, log_source::error_policy, ctx.clone())
     .for_each(|result| async move { log_outcome("logsource", result) });
@@ -552,6 +611,22 @@ async fn run_controllers_in(
     .watches_shared_stream(on_change(secret.handle.clone(), secret_print), move |secret| {
         triggers::consumer_groups_of_secret(&s2, &secret)
     })
+    .reconcile_on(futures::stream::select_all([
+        on_delete(&ls.deleted, |ls| {
+            triggers::consumer_group_of_log_source(ls).into_iter().collect()
+        })
+        .boxed(),
+        on_delete(&dest.deleted, {
+            let s = stores.clone();
+            move |d| triggers::consumer_groups_of_destination(&s, d)
+        })
+        .boxed(),
+        on_delete(&secret.deleted, {
+            let s = stores.clone();
+            move |secret| triggers::consumer_groups_of_secret(&s, secret)
+        })
+        .boxed(),
+    ]))
     .graceful_shutdown_on(stop.clone().cancelled_owned())
     .run(consumer_group::reconcile, consumer_group::error_policy, ctx.clone())
     .for_each(|result| async move { log_outcome("consumergroup", result) });
@@ -568,6 +643,14 @@ async fn run_controllers_in(
         triggers::destinations_of_log_source(&ls)
     })
     .watches_shared_stream(cm.handle, |cm| triggers::destinations_in_report(&cm))
+    .reconcile_on(futures::stream::select_all([
+        on_delete(&ls.deleted, |ls| triggers::destinations_of_log_source(ls)).boxed(),
+        on_delete(&secret.deleted, {
+            let s = stores.clone();
+            move |secret| triggers::destinations_of_secret(&s, secret)
+        })
+        .boxed(),
+    ]))
     .graceful_shutdown_on(stop.clone().cancelled_owned())
     .run(destination::reconcile, destination::error_policy, ctx.clone())
     .for_each(|result| async move { log_outcome("siemdestination", result) });
