@@ -28,69 +28,9 @@ mod cluster_env;
 mod fixtures;
 #[path = "common/python.rs"]
 mod python;
+#[path = "common/smtp.rs"]
+mod smtp;
 use cluster_env::{eventually, install_crds};
-
-const SMTP_SERVER: &str = r#"
-import json, ssl, sys
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
-
-cert, key, port, user, password, out = sys.argv[1:7]
-
-class Handler:
-    async def handle_DATA(self, server, session, envelope):
-        record = {"to": envelope.rcpt_tos, "tls": session.ssl is not None,
-                  "authenticated": bool(session.authenticated),
-                  "data": envelope.content.decode("utf8", "replace")}
-        with open(out, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        return "250 OK"
-
-def authenticator(server, session, envelope, mechanism, auth_data):
-    ok = (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == user
-          and auth_data.password.decode() == password)
-    return AuthResult(success=ok, handled=False)
-
-context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-context.load_cert_chain(cert, key)
-controller = Controller(Handler(), hostname="127.0.0.1", port=int(port), tls_context=context,
-                        require_starttls=True, authenticator=authenticator, auth_required=True,
-                        auth_require_tls=True)
-controller.start()
-print("ready", flush=True)
-sys.stdin.read()
-controller.stop()
-"#;
-
-struct Pki {
-    ca: String,
-    cert: String,
-    key: String,
-}
-
-fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "siembridge notifications test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "localhost");
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    p.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &issuer).unwrap();
-    Pki {
-        ca: ca.pem(),
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
 
 type Posts = Arc<Mutex<Vec<Value>>>;
 
@@ -105,21 +45,6 @@ async fn webhook_receiver() -> (u16, Posts) {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (port, posts)
-}
-
-fn mails(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn mails_to(path: &std::path::Path, to: &str) -> Vec<Value> {
-    mails(path)
-        .into_iter()
-        .filter(|m| m["to"].as_array().is_some_and(|a| a.iter().any(|t| t == to)))
-        .collect()
 }
 
 fn ready(ls: &LogSource) -> Option<(String, String)> {
@@ -190,9 +115,9 @@ async fn receiver_status(client: &Client, namespace: &str, receiver: &str) -> Op
 }
 
 /// Wait `quiet` and return the counts then (what arrives late is counted).
-async fn settle(quiet: Duration, posts: &Posts, mail_file: &std::path::Path) -> (usize, usize) {
+async fn settle(quiet: Duration, posts: &Posts, smtp: &smtp::Smtp) -> (usize, usize) {
     tokio::time::sleep(quiet).await;
-    (posts.lock().unwrap().len(), mails_to(mail_file, "soc@example.test").len())
+    (posts.lock().unwrap().len(), smtp.mails_to("soc@example.test").len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,38 +135,7 @@ async fn a_lost_destination_notifies_once_and_its_recovery_once_across_an_operat
 
     // Receivers: the webhook and the SMTP server (STARTTLS required, AUTH required).
     let (hook_port, posts) = webhook_receiver().await;
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki();
-    std::fs::write(dir.path().join("cert.pem"), &pki.cert).unwrap();
-    std::fs::write(dir.path().join("key.pem"), &pki.key).unwrap();
-    let mail_file = dir.path().join("mails.ndjson");
-    let smtp_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut smtp = tokio::process::Command::new(&py)
-        .arg("-c")
-        .arg(SMTP_SERVER)
-        .arg(dir.path().join("cert.pem"))
-        .arg(dir.path().join("key.pem"))
-        .arg(smtp_port.to_string())
-        .arg("notifier")
-        .arg("synthetic-smtp-password")
-        .arg(&mail_file)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the SMTP server starts");
-    {
-        use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(smtp.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the SMTP server is ready within 30 s")
-            .unwrap();
-        assert_eq!(line.as_deref(), Some("ready"));
-    }
+    let smtp = smtp::Smtp::start(&py).await;
 
     // A ready LogSource delivering to a SiemDestination whose connectivity check passes.
     let (dest_port, _listener) = fixtures::listener().await;
@@ -262,16 +156,16 @@ async fn a_lost_destination_notifies_once_and_its_recovery_once_across_an_operat
         "metadata": {"name": "notify"},
         "stringData": {
             "url": format!("http://127.0.0.1:{hook_port}/hook?token=synthetic-webhook-token"),
-            "username": "notifier",
-            "password": "synthetic-smtp-password",
-            "ca.pem": pki.ca,
+            "username": smtp::USER,
+            "password": smtp::PASSWORD,
+            "ca.pem": smtp.pki.ca,
         }
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &secret).await.unwrap();
     let email = |to: &str, ca: bool| {
         let mut e = json!({
-            "host": "127.0.0.1", "port": smtp_port, "from": "siembridge@example.test", "to": [to],
+            "host": "127.0.0.1", "port": smtp.port, "from": "siembridge@example.test", "to": [to],
             "credentialsSecretRef": {"name": "notify", "usernameKey": "username", "passwordKey": "password"}
         });
         if ca {
@@ -299,7 +193,7 @@ async fn a_lost_destination_notifies_once_and_its_recovery_once_across_an_operat
         async move { (!notifiers.get("soc").await.ok()?.status?.conditions.is_empty()).then_some(()) }
     })
     .await;
-    let (hooks, mail) = settle(Duration::from_secs(3), &posts, &mail_file).await;
+    let (hooks, mail) = settle(Duration::from_secs(3), &posts, &smtp).await;
     println!("while Ready: webhook POSTs {hooks}, e-mails {mail}");
     assert_eq!((hooks, mail), (0, 0), "a ready LogSource notifies nothing");
 
@@ -309,13 +203,13 @@ async fn a_lost_destination_notifies_once_and_its_recovery_once_across_an_operat
         .await
         .unwrap();
     eventually("a webhook POST and an e-mail", || {
-        let n = (posts.lock().unwrap().len(), mails_to(&mail_file, "soc@example.test").len());
+        let n = (posts.lock().unwrap().len(), smtp.mails_to("soc@example.test").len());
         async move { (n.0 >= 1 && n.1 >= 1).then_some(()) }
     })
     .await;
     let ls = sources.get("audit").await.unwrap();
     println!("LogSource Ready: {:?}", ready(&ls));
-    let (hooks, mail) = settle(Duration::from_secs(5), &posts, &mail_file).await;
+    let (hooks, mail) = settle(Duration::from_secs(5), &posts, &smtp).await;
     println!("after the destination was deleted: webhook POSTs {hooks}, e-mails {mail}");
     assert_eq!((hooks, mail), (1, 1), "one notification per receiver");
     let first = posts.lock().unwrap()[0].clone();
@@ -325,7 +219,7 @@ async fn a_lost_destination_notifies_once_and_its_recovery_once_across_an_operat
     assert_eq!(first["namespace"], namespace.as_str());
     assert_eq!((first["condition"].as_str(), first["status"].as_str()), (Some("Ready"), Some("False")));
     assert_eq!(first["reason"], "DestinationNotFound");
-    let m = &mails_to(&mail_file, "soc@example.test")[0];
+    let m = &smtp.mails_to("soc@example.test")[0];
     assert_eq!((m["tls"].as_bool(), m["authenticated"].as_bool()), (Some(true), Some(true)));
     assert!(
         m["data"].as_str().unwrap().contains("Subject: [FIRING] LogSource"),
@@ -348,7 +242,7 @@ async fn a_lost_destination_notifies_once_and_its_recovery_once_across_an_operat
         untrusted["lastError"].as_str().unwrap_or_default().to_lowercase().contains("certificate"),
         "{untrusted}"
     );
-    assert_eq!(mails_to(&mail_file, "untrusted@example.test").len(), 0);
+    assert_eq!(smtp.mails_to("untrusted@example.test").len(), 0);
 
     // Operator restart: a new process, state from the API server only.
     stop_a.cancel();
@@ -367,25 +261,25 @@ async fn a_lost_destination_notifies_once_and_its_recovery_once_across_an_operat
         }
     })
     .await;
-    let (hooks, mail) = settle(Duration::from_secs(5), &posts, &mail_file).await;
+    let (hooks, mail) = settle(Duration::from_secs(5), &posts, &smtp).await;
     println!("after the operator restart: webhook POSTs {hooks}, e-mails {mail}");
     assert_eq!((hooks, mail), (1, 1), "a restarted operator does not notify again");
 
     // Recovery: one resolved notification per receiver.
     create_destination(&client, &namespace, dest_port).await;
     eventually("the recovery notifications", || {
-        let n = (posts.lock().unwrap().len(), mails_to(&mail_file, "soc@example.test").len());
+        let n = (posts.lock().unwrap().len(), smtp.mails_to("soc@example.test").len());
         async move { (n.0 >= 2 && n.1 >= 2).then_some(()) }
     })
     .await;
-    let (hooks, mail) = settle(Duration::from_secs(5), &posts, &mail_file).await;
+    let (hooks, mail) = settle(Duration::from_secs(5), &posts, &smtp).await;
     println!("after the destination came back: webhook POSTs {hooks}, e-mails {mail}");
     assert_eq!((hooks, mail), (2, 2), "one recovery notification per receiver");
     let second = posts.lock().unwrap()[1].clone();
     println!("webhook body: {second}");
     assert_eq!(second["kind"], "resolved");
     assert_eq!((second["condition"].as_str(), second["status"].as_str()), (Some("Ready"), Some("True")));
-    let m = &mails_to(&mail_file, "soc@example.test")[1];
+    let m = &smtp.mails_to("soc@example.test")[1];
     assert!(m["data"].as_str().unwrap().contains("Subject: [RESOLVED] LogSource"));
 
     // Status: what was sent, and no secret.
@@ -415,6 +309,5 @@ async fn a_lost_destination_notifies_once_and_its_recovery_once_across_an_operat
 
     stop_b.cancel();
     operator_b.await.unwrap().unwrap();
-    drop(smtp.stdin.take());
-    let _ = smtp.kill().await;
+    drop(smtp);
 }
