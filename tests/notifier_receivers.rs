@@ -67,7 +67,10 @@ async fn receiver_server() -> (u16, Posts) {
     async fn moved() -> impl IntoResponse {
         (
             StatusCode::FOUND,
-            [("location", "https://elsewhere.example/hook?token=synthetic-redirect-token")],
+            [(
+                "location",
+                "https://elsewhere.example/hook?token=synthetic-redirect-token",
+            )],
         )
     }
     let app = Router::new()
@@ -96,9 +99,8 @@ async fn webhooks_post_their_payloads_and_errors_hide_the_url() {
         .into(),
     );
     let one = Message::One(notification());
-    let by_ref = |kind: &str, key: &str| {
-        receiver(json!({"name": "r", kind: {"urlSecretRef": {"name": "hooks", "key": key}}}))
-    };
+    let by_ref =
+        |kind: &str, key: &str| receiver(json!({"name": "r", kind: {"urlSecretRef": {"name": "hooks", "key": key}}}));
     send(&by_ref("webhook", "ok"), "soc", &secrets, &one).await.unwrap();
     send(&by_ref("slack", "ok"), "soc", &secrets, &one).await.unwrap();
     send(&by_ref("teams", "ok"), "soc", &secrets, &one).await.unwrap();
@@ -110,10 +112,17 @@ async fn webhooks_post_their_payloads_and_errors_hide_the_url() {
     assert!(got[1].1["text"].as_str().unwrap().contains("soc/audit"));
     assert_eq!(got[2].1["attachments"][0]["content"]["type"], "AdaptiveCard");
 
-    let failed = send(&by_ref("webhook", "fail"), "soc", &secrets, &one).await.unwrap_err();
+    let failed = send(&by_ref("webhook", "fail"), "soc", &secrets, &one)
+        .await
+        .unwrap_err();
     println!("500: {failed}");
-    assert!(failed.contains("HTTP 500") && failed.contains("backend down"), "{failed}");
-    let moved = send(&by_ref("webhook", "moved"), "soc", &secrets, &one).await.unwrap_err();
+    assert!(
+        failed.contains("HTTP 500") && failed.contains("backend down"),
+        "{failed}"
+    );
+    let moved = send(&by_ref("webhook", "moved"), "soc", &secrets, &one)
+        .await
+        .unwrap_err();
     println!("302: {moved}");
     assert!(moved.contains("not followed"), "{moved}");
     let refused = send(
@@ -126,7 +135,10 @@ async fn webhooks_post_their_payloads_and_errors_hide_the_url() {
     .unwrap_err();
     println!("connection refused: {refused}");
     for error in [&failed, &moved, &refused] {
-        assert!(!error.contains(token) && !error.contains("synthetic-redirect-token"), "{error}");
+        assert!(
+            !error.contains(token) && !error.contains("synthetic-redirect-token"),
+            "{error}"
+        );
     }
 }
 
@@ -141,7 +153,10 @@ async fn email_needs_starttls_a_trusted_certificate_and_the_credentials() {
         [
             (("smtp".to_string(), "username".to_string()), smtp::USER.to_string()),
             (("smtp".to_string(), "password".to_string()), smtp::PASSWORD.to_string()),
-            (("smtp".to_string(), "wrong".to_string()), "synthetic-wrong-password".to_string()),
+            (
+                ("smtp".to_string(), "wrong".to_string()),
+                "synthetic-wrong-password".to_string(),
+            ),
             (("smtp".to_string(), "ca.pem".to_string()), smtp.pki.ca.clone()),
         ]
         .into(),
@@ -171,9 +186,14 @@ async fn email_needs_starttls_a_trusted_certificate_and_the_credentials() {
     send(&email("soc@example.test", true, "password"), "soc", &secrets, &summary)
         .await
         .unwrap();
-    let untrusted = send(&email("untrusted@example.test", false, "password"), "soc", &secrets, &one)
-        .await
-        .unwrap_err();
+    let untrusted = send(
+        &email("untrusted@example.test", false, "password"),
+        "soc",
+        &secrets,
+        &one,
+    )
+    .await
+    .unwrap_err();
     println!("without caSecretRef: {untrusted}");
     assert!(untrusted.to_lowercase().contains("certificate"), "{untrusted}");
     let wrong = send(&email("wrong@example.test", true, "wrong"), "soc", &secrets, &one)
@@ -205,7 +225,10 @@ async fn email_needs_starttls_a_trusted_certificate_and_the_credentials() {
     );
     assert_eq!(mails.len(), 2, "only the trusted, authenticated receiver delivered");
     for m in &mails {
-        assert_eq!((m["tls"].as_bool(), m["authenticated"].as_bool()), (Some(true), Some(true)));
+        assert_eq!(
+            (m["tls"].as_bool(), m["authenticated"].as_bool()),
+            (Some(true), Some(true))
+        );
     }
     let first = mails[0]["data"].as_str().unwrap();
     assert!(
@@ -213,6 +236,9 @@ async fn email_needs_starttls_a_trusted_certificate_and_the_credentials() {
         "{first}"
     );
     let second = mails[1]["data"].as_str().unwrap();
-    assert!(second.contains("Subject: [SUMMARY] 2 LogSource transitions"), "{second}");
+    assert!(
+        second.contains("Subject: [SUMMARY] 2 LogSource transitions"),
+        "{second}"
+    );
     assert!(second.contains("[RESOLVED]"), "{second}");
 }

@@ -72,7 +72,9 @@ impl Metrics {
 
     /// Count a notification message sent or failed.
     pub fn notification(&self, notifier: &str, receiver: &str, result: &str) {
-        self.notifications.with_label_values(&[notifier, receiver, result]).inc();
+        self.notifications
+            .with_label_values(&[notifier, receiver, result])
+            .inc();
     }
 
     /// Count a failure or a blocked resource.

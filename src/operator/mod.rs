@@ -426,7 +426,13 @@ fn notifier_print(ls: &LogSource) -> u64 {
         .status
         .iter()
         .flat_map(|s| s.conditions.iter())
-        .map(|c| (c.type_.as_str(), c.status.as_str(), c.last_transition_time.0.to_string()))
+        .map(|c| {
+            (
+                c.type_.as_str(),
+                c.status.as_str(),
+                c.last_transition_time.0.to_string(),
+            )
+        })
         .collect();
     hash_of((ls.metadata.labels.as_ref(), states))
 }

@@ -134,10 +134,7 @@ fn watched(on: &NotifyOn) -> Vec<(&'static str, &'static str, Duration)> {
 }
 
 fn key(log_source: &str, c: &Condition) -> String {
-    format!(
-        "{log_source}/{}/{}/{}",
-        c.type_, c.status, c.last_transition_time.0
-    )
+    format!("{log_source}/{}/{}/{}", c.type_, c.status, c.last_transition_time.0)
 }
 
 /// The notifications due now for `log_sources` (already selected), ignoring who got them, and
@@ -158,7 +155,9 @@ pub fn due(
         let namespace = ls.namespace().unwrap_or_default();
         let conds = ls.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
         for (type_, firing_status, delay) in watched(on) {
-            let Some(c) = conditions::find(conds, type_) else { continue };
+            let Some(c) = conditions::find(conds, type_) else {
+                continue;
+            };
             if c.status != "True" && c.status != "False" {
                 continue;
             }
@@ -303,14 +302,16 @@ fn current_keys(on: &NotifyOn, log_sources: &[LogSource]) -> Vec<String> {
 pub fn selected(spec: &NotifierSpec, namespace: &str, all: Vec<LogSource>) -> Result<Vec<LogSource>, String> {
     let selector: Option<kube::core::Selector> = match &spec.selector {
         None => None,
-        Some(s) => Some(
-            kube::core::Selector::try_from(s.clone()).map_err(|e| format!("selector is not valid: {e}"))?,
-        ),
+        Some(s) => Some(kube::core::Selector::try_from(s.clone()).map_err(|e| format!("selector is not valid: {e}"))?),
     };
     Ok(all
         .into_iter()
         .filter(|ls| ls.namespace().as_deref() == Some(namespace))
-        .filter(|ls| selector.as_ref().is_none_or(|s| kube::core::SelectorExt::matches(s, ls.labels())))
+        .filter(|ls| {
+            selector
+                .as_ref()
+                .is_none_or(|s| kube::core::SelectorExt::matches(s, ls.labels()))
+        })
         .collect())
 }
 
@@ -348,10 +349,7 @@ pub fn text(m: &Message) -> String {
     match m {
         Message::One(n) => details(n),
         Message::Summary(ns) => {
-            let mut out = format!(
-                "{}:\n",
-                subject(m)
-            );
+            let mut out = format!("{}:\n", subject(m));
             for n in ns {
                 out.push_str(&format!("- {}, since {}\n", headline(n), n.since));
             }
@@ -408,7 +406,9 @@ pub fn teams_payload(m: &Message) -> Value {
         }
         Message::Summary(ns) => {
             for n in ns {
-                body.push(json!({"type": "TextBlock", "wrap": true, "text": format!("{}, since {}", headline(n), n.since)}));
+                body.push(
+                    json!({"type": "TextBlock", "wrap": true, "text": format!("{}, since {}", headline(n), n.since)}),
+                );
             }
         }
     }
@@ -443,11 +443,15 @@ pub struct ApiSecrets(pub kube::Client);
 impl SecretReader for ApiSecrets {
     async fn read(&self, namespace: &str, selector: &SecretKeySelector) -> Result<String, String> {
         let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
-        let secret = api.get_opt(&selector.name).await.map_err(|e| {
-            format!("cannot read Secret {:?}: {}", selector.name, super::one_line(&e))
-        })?;
+        let secret = api
+            .get_opt(&selector.name)
+            .await
+            .map_err(|e| format!("cannot read Secret {:?}: {}", selector.name, super::one_line(&e)))?;
         let Some(secret) = secret else {
-            return Err(format!("Secret {:?} not found in namespace {namespace:?}", selector.name));
+            return Err(format!(
+                "Secret {:?} not found in namespace {namespace:?}",
+                selector.name
+            ));
         };
         let value = secret
             .data
@@ -530,13 +534,29 @@ async fn email(
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(e.host.as_str())
         .port(e.port)
         .timeout(Some(SEND_TIMEOUT))
-        .tls(if e.start_tls { Tls::Required(tls) } else { Tls::Wrapper(tls) });
+        .tls(if e.start_tls {
+            Tls::Required(tls)
+        } else {
+            Tls::Wrapper(tls)
+        });
     if let Some(c) = &e.credentials_secret_ref {
         let user = secrets
-            .read(namespace, &SecretKeySelector { name: c.name.clone(), key: c.username_key.clone() })
+            .read(
+                namespace,
+                &SecretKeySelector {
+                    name: c.name.clone(),
+                    key: c.username_key.clone(),
+                },
+            )
             .await?;
         let password = secrets
-            .read(namespace, &SecretKeySelector { name: c.name.clone(), key: c.password_key.clone() })
+            .read(
+                namespace,
+                &SecretKeySelector {
+                    name: c.name.clone(),
+                    key: c.password_key.clone(),
+                },
+            )
             .await?;
         builder = builder.credentials(Credentials::new(user, password));
     }
@@ -650,7 +670,12 @@ fn conditions_of(spec: &NotifierSpec, status: &NotifierStatus, invalid: Option<&
         .filter_map(|r| r.last_error.as_ref().map(|e| format!("{}: {e}", r.name)))
         .collect();
     let degraded = if failing.is_empty() {
-        DesiredCondition::new(types::DEGRADED, false, reasons::AS_EXPECTED, "every receiver accepts notifications")
+        DesiredCondition::new(
+            types::DEGRADED,
+            false,
+            reasons::AS_EXPECTED,
+            "every receiver accepts notifications",
+        )
     } else {
         DesiredCondition::new(types::DEGRADED, true, "ReceiverFailing", failing.join("; "))
     };
@@ -674,7 +699,9 @@ pub async fn reconcile(notifier: Arc<Notifier>, nctx: Arc<NotifierContext>) -> R
     let mut status = before.clone();
     status.observed_generation = notifier.metadata.generation;
     status.receiver_count = Some(i32::try_from(notifier.spec.receivers.len()).unwrap_or(i32::MAX));
-    status.receivers.retain(|r| notifier.spec.receivers.iter().any(|s| s.name == r.name));
+    status
+        .receivers
+        .retain(|r| notifier.spec.receivers.iter().any(|s| s.name == r.name));
 
     let invalid = notifier
         .spec
@@ -753,7 +780,8 @@ pub async fn reconcile(notifier: Arc<Notifier>, nctx: Arc<NotifierContext>) -> R
                         rs.last_error = Some(conditions::bounded(&error, conditions::MAX_MESSAGE_BYTES));
                         let left = nctx.failed(&uid, &rname);
                         wake = Some(wake.map_or(left, |w| w.min(left)));
-                        ctx.metrics.notification(&format!("{namespace}/{name}"), &rname, "error");
+                        ctx.metrics
+                            .notification(&format!("{namespace}/{name}"), &rname, "error");
                         tracing::warn!(notifier = %name, namespace, receiver = %rname, kind, %error, retry_in = ?left, "notification failed; retrying");
                         break;
                     }
@@ -779,7 +807,12 @@ async fn write_status(
 ) -> Result<()> {
     bound_sent(&mut status.sent, &current_keys(&notifier.spec.when, sources));
     let desired = conditions_of(&notifier.spec, status, invalid);
-    status.conditions = conditions::merge(&status.conditions, &desired, notifier.metadata.generation, Timestamp::now());
+    status.conditions = conditions::merge(
+        &status.conditions,
+        &desired,
+        notifier.metadata.generation,
+        Timestamp::now(),
+    );
     let api: Api<Notifier> = Api::namespaced(nctx.ctx.client.clone(), &notifier.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": Notifier::api_version(&()),
@@ -1005,20 +1038,38 @@ mod tests {
         let one = Message::One(n.clone());
         let w = webhook_payload(&one);
         let keys: Vec<&str> = w.as_object().unwrap().keys().map(String::as_str).collect();
-        let mut expected = vec!["condition", "kind", "logSource", "message", "namespace", "reason", "since", "status"];
+        let mut expected = vec![
+            "condition",
+            "kind",
+            "logSource",
+            "message",
+            "namespace",
+            "reason",
+            "since",
+            "status",
+        ];
         expected.sort();
         assert_eq!(keys, expected);
         assert_eq!(w["kind"], "firing");
         assert_eq!(w["logSource"], "a");
         let s = slack_payload(&one);
-        assert!(s["text"].as_str().unwrap().starts_with("[FIRING] LogSource soc/a: Ready=False (DestinationNotFound)"));
+        assert!(s["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[FIRING] LogSource soc/a: Ready=False (DestinationNotFound)"));
         let teams = teams_payload(&one);
         assert_eq!(teams["type"], "message");
         let card = &teams["attachments"][0];
         assert_eq!(card["contentType"], "application/vnd.microsoft.card.adaptive");
         assert_eq!(card["content"]["type"], "AdaptiveCard");
         assert_eq!(card["content"]["body"][0]["text"], subject(&one));
-        let summary = Message::Summary(vec![n.clone(), Notification { kind: Kind::Resolved, ..n }]);
+        let summary = Message::Summary(vec![
+            n.clone(),
+            Notification {
+                kind: Kind::Resolved,
+                ..n
+            },
+        ]);
         let w = webhook_payload(&summary);
         assert_eq!((w["kind"].as_str(), w["count"].as_u64()), (Some("summary"), Some(2)));
         assert_eq!(w["notifications"][1]["kind"], "resolved");
