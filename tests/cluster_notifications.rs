@@ -5,7 +5,8 @@
 //! STARTTLS and AUTH, its certificate from a test CA given in `caSecretRef`) and a second e-mail
 //! receiver that does not trust that CA.
 //!
-//! A LogSource that is ready loses its SiemDestination: exactly one webhook POST and one e-mail
+//! A LogSource that is ready (collector pods marked ready by the test, a `stdout` SiemDestination)
+//! loses its SiemDestination: exactly one webhook POST and one e-mail
 //! (`notReadyMinutes: 0`). The operator is stopped and a new one started: no new notification.
 //! The destination comes back: exactly one recovery notification on each receiver. The
 //! receiver without the CA never delivers and says why in status; no secret shows in status.
@@ -24,8 +25,6 @@ use siembridge::api::{LogSource, Notifier, SiemDestination};
 
 #[path = "common/cluster.rs"]
 mod cluster_env;
-#[path = "common/operator_fixtures.rs"]
-mod fixtures;
 #[path = "common/python.rs"]
 mod python;
 #[path = "common/smtp.rs"]
@@ -89,16 +88,49 @@ fn kubelet(client: Client, namespace: String) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn create_destination(client: &Client, namespace: &str, port: u16) {
+/// The SiemDestination `siem`: the collector's standard output, which needs no network, so its
+/// check passes at once.
+async fn create_destination(client: &Client, namespace: &str) {
     let dests: Api<SiemDestination> = Api::namespaced(client.clone(), namespace);
     let dest: SiemDestination = serde_json::from_value(json!({
         "apiVersion": "siembridge.io/v1alpha1", "kind": "SiemDestination",
-        "metadata": {"name": "splunk"},
-        "spec": {"splunkHec": {"url": format!("https://127.0.0.1:{port}"),
-                               "token": {"name": "splunk-hec", "key": "token"}}}
+        "metadata": {"name": "siem"},
+        "spec": {"stdout": {}}
     }))
     .unwrap();
     dests.create(&PostParams::default(), &dest).await.unwrap();
+}
+
+/// The API-polled LogSource `audit` (Secret `o365-app`) delivering to `siem`.
+async fn create_log_source(client: &Client, namespace: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "o365-app"}, "stringData": {"clientSecret": "synthetic-client-secret"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let ls: LogSource = serde_json::from_value(json!({
+        "apiVersion": "siembridge.io/v1alpha1", "kind": "LogSource",
+        "metadata": {"name": "audit"},
+        "spec": {
+            "managementActivityApi": {
+                "credentials": {
+                    "tenantId": "11111111-2222-3333-4444-555555555555",
+                    "clientId": "66666666-7777-8888-9999-aaaaaaaaaaaa",
+                    "clientSecret": {"name": "o365-app", "key": "clientSecret"}
+                },
+                "contentTypes": ["Audit.General"]
+            },
+            "destinations": [{"name": "siem"}]
+        }
+    }))
+    .unwrap();
+    Api::<LogSource>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &ls)
+        .await
+        .unwrap();
 }
 
 async fn receiver_status(client: &Client, namespace: &str, receiver: &str) -> Option<Value> {
@@ -138,9 +170,8 @@ async fn a_lost_destination_notifies_once_and_its_recovery_once_across_an_operat
     let smtp = smtp::Smtp::start(&py).await;
 
     // A ready LogSource delivering to a SiemDestination whose connectivity check passes.
-    let (dest_port, _listener) = fixtures::listener().await;
-    fixtures::destination(&client, &namespace, dest_port).await;
-    fixtures::log_source(&client, &namespace, "audit").await;
+    create_destination(&client, &namespace).await;
+    create_log_source(&client, &namespace).await;
     let _kubelet = kubelet(client.clone(), namespace.clone());
     let (stop_a, operator_a) = cluster_env::run_operator(&client, &namespace, "notify-a".into());
     let sources: Api<LogSource> = Api::namespaced(client.clone(), &namespace);
@@ -199,7 +230,7 @@ async fn a_lost_destination_notifies_once_and_its_recovery_once_across_an_operat
 
     // The destination is lost: one notification per receiver.
     Api::<SiemDestination>::namespaced(client.clone(), &namespace)
-        .delete("splunk", &DeleteParams::default())
+        .delete("siem", &DeleteParams::default())
         .await
         .unwrap();
     // A deleted object is not fanned out to its dependents: the LogSource sees the loss at its
@@ -288,7 +319,7 @@ async fn a_lost_destination_notifies_once_and_its_recovery_once_across_an_operat
     assert_eq!((hooks, mail), (1, 1), "a restarted operator does not notify again");
 
     // Recovery: one resolved notification per receiver.
-    create_destination(&client, &namespace, dest_port).await;
+    create_destination(&client, &namespace).await;
     eventually("the recovery notifications", || {
         let n = (posts.lock().unwrap().len(), smtp.mails_to("soc@example.test").len());
         async move { (n.0 >= 2 && n.1 >= 2).then_some(()) }

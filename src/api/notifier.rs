@@ -239,7 +239,7 @@ pub struct NotifierStatus {
     /// Number of receivers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receiver_count: Option<i32>,
-    /// Notifications sent to every receiver since the Notifier was created.
+    /// Notifications accepted since the Notifier was created, summed over its receivers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_total: Option<i64>,
     /// The notifications sent (bounded, newest last): what keeps a restarted or new leader from

@@ -106,6 +106,9 @@ impl Smtp {
             .arg(&mail_file)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
+            // aiosmtpd logs a traceback for every refused TLS handshake (tests refuse some on
+            // purpose): kept in the temporary folder, not in the test's output.
+            .stderr(std::fs::File::create(dir.path().join("smtpd.log")).unwrap())
             .kill_on_drop(true)
             .spawn()
             .expect("the SMTP server starts");
