@@ -2,7 +2,7 @@
 
 use kube::CustomResourceExt;
 
-use crate::api::{ConsumerGroup, LogSource, SiemDestination};
+use crate::api::{ConsumerGroup, LogSource, Notifier, SiemDestination};
 
 /// File name and YAML of every CRD, in a stable order.
 pub fn crds() -> Vec<(&'static str, String)> {
@@ -14,6 +14,7 @@ pub fn crds() -> Vec<(&'static str, String)> {
         ("siembridge.io_logsources.yaml", render(LogSource::crd())),
         ("siembridge.io_consumergroups.yaml", render(ConsumerGroup::crd())),
         ("siembridge.io_siemdestinations.yaml", render(SiemDestination::crd())),
+        ("siembridge.io_notifiers.yaml", render(Notifier::crd())),
     ]
 }
 

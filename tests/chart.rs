@@ -291,7 +291,7 @@ fn assert_operator_rules(rules: &[PolicyRule]) {
         assert!(!r.verbs.contains(&"*".to_string()), "no wildcard verb: {r:?}");
         assert!(!r.verbs.contains(&"escalate".to_string()) && !r.verbs.contains(&"bind".to_string()));
     }
-    for resource in ["logsources", "consumergroups", "siemdestinations"] {
+    for resource in ["logsources", "consumergroups", "siemdestinations", "notifiers"] {
         for verb in ["get", "list", "watch"] {
             assert!(allows(rules, "siembridge.io", resource, verb), "{verb} {resource}");
         }
@@ -605,6 +605,7 @@ fn chart_crds_are_the_generated_crds() {
         [
             "consumergroups.siembridge.io",
             "logsources.siembridge.io",
+            "notifiers.siembridge.io",
             "siemdestinations.siembridge.io"
         ]
     );
@@ -633,7 +634,7 @@ fn chart_crds_are_the_generated_crds() {
         );
     }
     let unkept = Rendered::of(json!({"crds": {"keep": false}}));
-    assert_eq!(unkept.crds.len(), 3);
+    assert_eq!(unkept.crds.len(), 4);
     assert!(unkept.crds.iter().all(|c| !c
         .metadata
         .annotations

@@ -83,7 +83,7 @@ fn crds_are_namespaced_v1alpha1_with_status_short_names_and_category() {
     let crds = generated_crds();
     let mut kinds: Vec<&str> = crds.iter().map(|c| c.spec.names.kind.as_str()).collect();
     kinds.sort();
-    assert_eq!(kinds, ["ConsumerGroup", "LogSource", "SiemDestination"]);
+    assert_eq!(kinds, ["ConsumerGroup", "LogSource", "Notifier", "SiemDestination"]);
     for crd in &crds {
         let kind = &crd.spec.names.kind;
         assert_eq!(crd.spec.group, "siembridge.io", "{kind}");
@@ -359,5 +359,44 @@ fn every_cel_rule_compiles_within_the_cost_budget() {
         let mut rules = Vec::new();
         cel_rules(&schema_of(&crd), &kind, &mut rules);
         assert!(!rules.is_empty(), "{kind} has CEL rules");
+    }
+}
+
+/// The Notifier's CEL rules, evaluated as the API server would: one kind per receiver, a
+/// webhook's `url` or `urlSecretRef`, unique receiver names.
+#[test]
+fn notifier_cel_rules_refuse_ambiguous_receivers() {
+    let crd = generated_crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "Notifier")
+        .expect("a Notifier CRD");
+    let schema = schema_of(&crd);
+    let cel = kube::core::cel::Validator::new();
+    let check = |receivers: Value| {
+        let object = serde_json::json!({
+            "apiVersion": "siembridge.io/v1alpha1", "kind": "Notifier",
+            "metadata": {"name": "n"}, "spec": {"receivers": receivers}
+        });
+        cel.validate(&schema, &object, None)
+            .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+    };
+    let hook = serde_json::json!({"name": "hook", "webhook": {"url": "https://hooks.contoso.example/x"}});
+    let slack = serde_json::json!({"name": "slack", "slack": {"urlSecretRef": {"name": "s", "key": "url"}}});
+    assert_eq!(check(serde_json::json!([hook.clone(), slack.clone()])), Ok(()));
+    let both = serde_json::json!([{"name": "x", "webhook": {"url": "https://a.example/"},
+                                    "slack": {"urlSecretRef": {"name": "s", "key": "url"}}}]);
+    let neither = serde_json::json!([{"name": "x"}]);
+    let two_urls = serde_json::json!([{"name": "x", "webhook": {"url": "https://a.example/",
+                                        "urlSecretRef": {"name": "s", "key": "url"}}}]);
+    let same_name = serde_json::json!([hook.clone(), hook]);
+    for (what, receivers, message) in [
+        ("two kinds", both, "set exactly one of webhook, teams, slack, email"),
+        ("no kind", neither, "set exactly one of webhook, teams, slack, email"),
+        ("url and urlSecretRef", two_urls, "set exactly one of url, urlSecretRef"),
+        ("a name twice", same_name, "receiver names must be unique"),
+    ] {
+        let refused = check(receivers).expect_err(what);
+        println!("{what}: {refused}");
+        assert!(refused.contains(message), "{what}: {refused}");
     }
 }

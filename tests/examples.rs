@@ -265,6 +265,14 @@ fn every_example_document_is_admitted_by_its_crd() {
                         refused.push(format!("{}: siembridge run refuses it: {e}", doc.at()));
                     }
                 }
+                "Notifier" => {
+                    checked += 1;
+                    for reason in admission.refusals(&doc.object) {
+                        refused.push(format!("{}: {reason}", doc.at()));
+                    }
+                    serde_json::from_value::<siembridge::api::Notifier>(doc.object.clone())
+                        .unwrap_or_else(|e| panic!("{}: {e}", doc.at()));
+                }
                 // Examples document `kubectl create secret` instead of committing Secrets.
                 "Secret" => refused.push(format!(
                     "{}: commit no Secret; document `kubectl create secret`",

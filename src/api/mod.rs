@@ -6,12 +6,14 @@ pub mod conditions;
 pub mod consumer_group;
 pub mod destination;
 pub mod log_source;
+pub mod notifier;
 pub mod validation;
 
 pub use common::*;
 pub use consumer_group::*;
 pub use destination::*;
 pub use log_source::*;
+pub use notifier::*;
 
 /// API group of every siembridge resource.
 pub const GROUP: &str = "siembridge.io";

@@ -12,6 +12,9 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     /// `siembridge_operator_reconcile_duration_seconds{controller}`.
     pub duration: HistogramVec,
+    /// `siembridge_notifications_total{notifier,receiver,result}`: messages of the Notifier
+    /// controller, `result` `sent` or `error`.
+    pub notifications: IntCounterVec,
 }
 
 impl Metrics {
@@ -36,13 +39,22 @@ impl Metrics {
             .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["controller"],
         )?;
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "siembridge_notifications_total",
+                "Notification messages sent or failed, by Notifier (namespace/name) and receiver",
+            ),
+            &["notifier", "receiver", "result"],
+        )?;
         registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(notifications.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         Ok(Metrics {
             reconciles,
             failures,
             duration,
+            notifications,
         })
     }
 
@@ -56,6 +68,13 @@ impl Metrics {
     pub fn reconcile_started(&self, controller: &str) -> prometheus::HistogramTimer {
         self.reconciles.with_label_values(&[controller]).inc();
         self.duration.with_label_values(&[controller]).start_timer()
+    }
+
+    /// Count a notification message sent or failed.
+    pub fn notification(&self, notifier: &str, receiver: &str, result: &str) {
+        self.notifications
+            .with_label_values(&[notifier, receiver, result])
+            .inc();
     }
 
     /// Count a failure or a blocked resource.

@@ -28,8 +28,8 @@
 //!
 //! | apiGroups | resources | verbs |
 //! |---|---|---|
-//! | `siembridge.io` | `logsources`, `consumergroups`, `siemdestinations` | get, list, watch |
-//! | `siembridge.io` | `logsources/status`, `consumergroups/status`, `siemdestinations/status` | get, patch, update |
+//! | `siembridge.io` | `logsources`, `consumergroups`, `siemdestinations`, `notifiers` | get, list, watch |
+//! | `siembridge.io` | `logsources/status`, `consumergroups/status`, `siemdestinations/status`, `notifiers/status` | get, patch, update |
 //! | `""` | `configmaps`, `serviceaccounts` | get, list, watch, create, patch, update, delete |
 //! | `apps` | `deployments` | get, list, watch, create, patch, update, delete |
 //! | `rbac.authorization.k8s.io` | `roles`, `rolebindings` | get, list, watch, create, patch, update, delete |
@@ -40,7 +40,9 @@
 //! Because the operator writes Roles, it must itself hold every permission those Roles grant
 //! (RBAC escalation prevention): `leases` create/get/list/watch/update/patch, `configmaps`
 //! get/create/patch/update, `secrets` get. All of these are in the table above. That is the only
-//! reason it holds `get` on Secrets: it never requests a Secret body (`tests/cluster_impersonation.rs`).
+//! reason it holds `get` on Secrets: it never requests a Secret body (`tests/cluster_impersonation.rs`),
+//! except the Secrets a `Notifier` names (webhook URLs, SMTP credentials, a CA), which the
+//! Notifier controller reads when it sends (`notifier`).
 //! The chart gives these rules as a ClusterRole when every namespace is watched, and as a Role in
 //! each namespace of `watchNamespaces` otherwise.
 
@@ -72,6 +74,7 @@ pub mod error;
 pub mod leader;
 pub mod log_source;
 pub mod metrics;
+pub mod notifier;
 pub mod status;
 pub mod triggers;
 
@@ -459,6 +462,23 @@ fn consumer_group_print(cg: &ConsumerGroup) -> u64 {
     spec_and_ready(cg, cg.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]))
 }
 
+/// What a Notifier reads of a LogSource: its labels and its conditions' states.
+fn notifier_print(ls: &LogSource) -> u64 {
+    let states: Vec<(&str, &str, String)> = ls
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter())
+        .map(|c| {
+            (
+                c.type_.as_str(),
+                c.status.as_str(),
+                c.last_transition_time.0.to_string(),
+            )
+        })
+        .collect();
+    hash_of((ls.metadata.labels.as_ref(), states))
+}
+
 fn secret_print(secret: &context::SecretMeta) -> u64 {
     hash_of(&secret.metadata.resource_version)
 }
@@ -639,7 +659,7 @@ async fn run_controllers_in(
     .watches_shared_stream(on_change(secret.handle, secret_print), move |secret| {
         triggers::destinations_of_secret(&s, &secret)
     })
-    .watches_shared_stream(on_change(ls.handle, generation::<LogSource>), |ls| {
+    .watches_shared_stream(on_change(ls.handle.clone(), generation::<LogSource>), |ls| {
         triggers::destinations_of_log_source(&ls)
     })
     .watches_shared_stream(cm.handle, |cm| triggers::destinations_in_report(&cm))
@@ -655,7 +675,28 @@ async fn run_controllers_in(
     .run(destination::reconcile, destination::error_policy, ctx.clone())
     .for_each(|result| async move { log_outcome("siemdestination", result) });
 
-    let controllers = futures::future::join3(log_source_controller, consumer_group_controller, destination_controller);
+    // Notifiers: a watch of their own (their status is written by this controller alone); a
+    // LogSource triggers the Notifiers selecting it when its labels or watched conditions move.
+    let notifier_controller = Controller::new(scoped::<crate::api::Notifier>(&client, watch_ns), all.clone());
+    let notifiers = notifier_controller.store();
+    let nctx = Arc::new(notifier::NotifierContext::new(
+        ctx.clone(),
+        Arc::new(notifier::ApiSecrets(client.clone())),
+    ));
+    let notifier_controller = notifier_controller
+        .watches_shared_stream(on_change(ls.handle, notifier_print), move |ls| {
+            notifier::notifiers_of_log_source(&notifiers, &ls)
+        })
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(notifier::reconcile, notifier::error_policy, nctx)
+        .for_each(|result| async move { log_outcome("notifier", result) });
+
+    let controllers = futures::future::join4(
+        log_source_controller,
+        consumer_group_controller,
+        destination_controller,
+        notifier_controller,
+    );
     tokio::select! {
         _ = controllers => {}
         _ = &mut watches => anyhow::bail!("watches ended unexpectedly"),

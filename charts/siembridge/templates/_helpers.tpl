@@ -58,10 +58,10 @@ the operator holds those verbs itself.
 */}}
 {{- define "siembridge.rules" -}}
 - apiGroups: ["siembridge.io"]
-  resources: ["logsources", "consumergroups", "siemdestinations"]
+  resources: ["logsources", "consumergroups", "siemdestinations", "notifiers"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["siembridge.io"]
-  resources: ["logsources/status", "consumergroups/status", "siemdestinations/status"]
+  resources: ["logsources/status", "consumergroups/status", "siemdestinations/status", "notifiers/status"]
   verbs: ["get", "patch", "update"]
 - apiGroups: [""]
   resources: ["configmaps", "serviceaccounts"]
