@@ -79,8 +79,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(600);
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The window of the rate limit.
 const HOUR: Duration = Duration::from_secs(3600);
-/// Condition type of a LogSource that has had no event for longer than its threshold.
-pub const SOURCE_SILENT: &str = "SourceSilent";
+use crate::api::conditions::types::SOURCE_SILENT;
 
 /// Firing or resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
