@@ -102,8 +102,7 @@ fn the_progress_line_is_drawn_on_a_terminal_only() {
     let expected = quickstart_record_count();
     let last = stderr
         .split(['\r', '\n'])
-        .filter(|l| l.contains("quickstart-entra-intune: "))
-        .last()
+        .rfind(|l| l.contains("quickstart-entra-intune: "))
         .unwrap_or_else(|| panic!("no progress line in {stderr:?}"));
     println!("progress line: {last:?}");
     assert!(

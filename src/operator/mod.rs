@@ -664,7 +664,7 @@ async fn run_controllers_in(
     })
     .watches_shared_stream(cm.handle, |cm| triggers::destinations_in_report(&cm))
     .reconcile_on(futures::stream::select_all([
-        on_delete(&ls.deleted, |ls| triggers::destinations_of_log_source(ls)).boxed(),
+        on_delete(&ls.deleted, triggers::destinations_of_log_source).boxed(),
         on_delete(&secret.deleted, {
             let s = stores.clone();
             move |secret| triggers::destinations_of_secret(&s, secret)
