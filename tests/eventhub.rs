@@ -460,6 +460,108 @@ impl siembridge::collector::destinations::Destination for IdCapture {
     }
 }
 
+/// A destination that takes nothing until the gate opens, then records ids like [`IdCapture`].
+#[derive(Default)]
+struct Gated {
+    open: std::sync::atomic::AtomicBool,
+    ids: IdCapture,
+}
+
+#[async_trait::async_trait]
+impl siembridge::collector::destinations::Destination for Gated {
+    async fn send(
+        &self,
+        batch: &[siembridge::collector::destinations::Event],
+    ) -> siembridge::collector::destinations::SendOutcome {
+        while !self.open.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.ids.send(batch).await
+    }
+}
+
+/// Value of gauge `name` for `partition` in `registry`, if the series exists.
+fn partition_gauge(registry: &prometheus::Registry, name: &str, partition: &str) -> Option<f64> {
+    let families = registry.gather();
+    let family = families.iter().find(|f| f.name() == name)?;
+    family
+        .get_metric()
+        .iter()
+        .find(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "partition" && l.value() == partition)
+        })
+        .map(|m| m.get_gauge().get_value())
+}
+
+/// The Event Hubs lag gauges the `SiembridgeEventHubLagging` alert reads: with the destination
+/// holding everything, each partition shows the events not yet read (the newest sequence number
+/// the hub reports minus the one read); once delivered, 0 in events and seconds.
+#[tokio::test]
+async fn partition_lag_gauges_follow_what_is_unread() {
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_BALANCE_INTERVAL_MS", "200");
+    std::env::set_var("SIEMBRIDGE_EVENTHUB_OWNERSHIP_EXPIRY_MS", "3000");
+    let s = standin(2).await;
+    set_connection_string(&s, KEY);
+    s.state
+        .publish("entra-logs", None, (0..2000).map(diagnostic_body).collect());
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = consumer_group_spec(NS, "entra-logs", "siem", &s.endpoint());
+    spec.prefetch = 10;
+    spec.lag_threshold.events = 50;
+    let mut config = eventhub_config(spec, dir.path(), &dir.path().join("unused.ndjson"), None);
+    config.destinations.values_mut().for_each(|d| d.buffer.max_events = 100);
+    let gated = std::sync::Arc::new(Gated::default());
+    let registry = prometheus::Registry::new();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(
+        Collector::new(config)
+            .with_destination("file", gated.clone())
+            .with_registry(registry.clone())
+            .with_report_interval(Duration::from_millis(500))
+            .run(stop.clone()),
+    );
+    // Held back: the partitions' progress (every 10 s) shows most of each partition unread.
+    let lag = |p: &str| partition_gauge(&registry, "siembridge_eventhub_partition_lag_events", p);
+    wait_for(
+        || ["0", "1"].iter().all(|p| lag(p).is_some_and(|l| l > 500.0)),
+        Duration::from_secs(40),
+    )
+    .await;
+    println!(
+        "held back: lag events p0 {:?} p1 {:?}, threshold {:?}",
+        lag("0"),
+        lag("1"),
+        registry
+            .gather()
+            .iter()
+            .find(|f| f.name() == "siembridge_eventhub_lag_threshold_events")
+            .map(|f| f.get_metric()[0].get_gauge().get_value())
+    );
+    gated.open.store(true, Ordering::Relaxed);
+    wait_for(|| gated.ids.0.lock().unwrap().len() >= 2000, Duration::from_secs(60)).await;
+    let seconds = |p: &str| partition_gauge(&registry, "siembridge_eventhub_partition_lag_seconds", p);
+    wait_for(
+        || {
+            ["0", "1"]
+                .iter()
+                .all(|p| lag(p) == Some(0.0) && seconds(p) == Some(0.0))
+        },
+        Duration::from_secs(40),
+    )
+    .await;
+    println!(
+        "delivered: lag events p0 {:?} p1 {:?}, seconds p0 {:?} p1 {:?}",
+        lag("0"),
+        lag("1"),
+        seconds("0"),
+        seconds("1")
+    );
+    stop.cancel();
+    handle.await.unwrap().expect("collector ran");
+}
+
 /// Records without an id of their own are identified by namespace, hub, partition, sequence
 /// number and index in the event, so destinations that dedupe on ids drop re-deliveries.
 #[tokio::test]
