@@ -460,6 +460,23 @@ impl siembridge::collector::destinations::Destination for IdCapture {
     }
 }
 
+/// Run a collector of `config` into an [`IdCapture`] until it holds `n` ids (60 s at most), stop
+/// it, and return the ids in delivery order.
+async fn capture_ids(config: siembridge::config::CollectorConfig, n: usize) -> Vec<String> {
+    let capture = std::sync::Arc::new(IdCapture::default());
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(
+        Collector::new(config)
+            .with_destination("file", capture.clone())
+            .run(stop.clone()),
+    );
+    wait_for(|| capture.0.lock().unwrap().len() >= n, Duration::from_secs(60)).await;
+    stop.cancel();
+    handle.await.unwrap().expect("collector ran");
+    let ids = capture.0.lock().unwrap().clone();
+    ids
+}
+
 /// A destination that takes nothing until the gate opens, then records ids like [`IdCapture`].
 #[derive(Default)]
 struct Gated {
@@ -583,17 +600,7 @@ async fn records_are_identified_by_namespace_hub_partition_sequence_and_index() 
     let dir = tempfile::tempdir().unwrap();
     let spec = consumer_group_spec(NS, "entra-logs", "siem", &s.endpoint());
     let config = eventhub_config(spec, dir.path(), &dir.path().join("unused.ndjson"), None);
-    let capture = std::sync::Arc::new(IdCapture::default());
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(
-        Collector::new(config)
-            .with_destination("file", capture.clone())
-            .run(stop.clone()),
-    );
-    wait_for(|| capture.0.lock().unwrap().len() >= 10, Duration::from_secs(60)).await;
-    stop.cancel();
-    handle.await.unwrap().expect("collector ran");
-    let mut ids = capture.0.lock().unwrap().clone();
+    let mut ids = capture_ids(config, 10).await;
     ids.sort();
     let mut expected: Vec<String> = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
         .iter()
@@ -629,17 +636,7 @@ async fn events_spanning_many_frames_arrive_whole() {
     let dir = tempfile::tempdir().unwrap();
     let spec = consumer_group_spec(NS, "entra-logs", "siem", &s.endpoint());
     let config = eventhub_config(spec, dir.path(), &dir.path().join("unused.ndjson"), None);
-    let capture = std::sync::Arc::new(IdCapture::default());
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(
-        Collector::new(config)
-            .with_destination("file", capture.clone())
-            .run(stop.clone()),
-    );
-    wait_for(|| capture.0.lock().unwrap().len() >= 1800, Duration::from_secs(60)).await;
-    stop.cancel();
-    handle.await.unwrap().expect("collector ran");
-    let ids: std::collections::BTreeSet<String> = capture.0.lock().unwrap().iter().cloned().collect();
+    let ids: std::collections::BTreeSet<String> = capture_ids(config, 1800).await.into_iter().collect();
     assert_eq!(ids.len(), 1800, "every record of the four events, once");
 }
 
