@@ -125,8 +125,16 @@ async fn main() {
 
     let mut results = vec![json_baseline(&docs)];
 
-    // Generic http receiver that only answers 200.
-    let app = axum::Router::new().route("/ingest", axum::routing::post(|| async { "ok" }));
+    // Generic http receiver that reads the body and answers 200. (One that answered without
+    // reading it sometimes closed the connection while a large body was still being written:
+    // "Broken pipe" on the client, a failed bench run.)
+    let app = axum::Router::new().route(
+        "/ingest",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            std::hint::black_box(body.len());
+            "ok"
+        }),
+    );
     let sink = siem::serve(app).await;
     results.push(
         measure(

@@ -114,12 +114,33 @@ async fn two_collectors_share_partitions_through_leases() {
         assert!(c.wait().unwrap().success());
     }
     let list = leases.list(&ListParams::default()).await.unwrap();
-    assert!(list.items.iter().all(|l| l
-        .spec
-        .as_ref()
-        .and_then(|s| s.holder_identity.clone())
-        .unwrap_or_default()
-        .is_empty()));
+    let held: Vec<(String, String)> = list
+        .items
+        .iter()
+        .map(|l| {
+            (
+                l.metadata.name.clone().unwrap_or_default(),
+                l.spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .filter(|(_, holder)| !holder.is_empty())
+        .collect();
+    if !held.is_empty() {
+        for name in ["pod-a", "pod-b"] {
+            let log = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default();
+            println!("--- {name}.log (partition lines)");
+            for line in log.lines().filter(|l| l.contains("partition") || l.contains("WARN")) {
+                println!("{line}");
+            }
+        }
+    }
+    assert!(
+        held.is_empty(),
+        "Leases still held after both collectors stopped: {held:?}"
+    );
     let ids = delivered_ids(&[&outs[0], &outs[1]]);
     assert_eq!(
         ids.values().filter(|c| **c > 1).count(),

@@ -360,6 +360,23 @@ impl Balancer {
                 Err(e) => tracing::warn!(partition = %p, error = %e, "partition could not be released"),
             }
         }
+        // A partition another replica handed over to us since our last listing is ours in the
+        // store but not yet in `held` (the next cycle would have taken it up): release it too, so
+        // the next owner does not wait for it to expire.
+        if let Ok(records) = shared.ownership.list().await {
+            for r in records.into_iter().filter(|r| r.owner == shared.identity.as_str()) {
+                match shared
+                    .ownership
+                    .write(&r.partition, Some(&r.version), OwnershipClaim::release())
+                    .await
+                {
+                    Ok(_) => tracing::info!(partition = %r.partition, "partition handed to us released unread"),
+                    Err(e) => {
+                        tracing::warn!(partition = %r.partition, error = %e, "partition could not be released")
+                    }
+                }
+            }
+        }
         if let Some(c) = self.client {
             if let Ok(c) = Arc::try_unwrap(c) {
                 let _ = c.close().await;
