@@ -25,6 +25,16 @@ fn condition(ls: &LogSource, type_: &str) -> Option<(String, String, String)> {
     cluster_env::condition(ls.status.as_ref().map(|s| s.conditions.as_slice()), type_)
 }
 
+/// The rollout hash on a collector Deployment's pod template.
+fn config_hash(d: Deployment) -> Option<String> {
+    d.spec
+        .template
+        .metadata?
+        .annotations?
+        .get("siembridge.io/config-hash")
+        .cloned()
+}
+
 /// Notes of the Events about LogSource `name` with `reason`, one per occurrence (an Event the
 /// recorder repeated as a series counts as often as it occurred).
 async fn events(api: &Api<Event>, name: &str, reason: &str) -> Vec<String> {
@@ -189,15 +199,7 @@ async fn reported_problems_become_conditions_columns_and_events() {
     let hash_before = eventually("the collector Deployment", || {
         let d = deployments.clone();
         let name = collector.clone();
-        async move {
-            let d = d.get_opt(&name).await.ok()??;
-            d.spec
-                .template
-                .metadata?
-                .annotations?
-                .get("siembridge.io/config-hash")
-                .cloned()
-        }
+        async move { config_hash(d.get_opt(&name).await.ok()??) }
     })
     .await;
     secrets
@@ -212,14 +214,6 @@ async fn reported_problems_become_conditions_columns_and_events() {
     println!("Event SecretRotated: {notes:?}");
     assert!(notes[0].contains("\"splunk-hec\""), "{notes:?}");
     assert!(!notes[0].contains("second-token") && !notes[0].contains("first-token"));
-    let config_hash = |d: Deployment| {
-        d.spec
-            .template
-            .metadata?
-            .annotations?
-            .get("siembridge.io/config-hash")
-            .cloned()
-    };
     let hash_after = config_hash(deployments.get(&collector).await.unwrap());
     assert_ne!(
         hash_after.as_ref(),
